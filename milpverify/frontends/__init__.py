@@ -1,0 +1,1 @@
+"""Front ends that turn ONNX models and torch modules into a `Network`."""

@@ -1,0 +1,1 @@
+"""The milpverify IR: canonical ops, the `Network` graph, simplification passes."""
