@@ -1,0 +1,111 @@
+"""Re-checking adversarial examples: numpy float64 and onnxruntime on the original model.
+
+A witness is rounded to float32 first (the dtype the ONNX model runs in), so both checks
+see the same point and the reported distance is the distance of that point.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from milpverify.ir.network import Network
+from milpverify.ir.ops import FloatArray
+from milpverify.results import norm_distance
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WitnessCheck:
+    """Outcome of re-running a candidate adversarial example.
+
+    `margin_numpy` / `margin_onnx` are `max_{j != label} f_j(w) - f_label(w)` (or for the
+    given target j only); the witness is adversarial when a margin is `>= required_margin`
+    (ties count: at distance rho the nearest point may only tie). `onnx_margin` is None when
+    the network has no ONNX origin (then only numpy is checked).
+    """
+
+    verified: bool
+    witness: FloatArray
+    distance: float
+    in_domain: bool
+    margin_numpy: float
+    margin_onnx: float | None
+    adversarial_label: int
+    message: str
+
+
+@lru_cache(maxsize=8)
+def _session(onnx_bytes: bytes) -> Any:
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(net: Network, x: FloatArray) -> FloatArray | None:
+    """Logits of a batch through onnxruntime on the original model (None without ONNX origin)."""
+    origin = net.origin
+    if origin.onnx_bytes is None or origin.input_name is None or origin.input_shape is None:
+        return None
+    sess = _session(origin.onnx_bytes)
+    batch = net.as_batch(x).astype(np.float32)
+    rows = [sess.run(None, {origin.input_name: row.reshape(origin.input_shape)})[0].reshape(-1)
+            for row in batch]
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _margin(logits: FloatArray, label: int, target: int | None) -> tuple[float, int]:
+    others = np.delete(np.arange(logits.size), label) if target is None else np.array([target])
+    best = int(others[np.argmax(logits[others])])
+    return float(logits[best] - logits[label]), best
+
+
+def check_witness(net: Network, x: FloatArray, witness: FloatArray, *, label: int,
+                  domain: tuple[float, float] | None = (0.0, 1.0), norm: str = "linf",
+                  required_margin: float = 0.0, target: int | None = None) -> WitnessCheck:
+    """Re-run `witness` and decide whether it is a genuine adversarial example for `x`.
+
+    Parameters
+    ----------
+    net : Network
+    x : ndarray
+        The original input (any shape `net.as_batch` accepts, one sample).
+    witness : ndarray
+        Candidate; it is rounded to float32 before checking.
+    label : int
+        The label that must be beaten.
+    domain : (low, high) or None
+        Box the witness must lie in.
+    required_margin : float
+        Need `f_j(w) - f_label(w) >= required_margin` for some j != label (or j = target),
+        in numpy float64 and in onnxruntime.
+
+    Returns
+    -------
+    WitnessCheck
+    """
+    w32 = net.as_batch(witness).astype(np.float32).astype(np.float64)
+    w = w32[0]
+    x0 = net.as_batch(x)[0]
+    in_domain = domain is None or bool(np.all(w >= domain[0]) and np.all(w <= domain[1]))
+    margin_np, adv = _margin(net.forward(w)[0], label, target)
+    ref = onnx_logits(net, w)
+    margin_ort = None if ref is None else _margin(ref[0], label, target)[0]
+    ok_np = margin_np >= required_margin
+    ok_ort = margin_ort is None or margin_ort >= required_margin
+    verified = in_domain and ok_np and ok_ort
+    message = "" if verified else (
+        f"witness rejected: in_domain={in_domain}, numpy margin {margin_np:.3g}, onnxruntime "
+        f"margin {margin_ort if margin_ort is None else f'{margin_ort:.3g}'} (need >= "
+        f"{required_margin:g})")
+    if not verified:
+        log.warning(message)
+    return WitnessCheck(verified, w.reshape(net.input_shape), norm_distance(w, x0, norm),
+                        in_domain, margin_np, margin_ort, adv, message)
