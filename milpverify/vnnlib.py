@@ -68,7 +68,7 @@ _SUPPORTED = (
 _TOKEN = re.compile(r"[()]|[^\s()]+")
 _COMMENT = re.compile(r";[^\n]*")
 _VAR = re.compile(r"([XY])_(0|[1-9][0-9]*)\Z")
-_NUMBER_START = frozenset("0123456789+-.")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
 _IGNORED_COMMANDS = frozenset(
     {"set-logic", "set-info", "set-option", "check-sat", "get-model", "exit"}
 )
@@ -124,6 +124,7 @@ class VnnlibSpec:
     ``p``'s box such that ``f(x)`` lies in ``p``'s unsafe set. An empty ``properties``
     means the unsafe region is empty (every disjunct was a false constant), so the spec
     holds trivially.
+    All arrays in a spec are read-only; ``copy()`` them to modify.
 
     Attributes
     ----------
@@ -154,10 +155,6 @@ def _read_text(path: Path) -> str:
         raise InvalidInputError(f"VNN-LIB file not found: {str(path)!r}") from e
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise InvalidInputError(f"cannot read VNN-LIB file {str(path)!r}: {e}") from e
-
-
-def _is_text(arg: PathLike, marker: str) -> bool:
-    return isinstance(arg, str) and (marker in arg or "\n" in arg)
 
 
 def _show(expr: SExpr, limit: int = 80) -> str:
@@ -208,28 +205,26 @@ class _Parser:
 
     # ---- terms
     def number(self, tok: str) -> float | None:
-        if tok[0] not in _NUMBER_START:
+        if _NUMBER.match(tok) is None:
             return None
-        try:
-            v = float(tok)
-        except ValueError:
-            return None
+        v = float(tok)
         if not math.isfinite(v):
-            raise self.fail(f"non-finite number {tok!r}")
+            raise self.fail(f"non-finite number {tok!r}", hint=False)
         return v
 
-    def linear(self, e: SExpr) -> Linear:
+    def linear(self, e: SExpr, atom: SExpr) -> Linear:
+        """Linear form of term ``e``; ``atom`` (the enclosing atom) is shown in errors."""
         if isinstance(e, str):
             v = self.number(e)
             if v is not None:
                 return {}, v
             if e not in self.var_names:
                 kind = "undeclared variable" if _VAR.match(e) else "unknown symbol"
-                raise self.fail(f"{kind} {e!r}", e)
+                raise self.fail(f"{kind} {e!r}", atom)
             return {e: 1.0}, 0.0
         if not e or not isinstance(e[0], str):
-            raise self.fail("malformed term", e)
-        op, args = e[0], [self.linear(a) for a in e[1:]]
+            raise self.fail("malformed term", atom)
+        op, args = e[0], [self.linear(a, atom) for a in e[1:]]
         if op == "+" and args:
             return _add(args, [1.0] * len(args))
         if op == "-" and len(args) == 1:
@@ -302,7 +297,7 @@ class _Parser:
             v = self.number(rhs)
             if kind == "X" and v is not None:  # fast path for the common (<= X_i c)
                 return [[("x", i, e[0] in ("<=", "<"), v + 0.0)]]  # + 0.0 maps -0.0 to 0.0
-        (lc, lk), (rc, rk) = self.linear(lhs), self.linear(rhs)
+        (lc, lk), (rc, rk) = self.linear(lhs, e), self.linear(rhs, e)
         sign = _COMPARISONS[e[0]]
         # sign * (lhs - rhs) <= 0
         coeffs: dict[str, float] = {}
@@ -311,6 +306,8 @@ class _Parser:
                 coeffs[v] = coeffs.get(v, 0.0) + s * c
         coeffs = {v: c for v, c in coeffs.items() if c != 0.0}
         const = sign * (lk - rk)
+        if not (math.isfinite(const) and all(map(math.isfinite, coeffs.values()))):
+            raise self.fail("arithmetic overflow (non-finite coefficient)", e, hint=False)
         if not coeffs:
             return [[]] if const <= 0.0 else []
         kinds = {self.var_names[v][0] for v in coeffs}
@@ -321,7 +318,10 @@ class _Parser:
         if len(coeffs) != 1:
             raise self.fail("atom mixes several input variables (only boxes are supported)", e)
         ((v, a),) = coeffs.items()
-        return [[("x", self.var_names[v][1], a > 0.0, 0.0 - const / a)]]
+        bound = 0.0 - const / a  # not -const / a: avoids -0.0
+        if not math.isfinite(bound):
+            raise self.fail("arithmetic overflow (non-finite bound)", e, hint=False)
+        return [[("x", self.var_names[v][1], a > 0.0, bound)]]
 
 
 def _add(args: list[Linear], signs: list[float]) -> Linear:
@@ -338,7 +338,7 @@ def _scale(t: Linear, c: float) -> Linear:
     return {v: c * a for v, a in t[0].items()}, c * t[1]
 
 
-def _collect(conj: Conj, lo: np.ndarray, hi: np.ndarray) -> list[tuple[dict[str, float], float]]:
+def _collect(conj: Conj, lo: list[float], hi: list[float]) -> list[tuple[dict[str, float], float]]:
     """Tighten the box ``[lo, hi]`` in place with the X atoms; return the Y atoms."""
     rows = []
     for atom in conj:
@@ -363,8 +363,8 @@ def _check_box(ps: _Parser, lo: np.ndarray, hi: np.ndarray) -> None:
     empty = np.flatnonzero(lo > hi)
     if empty.size:
         i = empty[0]
-        raise ps.fail(f"empty input box: lower bound {lo[i]!r} > upper bound {hi[i]!r} "
-                      f"on X_{i}", hint=False)
+        raise ps.fail(f"empty input box: lower bound {float(lo[i])!r} > upper bound "
+                      f"{float(hi[i])!r} on X_{i}", hint=False)
 
 
 def read_vnnlib(
@@ -394,7 +394,7 @@ def read_vnnlib(
         bound, an empty input box (lower > upper) or a size mismatch. The message names
         the file and the offending expression.
     """
-    if _is_text(path_or_text, "("):
+    if isinstance(path_or_text, str) and ("(" in path_or_text or "\n" in path_or_text):
         source, path, text = "<vnnlib text>", None, str(path_or_text)
     else:
         p = Path(path_or_text)
@@ -441,11 +441,12 @@ def read_vnnlib(
     groups: dict[bytes, tuple[np.ndarray, np.ndarray, list[OutputConstraint]]] = {}
     if parts is not None:
         base, multi = parts
-        lo0, hi0 = np.full(nx, -np.inf), np.full(nx, np.inf)
+        lo0, hi0 = [-math.inf] * nx, [math.inf] * nx
         rows0 = _collect(base, lo0, hi0)
         for combo in product(*multi):
-            lo, hi = lo0.copy(), hi0.copy()
-            rows = rows0 + _collect([a for c in combo for a in c], lo, hi)
+            lo_list, hi_list = lo0.copy(), hi0.copy()
+            rows = rows0 + _collect([a for c in combo for a in c], lo_list, hi_list)
+            lo, hi = np.array(lo_list), np.array(hi_list)
             _check_box(ps, lo, hi)
             A = np.zeros((len(rows), ny))
             b = np.zeros(len(rows))
@@ -458,6 +459,9 @@ def read_vnnlib(
                 groups[key] = (lo, hi, [])
             groups[key][2].append(OutputConstraint(A=A, b=b))
 
+    for lo, hi, cs in groups.values():
+        for arr in (lo, hi, *(c.A for c in cs), *(c.b for c in cs)):
+            arr.setflags(write=False)
     props = tuple(VnnlibProperty(lo, hi, tuple(cs)) for lo, hi, cs in groups.values())
     return VnnlibSpec(n_inputs=nx, n_outputs=ny, properties=props, path=path)
 
@@ -513,6 +517,7 @@ def write_result(
 
 _PAIR = re.compile(r"\(\s*([XY])_(\d+)\s+([^\s()]+)\s*\)")
 _ALIASES = {"violated": "sat", "holds": "unsat"}
+_RESULT_WORDS = frozenset(RESULTS) | frozenset(_ALIASES)
 
 
 def parse_result(path_or_text: PathLike) -> tuple[str, np.ndarray | None, np.ndarray | None]:
@@ -538,7 +543,7 @@ def parse_result(path_or_text: PathLike) -> tuple[str, np.ndarray | None, np.nda
         Missing file, unknown result word, or a malformed counterexample.
     """
     s = path_or_text
-    if isinstance(s, str) and ("\n" in s or "(" in s or s.strip().lower() in RESULTS):
+    if isinstance(s, str) and ("\n" in s or "(" in s or s.strip().lower() in _RESULT_WORDS):
         source, text = "<result text>", s
     else:
         source = str(Path(s))
