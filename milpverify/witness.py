@@ -109,3 +109,32 @@ def check_witness(net: Network, x: FloatArray, witness: FloatArray, *, label: in
         log.warning(message)
     return WitnessCheck(verified, w.reshape(net.input_shape), norm_distance(w, x0, norm),
                         in_domain, margin_np, margin_ort, adv, message)
+
+
+#: Relative extra steps along the ray x -> point tried by `repair_witness`.
+RAY_STEPS = (0.0, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)
+
+
+def repair_witness(net: Network, x: FloatArray, point: FloatArray, *, label: int,
+                   domain: tuple[float, float] | None = (0.0, 1.0), norm: str = "linf",
+                   required_margin: float = 0.0, target: int | None = None,
+                   box: tuple[FloatArray, FloatArray] | None = None) -> WitnessCheck | None:
+    """Re-check a solver point; if it fails, push it slightly further along its ray.
+
+    Solver points satisfy rows only up to tolerance, so a point at the exact optimum may
+    miss the misclassification by ~1e-7. `x + (1 + s)(point - x)` for small s crosses the
+    decision boundary; it is clipped to `box` (default: the domain). The first candidate
+    that passes `check_witness` is returned, or None if none does.
+    """
+    x0 = net.as_batch(x)[0]
+    p0 = net.as_batch(point)[0]
+    if box is None:
+        lo, hi = domain if domain is not None else (-np.inf, np.inf)
+        box = (np.full_like(x0, lo), np.full_like(x0, hi))
+    for step in RAY_STEPS:
+        cand = np.clip(x0 + (1.0 + step) * (p0 - x0), box[0], box[1])
+        check = check_witness(net, x0, cand, label=label, domain=domain, norm=norm,
+                              required_margin=required_margin, target=target)
+        if check.verified:
+            return check
+    return None

@@ -62,6 +62,12 @@ class LinearOp(Op):
     def _build_map(self) -> tuple[Matrix, FloatArray]:
         raise NotImplementedError
 
+    @cached_property
+    def transposed(self) -> Matrix:
+        """`M^T` as a dense array or CSR (cached), for backward passes `G M = (M^T G^T)^T`."""
+        matrix = self.linear_map[0]
+        return matrix.T if isinstance(matrix, np.ndarray) else sp.csr_array(matrix.T)
+
     @property
     def in_size(self) -> int:
         """Number of elements of the (single) input."""

@@ -1,0 +1,350 @@
+"""`rho` and `certify`: the exact pipeline (bounds -> MILP -> SCIP -> witness re-check).
+
+This is the one module that composes the pipeline. Soundness contract:
+- `lower` is SCIP's dual bound of a MILP whose misclassification row is relaxed by
+  `SOLVER_SLACK` (so solutions that violate it within SCIP's feasibility tolerance are not
+  lost), built on bounds that are sound under float64 rounding; it is exact up to the LP
+  solver's floating-point tolerances (the PyPI SCIP has no exact rational mode).
+- `upper` is always the distance of a witness that passed `check_witness` (numpy float64
+  and onnxruntime on the original model). A solver point that fails the check is pushed a
+  little further along its ray (`repair_witness`) and re-checked; if that fails too it is
+  discarded and the bracket stays open, never closed by a guess.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from milpverify.bounds.base import Bounds
+from milpverify.encode.objective import build_robustness_problem, candidate_labels
+from milpverify.errors import InvalidInputError
+from milpverify.ir.network import Network
+from milpverify.ir.ops import FloatArray
+from milpverify.results import Certificate, RhoResult, RhoStatus, Verdict
+from milpverify.solve import get_backend
+from milpverify.solve.base import SolveOptions, SolveStatus
+from milpverify.tighten import compute_bounds
+from milpverify.witness import WitnessCheck, check_witness, repair_witness
+
+#: Misclassification rows are relaxed by this much so that SCIP's feasibility tolerance
+#: (1e-6) cannot cut off a true adversarial point; the witness re-check restores exactness.
+SOLVER_SLACK = 1e-6
+#: `optimal` is reported when the verified upper bound and the proven lower bound differ
+#: by at most this much (absolute, in input units).
+DEFAULT_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class Query:
+    """A validated robustness query (built by `_validate`)."""
+
+    x: FloatArray
+    label: int
+    norm: str
+    domain: tuple[float, float]
+    margin: float
+    target: int | None
+
+
+def _validate(net: Network, x: npt.ArrayLike, *, norm: str, domain: tuple[float, float],
+              margin: float, target: int | None, label: int | None) -> Query:
+    batch = net.as_batch(x)
+    if batch.shape[0] != 1:
+        raise InvalidInputError(f"`x` must be one sample; got a batch of {batch.shape[0]}.")
+    flat = batch[0]
+    if not np.all(np.isfinite(flat)):
+        raise InvalidInputError("`x` contains inf or NaN.")
+    if norm not in ("linf", "l1"):
+        raise InvalidInputError(f"`norm` must be 'linf' or 'l1'; got {norm!r}.")
+    lo, hi = (float(v) for v in domain)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise InvalidInputError(f"`domain` must be finite (low, high) with low < high; got {domain}.")
+    if np.any(flat < lo) or np.any(flat > hi):
+        raise InvalidInputError(
+            f"`x` lies outside the domain [{lo:g}, {hi:g}] (min {flat.min():g}, max {flat.max():g}); "
+            "scale the input as the network expects (e.g. pixels / 255) or pass `domain`.")
+    if not (math.isfinite(margin) and margin >= 0):
+        raise InvalidInputError(f"`margin` must be a finite number >= 0; got {margin}.")
+    logits = net.forward(flat)[0]
+    pred = int(np.argmax(logits)) if label is None else int(label)
+    if not 0 <= pred < net.num_classes:
+        raise InvalidInputError(f"`label` must be in [0, {net.num_classes}); got {label}.")
+    if target is not None and (not 0 <= int(target) < net.num_classes or int(target) == pred):
+        raise InvalidInputError(
+            f"`target` must be a label in [0, {net.num_classes}) other than {pred}; got {target}.")
+    return Query(flat, pred, norm, (lo, hi), float(margin), None if target is None else int(target))
+
+
+def _check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise InvalidInputError(f"`{name}` must be a finite number > 0; got {value!r}.")
+
+
+def _heuristic_upper(net: Network, q: Query, method: str | None
+                     ) -> tuple[WitnessCheck | None, dict[str, Any]]:
+    """Run a quick upper-bound heuristic; its witness is always re-checked."""
+    if method is None or method == "none":
+        return None, {}
+    result = run_upper_bound(net, q, method)
+    if result is None or not result.witness_verified or result.witness is None:
+        return None, {}
+    check = check_witness(net, q.x, result.witness, label=q.label, domain=q.domain, norm=q.norm,
+                          required_margin=q.margin, target=q.target)
+    return (check if check.verified else None), {"heuristic": method}
+
+
+def run_upper_bound(net: Network, q: Query, method: str) -> RhoResult | None:
+    """Dispatch to the LP restriction ("lp") or PGD ("pgd") as a first upper bound."""
+    if method == "lp":
+        from milpverify.restriction import lp_restriction
+        return lp_restriction(net, q.x, target="all" if q.target is None else q.target,
+                              margin=q.margin, domain=q.domain, label=q.label)
+    if method == "pgd":
+        from milpverify.attacks import pgd
+        return pgd(net, q.x, label=q.label, domain=q.domain, target=q.target, steps=30,
+                   restarts=1, bisection_steps=8)
+    raise InvalidInputError(f"`upper_bound` must be 'lp', 'pgd' or None; got {method!r}.")
+
+
+def _box(q: Query, radius: float) -> tuple[FloatArray, FloatArray]:
+    lo, hi = q.domain
+    return np.maximum(lo, q.x - radius), np.minimum(hi, q.x + radius)
+
+
+def _max_radius(q: Query) -> float:
+    """Distance to the farthest point of the domain (any adversarial point is closer)."""
+    lo, hi = q.domain
+    if q.norm == "linf":
+        return float(np.max(np.maximum(q.x - lo, hi - q.x)))
+    return float(np.sum(np.maximum(q.x - lo, hi - q.x)))
+
+
+def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | None = None,
+        target: int | None = None, domain: tuple[float, float] = (0.0, 1.0),
+        time_limit_s: float = 60.0, backend: str = "scip", margin: float = 0.0,
+        bounds_method: str = "progressive", upper_bound: str | None = "lp",
+        threads: int = 1, tolerance: float = DEFAULT_TOLERANCE, label: int | None = None,
+        solver_params: dict[str, object] | None = None) -> RhoResult:
+    """Exact pointwise robustness rho(f, x) = min ||x' - x|| s.t. x' is misclassified.
+
+    Parameters
+    ----------
+    net : Network
+    x : array
+        One input, scaled as the network expects (inside `domain`).
+    norm : {"linf", "l1"}
+    eps_cap : float, optional
+        Only search `||x' - x|| <= eps_cap`; a proof that none exists gives
+        status "robust_at_cap" with `lower = eps_cap`.
+    target : int, optional
+        Only count misclassification as this label (default: any label but `label`).
+    domain : (low, high)
+        Valid input range (default [0, 1]).
+    time_limit_s : float
+        Wall-clock budget for the whole query; on expiry the proven bracket is returned
+        with status "time_limit".
+    backend : str
+        "scip" (default), "highs", or "pyomo:SOLVER".
+    margin : float
+        Require `f_adv >= f_label + margin` (Bastani et al.'s rounding fix); 0 gives rho
+        itself, where the nearest point may only tie.
+    bounds_method : str
+        "interval", "symbolic", "lp", "mip" or "progressive" (default).
+    upper_bound : {"lp", "pgd", None}
+        Quick heuristic run first: its verified distance shrinks the input box before
+        bounds are computed and is passed to the solver as an objective cutoff.
+    tolerance : float
+        Bracket width under which the answer is reported "optimal".
+    label : int, optional
+        Label to measure against (default: the network's prediction at x).
+
+    Returns
+    -------
+    RhoResult
+        Proven bracket `[lower, upper]`, status, verified witness and timings.
+
+    Raises
+    ------
+    InvalidInputError
+        Bad `x`, `norm`, `eps_cap`, `domain`, `margin`, `target`, `time_limit_s`.
+
+    Example
+    -------
+    >>> r = rho(net, images[8], eps_cap=0.1)
+    >>> r.status, r.lower, r.upper
+    """
+    _check_positive("eps_cap", eps_cap)
+    _check_positive("time_limit_s", time_limit_s, allow_none=False)
+    _check_positive("tolerance", tolerance, allow_none=False)
+    q = _validate(net, x, norm=norm, domain=domain, margin=margin, target=target, label=label)
+    solver = get_backend(backend)
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    stats: dict[str, Any] = {}
+
+    best, info = _heuristic_upper(net, q, upper_bound)
+    stats.update(info)
+    timings["upper_bound_s"] = time.perf_counter() - start
+    cap = eps_cap if eps_cap is not None else _max_radius(q)
+    radius = min(cap, best.distance) if best is not None else cap
+
+    t0 = time.perf_counter()
+    box = _box(q, radius)
+    remaining = time_limit_s - (t0 - start)
+    bounds = compute_bounds(net, box[0], box[1], method=bounds_method,
+                            time_limit_s=max(remaining * 0.5, 1e-3))
+    timings["bounds_s"] = time.perf_counter() - t0
+    stats["unstable_relus"] = bounds.unstable
+
+    def finish(lower: float, status: RhoStatus, witness: WitnessCheck | None, message: str = ""
+               ) -> RhoResult:
+        timings["total_s"] = time.perf_counter() - start
+        upper = witness.distance if witness is not None else math.inf
+        lower = min(lower, upper)
+        if status == RhoStatus.TIME_LIMIT and upper - lower <= tolerance:
+            status = RhoStatus.OPTIMAL
+        return RhoResult(lower, upper, status, q.label,
+                         None if witness is None else witness.adversarial_label,
+                         None if witness is None else witness.witness,
+                         witness is not None, timings, stats, "exact", q.norm, message)
+
+    candidates = candidate_labels(bounds, net.output, q.label, q.margin - SOLVER_SLACK, q.target)
+    stats["candidate_labels"] = len(candidates)
+    if not candidates:
+        # Bounds alone prove no label can win inside the box.
+        return _proven_beyond(radius, cap if eps_cap is not None else math.inf, best, finish)
+
+    t1 = time.perf_counter()
+    problem = build_robustness_problem(net, q.x, q.label, bounds, box[0], box[1], norm=q.norm,
+                                       radius=radius, margin=q.margin - SOLVER_SLACK,
+                                       candidates=candidates)
+    timings["build_s"] = time.perf_counter() - t1
+    stats["binaries"] = int(problem.model.n_integer)
+    stats["rows"] = problem.model.n_rows
+    remaining = time_limit_s - (time.perf_counter() - start)
+    if remaining <= 0:
+        return finish(0.0, RhoStatus.TIME_LIMIT, best, "time limit reached before the solve")
+    cutoff = best.distance if best is not None else None
+    options = SolveOptions(time_limit_s=remaining, threads=threads, objective_cutoff=cutoff,
+                           solver_params=solver_params or {})
+    t2 = time.perf_counter()
+    result = solver.solve(problem.model, options)
+    timings["solve_s"] = time.perf_counter() - t2
+    stats["nodes"] = result.nodes
+
+    if result.status == SolveStatus.ERROR:
+        return finish(0.0, RhoStatus.ERROR, best, f"solver error: {result.message}")
+    if result.status.no_solution_proven:
+        # Nothing strictly closer than the cutoff / inside the box.
+        return _proven_beyond(radius, cap if eps_cap is not None else math.inf, best, finish)
+    if result.x is not None:
+        point = result.x[problem.input_vars]
+        found = repair_witness(net, q.x, point, label=q.label, domain=q.domain, norm=q.norm,
+                               required_margin=q.margin, target=q.target, box=box)
+        if found is not None and (best is None or found.distance < best.distance):
+            best = found
+    lower = max(0.0, result.dual_bound)
+    if result.status == SolveStatus.OPTIMAL:
+        if best is None:
+            return finish(lower, RhoStatus.TIME_LIMIT, None,
+                          "the solver's optimum failed the witness re-check")
+        status = RhoStatus.OPTIMAL if best.distance - lower <= tolerance else RhoStatus.TIME_LIMIT
+        return finish(lower, status, best)
+    return finish(lower, RhoStatus.TIME_LIMIT, best, f"solver stopped: {result.status.value}")
+
+
+def _proven_beyond(radius: float, cap: float, best: WitnessCheck | None,
+                   finish: Callable[..., RhoResult]) -> RhoResult:
+    """No adversarial point strictly inside `radius`: close the bracket or report the cap.
+
+    `cap` is inf when the box was the whole domain: then no adversarial example exists
+    at all and rho = inf (status "robust_at_cap" with `lower = upper = inf`).
+    """
+    if best is not None and best.distance <= radius:
+        return finish(best.distance, RhoStatus.OPTIMAL, best)
+    return finish(cap, RhoStatus.ROBUST_AT_CAP, best,
+                  "no adversarial example exists in the domain" if math.isinf(cap) else "")
+
+
+def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float = 60.0,
+            norm: str = "linf", domain: tuple[float, float] = (0.0, 1.0), target: int | None = None,
+            margin: float = 0.0, backend: str = "scip", bounds_method: str = "progressive",
+            attack: str | None = "pgd", threads: int = 1, label: int | None = None,
+            solver_params: dict[str, object] | None = None) -> Certificate:
+    """Decide whether every x' with ||x' - x|| <= eps (in `domain`) keeps the label.
+
+    Stops at the first adversarial point the solver finds. "not_robust" always comes with
+    a verified witness; "robust" only with a proof (bounds or solver infeasibility).
+
+    Example
+    -------
+    >>> certify(net, images[0], 0.1).verdict
+    'robust'
+    """
+    _check_positive("eps", eps, allow_none=False)
+    _check_positive("time_limit_s", time_limit_s, allow_none=False)
+    q = _validate(net, x, norm=norm, domain=domain, margin=margin, target=target, label=label)
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    stats: dict[str, Any] = {}
+
+    def done(verdict: Verdict, witness: WitnessCheck | None, message: str = "") -> Certificate:
+        timings["total_s"] = time.perf_counter() - start
+        return Certificate(verdict, float(eps), q.label,
+                           None if witness is None else witness.witness, witness is not None,
+                           None if witness is None else witness.adversarial_label, timings,
+                           stats, message)
+
+    box = _box(q, eps)
+    if attack == "pgd" and norm == "linf":
+        from milpverify.attacks import pgd
+        found = pgd(net, q.x, label=q.label, domain=q.domain, target=q.target, eps_max=eps,
+                    steps=30, restarts=1, bisection_steps=0)
+        timings["attack_s"] = time.perf_counter() - start
+        if found.witness_verified and found.witness is not None and found.upper <= eps:
+            check = check_witness(net, q.x, found.witness, label=q.label, domain=q.domain,
+                                  norm=norm, required_margin=q.margin, target=q.target)
+            if check.verified and check.distance <= eps:
+                return done(Verdict.NOT_ROBUST, check)
+    t0 = time.perf_counter()
+    bounds: Bounds = compute_bounds(net, box[0], box[1], method=bounds_method,
+                                    time_limit_s=max((time_limit_s - (t0 - start)) * 0.5, 1e-3))
+    timings["bounds_s"] = time.perf_counter() - t0
+    stats["unstable_relus"] = bounds.unstable
+    candidates = candidate_labels(bounds, net.output, q.label, q.margin - SOLVER_SLACK, q.target)
+    if not candidates:
+        return done(Verdict.ROBUST, None, "proven by bounds alone")
+    t1 = time.perf_counter()
+    problem = build_robustness_problem(net, q.x, q.label, bounds, box[0], box[1], norm=norm,
+                                       radius=eps, margin=q.margin - SOLVER_SLACK,
+                                       candidates=candidates, with_distance=False)
+    timings["build_s"] = time.perf_counter() - t1
+    stats["binaries"] = int(problem.model.n_integer)
+    remaining = time_limit_s - (time.perf_counter() - start)
+    if remaining <= 0:
+        return done(Verdict.UNKNOWN, None, "time limit reached before the solve")
+    options = SolveOptions(time_limit_s=remaining, threads=threads, stop_at_first_feasible=True,
+                           solver_params=solver_params or {})
+    t2 = time.perf_counter()
+    result = get_backend(backend).solve(problem.model, options)
+    timings["solve_s"] = time.perf_counter() - t2
+    stats["nodes"] = result.nodes
+    if result.status.no_solution_proven:
+        return done(Verdict.ROBUST, None, "MILP infeasible")
+    if result.x is not None:
+        found_check = repair_witness(net, q.x, result.x[problem.input_vars], label=q.label,
+                                     domain=q.domain, norm=q.norm, required_margin=q.margin,
+                                     target=q.target, box=box)
+        if found_check is not None and found_check.distance <= eps * (1 + 1e-12):
+            return done(Verdict.NOT_ROBUST, found_check)
+        return done(Verdict.UNKNOWN, None, "the solver's point failed the witness re-check")
+    return done(Verdict.UNKNOWN, None, f"solver stopped: {result.status.value}")

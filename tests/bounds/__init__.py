@@ -1,0 +1,1 @@
+"""Tests of milpverify.bounds (interval and symbolic bound tightening)."""

@@ -1,0 +1,208 @@
+"""Exact rho and certify: brute-force agreement, golden MIPVerify values, honesty of brackets."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+import milpverify
+from milpverify.ir import ops
+from milpverify.ir.network import Network
+from milpverify.restriction import lp_restriction
+from milpverify.verify import certify, rho
+from milpverify.witness import check_witness
+
+
+def mlp(weights: list[tuple[np.ndarray, np.ndarray]], in_shape: tuple[int, ...]) -> Network:
+    """x -> Affine -> Relu -> ... -> Affine (no ReLU after the last layer)."""
+    nodes: list[tuple[str, ops.Op]] = [("x", ops.Input((), in_shape))]
+    prev = "x"
+    for k, (w, b) in enumerate(weights):
+        nodes.append((f"fc{k}", ops.Affine((prev,), (w.shape[0],), w, b)))
+        prev = f"fc{k}"
+        if k < len(weights) - 1:
+            nodes.append((f"relu{k}", ops.Relu((prev,), (w.shape[0],))))
+            prev = f"relu{k}"
+    return Network(nodes, prev)
+
+
+def random_mlp(rng: np.random.Generator, sizes: list[int]) -> tuple[Network, list]:
+    weights = [(rng.normal(size=(o, i)), rng.normal(size=o) * 0.5)
+               for i, o in zip(sizes[:-1], sizes[1:])]
+    return mlp(weights, (sizes[0],)), weights
+
+
+def brute_force_rho(weights: list, x: np.ndarray, label: int,
+                    domain: tuple[float, float] = (0.0, 1.0)) -> float:
+    """min over activation patterns and labels of the LP inside that region (scipy HiGHS).
+
+    Independent of milpverify's encoder: the network is affine in each region, so the
+    minimum over all regions of the region-restricted LP is exactly rho.
+    """
+    n = len(x)
+    hidden = [w.shape[0] for w, _ in weights[:-1]]
+    best = math.inf
+    for pattern in itertools.product([0, 1], repeat=sum(hidden)):
+        masks, pos = [], 0
+        for h in hidden:
+            masks.append(np.array(pattern[pos:pos + h], dtype=float))
+            pos += h
+        # affine map of every pre-activation: A x + c
+        a, c = np.eye(n), np.zeros(n)
+        region_a, region_c = [], []
+        for (w, b), m in zip(weights[:-1], masks):
+            a, c = w @ a, w @ c + b
+            sign = np.where(m > 0, 1.0, -1.0)           # active: pre >= 0; inactive: pre <= 0
+            region_a.append(-(sign[:, None] * a))
+            region_c.append(sign * c)
+            a, c = m[:, None] * a, m * c
+        w, b = weights[-1]
+        fa, fc = w @ a, w @ c + b
+        for j in range(fa.shape[0]):
+            if j == label:
+                continue
+            # variables (x', t): min t; |x' - x| <= t; f_j - f_label >= 0; region rows
+            rows = [np.r_[-(fa[j] - fa[label]), 0.0]]
+            rhs = [fc[j] - fc[label]]
+            for ra, rc in zip(region_a, region_c):
+                rows.extend(np.c_[ra, np.zeros(len(ra))])
+                rhs.extend(rc)
+            rows.extend(np.c_[np.eye(n), -np.ones(n)])
+            rhs.extend(x)
+            rows.extend(np.c_[-np.eye(n), -np.ones(n)])
+            rhs.extend(-x)
+            res = linprog(np.r_[np.zeros(n), 1.0], A_ub=np.array(rows), b_ub=np.array(rhs),
+                          bounds=[domain] * n + [(0, None)], method="highs")
+            if res.status == 0:
+                best = min(best, res.fun)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rho_matches_brute_force_on_tiny_nets(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    net, weights = random_mlp(rng, [2, 5, 4, 4])
+    x = rng.uniform(0.2, 0.8, size=2)
+    label = int(net.predict(x)[0])
+    expected = brute_force_rho(weights, x, label)
+    result = rho(net, x, time_limit_s=30)
+    if math.isinf(expected):
+        assert result.status == "robust_at_cap" and math.isinf(result.lower)
+        return
+    assert result.status == "optimal", result
+    assert result.lower == pytest.approx(expected, abs=1e-6)
+    assert result.upper == pytest.approx(expected, abs=1e-5)
+    assert result.witness_verified
+    check = check_witness(net, x, result.witness, label=label)
+    assert check.verified and check.distance == pytest.approx(result.upper, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lp_restriction_is_an_upper_bound_with_lazy_equal_full(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    net, weights = random_mlp(rng, [3, 6, 5, 4])
+    x = rng.uniform(0.2, 0.8, size=3)
+    exact = rho(net, x, time_limit_s=30, upper_bound=None)
+    lazy = lp_restriction(net, x, target="all", lazy=True)
+    full = lp_restriction(net, x, target="all", lazy=False)
+    if lazy.status == "not_found":
+        assert full.status == "not_found"
+        return
+    assert lazy.upper == pytest.approx(full.upper, abs=1e-6)
+    assert lazy.upper >= exact.lower - 1e-9
+    assert lazy.witness_verified
+
+
+def test_eps_cap_gives_robust_at_cap_with_cap_as_lower_bound() -> None:
+    rng = np.random.default_rng(7)
+    net, weights = random_mlp(rng, [2, 4, 3, 3])
+    x = np.array([0.5, 0.5])
+    exact = rho(net, x)
+    assert exact.status == "optimal"
+    capped = rho(net, x, eps_cap=exact.lower / 2)
+    assert capped.status == "robust_at_cap"
+    assert capped.lower == pytest.approx(exact.lower / 2)
+    assert capped.upper >= exact.lower - 1e-9
+
+
+def test_certify_agrees_with_rho() -> None:
+    rng = np.random.default_rng(3)
+    net, _ = random_mlp(rng, [2, 5, 4, 3])
+    x = np.array([0.4, 0.6])
+    exact = rho(net, x)
+    assert exact.status == "optimal"
+    below = certify(net, x, exact.lower * 0.99)
+    above = certify(net, x, exact.upper * 1.01 + 1e-6)
+    assert below.verdict == "robust"
+    assert above.verdict == "not_robust" and above.witness_verified
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"eps_cap": -0.1}, r"`eps_cap` must be a finite number > 0; got -0.1"),
+    ({"eps_cap": float("nan")}, r"`eps_cap` must be a finite number > 0"),
+    ({"norm": "l7"}, r"`norm` must be 'linf' or 'l1'; got 'l7'"),
+    ({"time_limit_s": 0}, r"`time_limit_s` must be a finite number > 0"),
+    ({"domain": (1.0, 0.0)}, r"`domain` must be finite"),
+    ({"target": 99}, r"`target` must be a label"),
+])
+def test_rho_rejects_bad_options(bad: dict, match: str) -> None:
+    net, _ = random_mlp(np.random.default_rng(0), [2, 3, 3])
+    with pytest.raises(milpverify.InvalidInputError, match=match):
+        rho(net, np.array([0.5, 0.5]), **bad)
+
+
+def test_rho_rejects_bad_x() -> None:
+    net, _ = random_mlp(np.random.default_rng(0), [2, 3, 3])
+    with pytest.raises(milpverify.InvalidInputError, match="expects 2 per sample"):
+        rho(net, np.zeros(3))
+    with pytest.raises(milpverify.InvalidInputError, match="NaN"):
+        rho(net, np.array([np.nan, 0.1]))
+    with pytest.raises(milpverify.InvalidInputError, match="outside the domain"):
+        rho(net, np.array([2.0, 0.1]))
+    with pytest.raises(milpverify.InvalidInputError, match="`eps` must be a finite number > 0"):
+        certify(net, np.array([0.5, 0.5]), 0.0)
+
+
+def test_maxpool_and_residual_net_match_brute_force_sampling() -> None:
+    """A small conv + maxpool + residual net: rho's witness is verified and no sampled
+    point closer than rho.lower is misclassified."""
+    rng = np.random.default_rng(11)
+    conv_w = rng.normal(size=(2, 1, 2, 2))
+    nodes = [
+        ("x", ops.Input((), (1, 4, 4))),
+        ("conv", ops.Conv(("x",), (2, 3, 3), (1, 4, 4), conv_w, rng.normal(size=2) * 0.1,
+                          (1, 1), (0, 0, 0, 0), (1, 1), 1)),
+        ("relu", ops.Relu(("conv",), (2, 3, 3))),
+        ("pool", ops.MaxPool(("relu",), (2, 2, 2), (2, 3, 3), (2, 2), (1, 1), (0, 0, 0, 0),
+                             (1, 1))),
+        ("fc", ops.Affine(("pool",), (8,), rng.normal(size=(8, 8)), rng.normal(size=8) * 0.1)),
+        ("relu2", ops.Relu(("fc",), (8,))),
+        ("res", ops.Add(("relu2", "pool"), (8,))),
+        ("out", ops.Affine(("res",), (3,), rng.normal(size=(3, 8)), np.zeros(3))),
+    ]
+    net = Network(nodes, "out")
+    x = rng.uniform(0.3, 0.7, size=16)
+    result = rho(net, x, time_limit_s=60)
+    assert result.status == "optimal"
+    assert result.witness_verified
+    label = int(net.predict(x)[0])
+    samples = x + rng.uniform(-1, 1, size=(20000, 16)) * result.lower * 0.999
+    samples = np.clip(samples, 0, 1)
+    assert np.all(net.predict(samples) == label)
+
+
+# ---------------------------------------------------------------- real networks (golden)
+@pytest.mark.shared
+@pytest.mark.parametrize("index, expected", [(8, 0.094006), (92, 0.036519)])
+def test_wk17a_matches_mipverify(shared_data, index: int, expected: float) -> None:
+    net = milpverify.load_onnx(shared_data / "nets/mnist/wk17a_linf0.1.onnx")
+    x = np.load(shared_data / "mnist/mnist_test.npz")["images"][index] / 255.0
+    result = rho(net, x, eps_cap=0.1, time_limit_s=120)
+    assert result.status == "optimal"
+    assert result.lower == pytest.approx(expected, abs=1e-5)
+    assert result.upper == pytest.approx(expected, abs=1e-5)
+    assert result.witness_verified
