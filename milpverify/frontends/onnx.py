@@ -150,8 +150,14 @@ def _gemm(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value |
     bias = np.zeros(weight.shape[0])
     if len(args) > 2 and args[2] is not None:
         c = _const(args[2], node, "input C").astype(np.float64)
-        bias = float(attrs.get("beta", 1.0)) * np.broadcast_to(c.reshape(-1) if c.size == weight.shape[0]
-                                                              else c, (weight.shape[0],))
+        if c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1):
+            raise NodeUnsupported(f"bias C of shape {list(c.shape)} depends on the batch row")
+        try:
+            bias = float(attrs.get("beta", 1.0)) * np.broadcast_to(
+                c.reshape(-1) if c.ndim == 2 else c, (weight.shape[0],))
+        except ValueError:
+            raise NodeUnsupported(f"bias C of shape {list(c.shape)} does not broadcast to "
+                                  f"{weight.shape[0]} outputs") from None
     if weight.shape[1] != x.shape[0]:
         raise NodeUnsupported(f"weight has {weight.shape[1]} columns but the input has {x.shape[0]}")
     return [ctx.emit(node.output[0], ops.Affine((x.name,), (weight.shape[0],),
@@ -350,6 +356,8 @@ def _transpose(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Va
 
 def _squeeze_like(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value | None],
                   squeeze: bool) -> list[Value]:
+    if not any(isinstance(a, Tensor) for a in args):
+        return _fold_constant(ctx, node, attrs, args)
     x = _tensor(args[0], node, "input")
     axes = attrs.get("axes")
     if axes is None and len(args) > 1 and args[1] is not None:
@@ -379,6 +387,8 @@ register("Unsqueeze", 1, 11, 13, 21)(lambda c, n, a, args: _squeeze_like(c, n, a
 @register("Concat", 1, 4, 11, 13)
 def _concat(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value | None]
             ) -> list[Value]:
+    if not any(isinstance(a, Tensor) for a in args):
+        return _fold_constant(ctx, node, attrs, args)
     parts = [_tensor(a, node, "input") for a in args]
     rank = len(parts[0].shape) + 1
     axis = int(attrs["axis"]) % rank

@@ -145,7 +145,11 @@ class AvgPool(LinearOp):
         ones = np.ones(rows.shape, dtype=np.float64)
         inside = _inside(iy, ix, self.in_shape)
         if self.count_include_pad:
-            ones /= self.kernel[0] * self.kernel[1]
+            # cells inside the *padded* input count (ceil-mode overhang does not)
+            _, h, w = self.in_shape
+            top, left, bottom, right = self.pads
+            padded = (iy >= -top) & (iy < h + bottom) & (ix >= -left) & (ix < w + right)
+            ones /= padded.sum(axis=-1, keepdims=True)
         else:
             ones /= inside.sum(axis=-1, keepdims=True)
         return _window_matrix(rows, ch, iy, ix, ones, self.in_shape, self.size), np.zeros(self.size)
@@ -263,7 +267,11 @@ def conv_output_hw(in_hw: tuple[int, int], kernel: tuple[int, int], strides: tup
     for axis in range(2):
         span = in_hw[axis] + pads[axis] + pads[axis + 2] - dilations[axis] * (kernel[axis] - 1) - 1
         steps = -(-span // strides[axis]) if ceil_mode else span // strides[axis]
-        out.append(int(steps) + 1)
+        size = int(steps) + 1
+        # ONNX/torch drop a ceil-mode window that would start inside the end padding.
+        if ceil_mode and (size - 1) * strides[axis] >= in_hw[axis] + pads[axis]:
+            size -= 1
+        out.append(size)
     return out[0], out[1]
 
 

@@ -1,0 +1,104 @@
+"""Builders for one-node / few-node ONNX graphs and an onnxruntime reference runner.
+
+Used by the front-end tests: build a model with `make_onnx`, run it with `run_ort`, and
+compare with `milpverify.load_onnx(model).forward(x)` via `assert_matches_ort`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+Shape = Sequence[Union[int, str, None]]
+ValueSpec = Union[tuple[str, Shape], tuple[str, None], onnx.ValueInfoProto]
+
+
+def node(op_type: str, inputs: Sequence[str], outputs: Sequence[str] | str, *,
+         name: str | None = None, **attrs: Any) -> onnx.NodeProto:
+    """`helper.make_node` with a default node name (the first output) and a str-or-list output."""
+    outs = [outputs] if isinstance(outputs, str) else list(outputs)
+    return helper.make_node(op_type, list(inputs), outs, name=name or outs[0], **attrs)
+
+
+def _value_info(spec: ValueSpec) -> onnx.ValueInfoProto:
+    if isinstance(spec, onnx.ValueInfoProto):
+        return spec
+    name, shape = spec
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                         None if shape is None else list(shape))
+
+
+def make_onnx(nodes: Sequence[onnx.NodeProto], initializers: Mapping[str, Any] | None = None,
+              inputs: Sequence[ValueSpec] = (("x", ("N", 4)),),
+              outputs: Sequence[ValueSpec] = (("y", None),), opset: int = 13, *,
+              check: bool = True) -> onnx.ModelProto:
+    """Build a model from nodes, named constant arrays and (name, shape) input/output specs.
+
+    Float initializers are stored as float32, integer ones as int64. Shapes may use a string
+    for a symbolic (batch) axis. The IR version is the smallest one that knows `opset`, so
+    onnxruntime accepts the model.
+
+    Example
+    -------
+    >>> make_onnx([node("Relu", ["x"], "y")], {}, [("x", ("N", 3))], [("y", None)], 13)
+    """
+    inits = []
+    for name, value in (initializers or {}).items():
+        arr = np.asarray(value)
+        arr = arr.astype(np.int64) if arr.dtype.kind in "iub" else arr.astype(np.float32)
+        inits.append(numpy_helper.from_array(arr, name))
+    graph = helper.make_graph(list(nodes), "test", [_value_info(s) for s in inputs],
+                              [_value_info(s) for s in outputs], inits)
+    opset_ids = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opset_ids, producer_name="milpverify-tests")
+    model.ir_version = helper.find_min_ir_version_for(opset_ids)
+    if model.ir_version < 4:
+        # Before IR version 4 every initializer must also be listed as a graph input.
+        model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                           for t in inits)
+    if any(not o.type.tensor_type.HasField("shape") for o in model.graph.output):
+        # Outputs given without a shape get the inferred one (the checker wants a shape).
+        model = onnx.shape_inference.infer_shapes(model)
+    shapes_known = all(o.type.tensor_type.HasField("shape") for o in model.graph.output)
+    if check and shapes_known:
+        onnx.checker.check_model(model)
+    return model
+
+
+def run_ort(model: onnx.ModelProto | bytes, x: np.ndarray, *,
+            per_sample_shape: Sequence[int] | None = None) -> np.ndarray:
+    """Run the single-input, single-output `model` on float32 `x`; returns (n, outputs) float64.
+
+    With `per_sample_shape` (a fixed-batch model's input shape, batch included) the model is
+    run once per sample; otherwise the whole batch `x` is fed at once.
+    """
+    import onnxruntime as ort
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x32 = np.asarray(x, dtype=np.float32)
+    if per_sample_shape is None:
+        out = session.run(None, {name: x32})[0]
+        return np.asarray(out, dtype=np.float64).reshape(x32.shape[0], -1)
+    rows = [session.run(None, {name: xi.reshape(tuple(per_sample_shape))})[0].reshape(-1)
+            for xi in x32]
+    return np.asarray(rows, dtype=np.float64)
+
+
+def assert_matches_ort(model: onnx.ModelProto, x: np.ndarray, *, simplify_graph: bool,
+                       rtol: float = 1e-5) -> None:
+    """`load_onnx(model).forward(x)` equals onnxruntime within `rtol` relative to max(1, |y|)."""
+    from milpverify import load_onnx
+    x32 = np.asarray(x, dtype=np.float32)
+    expected = run_ort(model, x32)
+    net = load_onnx(model, simplify_graph=simplify_graph)
+    got = net.forward(x32.astype(np.float64))
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * scale)

@@ -1,0 +1,148 @@
+"""Imports point one way; each third-party library is confined to its module (checked with `ast`).
+
+Every import statement counts, including lazy ones inside functions. A rule lists the
+milpverify modules a layer may import (a prefix allows its submodules too).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / "milpverify"
+
+# layer (module prefix) -> milpverify modules it may import. Longest matching prefix wins.
+INTERNAL_RULES: dict[str, tuple[str, ...]] = {
+    "milpverify.errors": (),
+    "milpverify.ir": ("milpverify.errors", "milpverify.ir"),
+    "milpverify.frontends": ("milpverify.errors", "milpverify.ir", "milpverify.frontends"),
+    "milpverify.bounds": ("milpverify.errors", "milpverify.ir", "milpverify.bounds"),
+    "milpverify.encode": ("milpverify.errors", "milpverify.ir", "milpverify.bounds",
+                          "milpverify.encode"),
+    "milpverify.solve": ("milpverify.errors", "milpverify.encode.model", "milpverify.solve"),
+}
+
+# third-party top-level package -> the only milpverify modules that may import it.
+THIRD_PARTY_RULES: dict[str, tuple[str, ...]] = {
+    "onnx": ("milpverify.frontends.onnx", "milpverify.torchnet"),
+    "torch": ("milpverify.frontends.torch", "milpverify.torchnet", "milpverify.attacks",
+              "milpverify.finetune"),
+    "pyscipopt": ("milpverify.solve.scip",),
+    "pyomo": ("milpverify.solve.pyomo",),
+    "highspy": ("milpverify.solve.highs",),
+    "onnxruntime": ("milpverify.witness",),
+    "matplotlib": ("milpverify.plots",),
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(source: str, module: str, is_package: bool = False) -> set[str]:
+    """Absolute names of every module `source` imports (relative imports resolved).
+
+    `from milpverify import errors` counts as `milpverify.errors`; `from milpverify.ir
+    import ops` as `milpverify.ir` (the prefix rules then cover `milpverify.ir.ops`).
+    """
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            if base == "milpverify":
+                found.update(f"milpverify.{alias.name}" for alias in node.names)
+            else:
+                found.add(base)
+    return found
+
+
+def _allowed(target: str, prefixes: tuple[str, ...]) -> bool:
+    return any(target == p or target.startswith(p + ".") for p in prefixes)
+
+
+def _layer(module: str) -> str | None:
+    matches = [p for p in INTERNAL_RULES if _allowed(module, (p,))]
+    return max(matches, key=len) if matches else None
+
+
+def _package_modules() -> list[tuple[str, Path]]:
+    return sorted((_module_name(p), p) for p in PACKAGE_DIR.rglob("*.py"))
+
+
+def violations() -> list[str]:
+    """Every import that breaks a rule, as readable lines."""
+    problems = []
+    for module, path in _package_modules():
+        targets = imported_modules(path.read_text(encoding="utf-8"), module,
+                                   path.name == "__init__.py")
+        layer = _layer(module)
+        for target in sorted(targets):
+            top = target.split(".")[0]
+            if top == "milpverify":
+                if layer is not None and not _allowed(target, INTERNAL_RULES[layer]):
+                    problems.append(f"{module} imports {target}; {layer} may import only "
+                                    f"{list(INTERNAL_RULES[layer]) or 'nothing from milpverify'}")
+            elif top in THIRD_PARTY_RULES and module not in THIRD_PARTY_RULES[top]:
+                problems.append(f"{module} imports {target}; {top} is confined to "
+                                f"{list(THIRD_PARTY_RULES[top])}")
+    return problems
+
+
+def test_package_is_scanned():
+    modules = dict(_package_modules())
+    assert {"milpverify.errors", "milpverify.ir.network",
+            "milpverify.frontends.onnx"} <= set(modules)
+
+
+def test_imports_point_one_way():
+    assert violations() == []
+
+
+def test_import_parser_resolves_relative_and_lazy_imports():
+    source = ("from . import ops\nfrom ..errors import InvalidInputError\nimport numpy as np\n"
+              "from milpverify import errors, frontends\n"
+              "def f():\n    import torch.nn\n    from .network import Network\n")
+    assert imported_modules(source, "milpverify.ir.simplify") == {
+        "milpverify.ir", "milpverify.errors", "numpy", "milpverify.errors",
+        "milpverify.frontends", "torch.nn", "milpverify.ir.network"}
+    assert imported_modules("from . import ops", "milpverify.ir", is_package=True) == {
+        "milpverify.ir"}
+
+
+def test_rules_catch_a_violation(tmp_path, monkeypatch):
+    """A fake `ir` module importing `frontends` and `torch` is reported twice."""
+    fake = tmp_path / "milpverify"
+    (fake / "ir").mkdir(parents=True)
+    (fake / "ir" / "bad.py").write_text("import torch\nfrom milpverify.frontends import onnx\n")
+    (fake / "errors.py").write_text("from milpverify.ir import ops\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE_DIR", fake)
+    found = violations()
+    assert len(found) == 3
+    assert any("milpverify.ir.bad imports torch" in v for v in found)
+    assert any("milpverify.ir.bad imports milpverify.frontends" in v for v in found)
+    assert any("milpverify.errors imports milpverify.ir" in v for v in found)
+
+
+def test_import_milpverify_is_light_and_fast():
+    """`import milpverify` (and its CLI and datasets modules) loads neither torch nor pyscipopt."""
+    code = ("import sys, time\nt = time.perf_counter()\nimport milpverify\n"
+            "elapsed = time.perf_counter() - t\n"
+            "import milpverify.cli, milpverify.datasets\n"
+            "heavy = [m for m in ('torch', 'pyscipopt') if m in sys.modules]\n"
+            "print(f'{elapsed:.3f} {heavy}')\n"
+            "assert 'torch' not in sys.modules and 'pyscipopt' not in sys.modules, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, cwd=PACKAGE_DIR.parent)
+    assert result.returncode == 0, result.stderr
+    elapsed = float(result.stdout.split()[0])
+    assert elapsed < 2.0, f"import milpverify took {elapsed:.2f} s"
