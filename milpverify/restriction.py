@@ -270,7 +270,8 @@ def _restrict_target(net: Network, region: Region, x: FloatArray, label: int, ta
     return _TargetRun(status, point, rounds, n_rows)
 
 
-def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int = "all", lazy: bool = True,
+def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int | list[int] = "all",
+                   lazy: bool = True,
                    margin: float = 0.0, domain: tuple[float, float] = (0.0, 1.0),
                    norm: str = "linf", label: int | None = None, backend: str = "highs",
                    max_rounds: int = 50) -> RhoResult:
@@ -281,9 +282,9 @@ def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int = "all",
     net : Network
     x : array
         One input inside `domain`.
-    target : "all" | "second" | int
+    target : "all" | "second" | int | list of int
         "second": only the second most likely label (the paper's choice); "all": the
-        minimum over every other label; an int: that label.
+        minimum over every other label; an int or a list: those labels.
     lazy : bool
         Iterative constraint solving (True) or the full LP with every region row (False).
     margin : float
@@ -321,12 +322,13 @@ def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int = "all",
         targets = order
     elif target == "second":
         targets = order[:1]
-    elif isinstance(target, (int, np.integer)) and 0 <= int(target) < net.num_classes \
-            and int(target) != lab:
-        targets = [int(target)]
     else:
-        raise InvalidInputError(f"`target` must be 'all', 'second' or a label other than {lab}; "
-                                f"got {target!r}.")
+        targets = [int(target)] if isinstance(target, (int, np.integer)) else list(target) \
+            if isinstance(target, (list, tuple)) else []
+        if not targets or any(not 0 <= int(t) < net.num_classes or int(t) == lab
+                              for t in targets):
+            raise InvalidInputError(f"`target` must be 'all', 'second', a label other than {lab} "
+                                    f"or a list of such labels; got {target!r}.")
     best = None
     stats: dict[str, Any] = {"rounds": 0, "rows_added": 0, "lps": 0, "lazy": lazy}
     for j in targets:

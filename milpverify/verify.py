@@ -33,9 +33,14 @@ from milpverify.solve.base import SolveOptions, SolveStatus
 from milpverify.tighten import compute_bounds
 from milpverify.witness import WitnessCheck, check_witness, repair_witness
 
-#: Misclassification rows are relaxed by this much so that SCIP's feasibility tolerance
-#: (1e-6) cannot cut off a true adversarial point; the witness re-check restores exactness.
-SOLVER_SLACK = 1e-6
+#: Misclassification rows are relaxed by this much, so that LP round-off in the solver
+#: cannot cut off a true adversarial point and raise the dual bound above rho. (SCIP's
+#: feasibility tolerance 1e-6 already errs the other way: it accepts slightly infeasible
+#: points, which can only lower the optimum.) The witness re-check restores exactness.
+SOLVER_SLACK = 1e-7
+#: Margin asked of a second solve when a solver point only ties within tolerance
+#: (10x SCIP's feasibility tolerance, so the solver cannot return a tie).
+WITNESS_MARGIN = 1e-5
 #: `optimal` is reported when the verified upper bound and the proven lower bound differ
 #: by at most this much (absolute, in input units).
 DEFAULT_TOLERANCE = 1e-5
@@ -89,12 +94,12 @@ def _check_positive(name: str, value: float | None, *, allow_none: bool = True) 
         raise InvalidInputError(f"`{name}` must be a finite number > 0; got {value!r}.")
 
 
-def _heuristic_upper(net: Network, q: Query, method: str | None
+def _heuristic_upper(net: Network, q: Query, method: str | None, candidates: list[int]
                      ) -> tuple[WitnessCheck | None, dict[str, Any]]:
-    """Run a quick upper-bound heuristic; its witness is always re-checked."""
+    """Run a quick upper-bound heuristic on `candidates`; its witness is always re-checked."""
     if method is None or method == "none":
         return None, {}
-    result = run_upper_bound(net, q, method)
+    result = run_upper_bound(net, q, method, candidates)
     if result is None or not result.witness_verified or result.witness is None:
         return None, {}
     check = check_witness(net, q.x, result.witness, label=q.label, domain=q.domain, norm=q.norm,
@@ -102,12 +107,13 @@ def _heuristic_upper(net: Network, q: Query, method: str | None
     return (check if check.verified else None), {"heuristic": method}
 
 
-def run_upper_bound(net: Network, q: Query, method: str) -> RhoResult | None:
+def run_upper_bound(net: Network, q: Query, method: str, candidates: list[int]
+                    ) -> RhoResult | None:
     """Dispatch to the LP restriction ("lp") or PGD ("pgd") as a first upper bound."""
     if method == "lp":
         from milpverify.restriction import lp_restriction
-        return lp_restriction(net, q.x, target="all" if q.target is None else q.target,
-                              margin=q.margin, domain=q.domain, label=q.label)
+        return lp_restriction(net, q.x, target=candidates, margin=q.margin, domain=q.domain,
+                              label=q.label, norm=q.norm)
     if method == "pgd":
         from milpverify.attacks import pgd
         return pgd(net, q.x, label=q.label, domain=q.domain, target=q.target, steps=30,
@@ -191,19 +197,8 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     timings: dict[str, float] = {}
     stats: dict[str, Any] = {}
 
-    best, info = _heuristic_upper(net, q, upper_bound)
-    stats.update(info)
-    timings["upper_bound_s"] = time.perf_counter() - start
     cap = eps_cap if eps_cap is not None else _max_radius(q)
-    radius = min(cap, best.distance) if best is not None else cap
-
-    t0 = time.perf_counter()
-    box = _box(q, radius)
-    remaining = time_limit_s - (t0 - start)
-    bounds = compute_bounds(net, box[0], box[1], method=bounds_method,
-                            time_limit_s=max(remaining * 0.5, 1e-3))
-    timings["bounds_s"] = time.perf_counter() - t0
-    stats["unstable_relus"] = bounds.unstable
+    proven_cap = cap if eps_cap is not None else math.inf
 
     def finish(lower: float, status: RhoStatus, witness: WitnessCheck | None, message: str = ""
                ) -> RhoResult:
@@ -217,11 +212,37 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
                          None if witness is None else witness.witness,
                          witness is not None, timings, stats, "exact", q.norm, message)
 
+    # 1. Cheap bounds on the capped box: often they already eliminate every other label.
+    box = _box(q, cap)
+    bounds = compute_bounds(net, box[0], box[1], method="symbolic")
     candidates = candidate_labels(bounds, net.output, q.label, q.margin - SOLVER_SLACK, q.target)
+    timings["bounds_s"] = time.perf_counter() - start
+    if not candidates:
+        stats["unstable_relus"] = bounds.unstable
+        stats["candidate_labels"] = 0
+        return _proven_beyond(cap, proven_cap, None, finish)
+
+    # 2. A quick verified upper bound on the surviving labels shrinks the box.
+    t0 = time.perf_counter()
+    best, info = _heuristic_upper(net, q, upper_bound, candidates)
+    stats.update(info)
+    timings["upper_bound_s"] = time.perf_counter() - t0
+    radius = min(cap, best.distance) if best is not None else cap
+
+    # 3. Final bounds on the (shrunk) box with the requested method.
+    t0 = time.perf_counter()
+    if radius < cap or bounds_method != "symbolic":
+        box = _box(q, radius)
+        remaining = time_limit_s - (t0 - start)
+        bounds = compute_bounds(net, box[0], box[1], method=bounds_method,
+                                time_limit_s=max(remaining * 0.5, 1e-3))
+        candidates = candidate_labels(bounds, net.output, q.label, q.margin - SOLVER_SLACK,
+                                      q.target)
+    timings["bounds_s"] += time.perf_counter() - t0
+    stats["unstable_relus"] = bounds.unstable
     stats["candidate_labels"] = len(candidates)
     if not candidates:
-        # Bounds alone prove no label can win inside the box.
-        return _proven_beyond(radius, cap if eps_cap is not None else math.inf, best, finish)
+        return _proven_beyond(radius, proven_cap, best, finish)
 
     t1 = time.perf_counter()
     problem = build_robustness_problem(net, q.x, q.label, bounds, box[0], box[1], norm=q.norm,
@@ -245,7 +266,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         return finish(0.0, RhoStatus.ERROR, best, f"solver error: {result.message}")
     if result.status.no_solution_proven:
         # Nothing strictly closer than the cutoff / inside the box.
-        return _proven_beyond(radius, cap if eps_cap is not None else math.inf, best, finish)
+        return _proven_beyond(radius, proven_cap, best, finish)
     if result.x is not None:
         point = result.x[problem.input_vars]
         found = repair_witness(net, q.x, point, label=q.label, domain=q.domain, norm=q.norm,
@@ -323,28 +344,42 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
     candidates = candidate_labels(bounds, net.output, q.label, q.margin - SOLVER_SLACK, q.target)
     if not candidates:
         return done(Verdict.ROBUST, None, "proven by bounds alone")
-    t1 = time.perf_counter()
-    problem = build_robustness_problem(net, q.x, q.label, bounds, box[0], box[1], norm=norm,
-                                       radius=eps, margin=q.margin - SOLVER_SLACK,
-                                       candidates=candidates, with_distance=False)
-    timings["build_s"] = time.perf_counter() - t1
-    stats["binaries"] = int(problem.model.n_integer)
     remaining = time_limit_s - (time.perf_counter() - start)
     if remaining <= 0:
         return done(Verdict.UNKNOWN, None, "time limit reached before the solve")
-    options = SolveOptions(time_limit_s=remaining, threads=threads, stop_at_first_feasible=True,
-                           solver_params=solver_params or {})
-    t2 = time.perf_counter()
-    result = get_backend(backend).solve(problem.model, options)
-    timings["solve_s"] = time.perf_counter() - t2
-    stats["nodes"] = result.nodes
-    if result.status.no_solution_proven:
-        return done(Verdict.ROBUST, None, "MILP infeasible")
-    if result.x is not None:
-        found_check = repair_witness(net, q.x, result.x[problem.input_vars], label=q.label,
-                                     domain=q.domain, norm=q.norm, required_margin=q.margin,
-                                     target=q.target, box=box)
-        if found_check is not None and found_check.distance <= eps * (1 + 1e-12):
-            return done(Verdict.NOT_ROBUST, found_check)
-        return done(Verdict.UNKNOWN, None, "the solver's point failed the witness re-check")
-    return done(Verdict.UNKNOWN, None, f"solver stopped: {result.status.value}")
+    # First with the misclassification relaxed by SOLVER_SLACK: infeasible proves robust.
+    # A point found that way may only tie within tolerance; then ask for a strict margin
+    # (WITNESS_MARGIN) so the witness survives the float64/onnxruntime re-check.
+    message = ""
+    for attempt, row_margin in enumerate((q.margin - SOLVER_SLACK, q.margin + WITNESS_MARGIN)):
+        t1 = time.perf_counter()
+        problem = build_robustness_problem(net, q.x, q.label, bounds, box[0], box[1], norm=norm,
+                                           radius=eps, margin=row_margin, candidates=candidates,
+                                           with_distance=False)
+        timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t1
+        stats["binaries"] = int(problem.model.n_integer)
+        remaining = time_limit_s - (time.perf_counter() - start)
+        if remaining <= 0:
+            break
+        options = SolveOptions(time_limit_s=remaining, threads=threads,
+                               stop_at_first_feasible=True, solver_params=solver_params or {})
+        t2 = time.perf_counter()
+        result = get_backend(backend).solve(problem.model, options)
+        timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
+        stats["nodes"] = stats.get("nodes", 0) + result.nodes
+        if result.status.no_solution_proven:
+            if attempt == 0:
+                return done(Verdict.ROBUST, None, "MILP infeasible")
+            message = (f"adversarial points exist only within {WITNESS_MARGIN:g} of the "
+                       "decision boundary (not resolved)")
+            break
+        if result.x is None:
+            message = f"solver stopped: {result.status.value}"
+            break
+        found = repair_witness(net, q.x, result.x[problem.input_vars], label=q.label,
+                               domain=q.domain, norm=q.norm, required_margin=q.margin,
+                               target=q.target, box=box)
+        if found is not None and found.distance <= eps * (1 + 1e-12):
+            return done(Verdict.NOT_ROBUST, found)
+        message = "the solver's point failed the witness re-check"
+    return done(Verdict.UNKNOWN, None, message or "time limit reached")

@@ -1,15 +1,14 @@
 """Distance objectives and the misclassification disjunction of a robustness query.
 
-The query "nearest x' to x (in `box`) whose label differs from `label`":
+The query "nearest x' to x (in `box`) whose outputs lie in an unsafe set":
 
     minimise   d(x', x)
     subject to x' in box, network constraints,
-               OR_{j in candidates}  f_j(x') - f_label(x') >= margin_j
+               OR_d  A_d f(x') <= b_d          (a disjunction of conjunctions)
 
-For a single candidate the constraint is a plain row. For several, one binary `z_j` per
-candidate with `sum_j z_j = 1` and
-    f_j - f_label >= margin_j - (margin_j - (l_j - u_label)) (1 - z_j),
-which is slack when z_j = 0 because `f_j - f_label >= l_j - u_label` holds in the box.
+Misclassification is the unsafe set with one single-row disjunct per candidate label j,
+`f_label - f_j <= -margin`; VNN-LIB properties and relaxed top-K/affinity properties are
+other unsafe sets over the same encoder (`add_unsafe_set`).
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ class RobustnessProblem:
     encoding: NetworkEncoding
     input_vars: IntArray
     distance_var: int | None
-    candidates: list[int]
+    disjuncts: list[Disjunct]
     choice_vars: IntArray
 
 
@@ -66,41 +65,84 @@ def add_distance(model: MilpModel, x: FloatArray, input_vars: IntArray, norm: st
     raise InvalidInputError(f"`norm` must be 'linf' or 'l1' for the MILP; got {norm!r}.")
 
 
-def add_misclassification(model: MilpModel, logits: Term, label: int, candidates: list[int],
-                          margin: float, lower: FloatArray, upper: FloatArray) -> IntArray:
-    """Require `f_j - f_label >= margin` for at least one j in `candidates` (see module doc)."""
-    def diff_row(j: int) -> tuple[list[int], list[float], float]:
-        cols, vals, const = [], [], 0.0
-        for idx, sign in ((j, 1.0), (label, -1.0)):
-            if logits.var[idx] >= 0:
-                cols.append(int(logits.var[idx]))
-                vals.append(sign)
-            else:
-                const += sign * logits.const[idx]
-        return cols, vals, const
+@dataclass(frozen=True)
+class Disjunct:
+    """One conjunction of linear output constraints, `A y <= b` (rows of A over all outputs)."""
 
-    if len(candidates) == 1:
-        cols, vals, const = diff_row(candidates[0])
-        model.add_rows(np.zeros(len(cols), dtype=np.int64), np.array(cols, dtype=np.int64),
-                       np.array(vals), 1, margin - const, np.inf, name="misclassified")
-        return np.zeros(0, dtype=np.int64)
-    z = model.add_vars(len(candidates), 0.0, 1.0, integer=True, name="misclassified.as")
-    for pos, j in enumerate(candidates):
-        cols, vals, const = diff_row(j)
-        big = margin - (lower[j] - upper[label])
-        # f_j - f_label + const - big * z_j >= margin - big
-        model.add_rows(np.zeros(len(cols) + 1, dtype=np.int64),
-                       np.array(cols + [int(z[pos])], dtype=np.int64),
-                       np.array(vals + [-big]), 1, margin - big - const, np.inf,
-                       name=f"misclassified[{j}]")
-    model.add_rows(np.zeros(len(z), dtype=np.int64), z, np.ones(len(z)), 1, 1.0, 1.0,
-                   name="misclassified/one")
+    A: FloatArray
+    b: FloatArray
+    label: str = ""
+
+
+def misclassification(num_classes: int, label: int, candidates: list[int], margin: float
+                      ) -> list[Disjunct]:
+    """`f_j - f_label >= margin` for j in candidates, as disjuncts `(e_label - e_j) y <= -margin`."""
+    out = []
+    for j in candidates:
+        a = np.zeros((1, num_classes))
+        a[0, label], a[0, j] = 1.0, -1.0
+        out.append(Disjunct(a, np.array([-margin]), str(j)))
+    return out
+
+
+def _row_range(a: FloatArray, lower: FloatArray, upper: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Interval `[min, max]` of each row of `a y` over the box `lower <= y <= upper`."""
+    lo = np.where(a > 0, a * lower, a * upper).sum(axis=1)
+    hi = np.where(a > 0, a * upper, a * lower).sum(axis=1)
+    return lo, hi
+
+
+def possible_disjuncts(disjuncts: list[Disjunct], lower: FloatArray, upper: FloatArray
+                       ) -> list[Disjunct]:
+    """Drop disjuncts that the output bounds prove impossible (some row's min exceeds b)."""
+    return [d for d in disjuncts if np.all(_row_range(d.A, lower, upper)[0] <= d.b)]
+
+
+def add_unsafe_set(model: MilpModel, outputs: Term, disjuncts: list[Disjunct],
+                   lower: FloatArray, upper: FloatArray, *, relax: bool = False) -> IntArray:
+    """Require the outputs y to satisfy at least one disjunct `A_d y <= b_d`.
+
+    One disjunct: its rows are added as they are. Several: binaries `z_d` with
+    `sum_d z_d = 1` and `A_d y <= b_d + M_d (1 - z_d)`, where `M_d = max(A_d y) - b_d`
+    over the output bounds `[lower, upper]` (so the rows are slack when `z_d = 0`).
+    Rows that hold everywhere in the bounds (`M <= 0`) are dropped. Returns the `z` indices.
+    """
+    if not disjuncts:
+        raise ValueError("add_unsafe_set needs at least one disjunct")
+    single = len(disjuncts) == 1
+    z = np.zeros(0, dtype=np.int64) if single else model.add_vars(
+        len(disjuncts), 0.0, 1.0, integer=not relax, name="unsafe.choice")
+    for pos, d in enumerate(disjuncts):
+        is_var = outputs.var >= 0
+        const = d.A[:, ~is_var] @ outputs.const[~is_var]
+        big = _row_range(d.A, lower, upper)[1] - d.b
+        for r in range(d.A.shape[0]):
+            if big[r] <= 0:
+                continue  # holds for every y in the bounds
+            coeffs = d.A[r, is_var]
+            nz = np.flatnonzero(coeffs)
+            cols = outputs.var[is_var][nz]
+            vals = coeffs[nz]
+            rhs = d.b[r] - const[r]
+            if not single:
+                # A y + M z <= b + M
+                cols = np.r_[cols, z[pos]]
+                vals = np.r_[vals, big[r]]
+                rhs = rhs + big[r]
+            model.add_rows(np.zeros(len(cols), dtype=np.int64), cols, vals, 1, -np.inf, rhs,
+                           name=f"unsafe[{d.label or pos}]")
+    if not single:
+        model.add_rows(np.zeros(len(z), dtype=np.int64), z, np.ones(len(z)), 1, 1.0, 1.0,
+                       name="unsafe/one")
     return z
 
 
 def candidate_labels(bounds: Bounds, output: str, label: int, margin: float,
                      target: int | None = None) -> list[int]:
-    """Labels that can still beat `label` by `margin` in the box: `u_j - l_label >= margin`."""
+    """Labels that can still beat `label` by `margin` in the box: `u_j - l_label >= margin`.
+
+    Labels whose upper bound is below the label's lower bound (plus margin) are eliminated.
+    """
     lower, upper = bounds.flat(output)
     pool = [target] if target is not None else [j for j in range(len(lower)) if j != label]
     return [j for j in pool if upper[j] - lower[label] >= margin]
@@ -115,14 +157,29 @@ def build_robustness_problem(net: Network, x: FloatArray, label: int, bounds: Bo
 
     `bounds` must be valid over [box_lower, box_upper]; `candidates` non-empty.
     """
+    return build_unsafe_problem(net, x, bounds, box_lower, box_upper,
+                                misclassification(net.num_classes, label, candidates, margin),
+                                norm=norm, radius=radius, relax=relax,
+                                with_distance=with_distance)
+
+
+def build_unsafe_problem(net: Network, x: FloatArray | None, bounds: Bounds,
+                         box_lower: FloatArray, box_upper: FloatArray,
+                         disjuncts: list[Disjunct], *, norm: str = "linf", radius: float = 0.0,
+                         relax: bool = False, with_distance: bool = True) -> RobustnessProblem:
+    """Input box + network + "outputs in the unsafe set" (+ distance to x if asked)."""
     model = MilpModel()
     input_vars = model.add_vars(net.input_size, box_lower, box_upper, name="input")
-    outputs = np.zeros(net.num_classes, dtype=bool)
-    outputs[[label, *candidates]] = True
-    encoding = encode_network(net, bounds, model, Term.of_vars(input_vars), outputs=outputs,
+    used = np.zeros(net.num_classes, dtype=bool)
+    for d in disjuncts:
+        used |= np.any(d.A != 0, axis=0)
+    encoding = encode_network(net, bounds, model, Term.of_vars(input_vars), outputs=used,
                               relax=relax)
     lower, upper = bounds.flat(net.output)
-    choice = add_misclassification(model, encoding.terms[net.output], label, candidates,
-                                   margin, lower, upper)
-    t = add_distance(model, x, input_vars, norm, radius) if with_distance else None
-    return RobustnessProblem(model, encoding, input_vars, t, candidates, choice)
+    choice = add_unsafe_set(model, encoding.terms[net.output], disjuncts, lower, upper,
+                            relax=relax)
+    t = None
+    if with_distance:
+        assert x is not None
+        t = add_distance(model, x, input_vars, norm, radius)
+    return RobustnessProblem(model, encoding, input_vars, t, disjuncts, choice)
