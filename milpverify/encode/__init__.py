@@ -1,0 +1,1 @@
+"""Solver-neutral encoding of verification problems as mixed-integer linear programs."""

@@ -1,0 +1,265 @@
+r"""HiGHS backend (highspy): cross-checks SCIP and runs LP-heavy bound tightening.
+
+The model is passed to HiGHS in one call (``passModel`` with the CSC arrays), so building
+costs about as much as copying the arrays. A `HighsSession` keeps the model in HiGHS and
+changes only the costs (``changeColsCost``) and bounds (``changeColsBounds``) between
+solves; LP re-solves warm-start from the previous basis, which makes per-neuron LP bound
+tightening much faster than rebuilding (see ``benchmarks/build_speed.py``).
+
+Tolerances (HiGHS defaults, set explicitly; override through ``solver_params``):
+``primal_feasibility_tolerance = 1e-7``, ``dual_feasibility_tolerance = 1e-7``,
+``mip_feasibility_tolerance = 1e-6``. Solutions are feasible only up to these: re-check them.
+The MIP gaps are ``mip_rel_gap = SolveOptions.mip_gap`` and ``mip_abs_gap = 0`` (HiGHS's own
+defaults, 1e-4 and 1e-6, would stop before optimality is proven).
+
+Options: ``time_limit``, ``threads`` (HiGHS sizes its thread pool once per process, at the
+first solve), ``random_seed``, ``objective_bound`` (the cutoff), ``mip_max_improving_sols``
+(1 for ``stop_at_first_feasible``), ``output_flag`` (verbose).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from milpverify.encode.model import MilpModel
+from milpverify.errors import InvalidInputError, SolverError
+from milpverify.solve.base import (SolveOptions, SolveResult, SolveStatus, bounds_args,
+                                   finish_result, objective_terms, warn_unknown_param)
+
+__all__ = ["HighsBackend", "HighsSession", "build_highs", "unknown_options"]
+
+_INT_MAX = 2147483647
+
+
+def _highspy() -> Any:
+    try:
+        import highspy
+    except ImportError as exc:
+        raise SolverError("Backend 'highs' needs highspy, which is not installed "
+                          "(pip install highspy).") from exc
+    return highspy
+
+
+def build_highs(model: MilpModel, *, verbose: bool = False) -> Any:
+    """Return a ``highspy.Highs`` holding ``model`` (costs include the constant ``c0``)."""
+    hp = _highspy()
+    h = hp.Highs()
+    h.setOptionValue("output_flag", bool(verbose))
+    A = model.A.tocsc()
+    lp = hp.HighsLp()
+    lp.num_col_ = model.n_vars
+    lp.num_row_ = model.n_rows
+    lp.col_cost_ = model.c
+    lp.offset_ = float(model.c0)
+    lp.col_lower_ = np.asarray(model.lower, dtype=np.float64)
+    lp.col_upper_ = np.asarray(model.upper, dtype=np.float64)
+    lp.row_lower_ = np.asarray(model.row_lower, dtype=np.float64)
+    lp.row_upper_ = np.asarray(model.row_upper, dtype=np.float64)
+    lp.a_matrix_.format_ = hp.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = A.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = A.indices.astype(np.int32)
+    lp.a_matrix_.value_ = A.data.astype(np.float64)
+    lp.a_matrix_.num_col_ = model.n_vars
+    lp.a_matrix_.num_row_ = model.n_rows
+    status = h.passModel(lp)
+    if status == hp.HighsStatus.kError:
+        raise SolverError(f"HiGHS rejected the model: {status}")
+    ints = np.flatnonzero(model.integrality).astype(np.int32)
+    if ints.size:
+        h.changeColsIntegrality(ints.size, ints, np.ones(ints.size, dtype=np.uint8))
+    return h
+
+
+def unknown_options(names: list[str]) -> list[str]:
+    """The names in ``names`` that are not HiGHS options."""
+    hp = _highspy()
+    h = hp.Highs()
+    h.setOptionValue("output_flag", False)
+    return [k for k in names if h.getOptionValue(k)[0] != hp.HighsStatus.kOk]
+
+
+def _apply_options(h: Any, options: SolveOptions) -> None:
+    hp = _highspy()
+    values: dict[str, object] = {
+        "output_flag": bool(options.verbose),
+        "time_limit": float(options.time_limit_s) if options.time_limit_s else math.inf,
+        "threads": int(options.threads),
+        "random_seed": int(options.seed),
+        "mip_rel_gap": float(options.mip_gap),
+        "mip_abs_gap": 0.0,
+        "objective_bound": (math.inf if options.objective_cutoff is None
+                            else float(options.objective_cutoff)),
+        "mip_max_improving_sols": 1 if options.stop_at_first_feasible else _INT_MAX,
+        "primal_feasibility_tolerance": 1e-7,
+        "dual_feasibility_tolerance": 1e-7,
+        "mip_feasibility_tolerance": 1e-6,
+    }
+    for key, value in values.items():
+        h.setOptionValue(key, value)
+    for key, value in options.solver_params.items():
+        try:
+            status = h.setOptionValue(key, value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            warn_unknown_param("highs", key, str(exc))
+            continue
+        if status != hp.HighsStatus.kOk:
+            warn_unknown_param("highs", key, str(status))
+
+
+def _run(h: Any, n: int, is_mip: bool, options: SolveOptions, t0: float) -> SolveResult:
+    hp = _highspy()
+    MS = hp.HighsModelStatus
+    _apply_options(h, options)
+    h.run()
+    ms = h.getModelStatus()
+    message = f"HiGHS status {h.modelStatusToString(ms)!r}"
+    status = {
+        MS.kOptimal: SolveStatus.OPTIMAL,
+        MS.kInfeasible: SolveStatus.INFEASIBLE,
+        MS.kUnbounded: SolveStatus.UNBOUNDED,
+        MS.kTimeLimit: SolveStatus.TIME_LIMIT,
+        MS.kSolutionLimit: SolveStatus.SOLUTION_LIMIT,
+        MS.kIterationLimit: SolveStatus.OTHER_LIMIT,
+        MS.kInterrupt: SolveStatus.OTHER_LIMIT,
+        MS.kMemoryLimit: SolveStatus.OTHER_LIMIT,
+        MS.kHighsInterrupt: SolveStatus.OTHER_LIMIT,
+        MS.kModelEmpty: SolveStatus.OPTIMAL,
+    }.get(ms, SolveStatus.ERROR)
+    if ms == MS.kObjectiveBound:
+        # proven: no solution better than objective_bound (dual simplex / MIP pruning)
+        status = (SolveStatus.INFEASIBLE if options.objective_cutoff is not None
+                  else SolveStatus.OTHER_LIMIT)
+    info = h.getInfo()
+    x = objective = None
+    feasible = info.primal_solution_status == hp.kSolutionStatusFeasible
+    if status is not SolveStatus.INFEASIBLE and feasible:
+        x = np.array(h.getSolution().col_value, dtype=np.float64)
+        objective = float(info.objective_function_value)
+    if is_mip:
+        dual = float(info.mip_dual_bound)
+        nodes = int(max(info.mip_node_count, 0))
+    else:
+        dual = objective if status is SolveStatus.OPTIMAL and objective is not None else -math.inf
+        nodes = 0
+    if ms == MS.kModelEmpty:
+        objective = float(h.getLp().offset_)
+        x, dual = np.zeros(n), objective
+    if ms == MS.kUnboundedOrInfeasible:
+        status, note = _disambiguate(h, n)
+        message += f"; {note}"
+    if math.isnan(dual):
+        dual = -math.inf
+    return finish_result(status, objective, dual, x, options, nodes=nodes,
+                         solve_time_s=time.perf_counter() - t0, backend="highs", message=message)
+
+
+def _disambiguate(h: Any, n: int) -> tuple[SolveStatus, str]:
+    """"Infeasible or unbounded": solve the feasibility problem (zero costs), then restore."""
+    hp = _highspy()
+    lp = h.getLp()
+    cost = np.array(lp.col_cost_, dtype=np.float64)
+    idx = np.arange(n, dtype=np.int32)
+    h.changeColsCost(n, idx, np.zeros(n))
+    h.setOptionValue("objective_bound", math.inf)
+    h.setOptionValue("mip_max_improving_sols", 1)
+    h.setOptionValue("presolve", "off")
+    h.run()
+    ms = h.getModelStatus()
+    MS = hp.HighsModelStatus
+    if ms == MS.kInfeasible:
+        status = SolveStatus.INFEASIBLE
+    elif ms in (MS.kOptimal, MS.kSolutionLimit) or (
+            h.getInfo().primal_solution_status == hp.kSolutionStatusFeasible):
+        status = SolveStatus.UNBOUNDED
+    else:
+        status = SolveStatus.ERROR
+    h.changeColsCost(n, idx, cost)
+    h.setOptionValue("presolve", "choose")
+    return status, f"feasibility re-solve gave {h.modelStatusToString(ms)!r}"
+
+
+class HighsBackend:
+    """HiGHS through highspy (see the module docstring)."""
+
+    name = "highs"
+
+    def __init__(self) -> None:
+        _highspy()
+
+    def solve(self, model: MilpModel, options: SolveOptions | None = None) -> SolveResult:
+        """Build ``model`` in HiGHS and solve it once."""
+        options = options or SolveOptions()
+        t0 = time.perf_counter()
+        h = build_highs(model, verbose=options.verbose)
+        try:
+            return _run(h, model.n_vars, bool(model.n_integer), options, t0)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise SolverError(f"HiGHS failed: {exc}") from exc
+
+    def session(self, model: MilpModel) -> HighsSession:
+        """Keep ``model`` in HiGHS for repeated `HighsSession.minimize` calls."""
+        return HighsSession(model)
+
+
+class HighsSession:
+    """A `MilpModel` kept in HiGHS; objectives and bounds change in place (LPs warm-start)."""
+
+    backend = "highs"
+
+    def __init__(self, model: MilpModel) -> None:
+        self._n = model.n_vars
+        self._is_mip = bool(model.n_integer)
+        self._h = build_highs(model)
+        n = self._n
+        self._h.changeColsCost(n, np.arange(n, dtype=np.int32), np.zeros(n))
+        self._h.changeObjectiveOffset(0.0)
+        self._cost_idx = np.zeros(0, dtype=np.int32)
+
+    def _check_open(self) -> None:
+        if self._h is None:
+            raise InvalidInputError("the HiGHS session is closed")
+
+    def minimize(self, cols: ArrayLike, vals: ArrayLike,
+                 options: SolveOptions | None = None) -> SolveResult:
+        """Minimise ``sum(vals * x[cols])`` (duplicates summed) and return the result."""
+        self._check_open()
+        options = options or SolveOptions()
+        t0 = time.perf_counter()
+        c, v = objective_terms(cols, vals, self._n)
+        h = self._h
+        old = self._cost_idx
+        if old.size:
+            h.changeColsCost(old.size, old, np.zeros(old.size))
+        idx = c.astype(np.int32)
+        if idx.size:
+            h.changeColsCost(idx.size, idx, v)
+        self._cost_idx = idx
+        try:
+            return _run(h, self._n, self._is_mip, options, t0)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise SolverError(f"HiGHS failed: {exc}") from exc
+
+    def set_bounds(self, idx: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> None:
+        """Set variable bounds (``±inf`` allowed) for the following solves."""
+        self._check_open()
+        j, lo, up = bounds_args(idx, lower, upper, self._n)
+        if j.size:
+            self._h.changeColsBounds(j.size, j.astype(np.int32), lo, up)
+
+    def close(self) -> None:
+        """Free HiGHS's memory."""
+        if self._h is not None:
+            self._h.clear()
+            self._h = None
+
+    def __enter__(self) -> HighsSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

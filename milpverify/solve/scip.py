@@ -1,0 +1,653 @@
+r"""SCIP backend (pyscipopt), the default, plus LP/MPS file writing (`write_model`).
+
+Building
+--------
+`build_scip` copies a `MilpModel` into a ``pyscipopt.Model``. Several ways were measured
+(``benchmarks/build_speed.py``; numbers in ``benchmarks/results/build_speed.csv``):
+
+``"coef"`` (default, fastest)
+    one ``addVar`` per variable, then per row an empty linear constraint filled with
+    ``addCoefLinear`` driven by ``map`` over pre-sliced Python lists (no ``Expr`` objects);
+``"expr"``
+    per row an ``Expr`` built directly from a ``{Term: coef}`` dict;
+``"quicksum"``
+    per row ``quicksum(a * x)`` (the textbook way, slowest of the per-row ones);
+``"mps"``
+    write a free MPS file with `write_model` (vectorised string building) and
+    ``readProblem`` it, then map variables back by name;
+``"matrix"``
+    ``addMatrixVar`` + ``addMatrixCons`` on dense row blocks (``A @ X`` with a scipy sparse
+    ``A`` raises a dtype error in pyscipopt 6.3); slowest, benchmark only.
+
+Tolerances
+----------
+pyscipopt's PyPI build has no exact rational mode. We set SCIP's defaults explicitly:
+``numerics/feastol = 1e-6`` (primal feasibility, relative), ``numerics/dualfeastol = 1e-7``,
+``numerics/epsilon = 1e-9``; callers can override them through ``solver_params``. Returned
+solutions are therefore feasible only up to about 1e-6: re-check them in exact or float
+arithmetic (`MilpModel.max_violation`) before reporting a counterexample. SCIP compares the
+objective with ``objective_cutoff`` (``setObjlimit``) with a similar tolerance.
+
+Numbers of magnitude >= 1e20 are infinity for SCIP; infinite bounds are passed as such.
+
+Options
+-------
+Every solve sets ``limits/time``, ``limits/gap``, ``limits/solutions`` (1 with
+``stop_at_first_feasible``, else -1), ``randomization/randomseedshift`` (seed),
+``parallel/maxnthreads`` and ``lp/threads`` (threads), ``display/verblevel`` (0 unless
+verbose). SCIP's ``optimize()`` is sequential: ``threads`` only reaches the LP solver and
+SCIP's concurrent mode, which is not used.
+
+Sessions
+--------
+`ScipSession` builds once and, per objective, calls ``freeTransform()``, replaces the
+objective, re-applies options and re-optimises (presolve runs again each time; solutions of
+earlier solves are kept by SCIP and re-used as starting solutions).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import math
+import os
+import re
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from milpverify.encode.model import MilpModel
+from milpverify.errors import InvalidInputError, SolverError
+from milpverify.solve.base import (SolveOptions, SolveResult, SolveStatus, bounds_args,
+                                   finish_result, objective_terms, warn_unknown_param)
+
+if TYPE_CHECKING:
+    import pyscipopt
+
+__all__ = ["BUILD_METHODS", "ScipBackend", "ScipSession", "build_scip", "unknown_options",
+           "write_model"]
+
+SCIP_INFINITY = 1e20
+FEASTOL = 1e-6
+DUALFEASTOL = 1e-7
+EPSILON = 1e-9
+BUILD_METHODS = ("coef", "expr", "quicksum", "mps", "matrix")
+
+_STATUS = {
+    "optimal": SolveStatus.OPTIMAL,
+    "gaplimit": SolveStatus.OPTIMAL,  # only reached when mip_gap > 0 was asked for
+    "infeasible": SolveStatus.INFEASIBLE,
+    "unbounded": SolveStatus.UNBOUNDED,
+    "timelimit": SolveStatus.TIME_LIMIT,
+    "sollimit": SolveStatus.SOLUTION_LIMIT,
+    "bestsollimit": SolveStatus.SOLUTION_LIMIT,
+    "userinterrupt": SolveStatus.OTHER_LIMIT,
+    "nodelimit": SolveStatus.OTHER_LIMIT,
+    "totalnodelimit": SolveStatus.OTHER_LIMIT,
+    "stallnodelimit": SolveStatus.OTHER_LIMIT,
+    "memlimit": SolveStatus.OTHER_LIMIT,
+    "restartlimit": SolveStatus.OTHER_LIMIT,
+    "primallimit": SolveStatus.OTHER_LIMIT,
+    "duallimit": SolveStatus.OTHER_LIMIT,
+}
+
+
+def _pyscipopt() -> Any:
+    try:
+        import pyscipopt
+    except ImportError as exc:
+        raise SolverError("Backend 'scip' needs pyscipopt, which is not installed "
+                          "(pip install pyscipopt).") from exc
+    return pyscipopt
+
+
+def _scip_bound(a: np.ndarray) -> list[float]:
+    return np.clip(a, -SCIP_INFINITY, SCIP_INFINITY).tolist()
+
+
+def _from_scip(v: float) -> float:
+    if v >= SCIP_INFINITY:
+        return math.inf
+    if v <= -SCIP_INFINITY:
+        return -math.inf
+    return float(v)
+
+
+# ---------------------------------------------------------------------------- building
+def build_scip(model: MilpModel, *, method: str = "coef", names: bool = True,
+               verbose: bool = False) -> tuple[pyscipopt.Model, list[pyscipopt.Variable]]:
+    """Copy ``model`` into a new ``pyscipopt.Model``.
+
+    Parameters
+    ----------
+    model : MilpModel
+    method : {"coef", "expr", "quicksum", "mps", "matrix"}
+        How to pass the rows (see the module docstring); "coef" is the fastest.
+    names : bool
+        Give SCIP the model's variable/row names (readable logs and files); False uses
+        SCIP's generic names and saves a little time.
+    verbose : bool
+        Leave SCIP's output on.
+
+    Returns
+    -------
+    scip : pyscipopt.Model
+        The model, in stage PROBLEM, objective sense minimise.
+    variables : list of pyscipopt.Variable
+        SCIP's variable for each model variable, in model order.
+    """
+    ps = _pyscipopt()
+    if method not in BUILD_METHODS:
+        raise InvalidInputError(f"unknown SCIP build method {method!r}; valid: {BUILD_METHODS}")
+    scip = ps.Model()
+    scip.hideOutput(not verbose)
+    if not verbose:
+        scip.setParam("display/verblevel", 0)
+    if method == "mps":
+        return scip, _build_via_mps(scip, model)
+    if method == "matrix":
+        return scip, _build_matrix(ps, scip, model)
+
+    variables = _add_vars(scip, model, names)
+    A = model.A
+    rl = _scip_bound(model.row_lower)
+    ru = _scip_bound(model.row_upper)
+    rnames = model.row_names() if names else [f"c{i}" for i in range(model.n_rows)]
+    ip = A.indptr.tolist()
+    data = A.data.tolist()
+    Expr, ExprCons = ps.scip.Expr, ps.scip.ExprCons
+    add_cons = scip.addCons
+    if method == "coef":
+        xv = [variables[k] for k in A.indices.tolist()]
+        add_coef = scip.addCoefLinear
+        consume = collections.deque(maxlen=0).extend
+        rep = itertools.repeat
+        for i in range(model.n_rows):
+            cons = add_cons(ExprCons(Expr(), rl[i], ru[i]), name=rnames[i])
+            s, e = ip[i], ip[i + 1]
+            if e > s:
+                consume(map(add_coef, rep(cons, e - s), xv[s:e], data[s:e]))
+    elif method == "expr":
+        Term = ps.scip.Term
+        terms = [Term(v) for v in variables]
+        tv = [terms[k] for k in A.indices.tolist()]
+        for i in range(model.n_rows):
+            s, e = ip[i], ip[i + 1]
+            add_cons(ExprCons(Expr(dict(zip(tv[s:e], data[s:e]))), rl[i], ru[i]), name=rnames[i])
+    else:  # quicksum
+        quicksum = ps.quicksum
+        idx = A.indices.tolist()
+        for i in range(model.n_rows):
+            expr = quicksum(data[k] * variables[idx[k]] for k in range(ip[i], ip[i + 1]))
+            add_cons(ExprCons(expr, rl[i], ru[i]), name=rnames[i])
+    return scip, variables
+
+
+def _add_vars(scip: Any, model: MilpModel, names: bool) -> list[Any]:
+    lo, up = model.lower, model.upper
+    isint = model.integrality
+    binary = isint & (lo >= 0) & (up <= 1)
+    vtype = np.where(binary, "B", np.where(isint, "I", "C")).tolist()
+    lb = [None if v <= -SCIP_INFINITY else v for v in _scip_bound(lo)]
+    ub = [None if v >= SCIP_INFINITY else v for v in _scip_bound(up)]
+    obj = model.c.tolist()
+    vnames = model.var_names() if names else [f"x{j}" for j in range(model.n_vars)]
+    add = scip.addVar
+    variables = [add(vnames[j], vtype[j], lb[j], ub[j], obj[j]) for j in range(model.n_vars)]
+    if model.c0:
+        scip.addObjoffset(model.c0)
+    return variables
+
+
+def _build_via_mps(scip: Any, model: MilpModel) -> list[Any]:
+    fd, path = tempfile.mkstemp(suffix=".mps", prefix="milpverify_")
+    os.close(fd)
+    try:
+        write_model(model, path, "mps", generic_names=True)
+        scip.readProblem(path)
+    finally:
+        os.unlink(path)
+    variables: list[Any] = [None] * model.n_vars
+    for v in scip.getVars():
+        variables[int(v.name[1:])] = v
+    return variables
+
+
+def _build_matrix(ps: Any, scip: Any, model: MilpModel) -> list[Any]:
+    """addMatrixVar + addMatrixCons on dense row blocks (benchmark only: slow)."""
+    n = model.n_vars
+    isint = model.integrality
+    lo = np.clip(model.lower, -SCIP_INFINITY, SCIP_INFINITY).astype(object)
+    up = np.clip(model.upper, -SCIP_INFINITY, SCIP_INFINITY).astype(object)
+    X = scip.addMatrixVar((n,), name="x", vtype=np.where(isint, "I", "C"), lb=lo, ub=up,
+                          obj=model.c)
+    if model.c0:
+        scip.addObjoffset(model.c0)
+    A = model.A
+    rl, ru = np.asarray(model.row_lower), np.asarray(model.row_upper)
+    nonempty = np.diff(A.indptr) > 0
+    block = max(1, 4_000_000 // max(n, 1))
+    for s in range(0, model.n_rows, block):
+        rows = np.arange(s, min(s + block, model.n_rows))
+        rows = rows[nonempty[rows]]
+        if rows.size == 0:
+            continue
+        ex = A[rows].toarray() @ X
+        fin_up = np.isfinite(ru[rows])
+        fin_lo = np.isfinite(rl[rows])
+        if fin_up.any():
+            scip.addMatrixCons(ex[fin_up] <= ru[rows][fin_up])
+        if fin_lo.any():
+            scip.addMatrixCons(ex[fin_lo] >= rl[rows][fin_lo])
+    bad = (~nonempty) & ((rl > 0) | (ru < 0))
+    if bad.any():  # an empty row that no x satisfies
+        scip.addCons(ps.scip.ExprCons(ps.scip.Expr(), 1.0, 0.0), name="empty_infeasible_row")
+    return X.tolist()
+
+
+# ---------------------------------------------------------------------------- solving
+def unknown_options(names: list[str]) -> list[str]:
+    """The names in ``names`` that are not SCIP parameters."""
+    probe = _pyscipopt().Model()
+    out = []
+    for k in names:
+        try:
+            probe.getParam(k)
+        except KeyError:
+            out.append(k)
+    probe.freeProb()
+    return out
+
+
+def _apply_options(scip: Any, options: SolveOptions, backend: str = "scip") -> None:
+    set_param = scip.setParam
+    scip.hideOutput(not options.verbose)
+    set_param("display/verblevel", 4 if options.verbose else 0)
+    set_param("limits/time", options.time_limit_s if options.time_limit_s else SCIP_INFINITY)
+    set_param("limits/gap", float(options.mip_gap))
+    set_param("limits/solutions", 1 if options.stop_at_first_feasible else -1)
+    set_param("randomization/randomseedshift", int(options.seed))
+    set_param("parallel/maxnthreads", int(options.threads))
+    set_param("lp/threads", int(options.threads))
+    set_param("numerics/feastol", FEASTOL)
+    set_param("numerics/dualfeastol", DUALFEASTOL)
+    set_param("numerics/epsilon", EPSILON)
+    cutoff = options.objective_cutoff
+    scip.setObjlimit(SCIP_INFINITY if cutoff is None else
+                     float(np.clip(cutoff, -SCIP_INFINITY, SCIP_INFINITY)))
+    for key, value in options.solver_params.items():
+        try:
+            set_param(key, value)
+        except (KeyError, LookupError, ValueError, TypeError) as exc:
+            warn_unknown_param(backend, key, str(exc))
+
+
+def _optimize(scip: Any, variables: list[Any], options: SolveOptions, t0: float,
+              backend: str = "scip") -> SolveResult:
+    """Run ``optimize`` on a model in stage PROBLEM and turn the outcome into a `SolveResult`."""
+    try:
+        _apply_options(scip, options, backend)
+        scip.optimize()
+        raw = scip.getStatus()
+        status = _STATUS.get(raw, SolveStatus.ERROR)
+        message = f"SCIP status {raw!r}"
+        sol = scip.getBestSol() if scip.getNSols() > 0 else None
+        x = objective = None
+        if sol is not None and status is not SolveStatus.INFEASIBLE:
+            x = np.array([sol[v] for v in variables], dtype=np.float64)
+            objective = float(scip.getSolObjVal(sol))
+        dual = _from_scip(scip.getDualbound())
+        nodes = int(scip.getNTotalNodes())
+        if raw == "inforunbd":
+            status, note = _disambiguate(scip)
+            message = f"{message}; {note}"
+    except (OSError, RuntimeError, ValueError, LookupError, Warning) as exc:
+        raise SolverError(f"SCIP failed: {exc}") from exc
+    return finish_result(status, objective, dual, x, options, nodes=nodes,
+                         solve_time_s=time.perf_counter() - t0, backend=backend, message=message)
+
+
+def _disambiguate(scip: Any) -> tuple[SolveStatus, str]:
+    """SCIP said "infeasible or unbounded": re-solve the feasibility problem (zero objective).
+
+    Leaves the model solved with a zero objective; sessions set a new objective anyway.
+    """
+    ps = _pyscipopt()
+    scip.freeTransform()
+    scip.setObjective(ps.scip.Expr(), clear=True)
+    scip.setObjlimit(SCIP_INFINITY)
+    scip.setParam("limits/solutions", 1)
+    scip.optimize()
+    raw = scip.getStatus()
+    if raw == "infeasible":
+        status = SolveStatus.INFEASIBLE
+    elif raw in ("optimal", "sollimit") or scip.getNSols() > 0:
+        status = SolveStatus.UNBOUNDED
+    else:
+        status = SolveStatus.ERROR
+    return status, f"feasibility re-solve gave {raw!r}"
+
+
+class ScipBackend:
+    """SCIP through pyscipopt (see the module docstring for tolerances and options).
+
+    Parameters
+    ----------
+    build_method : str
+        Default ``"coef"``; see `build_scip`.
+    names : bool
+        Pass variable/row names to SCIP (default True).
+    """
+
+    name = "scip"
+
+    def __init__(self, build_method: str = "coef", names: bool = True) -> None:
+        if build_method not in BUILD_METHODS:
+            raise InvalidInputError(f"unknown SCIP build method {build_method!r}; "
+                                    f"valid: {BUILD_METHODS}")
+        _pyscipopt()
+        self.build_method = build_method
+        self.names = names
+
+    def solve(self, model: MilpModel, options: SolveOptions | None = None) -> SolveResult:
+        """Build ``model`` in SCIP and solve it once."""
+        options = options or SolveOptions()
+        t0 = time.perf_counter()
+        scip, variables = build_scip(model, method=self.build_method, names=self.names,
+                                     verbose=options.verbose)
+        try:
+            return _optimize(scip, variables, options, t0, self.name)
+        finally:
+            scip.freeProb()
+
+    def session(self, model: MilpModel) -> ScipSession:
+        """Build ``model`` once for repeated `ScipSession.minimize` calls."""
+        return ScipSession(model, build_method=self.build_method, names=self.names)
+
+
+class ScipSession:
+    """A `MilpModel` kept in SCIP for many solves with different objectives and bounds."""
+
+    backend = "scip"
+
+    def __init__(self, model: MilpModel, *, build_method: str = "coef", names: bool = True) -> None:
+        self._ps = _pyscipopt()
+        self._n = model.n_vars
+        self._scip, self._vars = build_scip(model, method=build_method, names=names)
+        self._terms = None
+        self._lower = np.array(model.lower)
+        self._upper = np.array(model.upper)
+
+    def _check_open(self) -> None:
+        if self._scip is None:
+            raise InvalidInputError("the SCIP session is closed")
+
+    def minimize(self, cols: ArrayLike, vals: ArrayLike,
+                 options: SolveOptions | None = None) -> SolveResult:
+        """Minimise ``sum(vals * x[cols])`` (duplicates summed) and return the result."""
+        self._check_open()
+        options = options or SolveOptions()
+        t0 = time.perf_counter()
+        cols_a, vals_a = objective_terms(cols, vals, self._n)
+        scip = self._scip
+        scip.freeTransform()
+        if self._terms is None:
+            Term = self._ps.scip.Term
+            self._terms = [Term(v) for v in self._vars]
+        terms = self._terms
+        scip.setObjective(self._ps.scip.Expr(
+            {terms[j]: v for j, v in zip(cols_a.tolist(), vals_a.tolist())}), clear=True)
+        return _optimize(scip, self._vars, options, t0, "scip")
+
+    def set_bounds(self, idx: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> None:
+        """Set variable bounds (``±inf`` allowed) for the following solves."""
+        self._check_open()
+        j, lo, up = bounds_args(idx, lower, upper, self._n)
+        scip = self._scip
+        scip.freeTransform()
+        for jj, lb, ub in zip(j.tolist(), _scip_bound(lo), _scip_bound(up)):
+            var = self._vars[jj]
+            if lb > self._upper[jj]:  # keep lb <= ub at every step
+                scip.chgVarUb(var, ub)
+                scip.chgVarLb(var, lb)
+            else:
+                scip.chgVarLb(var, lb)
+                scip.chgVarUb(var, ub)
+        self._lower[j], self._upper[j] = lo, up
+
+    def close(self) -> None:
+        """Free SCIP's memory."""
+        if self._scip is not None:
+            self._scip.freeProb()
+            self._scip = None
+            self._vars = []
+            self._terms = None
+
+    def __enter__(self) -> ScipSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------- files
+_LP_ALLOWED = re.compile(r"[^A-Za-z0-9!\"#$%&()/,.;?@_`'{}|~]")
+_LP_OBJ = "obj"
+
+
+def _lp_prefix(prefix: str) -> str:
+    """Map a name prefix to the CPLEX LP name alphabet (letters, digits, !"#$%&()/,.;?@_`'{}|~)."""
+    p = _LP_ALLOWED.sub("_", prefix.replace("[", "(").replace("]", ")"))
+    if p[0].isdigit() or p[0] == "." or (p[0] in "eE" and (len(p) == 1 or p[1].isdigit())):
+        p = "_" + p
+    return p
+
+
+def _block_names(blocks: Any, n: int, generic: str | None, lp: bool) -> list[str]:
+    """Names for a file: sanitised model names, or ``generic{i}`` names."""
+    if generic is not None:
+        return [f"{generic}{i}" for i in range(n)]
+    out: list[str] = []
+    for b in blocks:
+        if lp:
+            p = _lp_prefix(b.prefix)
+            out.extend(f"{p}({i})" for i in range(b.offset, b.offset + b.count))
+        else:
+            out.extend(b.names())
+    return out
+
+
+def _file_names(model: MilpModel, generic_names: bool, lp: bool) -> tuple[list[str], list[str]]:
+    vn = _block_names(model.var_blocks, model.n_vars, "x" if generic_names else None, lp)
+    rn = _block_names(model.row_blocks, model.n_rows, "c" if generic_names else None, lp)
+    too_long = any(len(s) > 200 for s in itertools.chain(vn[-1:], rn[-1:])) or any(
+        len(b.prefix) > 180 for b in itertools.chain(model.var_blocks, model.row_blocks))
+    if not generic_names and (too_long or len(set(vn)) != len(vn) or len(set(rn)) != len(rn)):
+        warnings.warn("names are not unique or too long once made valid for the file format; "
+                      "writing generic names x<j>/c<i> instead", RuntimeWarning, stacklevel=3)
+        return _file_names(model, True, lp)
+    return vn, rn
+
+
+def _num(values: np.ndarray) -> list[str]:
+    """Shortest round-trip decimal strings (``repr``) of finite floats."""
+    return [repr(v) for v in values.tolist()]
+
+
+def _mps_text(model: MilpModel, generic_names: bool) -> str:
+    vn, rn = _file_names(model, generic_names, lp=False)
+    A = model.A.tocsc()
+    rl, ru = np.asarray(model.row_lower), np.asarray(model.row_upper)
+    c = model.c
+    n, m = model.n_vars, model.n_rows
+    # Row types; free rows (both sides infinite) are left out, they constrain nothing.
+    fin_l, fin_u = np.isfinite(rl), np.isfinite(ru)
+    eq = fin_l & fin_u & (rl == ru)
+    kind = np.full(m, "", dtype=object)
+    kind[fin_l & ~eq] = "G"
+    kind[~fin_l & fin_u] = "L"
+    kind[eq] = "E"
+    keep = fin_l | fin_u
+    rhs = np.where(fin_l, rl, ru)
+    lines = ["NAME milpverify", "ROWS", " N obj"]
+    lines += [f" {k} {rn[i]}" for i, k in zip(np.flatnonzero(keep).tolist(), kind[keep].tolist())]
+    # COLUMNS: objective entry (or an explicit 0 for variables without any entry) first.
+    col_nnz = np.diff(A.indptr)
+    has_obj = (c != 0) | (col_nnz == 0)
+    obj_str = _num(c[has_obj])
+    val_str = _num(A.data)
+    row_names = [rn[i] for i in A.indices.tolist()]
+    keep_entry = keep[A.indices].tolist()
+    ip = A.indptr.tolist()
+    obj_pos = np.cumsum(has_obj) - 1
+    isint = model.integrality
+    col_lines: list[str] = []
+    in_int = False
+    for j in range(n):
+        if isint[j] != in_int:
+            col_lines.append(" MARKER 'MARKER' 'INTORG'" if isint[j] else
+                             " MARKER 'MARKER' 'INTEND'")
+            in_int = bool(isint[j])
+        name = vn[j]
+        if has_obj[j]:
+            col_lines.append(f" {name} obj {obj_str[obj_pos[j]]}")
+        col_lines.extend(f" {name} {row_names[k]} {val_str[k]}"
+                         for k in range(ip[j], ip[j + 1]) if keep_entry[k])
+    if in_int:
+        col_lines.append(" MARKER 'MARKER' 'INTEND'")
+    lines.append("COLUMNS")
+    lines.extend(col_lines)
+    lines.append("RHS")
+    if model.c0:
+        lines.append(f" rhs obj {-model.c0!r}")
+    nz_rhs = keep & (rhs != 0)
+    lines += [f" rhs {rn[i]} {s}" for i, s in zip(np.flatnonzero(nz_rhs).tolist(),
+                                                    _num(rhs[nz_rhs]))]
+    ranged = fin_l & fin_u & ~eq
+    if ranged.any():
+        lines.append("RANGES")
+        lines += [f" rng {rn[i]} {s}" for i, s in zip(np.flatnonzero(ranged).tolist(),
+                                                        _num(ru[ranged] - rl[ranged]))]
+    lines.append("BOUNDS")
+    lo, up = np.asarray(model.lower), np.asarray(model.upper)
+    lo_s = _num(np.where(np.isfinite(lo), lo, 0.0))
+    up_s = _num(np.where(np.isfinite(up), up, 0.0))
+    for j in range(n):
+        name, l, u = vn[j], lo[j], up[j]
+        if l == u:
+            lines.append(f" FX bnd {name} {lo_s[j]}")
+        elif l == -math.inf and u == math.inf:
+            lines.append(f" FR bnd {name}")
+        else:
+            lines.append(f" MI bnd {name}" if l == -math.inf else f" LO bnd {name} {lo_s[j]}")
+            lines.append(f" PL bnd {name}" if u == math.inf else f" UP bnd {name} {up_s[j]}")
+    lines.append("ENDATA")
+    return "\n".join(lines) + "\n"
+
+
+def _lp_text(model: MilpModel, generic_names: bool) -> str:
+    vn, rn = _file_names(model, generic_names, lp=True)
+    A = model.A
+    n, m = model.n_vars, model.n_rows
+    rl, ru = np.asarray(model.row_lower), np.asarray(model.row_upper)
+
+    def signed(values: np.ndarray) -> list[str]:
+        return [("+" if v >= 0 else "") + repr(v) for v in values.tolist()]
+
+    def linear(cols: list[int], coefs: list[str]) -> str:
+        if not cols:
+            return f"0 {vn[0]}" if n else ""
+        terms = [f"{a} {vn[j]}" for a, j in zip(coefs, cols)]
+        return "\n   ".join(" ".join(terms[k:k + 8]) for k in range(0, len(terms), 8))
+
+    lines = ["\\ written by milpverify", "Minimize"]
+    c = model.c
+    nz = np.flatnonzero(c)
+    obj = linear(nz.tolist(), signed(c[nz]))
+    const = f" {('+' if model.c0 >= 0 else '')}{model.c0!r}" if model.c0 else ""
+    lines.append(f" {_LP_OBJ}: {obj}{const}" if (obj or const) else f" {_LP_OBJ}: 0 {vn[0]}"
+                 if n else f" {_LP_OBJ}:")
+    lines.append("Subject To")
+    coef_s = signed(A.data)
+    idx = A.indices.tolist()
+    ip = A.indptr.tolist()
+    rl_s, ru_s = signed(np.where(np.isfinite(rl), rl, 0)), signed(np.where(np.isfinite(ru), ru, 0))
+    for i in range(m):
+        fl, fu = math.isfinite(rl[i]), math.isfinite(ru[i])
+        if not (fl or fu):
+            continue
+        expr = linear(idx[ip[i]:ip[i + 1]], coef_s[ip[i]:ip[i + 1]])
+        if fl and fu and rl[i] == ru[i]:
+            lines.append(f" {rn[i]}: {expr} = {rl_s[i]}")
+        elif fl and fu:  # ranged rows are split, as SCIP's own LP writer does
+            lines.append(f" {rn[i]}_lhs: {expr} >= {rl_s[i]}")
+            lines.append(f" {rn[i]}_rhs: {expr} <= {ru_s[i]}")
+        elif fl:
+            lines.append(f" {rn[i]}: {expr} >= {rl_s[i]}")
+        else:
+            lines.append(f" {rn[i]}: {expr} <= {ru_s[i]}")
+    lines.append("Bounds")
+    lo, up = np.asarray(model.lower), np.asarray(model.upper)
+    lo_s = _num(np.where(np.isfinite(lo), lo, 0.0))
+    up_s = _num(np.where(np.isfinite(up), up, 0.0))
+    for j in range(n):
+        l, u = lo[j], up[j]
+        if l == -math.inf and u == math.inf:
+            lines.append(f" {vn[j]} free")
+        elif l == u:
+            lines.append(f" {vn[j]} = {lo_s[j]}")
+        else:
+            ls = "-inf" if l == -math.inf else lo_s[j]
+            us = "+inf" if u == math.inf else up_s[j]
+            lines.append(f" {ls} <= {vn[j]} <= {us}")
+    ints = np.flatnonzero(model.integrality).tolist()
+    if ints:
+        lines.append("Generals")
+        lines += [f" {vn[j]}" for j in ints]
+    lines.append("End")
+    return "\n".join(lines) + "\n"
+
+
+def write_model(model: MilpModel, path: str | os.PathLike[str], format: str | None = None, *,
+                generic_names: bool = False) -> Path:
+    """Write ``model`` as a CPLEX LP or free MPS file (readable by SCIP's ``readProblem``).
+
+    Parameters
+    ----------
+    model : MilpModel
+    path : path-like
+    format : {"lp", "mps"} or None
+        File format; None takes it from the suffix of ``path``.
+    generic_names : bool
+        Write ``x<j>``/``c<i>`` instead of the model's names.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Notes
+    -----
+    Names: MPS keeps the model's names (they contain no whitespace). LP names may only use
+    letters, digits and ``!"#$%&()/,.;?@_`'{}|~``, so ``[i]`` is written ``(i)``, other
+    characters become ``_`` and a leading digit, ``.`` or ``e<digit>`` gets a ``_`` prefix:
+    ``fc1/relu[17]`` is written ``fc1/relu(17)``. If that makes names collide, generic names
+    are used (with a warning). Rows with both sides infinite are omitted; in LP files a
+    ranged row ``name`` is written as two rows ``name_lhs``/``name_rhs`` (like SCIP's writer).
+    Numbers are written with ``repr``, so they are read back exactly.
+    """
+    path = Path(path)
+    fmt = (format or path.suffix.lstrip(".")).lower()
+    if fmt == "lp":
+        text = _lp_text(model, generic_names)
+    elif fmt == "mps":
+        text = _mps_text(model, generic_names)
+    else:
+        raise InvalidInputError(f"unknown model file format {fmt!r}; use 'lp' or 'mps'")
+    path.write_text(text)
+    return path
