@@ -274,7 +274,7 @@ def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int | list[i
                    lazy: bool = True,
                    margin: float = 0.0, domain: tuple[float, float] = (0.0, 1.0),
                    norm: str = "linf", label: int | None = None, backend: str = "highs",
-                   max_rounds: int = 50) -> RhoResult:
+                   max_rounds: int = 50, region_point: npt.ArrayLike | None = None) -> RhoResult:
     """Upper bound rho_hat >= rho from the LP convex restriction around x (Bastani et al. 4).
 
     Parameters
@@ -291,6 +291,10 @@ def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int | list[i
         Require `f_target >= f_label + margin`.
     backend : str
         LP solver backend ("highs" default, "scip").
+    region_point : array, optional
+        Fix the phases at this point instead of at x (distances are still measured from x).
+        Seeded with an attack's adversarial point, the LP finds the nearest point of that
+        point's activation region: a local refinement of the attack.
 
     Returns
     -------
@@ -314,9 +318,10 @@ def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int | list[i
         raise InvalidInputError(f"`margin` must be a finite number >= 0; got {margin}.")
     if np.any(x0 < domain[0]) or np.any(x0 > domain[1]):
         raise InvalidInputError(f"`x` lies outside the domain [{domain[0]:g}, {domain[1]:g}].")
-    region, values = region_of(net, x0)
-    logits = values[net.output]
+    logits = net.forward(x0)[0]
     lab = int(np.argmax(logits)) if label is None else int(label)
+    anchor = x0 if region_point is None else net.as_batch(region_point)[0]
+    region, _ = region_of(net, anchor)
     order = [j for j in np.argsort(-logits, kind="stable") if j != lab]
     if target == "all":
         targets = order

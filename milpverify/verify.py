@@ -41,6 +41,9 @@ SOLVER_SLACK = 1e-7
 #: Margin asked of a second solve when a solver point only ties within tolerance
 #: (10x SCIP's feasibility tolerance, so the solver cannot return a tie).
 WITNESS_MARGIN = 1e-5
+#: SCIP parameters used by default (measured in benchmarks/wk17a_first100.py and by the
+#: backend benchmark: the aggregation separator spent most of the time on ReLU big-M rows).
+SCIP_DEFAULTS: dict[str, object] = {"separating/aggregation/freq": -1}
 #: `optimal` is reported when the verified upper bound and the proven lower bound differ
 #: by at most this much (absolute, in input units).
 DEFAULT_TOLERANCE = 1e-5
@@ -114,11 +117,39 @@ def run_upper_bound(net: Network, q: Query, method: str, candidates: list[int]
         from milpverify.restriction import lp_restriction
         return lp_restriction(net, q.x, target=candidates, margin=q.margin, domain=q.domain,
                               label=q.label, norm=q.norm)
-    if method == "pgd":
+    if method in ("pgd", "pgd+lp"):
         from milpverify.attacks import pgd
-        return pgd(net, q.x, label=q.label, domain=q.domain, target=q.target, steps=30,
-                   restarts=1, bisection_steps=8)
-    raise InvalidInputError(f"`upper_bound` must be 'lp', 'pgd' or None; got {method!r}.")
+        from milpverify.restriction import lp_restriction
+        found = pgd(net, q.x, label=q.label, domain=q.domain, target=q.target, steps=30,
+                    restarts=1, bisection_steps=8)
+        if method == "pgd" or found.witness is None or found.adversarial_label is None:
+            return found
+        # Refine: the nearest point of the attack point's activation region.
+        local = lp_restriction(net, q.x, target=int(found.adversarial_label), margin=q.margin,
+                               domain=q.domain, label=q.label, norm=q.norm,
+                               region_point=found.witness)
+        at_x = lp_restriction(net, q.x, target=candidates, margin=q.margin, domain=q.domain,
+                              label=q.label, norm=q.norm)
+        return min((r for r in (found, local, at_x) if r.witness_verified),
+                   key=lambda r: r.upper, default=found)
+    raise InvalidInputError(
+        f"`upper_bound` must be 'lp', 'pgd', 'pgd+lp' or None; got {method!r}.")
+
+
+def _solver_params(backend: str, given: dict[str, object] | None, tolerance: float | None
+                   ) -> dict[str, object]:
+    """SCIP defaults (+ an absolute gap of half the tolerance for rho) under the user's params.
+
+    The absolute gap only stops the search once `primal - dual <= tolerance / 2`; the dual
+    bound stays proven, so the reported bracket is still sound.
+    """
+    params: dict[str, object] = {}
+    if backend == "scip":
+        params.update(SCIP_DEFAULTS)
+        if tolerance is not None:
+            params["limits/absgap"] = tolerance / 2
+    params.update(given or {})
+    return params
 
 
 def _box(q: Query, radius: float) -> tuple[FloatArray, FloatArray]:
@@ -165,9 +196,11 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         itself, where the nearest point may only tie.
     bounds_method : str
         "interval", "symbolic", "lp", "mip" or "progressive" (default).
-    upper_bound : {"lp", "pgd", None}
+    upper_bound : {"lp", "pgd", "pgd+lp", None}
         Quick heuristic run first: its verified distance shrinks the input box before
-        bounds are computed and is passed to the solver as an objective cutoff.
+        bounds are computed and is passed to the solver as an objective cutoff. "lp" (the
+        LP restriction at x, default) is cheapest; "pgd+lp" adds PGD and the restriction
+        around PGD's point (better bounds, seconds slower).
     tolerance : float
         Bracket width under which the answer is reported "optimal".
     label : int, optional
@@ -256,7 +289,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         return finish(0.0, RhoStatus.TIME_LIMIT, best, "time limit reached before the solve")
     cutoff = best.distance if best is not None else None
     options = SolveOptions(time_limit_s=remaining, threads=threads, objective_cutoff=cutoff,
-                           solver_params=solver_params or {})
+                           solver_params=_solver_params(backend, solver_params, tolerance))
     t2 = time.perf_counter()
     result = solver.solve(problem.model, options)
     timings["solve_s"] = time.perf_counter() - t2
@@ -362,7 +395,8 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
         if remaining <= 0:
             break
         options = SolveOptions(time_limit_s=remaining, threads=threads,
-                               stop_at_first_feasible=True, solver_params=solver_params or {})
+                               stop_at_first_feasible=True,
+                               solver_params=_solver_params(backend, solver_params, None))
         t2 = time.perf_counter()
         result = get_backend(backend).solve(problem.model, options)
         timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
