@@ -99,13 +99,16 @@ def possible_disjuncts(disjuncts: list[Disjunct], lower: FloatArray, upper: Floa
 
 
 def add_unsafe_set(model: MilpModel, outputs: Term, disjuncts: list[Disjunct],
-                   lower: FloatArray, upper: FloatArray, *, relax: bool = False) -> IntArray:
+                   lower: FloatArray, upper: FloatArray, *, relax: bool = False,
+                   row_max: list[FloatArray] | None = None) -> IntArray:
     """Require the outputs y to satisfy at least one disjunct `A_d y <= b_d`.
 
     One disjunct: its rows are added as they are. Several: binaries `z_d` with
     `sum_d z_d = 1` and `A_d y <= b_d + M_d (1 - z_d)`, where `M_d = max(A_d y) - b_d`
-    over the output bounds `[lower, upper]` (so the rows are slack when `z_d = 0`).
-    Rows that hold everywhere in the bounds (`M <= 0`) are dropped. Returns the `z` indices.
+    over the output bounds `[lower, upper]` (so the rows are slack when `z_d = 0`), or over
+    the tighter sound upper bounds `row_max[d]` of `A_d y` when given (e.g. symbolic bounds
+    of the margins). Rows that hold everywhere (`M <= 0`) are dropped. Returns the `z`
+    indices.
     """
     if not disjuncts:
         raise ValueError("add_unsafe_set needs at least one disjunct")
@@ -115,7 +118,10 @@ def add_unsafe_set(model: MilpModel, outputs: Term, disjuncts: list[Disjunct],
     for pos, d in enumerate(disjuncts):
         is_var = outputs.var >= 0
         const = d.A[:, ~is_var] @ outputs.const[~is_var]
-        big = _row_range(d.A, lower, upper)[1] - d.b
+        top = _row_range(d.A, lower, upper)[1]
+        if row_max is not None:
+            top = np.minimum(top, row_max[pos])
+        big = top - d.b
         for r in range(d.A.shape[0]):
             if big[r] <= 0:
                 continue  # holds for every y in the bounds
@@ -151,22 +157,26 @@ def candidate_labels(bounds: Bounds, output: str, label: int, margin: float,
 def build_robustness_problem(net: Network, x: FloatArray, label: int, bounds: Bounds,
                              box_lower: FloatArray, box_upper: FloatArray, *, norm: str,
                              radius: float, margin: float, candidates: list[int],
-                             relax: bool = False, with_distance: bool = True
-                             ) -> RobustnessProblem:
+                             relax: bool = False, with_distance: bool = True,
+                             margin_lower: FloatArray | None = None) -> RobustnessProblem:
     """The full MILP: input box, network, misclassification, and (optionally) the distance.
 
     `bounds` must be valid over [box_lower, box_upper]; `candidates` non-empty.
+    `margin_lower[k]`, if given, is a sound lower bound of `f_{candidates[k]} - f_label`
+    in the box; it sets the disjunction's big-M constants.
     """
+    row_max = None if margin_lower is None else [np.array([-m]) for m in margin_lower]
     return build_unsafe_problem(net, x, bounds, box_lower, box_upper,
                                 misclassification(net.num_classes, label, candidates, margin),
                                 norm=norm, radius=radius, relax=relax,
-                                with_distance=with_distance)
+                                with_distance=with_distance, row_max=row_max)
 
 
 def build_unsafe_problem(net: Network, x: FloatArray | None, bounds: Bounds,
                          box_lower: FloatArray, box_upper: FloatArray,
                          disjuncts: list[Disjunct], *, norm: str = "linf", radius: float = 0.0,
-                         relax: bool = False, with_distance: bool = True) -> RobustnessProblem:
+                         relax: bool = False, with_distance: bool = True,
+                         row_max: list[FloatArray] | None = None) -> RobustnessProblem:
     """Input box + network + "outputs in the unsafe set" (+ distance to x if asked)."""
     model = MilpModel()
     input_vars = model.add_vars(net.input_size, box_lower, box_upper, name="input")
@@ -177,7 +187,7 @@ def build_unsafe_problem(net: Network, x: FloatArray | None, bounds: Bounds,
                               relax=relax)
     lower, upper = bounds.flat(net.output)
     choice = add_unsafe_set(model, encoding.terms[net.output], disjuncts, lower, upper,
-                            relax=relax)
+                            relax=relax, row_max=row_max)
     t = None
     if with_distance:
         assert x is not None
