@@ -298,7 +298,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     stats["unstable_relus"] = qb.bounds.unstable
     stats["candidate_labels"] = len(qb.candidates)
     if not qb.candidates:
-        return _proven_beyond(cap, proven_cap, None, finish)
+        return _proven_beyond(cap, proven_cap, None, finish, tolerance)
 
     # 2. A quick verified upper bound on the surviving labels shrinks the box.
     t0 = time.perf_counter()
@@ -317,30 +317,29 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     stats["unstable_relus"] = qb.bounds.unstable
     stats["candidate_labels"] = len(qb.candidates)
     if not qb.candidates:
-        return _proven_beyond(radius, proven_cap, best, finish)
+        return _proven_beyond(radius, proven_cap, best, finish, tolerance)
 
     if best is None:
         # 4. Nothing known inside the radius: a feasibility MILP (no degenerate distance
-        # objective) either proves rho > radius or yields a first witness.
+        # objective) either proves rho > radius or yields a first witness, which is then
+        # refined to the nearest point of its activation region (LP restriction).
         verdict, found, message = _decide(net, q, qb, box, radius, start + time_limit_s,
                                           backend, threads, solver_params, timings, stats)
         if verdict == Verdict.ROBUST:
-            return _proven_beyond(radius, proven_cap, None, finish)
+            return _proven_beyond(radius, proven_cap, None, finish, tolerance)
         if found is None:
             return finish(0.0, RhoStatus.TIME_LIMIT, None, message)
-        best = found
+        best = _refine(net, q, found)
         stats["first_witness"] = "feasibility MILP"
-
     # 5. The distance MILP on the box of the best witness, with its distance as cutoff.
     if best.distance < radius:
         radius = best.distance
         box = _box(q, radius)
         t0 = time.perf_counter()
-        # Bounds of the larger box remain valid here; intersect with them.
         qb = _query_bounds(net, q, box, "symbolic", base=qb.bounds)
         timings["bounds_s"] += time.perf_counter() - t0
         if not qb.candidates:
-            return _proven_beyond(radius, proven_cap, best, finish)
+            return _proven_beyond(radius, proven_cap, best, finish, tolerance)
     t1 = time.perf_counter()
     problem = build_robustness_problem(net, q.x, q.label, qb.bounds, box[0], box[1],
                                        norm=q.norm, radius=radius,
@@ -364,7 +363,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         return finish(0.0, RhoStatus.ERROR, best, f"solver error: {result.message}")
     if result.status.no_solution_proven:
         # Nothing strictly closer than the cutoff / inside the box.
-        return _proven_beyond(radius, proven_cap, best, finish)
+        return _proven_beyond(radius, proven_cap, best, finish, tolerance)
     if result.x is not None:
         point = result.x[problem.input_vars]
         found = repair_witness(net, q.x, point, label=q.label, domain=q.domain, norm=q.norm,
@@ -381,17 +380,49 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     return finish(lower, RhoStatus.TIME_LIMIT, best, f"solver stopped: {result.status.value}")
 
 
-def _proven_beyond(radius: float, cap: float, best: WitnessCheck | None,
-                   finish: Callable[..., RhoResult]) -> RhoResult:
-    """No adversarial point strictly inside `radius`: close the bracket or report the cap.
+def _refine(net: Network, q: Query, found: WitnessCheck) -> WitnessCheck:
+    """The nearest point of `found`'s activation region (LP restriction), if it is closer."""
+    from milpverify.restriction import lp_restriction
+    local = lp_restriction(net, q.x, target=found.adversarial_label, margin=q.margin,
+                           domain=q.domain, label=q.label, norm=q.norm,
+                           region_point=found.witness)
+    if local.witness is None or local.upper >= found.distance:
+        return found
+    check = check_witness(net, q.x, local.witness, label=q.label, domain=q.domain, norm=q.norm,
+                          required_margin=q.margin, target=q.target)
+    return check if check.verified and check.distance < found.distance else found
 
-    `cap` is inf when the box was the whole domain: then no adversarial example exists
-    at all and rho = inf (status "robust_at_cap" with `lower = upper = inf`).
+
+def _region_repair(net: Network, q: Query, point: FloatArray) -> WitnessCheck | None:
+    """Nearest verified adversarial point of `point`'s activation region, or None."""
+    from milpverify.restriction import lp_restriction
+    targets = [q.target] if q.target is not None else [j for j in range(net.num_classes)
+                                                       if j != q.label]
+    local = lp_restriction(net, q.x, target=targets, margin=q.margin, domain=q.domain,
+                           label=q.label, norm=q.norm, region_point=point)
+    if local.witness is None:
+        return None
+    check = check_witness(net, q.x, local.witness, label=q.label, domain=q.domain, norm=q.norm,
+                          required_margin=q.margin, target=q.target)
+    return check if check.verified else None
+
+
+def _proven_beyond(radius: float, cap: float, best: WitnessCheck | None,
+                   finish: Callable[..., RhoResult], tolerance: float) -> RhoResult:
+    """No adversarial point within `radius` is proven: report the bracket it closes.
+
+    - a witness within `tolerance` of the radius: optimal;
+    - the radius is the cap: robust_at_cap (`cap` is inf when the box was the whole
+      domain: then no adversarial example exists and rho = inf);
+    - otherwise the bracket `[radius, witness]` stays open (time_limit).
     """
-    if best is not None and best.distance <= radius:
-        return finish(best.distance, RhoStatus.OPTIMAL, best)
-    return finish(cap, RhoStatus.ROBUST_AT_CAP, best,
-                  "no adversarial example exists in the domain" if math.isinf(cap) else "")
+    if best is not None and best.distance - radius <= tolerance:
+        return finish(min(radius, best.distance), RhoStatus.OPTIMAL, best)
+    if best is None or radius >= cap or math.isinf(cap):
+        message = "no adversarial example exists in the domain" if math.isinf(cap) else ""
+        return finish(cap if best is None or radius >= cap else radius,
+                      RhoStatus.ROBUST_AT_CAP, best, message)
+    return finish(radius, RhoStatus.TIME_LIMIT, best)
 
 
 def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float = 60.0,
@@ -484,9 +515,13 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
         if result.x is None:
             message = f"solver stopped: {result.status.value}"
             break
-        found = repair_witness(net, q.x, result.x[problem.input_vars], label=q.label,
-                               domain=q.domain, norm=q.norm, required_margin=q.margin,
-                               target=q.target, box=box)
+        point = result.x[problem.input_vars]
+        found = repair_witness(net, q.x, point, label=q.label, domain=q.domain, norm=q.norm,
+                               required_margin=q.margin, target=q.target, box=box)
+        if found is None or found.distance > eps:
+            # Row tolerances add up through the layers; the exact LP in the point's own
+            # activation region gives a verified point if that region holds one.
+            found = _region_repair(net, q, point)
         if found is not None and found.distance <= eps * (1 + 1e-12):
             return Verdict.NOT_ROBUST, found, ""
         message = "the solver's point failed the witness re-check"

@@ -1,7 +1,8 @@
 """Re-checking adversarial examples: numpy float64 and onnxruntime on the original model.
 
-A witness is rounded to float32 first (the dtype the ONNX model runs in), so both checks
-see the same point and the reported distance is the distance of that point.
+A witness is rounded to float32 first (the dtype the ONNX model runs in; toward x, so it
+never leaves the ball it was found in), so both checks see the same point and the reported
+distance is the distance of that point.
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ class WitnessCheck:
     margin_onnx: float | None
     adversarial_label: int
     message: str
+
+
+def float32_toward(point: FloatArray, x: FloatArray) -> FloatArray:
+    """`point` rounded to float32, each coordinate no farther from `x` than before.
+
+    Round-to-nearest can move a point on the boundary of an eps-ball (where solver optima
+    live) just outside it; where it moved away from x, the float32 neighbour on x's side
+    is taken instead. Values in [0, 1] stay in [0, 1] (both ends are float32 numbers).
+    """
+    rounded = point.astype(np.float32)
+    farther = np.abs(rounded.astype(np.float64) - x) > np.abs(point - x)
+    toward = np.nextafter(rounded, np.where(x > point, np.float32(np.inf), np.float32(-np.inf)))
+    return np.where(farther, toward, rounded).astype(np.float64)
 
 
 @lru_cache(maxsize=8)
@@ -91,9 +105,8 @@ def check_witness(net: Network, x: FloatArray, witness: FloatArray, *, label: in
     -------
     WitnessCheck
     """
-    w32 = net.as_batch(witness).astype(np.float32).astype(np.float64)
-    w = w32[0]
     x0 = net.as_batch(x)[0]
+    w = float32_toward(net.as_batch(witness)[0], x0)
     in_domain = domain is None or bool(np.all(w >= domain[0]) and np.all(w <= domain[1]))
     margin_np, adv = _margin(net.forward(w)[0], label, target)
     ref = onnx_logits(net, w)
