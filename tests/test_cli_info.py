@@ -84,7 +84,7 @@ def test_info_json(gemm_path, capsys):
 
 
 def test_info_default(capsys):
-    assert cli.main(["info", "default"]) == 0
+    assert cli.main(["info", "default:planet_lenet"]) == 0
     out = capsys.readouterr().out
     assert "planet_lenet.onnx" in out.splitlines()[0]
     assert "Classes: 10" in out

@@ -10,8 +10,14 @@ from milpverify.datasets import (DATA_DIR, EMBEDDED_NETS, embedded_net, load_def
                                  parse_indices)
 
 
-def test_load_default():
-    net, images, labels = load_default()
+def test_load_default_is_the_mlp():
+    net, _, _ = load_default()
+    assert [op.kind for _, op in net.items()] == ["input", "affine", "relu", "affine", "relu",
+                                                 "affine"]
+
+
+def test_load_planet():
+    net, images, labels = load_default("planet_lenet")
     assert isinstance(net, Network)
     assert images.shape == (10, 1, 28, 28) and images.dtype == np.float64
     assert labels.dtype == np.int64 and labels.tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]

@@ -202,7 +202,8 @@ def test_maxpool_and_residual_net_match_brute_force_sampling() -> None:
 def test_wk17a_matches_mipverify(shared_data, index: int, expected: float) -> None:
     net = milpverify.load_onnx(shared_data / "nets/mnist/wk17a_linf0.1.onnx")
     x = np.load(shared_data / "mnist/mnist_test.npz")["images"][index] / 255.0
-    result = rho(net, x, eps_cap=0.1, time_limit_s=120)
+    # MIPVerify's own values carry a gap of ~7e-6, so ask for a 2e-6 bracket here.
+    result = rho(net, x, eps_cap=0.1, time_limit_s=120, tolerance=2e-6)
     assert result.status == "optimal"
     assert result.lower == pytest.approx(expected, abs=1e-5)
     assert result.upper == pytest.approx(expected, abs=1e-5)
