@@ -274,7 +274,8 @@ def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int | list[i
                    lazy: bool = True,
                    margin: float = 0.0, domain: tuple[float, float] = (0.0, 1.0),
                    norm: str = "linf", label: int | None = None, backend: str = "highs",
-                   max_rounds: int = 50, region_point: npt.ArrayLike | None = None) -> RhoResult:
+                   max_rounds: int = 50, region_point: npt.ArrayLike | None = None,
+                   region: Region | None = None) -> RhoResult:
     """Upper bound rho_hat >= rho from the LP convex restriction around x (Bastani et al. 4).
 
     Parameters
@@ -295,6 +296,9 @@ def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int | list[i
         Fix the phases at this point instead of at x (distances are still measured from x).
         Seeded with an attack's adversarial point, the LP finds the nearest point of that
         point's activation region: a local refinement of the attack.
+    region : Region, optional
+        The activation region itself (e.g. read off a MILP solution's binaries, which
+        is unambiguous where a pre-activation is exactly 0).
 
     Returns
     -------
@@ -320,8 +324,9 @@ def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int | list[i
         raise InvalidInputError(f"`x` lies outside the domain [{domain[0]:g}, {domain[1]:g}].")
     logits = net.forward(x0)[0]
     lab = int(np.argmax(logits)) if label is None else int(label)
-    anchor = x0 if region_point is None else net.as_batch(region_point)[0]
-    region, _ = region_of(net, anchor)
+    if region is None:
+        anchor = x0 if region_point is None else net.as_batch(region_point)[0]
+        region, _ = region_of(net, anchor)
     order = [j for j in np.argsort(-logits, kind="stable") if j != lab]
     if target == "all":
         targets = order

@@ -58,6 +58,7 @@ class NetworkEncoding:
     terms: dict[str, Term]
     stats: EncodingStats
     relu_active: dict[str, IntArray]  # binary var per neuron, -1 where the ReLU is stable
+    maxpool_choice: dict[str, list[tuple[int, IntArray, IntArray]]]  # (output, inputs, binaries)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class _Ctx:
     stats: EncodingStats
     relu_active: dict[str, IntArray]
     relax: bool
+    maxpool_choice: dict[str, list[tuple[int, IntArray, IntArray]]] = field(default_factory=dict)
 
 
 def _linear_rows(model: MilpModel, name: str, matrix: sp.csr_array | FloatArray,
@@ -191,6 +193,7 @@ def milp_maxpool(ctx: _Ctx, name: str, op: ops.MaxPool) -> Term:
         model.add_rows(np.zeros(m, dtype=np.int64), a, np.ones(m), 1, 1.0, 1.0,
                        name=f"{name}[{k}]/one")
         var[k] = y
+        ctx.maxpool_choice.setdefault(name, []).append((int(k), keep, a))
         ctx.stats.maxpool_binaries += 0 if ctx.relax else m
         ctx.stats.binaries += 0 if ctx.relax else m
     return Term(var, const)
@@ -291,4 +294,4 @@ def encode_network(net: Network, bounds: Bounds, model: MilpModel, input_term: T
             ctx.terms[name] = input_term
         else:
             ctx.terms[name] = MILP_RULES[type(op)](ctx, name, op)
-    return NetworkEncoding(model, ctx.terms, ctx.stats, ctx.relu_active)
+    return NetworkEncoding(model, ctx.terms, ctx.stats, ctx.relu_active, ctx.maxpool_choice)
