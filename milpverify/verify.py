@@ -375,13 +375,15 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     # 6. Fallback: the distance MILP on the box of the best witness, its distance as cutoff.
     # The first solve (misclassification relaxed by SOLVER_SLACK) proves `lower`; if its
     # optimum is a near-miss that no true adversarial point attains (a region whose best
-    # margin lies in (-SOLVER_SLACK, 0)), a second solve with a strict margin
-    # (WITNESS_MARGIN) finds a point that passes the re-check and lowers `upper`.
+    # margin lies in (-SOLVER_SLACK, 0)), solves with a strict margin (2e-6, twice SCIP's
+    # feasibility tolerance, then WITNESS_MARGIN) find a point that passes the re-check
+    # and lowers `upper`.
     radius = best.distance
     box = _box(q, radius)
     qb = outer
     lower, status_note = 0.0, "time limit reached before the solve"
-    for attempt, row_margin in enumerate((q.margin - SOLVER_SLACK, q.margin + WITNESS_MARGIN)):
+    margins = (q.margin - SOLVER_SLACK, q.margin + 2e-6, q.margin + WITNESS_MARGIN)
+    for attempt, row_margin in enumerate(margins):
         remaining = time_limit_s - (time.perf_counter() - start)
         if remaining <= 0:
             break
@@ -517,6 +519,7 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
     _check_positive("eps", eps, allow_none=False)
     _check_positive("time_limit_s", time_limit_s, allow_none=False)
     q = _validate(net, x, norm=norm, domain=domain, margin=margin, target=target, label=label)
+    get_backend(backend)  # a missing solver is reported now, not after the bounds
     start = time.perf_counter()
     timings: dict[str, float] = {}
     stats: dict[str, Any] = {}

@@ -391,7 +391,7 @@ def _solve(solver_name: str, pm: Any, pvars: list[Any], obj: Any,
             # solution attached; the termination condition has been read already.
             results.solver.status = SolverStatus.ok
             pm.solutions.load_from(results)
-            x = np.array([np.nan if v.value is None else v.value for v in pvars], dtype=np.float64)
+            x = np.array([_value(v) for v in pvars], dtype=np.float64)
             if np.isnan(x).any():
                 x = None
         if tc == TC.infeasibleOrUnbounded:
@@ -417,6 +417,16 @@ def _solve(solver_name: str, pm: Any, pvars: list[Any], obj: Any,
                          solve_time_s=time.perf_counter() - t0,
                          backend=f"pyomo:{solver_name}",
                          message=f"Pyomo termination {str(tc)!r}")
+
+
+def _value(v: Any) -> float:
+    """The solution value of `v`. Pyomo sends the solver only variables that appear in an
+    active constraint or the objective, so any other one has no value: it is free within
+    its bounds, and the bound nearest 0 is feasible (e.g. an input pixel no kernel reads)."""
+    if v.value is not None:
+        return float(v.value)
+    lb, ub = v.lb, v.ub
+    return float(min(max(0.0, -math.inf if lb is None else lb), math.inf if ub is None else ub))
 
 
 def _status(tc: Any, has_x: bool, options: SolveOptions) -> SolveStatus:
