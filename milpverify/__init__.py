@@ -11,6 +11,16 @@ from milpverify.errors import (InvalidInputError, InvalidModelError, MilpVerifyE
                                SolverError, UnboundedError, UnsupportedModelError)
 from milpverify.frontends.onnx import load_onnx
 from milpverify.ir.network import Network
+from milpverify.restriction import lp_restriction
+from milpverify.results import Certificate, RhoResult, RhoStatus, Verdict
+from milpverify.tighten import compute_bounds
+from milpverify.verify import certify, rho
+
+# `milpverify.bounds(net, lower, upper, method=...)` is the public bound-tightening entry
+# point. The subpackage `milpverify.bounds` is imported above (by the modules), so this
+# assignment replaces only the package attribute; `from milpverify.bounds import X` and
+# `milpverify.bounds.interval` imports still resolve through sys.modules.
+bounds = compute_bounds
 
 __version__ = "0.1.0"
 
@@ -21,7 +31,23 @@ def from_torch(module: Any, input_shape: tuple[int, ...]) -> Network:
     return _from_torch(module, input_shape)
 
 
+def to_pyomo(net: Network, x: Any, **options: Any) -> Any:
+    """The Pyomo `ConcreteModel` of one rho/certify query (pyomo imported lazily); see
+    `milpverify.export.to_pyomo`."""
+    from milpverify.export import to_pyomo as _to_pyomo
+    return _to_pyomo(net, x, **options)
+
+
+def evaluate(model: Any, **options: Any) -> Any:
+    """rho by several estimators over a data set into a resumable run directory (imported
+    lazily); see `milpverify.evaluation.evaluate`."""
+    from milpverify.evaluation import evaluate as _evaluate
+    return _evaluate(model, **options)
+
+
 __all__ = [
-    "InvalidInputError", "InvalidModelError", "MilpVerifyError", "Network", "SolverError",
-    "UnboundedError", "UnsupportedModelError", "__version__", "from_torch", "load_onnx",
+    "Certificate", "InvalidInputError", "InvalidModelError", "MilpVerifyError", "Network",
+    "RhoResult", "RhoStatus", "SolverError", "UnboundedError", "UnsupportedModelError",
+    "Verdict", "__version__", "bounds", "certify", "compute_bounds", "evaluate", "from_torch",
+    "load_onnx", "lp_restriction", "rho", "to_pyomo",
 ]

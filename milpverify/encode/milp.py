@@ -186,7 +186,7 @@ def milp_maxpool(ctx: _Ctx, name: str, op: ops.MaxPool) -> Term:
                        np.r_[np.ones(m), -np.ones(int(is_var.sum()))], m, cs, np.inf,
                        name=f"{name}[{k}]/ge")
         # y - x_i + (u_max - l_i) a_i <= u_max - l_i + c_i
-        big = u_max - l[keep]
+        big = np.nextafter(u_max - l[keep], np.inf)  # rounded outward: never too small
         model.add_rows(np.r_[r, r[is_var], r], np.r_[np.full(m, y), xs[is_var], a],
                        np.r_[np.ones(m), -np.ones(int(is_var.sum())), big], m, -np.inf,
                        big + cs, name=f"{name}[{k}]/le")

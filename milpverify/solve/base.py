@@ -258,6 +258,9 @@ def finish_result(status: SolveStatus, objective: float | None, dual_bound: floa
         dual_bound, x, objective = math.inf, None, None
     if status is SolveStatus.UNBOUNDED:
         objective, dual_bound, x = -math.inf, -math.inf, None
+    if status is SolveStatus.ERROR:
+        # A failed solve proves nothing (HiGHS 1.15 reports "Solve error" with bound 0).
+        dual_bound = -math.inf
     if x is not None:
         x = np.asarray(x, dtype=np.float64)
         x.flags.writeable = False

@@ -268,7 +268,8 @@ def _apply_options(scip: Any, options: SolveOptions, backend: str = "scip") -> N
     set_param = scip.setParam
     scip.hideOutput(not options.verbose)
     set_param("display/verblevel", 4 if options.verbose else 0)
-    set_param("limits/time", options.time_limit_s if options.time_limit_s else SCIP_INFINITY)
+    limit = options.time_limit_s
+    set_param("limits/time", limit if limit and math.isfinite(limit) else SCIP_INFINITY)
     set_param("limits/gap", float(options.mip_gap))
     set_param("limits/solutions", 1 if options.stop_at_first_feasible else -1)
     set_param("randomization/randomseedshift", int(options.seed))

@@ -1,0 +1,87 @@
+"""`milpverify rho` and `milpverify evaluate` through `cli.main`: files, resume, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from milpverify import cli
+from milpverify.datasets import embedded_net
+from milpverify.evaluation import COLUMNS
+
+# Small caps keep the exact method fast: the bounds alone settle most of these images.
+RHO_FAST = ["--eps-cap", "0.02", "--time-limit-s", "20", "--quiet"]
+
+
+def test_rho_writes_one_row_per_image_and_resumes(tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    assert cli.main(["rho", "default", "--indices", "0:3", *RHO_FAST, "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.startswith("3 images (3 computed, 0 resumed): ")
+    with open(out) as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == COLUMNS
+    assert [(r["index"], r["method"]) for r in rows] == [("0", "exact"), ("1", "exact"),
+                                                        ("2", "exact")]
+    for r in rows:
+        assert r["status"] in ("optimal", "robust_at_cap", "time_limit")
+        assert r["label"] == r["pred"]  # the first three embedded images are classified right
+        assert float(r["lower"]) <= float(r["upper"])
+        assert float(r["total_s"]) > 0
+    assert (tmp_path / "r.run.json").exists()
+
+    assert cli.main(["rho", "default", "--indices", "0:3", *RHO_FAST, "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("3 images (0 computed, 3 resumed): ")
+
+
+def test_rho_refuses_to_resume_with_other_options(tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    assert cli.main(["rho", "default", "--indices", "1", *RHO_FAST, "--out", str(out)]) == 0
+    capsys.readouterr()
+    code = cli.main(["rho", "default", "--indices", "1", "--eps-cap", "0.03", "--quiet",
+                     "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and "`eps_cap` was 0.02, now 0.03" in err and "--rerun" in err
+
+
+def test_evaluate_cli(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main(["evaluate", "default", "--indices", "0:2", "--eps", "0.05",
+                     "--methods", "fgsm", "--quiet", "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "| fgsm | 2 |" in stdout and "2 rows computed, 0 resumed" in stdout
+    assert (out / "summary.md").exists() and (out / "rho_cdf.png").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "MODEL", "--data", "missing.npz", "--eps", "0.1"], "Data file not found"),
+    (["evaluate", "default", "--indices", "5:2", "--eps", "0.1"], "selects no images"),
+    (["evaluate", "default", "--eps", "0"], "`eps` must be a finite number > 0; got 0.0"),
+    (["evaluate", "default", "--eps", "-0.1"], "`eps` must be a finite number > 0"),
+    (["evaluate", "default", "--eps", "0.1", "--methods", "lp,magic"],
+     "Unknown method(s) 'magic' in `methods`; choose from exact, lp, pgd, fgsm, lbfgs."),
+    (["evaluate", "nope.onnx", "--eps", "0.1"], "Model file not found: 'nope.onnx'"),
+    (["evaluate", "MODEL", "--eps", "0.1"], "`data` is required"),
+    (["rho", "default", "--indices", "5:2"], "selects no images"),
+    (["rho", "default", "--eps-cap", "-1"], "`eps_cap` must be a finite number > 0"),
+    (["rho", "default", "--indices", "0", "--workers", "0"], "`workers` must be an integer"),
+])
+def test_bad_inputs_give_one_error_line(tmp_path, capsys, argv, message):
+    model = str(embedded_net("mnist_mlp_32_16").path)
+    argv = [model if a == "MODEL" else a for a in argv]
+    out = tmp_path / ("r.csv" if argv[0] == "rho" else "run")
+    assert cli.main([*argv, "--quiet", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("milpverify: error: ")
+    assert message in lines[0] and "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_usage_errors_exit_2(capsys):
+    assert cli.main(["evaluate", "default", "--eps", "0.1"]) == 2  # --out missing
+    assert cli.main(["rho", "default", "--out", "x.csv", "--workers", "2", "--ray", "auto"]) == 2
+    assert "usage:" in capsys.readouterr().err
