@@ -1,58 +1,310 @@
-"""`bounds()`: interval, symbolic, LP, MIP and progressive bound tightening over an input box.
+"""`compute_bounds` (public as `milpverify.bounds`): interval, symbolic, LP, MIP and progressive bounds.
 
-Interval and symbolic bounds live in `milpverify.bounds` (no solver). LP/MIP tightening
-solves, per still-unstable neuron, `min`/`max pre_j` over the LP relaxation (or the exact
-MILP) of the layers before it, built by the same encoder as the robustness MILP.
+Interval and symbolic bounds come from `milpverify.bounds` (no solver). The solver methods
+tighten, layer by layer, the pre-activations of still-unstable ReLUs (and the inputs of
+undecided MaxPool windows) by minimising and maximising each one over the LP relaxation
+(`"lp"`) or the exact MILP (`"mip"`) of the layers before it, built by the same encoder
+as the robustness MILP; after each tightened layer a symbolic pass (intersected with the
+bounds so far) carries the gain to the later layers. Bounds only ever shrink: interval ⊇
+symbolic ⊇ any solver method, and "mip" runs the whole "lp" pass first, so it is inside
+"lp" (guaranteed across calls with `base=` the "lp" result, since time limits make
+solves non-deterministic). "progressive" is inside symbolic, not comparable with lp.
 
-Solver tolerances: an LP/MIP bound is the solver's proven dual bound, widened outward by
-`SOLVER_BOUND_SLACK * (1 + |bound|)` to absorb the solver's feasibility and optimality
-tolerances (1e-6 / 1e-9 relative by default); a neuron whose solve fails or times out
-without a dual bound keeps its previous (sound) bound. Bounds only ever shrink.
+Solver tolerances
+-----------------
+* LP: the solver's answer is never trusted. From the row duals `y` it returns (any `y`
+  will do, optimal or not, even after a time-out) `safe_dual_bound` computes a lower bound of
+  `min c^T x` over the LP in exact real arithmetic (Neumaier & Shcherbina 2004), rounding
+  outward. The LP's rows are the encoder's, with the network's float64 weights as exact
+  coefficients and sound bounds as big-Ms, so every real input in the box maps to an LP
+  point; the bound therefore holds for the exact network. If a backend returns no duals
+  (SCIP sessions), the LP's dual bound is widened by `LP_FALLBACK_SLACK * (1 + |b|)` instead.
+* MIP: there is no rigorous MILP bound without exact arithmetic. The dual bound of the
+  MILP solver (feasibility tolerance 1e-6) is widened by `MIP_BOUND_SLACK * (1 + |b|)`; this
+  is an allowance for the tolerances, not a proof.
+* A solve that fails, or times out without a finite bound, leaves the neuron's bound as it
+  was. Points returned by solvers only serve as evidence that a neuron is truly unstable
+  (see below); they never enter a bound.
+
+Progressive
+-----------
+Cheapest first, escalating only what is still undecided. 256 random box vertices (and,
+later, the input part of every LP/MILP solution) are run through the network: a neuron
+seen both below and above zero is *proven unstable* and no solver touches it, and a side
+some input already crossed is never solved. Layer by layer, each remaining unstable
+neuron gets an LP on the side nearer to zero, then on the other side unless it became
+stable; then (level "mip") a MILP for those still undecided, asking only whether the
+neuron can cross zero (objective cutoff `MIP_SIGN_CUTOFF`, stop at the first solution,
+`PROGRESSIVE_MIP_NEURON_S` per solve). Under `time_limit_s` each layer may use
+`2 / (layers left + 1)` of the time left, the most promising neurons (smallest side
+relative to the width) first.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import networkx as nx
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 
+from milpverify.bounds import interval_bounds, symbolic_bounds
 from milpverify.bounds.base import Bounds, relu_case_counts
+from milpverify.bounds.interval import UNDERFLOW_SLACK, check_box, gamma, round_down
 from milpverify.encode.milp import Term, encode_network
 from milpverify.encode.model import MilpModel
 from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
 from milpverify.ir.network import Network
-from milpverify.ir.ops import FloatArray
+from milpverify.ir.ops import FloatArray, IntArray
 from milpverify.solve import get_backend
-from milpverify.solve.base import SolveOptions
+from milpverify.solve.base import Session, SolveOptions, SolveResult, SolveStatus
 
 METHODS = ("interval", "symbolic", "lp", "mip", "progressive")
-#: Relative + absolute outward widening of every LP/MIP bound (see module docstring).
-SOLVER_BOUND_SLACK = 1e-6
+LEVELS = ("lp", "mip")
+#: Outward widening `slack * (1 + |bound|)` of a MILP solver's dual bound (module docstring).
+MIP_BOUND_SLACK = 1e-6
+#: Widening of an LP bound when the backend returns no row duals (SCIP sessions).
+LP_FALLBACK_SLACK = 1e-6
+#: A MILP asked whether `pre >= 0` uses the cutoff `2 * MIP_BOUND_SLACK`, so that a proof
+#: survives the widening: `2 s - s (1 + 2 s) >= 0`.
+MIP_SIGN_CUTOFF = 2.0 * MIP_BOUND_SLACK
+#: Statuses whose dual bound is used (MILPs; LPs without duals). Not INFEASIBLE (every cone
+#: model contains the true network, so infeasibility is a numerical failure), never ERROR.
+TRUSTED_STATUSES = frozenset({SolveStatus.OPTIMAL, SolveStatus.CUTOFF, SolveStatus.TIME_LIMIT,
+                                  SolveStatus.SOLUTION_LIMIT, SolveStatus.OTHER_LIMIT})
+#: Default time limit of one neuron's MILP in `"progressive"` (`per_neuron_s` overrides it).
+PROGRESSIVE_MIP_NEURON_S = 0.5
+#: Random box vertices evaluated up front as evidence of truly unstable neurons.
+EVIDENCE_SAMPLES = 256
+#: HiGHS options of the first LP of a session: interior point (with crossover, for a basis)
+#: is 5-10x faster than dual simplex from scratch on WK17a's layer LPs.
+LP_HIGHS_FIRST = {"solver": "ipm", "presolve": "choose"}
+#: HiGHS options of the re-solves after a cost change: the basis stays primal feasible, so
+#: primal simplex without presolve (which would drop the basis); 2-75 ms each on WK17a.
+LP_HIGHS_RESOLVE = {"solver": "simplex", "simplex_strategy": 4, "presolve": "off"}
+#: A forward-pass value counts as a sign only beyond this (float64 forward pass is inexact).
+EVIDENCE_TOL = 1e-9
 
 
-def _solver_free(net: Network, lower: FloatArray, upper: FloatArray, method: str,
-                 base: Bounds | None = None) -> Bounds:
-    from milpverify.bounds import interval_bounds, symbolic_bounds
-    if method == "interval":
-        return interval_bounds(net, lower, upper)
-    return symbolic_bounds(net, lower, upper, base=base)
+# ---------------------------------------------------------------------------- safe LP bound
+@dataclass(frozen=True)
+class DualBounder:
+    """`safe_dual_bound` for one LP with the matrix products prepared once (many objectives).
+
+    Attributes are the LP's data: `A` (CSR), its transpose and `|A|^T`, row bounds `rl`,
+    `ru`, column bounds `lo`, `up`, and `k` = largest column length + 1.
+    """
+
+    A: sp.csr_array
+    at: sp.csr_array
+    abs_at: sp.csr_array
+    rl: FloatArray
+    ru: FloatArray
+    lo: FloatArray
+    up: FloatArray
+    k: float
+
+    @staticmethod
+    def of(A: sp.csr_array | FloatArray, row_lower: npt.ArrayLike, row_upper: npt.ArrayLike,
+           col_lower: npt.ArrayLike, col_upper: npt.ArrayLike) -> DualBounder:
+        a = sp.csr_array(A, dtype=np.float64)
+        at = sp.csr_array(a.T)
+        col_nnz = np.diff(at.indptr)
+        return DualBounder(a, at, abs(at), *(np.asarray(v, dtype=np.float64).reshape(-1) for v in
+                                             (row_lower, row_upper, col_lower, col_upper)),
+                           float(col_nnz.max(initial=0) + 1))
+
+    @staticmethod
+    def of_model(model: MilpModel) -> DualBounder:
+        return DualBounder.of(model.A, model.row_lower, model.row_upper, model.lower, model.upper)
+
+    def bound(self, cost: npt.ArrayLike, row_dual: npt.ArrayLike) -> float:
+        """The rigorous lower bound of `min cost^T x` given by `row_dual` (see `safe_dual_bound`)."""
+        c = np.asarray(cost, dtype=np.float64).reshape(-1)
+        y = np.array(row_dual, dtype=np.float64).reshape(-1)
+        y[~np.isfinite(y) | ((y > 0) & ~np.isfinite(self.rl))
+          | ((y < 0) & ~np.isfinite(self.ru))] = 0.0
+        used = y != 0.0
+        row_terms = np.zeros_like(y)
+        row_terms[used] = y[used] * np.where(y[used] > 0, self.rl[used], self.ru[used])
+        red = c - self.at @ y
+        err = 2.0 * gamma(self.k + 2.0) * (np.abs(c) + self.abs_at @ np.abs(y))
+        active = red != 0.0
+        at = np.where(red > 0, self.lo, self.up)
+        mag = np.maximum(np.abs(self.lo), np.abs(self.up))
+        if np.any(active & ~np.isfinite(at)) or np.any((err > 0) & ~np.isfinite(mag)):
+            return -np.inf  # a reduced cost pushes towards an infinite variable bound
+        col_terms = np.zeros_like(red)
+        col_terms[active] = red[active] * at[active]
+        e_total = float(np.sum(err[err > 0] * mag[err > 0]))
+        terms = np.concatenate([row_terms, col_terms])
+        slack = e_total + 2.0 * gamma(terms.size + 2.0) * (
+            float(np.sum(np.abs(terms))) + e_total) + UNDERFLOW_SLACK
+        return float(round_down(np.float64(np.sum(terms)) - slack))
 
 
-def _with(bounds: Bounds, name: str, lower: FloatArray, upper: FloatArray, net: Network,
-          method: str) -> Bounds:
-    pre = dict(bounds.pre)
-    shape = net.op(name).shape
-    pre[name] = (lower.reshape(shape), upper.reshape(shape))
-    return Bounds(pre, _cases(net, pre), method, bounds.time_s, dict(bounds.details))
+def safe_dual_bound(A: sp.csr_array | FloatArray, row_lower: npt.ArrayLike,
+                    row_upper: npt.ArrayLike, col_lower: npt.ArrayLike, col_upper: npt.ArrayLike,
+                    cost: npt.ArrayLike, row_dual: npt.ArrayLike) -> float:
+    """A rigorous lower bound of `min c^T x s.t. row_lower <= A x <= row_upper, l <= x <= u`.
+
+    Neumaier & Shcherbina (2004). For *any* `y`, with `r = c - A^T y`, every feasible `x`
+    satisfies, in exact arithmetic,
+    `c^T x = y^T (A x) + r^T x >= sum_i min(y_i rl_i, y_i ru_i) + sum_j min(r_j l_j, r_j u_j)`.
+    Non-finite `y_i`, and `y_i` whose row side is infinite (`y_i > 0` with `rl_i = -inf`,
+    `y_i < 0` with `ru_i = +inf`), are set to 0 first.
+
+    Rounding: `fl(r_j)` is within `e_j = 2 gamma(K + 2) (|c_j| + (|A|^T |y|)_j)` of `r_j`
+    (`K` = largest column length + 1), so `r_j x_j >= fl(r_j) x_j - e_j m_j` with
+    `m_j = max(|l_j|, |u_j|)`. The float sum `S` of the `N` = rows + columns products is
+    within `gamma(N + 2) T` of exact (`T` = the sum of their absolute values). The result
+    is `down(fl(S) - E - 2 gamma(N + 2) (T + E) - eta)` with `E = sum_j e_j m_j`; the factor 2
+    also covers computing `T`, `E` and `e` in float, `eta` underflow, and `down` (one ulp
+    towards -inf) the last subtraction, as in `milpverify.bounds.interval`.
+
+    Parameters
+    ----------
+    A : sparse or dense matrix, shape (m, n)
+    row_lower, row_upper : array_like, shape (m,)
+        Row bounds (infinite sides allowed).
+    col_lower, col_upper : array_like, shape (n,)
+        Variable bounds (infinite ones give `-inf` when the reduced cost points at them).
+    cost : array_like, shape (n,)
+    row_dual : array_like, shape (m,)
+        Any vector, e.g. the LP solver's row duals (HiGHS: `c - A^T y` = reduced costs).
+
+    Returns
+    -------
+    float
+        A lower bound of the LP's exact optimum (`-inf` if this `y` gives none).
+
+    Example
+    -------
+    >>> a = sp.csr_array([[1.0, 1.0]])       # min x0 + 2 x1  s.t.  x0 + x1 >= 1,  0 <= x <= 5
+    >>> safe_dual_bound(a, [1.0], [np.inf], [0, 0], [5, 5], [1.0, 2.0], [1.0])  # optimum 1
+    0.9999999999999766
+    """
+    return DualBounder.of(A, row_lower, row_upper, col_lower, col_upper).bound(cost, row_dual)
 
 
-def _cases(net: Network, pre: dict[str, tuple[FloatArray, FloatArray]]) -> dict[str, dict[str, int]]:
+# ---------------------------------------------------------------------------- evidence
+@dataclass
+class _Evidence:
+    """Per ReLU-input node: which neurons some concrete input drove below / above zero."""
+
+    net: Network
+    negative: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
+    positive: dict[str, npt.NDArray[np.bool_]] = field(default_factory=dict)
+    points: int = 0
+
+    def add(self, points: FloatArray) -> None:
+        """Record the signs of every tracked node at each row of `points` (flat inputs)."""
+        if len(points) == 0:
+            return
+        values = self.net.forward_all(np.asarray(points), flat=True)
+        self.points += len(points)
+        for name in self.net.relu_nodes:
+            pre = self.net.op(name).inputs[0]
+            v = values[pre]
+            neg, pos = (v < -EVIDENCE_TOL).any(axis=0), (v > EVIDENCE_TOL).any(axis=0)
+            self.negative[pre] = self.negative.get(pre, np.zeros_like(neg)) | neg
+            self.positive[pre] = self.positive.get(pre, np.zeros_like(pos)) | pos
+
+    def unstable(self, node: str, size: int) -> npt.NDArray[np.bool_]:
+        """Neurons of `node` proven truly unstable (both signs seen)."""
+        if node not in self.negative:
+            return np.zeros(size, dtype=bool)
+        return self.negative[node] & self.positive[node]
+
+
+def _box_samples(lo: FloatArray, hi: FloatArray, n: int, seed: int = 0) -> FloatArray:
+    """The centre and `n - 1` random vertices of the box."""
+    rng = np.random.default_rng(seed)
+    vertices = np.where(rng.random((max(n - 1, 0), lo.size)) < 0.5, lo, hi)
+    return np.vstack([0.5 * lo + 0.5 * hi, vertices])
+
+
+# ---------------------------------------------------------------------------- bookkeeping
+@dataclass
+class _LevelStats:
+    """What one level did (reported in `Bounds.details["levels"]`)."""
+
+    neurons: int = 0
+    solves: int = 0
+    stabilized: int = 0
+    skipped_proven_unstable: int = 0
+    time_s: float = 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"neurons": self.neurons, "solves": self.solves, "stabilized": self.stabilized,
+                "skipped_proven_unstable": self.skipped_proven_unstable,
+                "time_s": round(self.time_s, 6)}
+
+
+@dataclass
+class _State:
+    """Mutable state of one tightening run."""
+
+    net: Network
+    box: tuple[FloatArray, FloatArray]
+    pre: dict[str, tuple[FloatArray, FloatArray]]  # flat (lower, upper) per node
+    deadline: float
+    per_neuron_s: float | None
+    backend: str
+    mip_backend: str
+    evidence: _Evidence
+    stats: dict[str, _LevelStats]
+    symbolic_s: float = 0.0
+    layer_deadline: float = np.inf
+    cut_short: bool = False  # some neuron was not reached for lack of time
+
+    def bounds(self, method: str) -> Bounds:
+        shapes = {n: op.shape for n, op in self.net.items()}
+        pre = {n: (lo.reshape(shapes[n]), hi.reshape(shapes[n])) for n, (lo, hi) in self.pre.items()}
+        return Bounds(pre, _cases(self.net, self.pre), method)
+
+    def left(self) -> float:
+        """Seconds left for the current layer (its share of the overall budget)."""
+        return min(self.deadline, self.layer_deadline) - time.perf_counter()
+
+
+def _cases(net: Network, pre: dict[str, tuple[FloatArray, FloatArray]]
+           ) -> dict[str, dict[str, int]]:
     return {r: relu_case_counts(pre[net.op(r).inputs[0]][0].reshape(-1),
                                 pre[net.op(r).inputs[0]][1].reshape(-1)) for r in net.relu_nodes}
+
+
+def _flat(b: Bounds) -> dict[str, tuple[FloatArray, FloatArray]]:
+    return {n: (b.flat(n)[0].copy(), b.flat(n)[1].copy()) for n in b.pre}
+
+
+def _intersect(net: Network, bounds: Bounds, base: Bounds | None) -> Bounds:
+    """`bounds` intersected node by node with `base` (if given).
+
+    Raises
+    ------
+    InvalidInputError
+        If some node's intervals are disjoint (`base` is for another box).
+    """
+    if base is None:
+        return bounds
+    flat: dict[str, tuple[FloatArray, FloatArray]] = {}
+    for name in bounds.pre:
+        (lo, hi), (blo, bhi) = bounds.flat(name), base.flat(name)
+        flat[name] = (np.maximum(lo, blo), np.minimum(hi, bhi))
+        bad = np.flatnonzero(flat[name][0] > flat[name][1])
+        if bad.size:
+            raise InvalidInputError(
+                f"Bounds at node {name!r} do not intersect `base` (index {int(bad[0])}); "
+                "is `base` computed for the same input box?")
+    pre = {n: (lo.reshape(bounds.pre[n][0].shape), hi.reshape(bounds.pre[n][0].shape))
+           for n, (lo, hi) in flat.items()}
+    return Bounds(pre, _cases(net, flat), bounds.method, bounds.time_s, dict(bounds.details))
 
 
 def _subnetwork(net: Network, node: str) -> Network:
@@ -61,133 +313,376 @@ def _subnetwork(net: Network, node: str) -> Network:
     return net.replace([(n, net.op(n)) for n in net.order if n in keep], node)
 
 
-def _tighten_node(net: Network, bounds: Bounds, box: tuple[FloatArray, FloatArray], node: str,
-                  targets: npt.NDArray[np.int64], exact: bool, deadline: float,
-                  per_neuron_s: float | None, backend: str) -> tuple[FloatArray, FloatArray, int]:
-    """Minimise and maximise `node[j]` for j in targets; returns new (lower, upper), solves."""
-    sub = _subnetwork(net, node)
-    model = MilpModel()
-    xv = model.add_vars(net.input_size, box[0], box[1], name="input")
-    outputs = np.zeros(sub.num_classes, dtype=bool)
-    outputs[targets] = True
-    enc = encode_network(sub, bounds, model, Term.of_vars(xv), outputs=outputs, relax=not exact)
-    y = enc.terms[node]
-    lower, upper = (a.copy() for a in bounds.flat(node))
-    solves = 0
-    with get_backend(backend).session(model) as session:
-        for j in targets:
-            var = int(y.var[j])
-            if var < 0:
-                continue
-            for sense in (1.0, -1.0):
-                # Skip the second solve once the neuron is proven stable.
-                if (sense < 0 and lower[j] >= 0) or (sense > 0 and upper[j] <= 0):
-                    continue
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    return lower, upper, solves
-                limit = left if per_neuron_s is None else min(left, per_neuron_s)
-                res = session.minimize(np.array([var]), np.array([sense]),
-                                       SolveOptions(time_limit_s=limit))
-                solves += 1
-                if not np.isfinite(res.dual_bound):
-                    continue
-                bound = sense * res.dual_bound
-                slack = SOLVER_BOUND_SLACK * (1.0 + abs(bound))
-                if sense > 0:
-                    lower[j] = max(lower[j], bound - slack)
-                else:
-                    upper[j] = min(upper[j], bound + slack)
-    return lower, upper, solves
+def _solver_targets(net: Network) -> list[str]:
+    """Inputs of ReLU/MaxPool nodes with a ReLU/MaxPool among their ancestors, in order.
+
+    Without one, a node is affine in the input and its interval/symbolic bounds are exact.
+    """
+    wanted = {op.inputs[0] for _, op in net.items() if isinstance(op, (ops.Relu, ops.MaxPool))}
+    return [n for n in net.order if n in wanted and any(
+        isinstance(net.op(a), (ops.Relu, ops.MaxPool)) for a in nx.ancestors(net.graph, n))]
 
 
-def _behind_activation(net: Network, node: str) -> bool:
-    """True if a ReLU/MaxPool lies between the input and `node` (else bounds are already exact)."""
-    return any(isinstance(net.op(a), (ops.Relu, ops.MaxPool)) for a in nx.ancestors(net.graph, node))
+def _pending(net: Network, node: str, lower: FloatArray, upper: FloatArray
+             ) -> tuple[IntArray, npt.NDArray[np.bool_]]:
+    """Neurons of `node` worth tightening (most promising first), and which may stop early.
+
+    ReLU inputs: unstable ones (`l < 0 < u`); they may stop once stable. MaxPool inputs:
+    those that can still be the maximum of a window with more than one such candidate
+    (both sides are always tightened: they set the window's big-Ms).
+    """
+    relu = np.zeros(lower.size, dtype=bool)
+    pool = np.zeros(lower.size, dtype=bool)
+    for _, op in net.items():
+        if op.inputs and op.inputs[0] == node and isinstance(op, ops.Relu):
+            relu |= (lower < 0) & (upper > 0)
+        elif op.inputs and op.inputs[0] == node and isinstance(op, ops.MaxPool):
+            pad_lo = np.concatenate([lower, [-np.inf]])
+            pad_hi = np.concatenate([upper, [-np.inf]])
+            best = pad_lo[op.windows].max(axis=1, keepdims=True)
+            alive = (pad_hi[op.windows] >= best) & (op.windows >= 0)
+            undecided = alive.sum(axis=1) > 1
+            pool[op.windows[undecided][alive[undecided]]] = True
+    idx = np.flatnonzero(relu | pool)
+    # Most promising first (smallest side relative to the width), so that a budget cut
+    # leaves out the neurons least likely to become stable.
+    width = upper[idx] - lower[idx]
+    closeness = np.minimum(-lower[idx], upper[idx]) / np.where(width > 0, width, 1.0)
+    return idx[np.argsort(closeness, kind="stable")], relu & ~pool
 
 
-def _unstable_inputs(net: Network, bounds: Bounds) -> list[tuple[str, npt.NDArray[np.int64]]]:
-    """(node, indices) of still-unstable ReLU pre-activations and MaxPool inputs, in order."""
-    out = []
-    for name, op in net.items():
-        if isinstance(op, (ops.Relu, ops.MaxPool)):
-            l, u = bounds.flat(op.inputs[0])
-            idx = np.flatnonzero((l < 0) & (u > 0)) if isinstance(op, ops.Relu) \
-                else np.flatnonzero(u > l)
-            if len(idx) and _behind_activation(net, op.inputs[0]):
-                out.append((op.inputs[0], idx))
-    return out
+# ---------------------------------------------------------------------------- one cone
+@dataclass
+class _Cone:
+    """A node's ancestors encoded in a `MilpModel`, with only `neurons` of it as outputs."""
+
+    model: MilpModel
+    var: IntArray  # model variable of each neuron of the node (-1 if not encoded)
+    inputs: IntArray  # model variables of the network input
+
+    @staticmethod
+    def build(state: _State, node: str, neurons: IntArray, exact: bool) -> _Cone:
+        net = state.net
+        sub = _subnetwork(net, node)
+        model = MilpModel()
+        xv = model.add_vars(net.input_size, state.box[0], state.box[1], name="input")
+        outputs = np.zeros(sub.num_classes, dtype=bool)
+        outputs[neurons] = True
+        enc = encode_network(sub, state.bounds("tighten"), model, Term.of_vars(xv),
+                             outputs=outputs, relax=not exact)
+        return _Cone(model, enc.terms[node].var, xv)
 
 
-def _solver_tighten(net: Network, bounds: Bounds, box: tuple[FloatArray, FloatArray],
-                    levels: Sequence[str], deadline: float, per_neuron_s: float | None,
-                    backend: str) -> Bounds:
-    """Escalate layer by layer: tighten unstable neurons, re-propagate symbolically."""
-    solves = 0
-    for level in levels:
-        exact = level == "mip"
-        layer = 0
-        while True:
-            pending = _unstable_inputs(net, bounds)
-            if layer >= len(pending) or time.perf_counter() >= deadline:
+def _row_duals(session: Session, result: SolveResult) -> FloatArray | None:
+    """Row duals of the LP just solved, or None if the backend does not give them.
+
+    Reads `result.row_duals` once `SolveResult` carries it; until then the HiGHS session's
+    solver object (`HighsSession._h`).
+    """
+    duals = getattr(result, "row_duals", None)
+    if duals is not None:
+        return np.asarray(duals, dtype=np.float64)
+    solver: Any = getattr(session, "_h", None)
+    if solver is None:
+        return None
+    solution = solver.getSolution()
+    if not solution.dual_valid:
+        return None
+    return np.asarray(solution.row_dual, dtype=np.float64)
+
+
+def _widen(bound: float, sense: float, slack: float) -> float:
+    """A solver bound `b` of `min sense * y`, as a bound of `y` moved out by `slack (1 + |b|)`."""
+    return sense * bound - sense * slack * (1.0 + abs(bound))
+
+
+# ---------------------------------------------------------------------------- levels
+SideSolver = Callable[[int, float], "tuple[float, FloatArray | None] | None"]
+"""`solve(j, sense)` -> (bound of neuron j on that side, input point or None), or None if the
+solve gave no usable bound."""
+
+
+def _run_neurons(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArray[np.bool_],
+                 stats: _LevelStats, decide_only: bool, solve: SideSolver) -> list[FloatArray]:
+    """Bound both sides of each neuron (the side nearer to zero first), shrinking `state.pre`.
+
+    A neuron that feeds only ReLUs (`stoppable`) stops as soon as it is stable. With
+    `decide_only`, a side some concrete input already crossed is skipped (a solve there
+    could tighten the big-M but never stabilise the neuron). Returns the solvers' points.
+    """
+    lower, upper = state.pre[node]
+    negative = state.evidence.negative.get(node, np.zeros(lower.size, dtype=bool))
+    positive = state.evidence.positive.get(node, np.zeros(lower.size, dtype=bool))
+    points: list[FloatArray] = []
+    for j in neurons:
+        was_unstable = lower[j] < 0 < upper[j]
+        first = 1.0 if -lower[j] <= upper[j] else -1.0
+        counted = False
+        for sense in (first, -first):
+            if stoppable[j] and not lower[j] < 0 < upper[j]:
                 break
-            node, idx = pending[layer]
-            lower, upper, n = _tighten_node(net, bounds, box, node, idx, exact, deadline,
-                                            per_neuron_s, backend)
-            solves += n
-            bounds = _with(bounds, node, lower, upper, net, level)
-            bounds = _solver_free(net, box[0], box[1], "symbolic", base=bounds)
-            layer += 1
-    bounds.details["solves"] = solves
-    return bounds
+            if decide_only and stoppable[j] and (negative[j] if sense > 0 else positive[j]):
+                continue
+            if state.left() <= 0:
+                state.cut_short = True
+                return points
+            if not counted:
+                stats.neurons, counted = stats.neurons + 1, True
+            outcome = solve(int(j), sense)
+            stats.solves += 1
+            if outcome is None:
+                continue
+            bound, point = outcome
+            if sense > 0:
+                lower[j] = max(lower[j], bound)
+            else:
+                upper[j] = min(upper[j], bound)
+            if point is not None:
+                points.append(point)
+        if was_unstable and not lower[j] < 0 < upper[j]:
+            stats.stabilized += 1
+    return points
 
 
+def _options(state: _State, limit: float | None, **kw: Any) -> SolveOptions:
+    """Options with the time limit `min(limit, time left)` (None if both are unbounded)."""
+    left = state.left() if limit is None else min(state.left(), limit)
+    return SolveOptions(time_limit_s=max(left, 1e-3) if np.isfinite(left) else None, **kw)
+
+
+def _lp_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArray[np.bool_],
+              stats: _LevelStats, decide_only: bool) -> list[FloatArray]:
+    """LP-tighten `neurons` of `node`: one relaxed model of the cone, warm-started re-solves
+    (HiGHS: `LP_HIGHS_FIRST`, then `LP_HIGHS_RESOLVE`).
+
+    Each bound is `safe_dual_bound` of the returned row duals (or, without duals, the
+    solver's bound widened by `LP_FALLBACK_SLACK`).
+    """
+    if decide_only:
+        proven = state.evidence.unstable(node, state.pre[node][0].size)[neurons] & stoppable[neurons]
+        stats.skipped_proven_unstable += int(proven.sum())
+        neurons = neurons[~proven]
+    if not len(neurons):
+        return []
+    cone = _Cone.build(state, node, neurons, exact=False)
+    bounder = DualBounder.of_model(cone.model)
+    highs = state.backend == "highs"
+    solved = [0]
+    with get_backend(state.backend).session(cone.model) as session:
+
+        def solve(j: int, sense: float) -> tuple[float, FloatArray | None] | None:
+            var = int(cone.var[j])
+            params = (LP_HIGHS_RESOLVE if solved[0] else LP_HIGHS_FIRST) if highs else {}
+            solved[0] += 1
+            res = session.minimize(np.array([var]), np.array([sense]),
+                                   _options(state, state.per_neuron_s, solver_params=params))
+            duals = _row_duals(session, res)
+            point = None if res.x is None else res.x[cone.inputs]
+            if duals is not None:
+                cost = np.zeros(cone.model.n_vars)
+                cost[var] = sense
+                return sense * bounder.bound(cost, duals), point
+            if res.status in TRUSTED_STATUSES and np.isfinite(res.dual_bound):
+                return _widen(res.dual_bound, sense, LP_FALLBACK_SLACK), point
+            return None
+
+        encoded = neurons[cone.var[neurons] >= 0]
+        return _run_neurons(state, node, encoded, stoppable, stats, decide_only, solve)
+
+
+def _mip_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArray[np.bool_],
+               stats: _LevelStats, decide_only: bool) -> list[FloatArray]:
+    """MILP-tighten `neurons` of `node`, one exact model of each neuron's own cone.
+
+    A model per neuron keeps binaries outside the neuron's cone out of the branching.
+    Bounds are the solver's dual bound widened by `MIP_BOUND_SLACK`. `decide_only`
+    (progressive) skips neurons proven unstable and only asks whether the neuron can reach
+    the far side of zero: objective cutoff `MIP_SIGN_CUTOFF`, stop at the first solution.
+    """
+    if decide_only:
+        proven = state.evidence.unstable(node, state.pre[node][0].size)[neurons] & stoppable[neurons]
+        stats.skipped_proven_unstable += int(proven.sum())
+        neurons = neurons[~proven]
+    backend = get_backend(state.mip_backend)
+    limit = state.per_neuron_s
+    if decide_only and limit is None:
+        limit = PROGRESSIVE_MIP_NEURON_S
+    extra: dict[str, Any] = ({"objective_cutoff": MIP_SIGN_CUTOFF, "stop_at_first_feasible": True}
+                             if decide_only else {})
+    points: list[FloatArray] = []
+    for j in neurons:
+        if state.left() <= 0:
+            state.cut_short = True
+            break
+        cone = _Cone.build(state, node, np.array([j]), exact=True)
+        if cone.var[j] < 0:
+            continue
+        with backend.session(cone.model) as session:
+
+            def solve(k: int, sense: float) -> tuple[float, FloatArray | None] | None:
+                res = session.minimize(np.array([cone.var[k]]), np.array([sense]),
+                                       _options(state, limit, **extra))
+                point = None if res.x is None else res.x[cone.inputs]
+                if res.status not in TRUSTED_STATUSES or not np.isfinite(res.dual_bound):
+                    return None  # e.g. HiGHS "Solve error" reports a dual bound of 0.0
+                return _widen(res.dual_bound, sense, MIP_BOUND_SLACK), point
+
+            points += _run_neurons(state, node, np.array([j]), stoppable, stats, decide_only,
+                                   solve)
+    return points
+
+
+LEVEL_RULES: dict[str, Callable[..., list[FloatArray]]] = {"lp": _lp_level, "mip": _mip_level}
+"""One tightening rule per level: `rule(state, node, neurons, stoppable, stats, decide_only)`."""
+
+
+def _refresh(state: _State) -> None:
+    """Symbolic pass intersected with the current bounds (carries gains to later layers)."""
+    t0 = time.perf_counter()
+    fresh = symbolic_bounds(state.net, state.box[0], state.box[1], base=state.bounds("tighten"))
+    state.pre = _flat(fresh)
+    state.symbolic_s += time.perf_counter() - t0
+
+
+def _tighten(state: _State, levels: Sequence[str], decide_only: bool) -> None:
+    """Run the solver levels layer by layer (see the module docstring)."""
+    dirty = False
+    targets = _solver_targets(state.net)
+    for k, node in enumerate(targets):
+        now = time.perf_counter()
+        if now >= state.deadline:
+            state.cut_short = True
+            break
+        if dirty:
+            _refresh(state)
+            dirty = False
+        # A front-loaded share of what is left, 2 / (layers left + 1): early layers matter
+        # most (their gains reach every later layer) but cannot starve the later ones;
+        # time a layer does not use passes on to the next.
+        state.layer_deadline = now + 2.0 * (state.deadline - now) / (len(targets) - k + 1)
+        for level in levels:
+            lower, upper = state.pre[node]
+            neurons, stoppable = _pending(state.net, node, lower, upper)
+            if not len(neurons):
+                break
+            if state.left() <= 0:
+                state.cut_short = True
+                break
+            stats = state.stats[level]
+            t0 = time.perf_counter()
+            before = (lower.copy(), upper.copy())
+            points = LEVEL_RULES[level](state, node, neurons, stoppable, stats, decide_only)
+            state.evidence.add(np.asarray(points).reshape(-1, state.net.input_size))
+            stats.time_s += time.perf_counter() - t0
+            dirty |= bool(np.any(lower > before[0]) or np.any(upper < before[1]))
+    state.layer_deadline = np.inf
+    if dirty:
+        _refresh(state)
+
+
+# ---------------------------------------------------------------------------- entry point
 def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
                    method: str = "progressive", time_limit_s: float | None = None,
                    per_neuron_s: float | None = None, backend: str = "highs",
-                   levels: Sequence[str] = ("lp",)) -> Bounds:
+                   mip_backend: str = "scip", levels: Sequence[str] = ("lp", "mip"),
+                   base: Bounds | None = None) -> Bounds:
     """Sound bounds of every node over the input box `[lower, upper]`.
 
     Parameters
     ----------
     net : Network
-    lower, upper : array
+    lower, upper : array_like
         The input box (input shape or flat).
     method : {"interval", "symbolic", "lp", "mip", "progressive"}
-        interval < symbolic < lp < mip in tightness and cost. "progressive" (default)
-        runs interval, then symbolic, then the solver `levels` (default LP only; add
-        "mip" to escalate further) on still-unstable neurons until `time_limit_s`.
+        Tightness and cost increase in this order. "lp": symbolic, then LP tightening of
+        every unstable neuron. "mip": the "lp" result, then a second pass with a MILP for
+        every neuron still unstable (bounds to optimality). "progressive" (default): symbolic, then the solver `levels`
+        on neurons still unstable; the MILP only decides the sign of neurons not proven
+        unstable by a concrete input (module docstring).
     time_limit_s : float, optional
-        Budget for solver-based tightening; neurons not reached keep their bounds.
+        Overall budget (default: none). Each layer may use `2 / (layers left + 1)` of what
+        is left; neurons not reached keep their (sound) bounds.
     per_neuron_s : float, optional
-        Limit for one neuron's solve (a timed-out solve keeps the best proven bound).
+        Time limit of one solve (default: none for LPs and "mip", `PROGRESSIVE_MIP_NEURON_S`
+        for progressive MILPs); a timed-out solve keeps its proven bound.
     backend : str
-        Solver for the LP/MIP solves ("highs" default: fastest LP re-solves).
+        Solver of the LPs. "highs" (default) gives row duals, so LP bounds are rigorous
+        (`safe_dual_bound`); other backends fall back to a widened dual bound.
+    mip_backend : str
+        Solver of the MILPs ("scip" default; HiGHS 1.15 sometimes ends a per-neuron MILP
+        with "Solve error", which then leaves that bound unchanged).
+    levels : sequence of {"lp", "mip"}
+        Solver levels of "progressive", cheapest first.
+    base : Bounds, optional
+        Sound bounds over the same box (or a larger one) to start from: every node is
+        intersected with them, so the result is inside `base` (e.g. "mip" from an "lp"
+        result, or bounds of a larger box).
 
     Returns
     -------
     Bounds
+        `details` has `"levels"` (per level: neurons, solves, stabilized,
+        skipped_proven_unstable, time_s), `"proven_unstable"` (ReLUs some inputs drove
+        both below and above zero: a floor for any method), `"symbolic_s"`, `"solves"` and
+        `"timed_out"` (some neuron was not reached within `time_limit_s`).
+
+    Raises
+    ------
+    InvalidInputError
+        Unknown `method` or level, non-positive limits, or a bad box.
+    UnboundedError
+        If the box gives non-finite bounds.
 
     Example
     -------
-    >>> b = compute_bounds(net, x - 0.1, x + 0.1, method="symbolic")
-    >>> b.relu_cases
+    >>> b = compute_bounds(net, np.clip(x - 0.1, 0, 1), np.clip(x + 0.1, 0, 1))
+    >>> b.unstable, b.details["levels"]["lp"]["stabilized"]
     """
     if method not in METHODS:
         raise InvalidInputError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}.")
-    if time_limit_s is not None and not time_limit_s > 0:
-        raise InvalidInputError(f"`time_limit_s` must be > 0 or None; got {time_limit_s!r}.")
+    for name, value in (("time_limit_s", time_limit_s), ("per_neuron_s", per_neuron_s)):
+        if value is not None and not value > 0:
+            raise InvalidInputError(f"`{name}` must be > 0 or None; got {value!r}.")
+    bad = [lv for lv in levels if lv not in LEVELS]
+    if bad or not len(levels):
+        raise InvalidInputError(
+            f"`levels` must be a non-empty sequence of {', '.join(map(repr, LEVELS))}; "
+            f"got {list(levels)!r}.")
     start = time.perf_counter()
-    lo = np.asarray(lower, dtype=np.float64).reshape(-1)
-    hi = np.asarray(upper, dtype=np.float64).reshape(-1)
-    first = "interval" if method == "interval" else "symbolic"
-    bounds = _solver_free(net, lo, hi, first)
-    if method in ("lp", "mip", "progressive"):
-        deadline = start + (time_limit_s if time_limit_s is not None else np.inf)
-        chosen = {"lp": ("lp",), "mip": ("mip",), "progressive": tuple(levels)}[method]
-        bounds = _solver_tighten(net, bounds, (lo, hi), chosen, deadline, per_neuron_s, backend)
-    return Bounds(bounds.pre, _cases(net, bounds.pre), method, time.perf_counter() - start,
-                  dict(bounds.details))
+    lo, hi = check_box(net, lower, upper)
+    if method == "interval":
+        first = _intersect(net, interval_bounds(net, lo, hi), base)
+    else:
+        first = symbolic_bounds(net, lo, hi, base=base)
+    if method in ("interval", "symbolic"):
+        return Bounds(first.pre, first.relu_cases, method, time.perf_counter() - start,
+                      dict(first.details))
+    chosen = {"lp": ("lp",), "mip": ("lp", "mip"), "progressive": tuple(levels)}[method]
+    evidence = _Evidence(net)
+    if method == "progressive":
+        evidence.add(_box_samples(lo, hi, EVIDENCE_SAMPLES))
+    state = _State(net, (lo, hi), _flat(first), start + (np.inf if time_limit_s is None
+                                                          else time_limit_s),
+                   per_neuron_s, backend, mip_backend, evidence,
+                   {lv: _LevelStats() for lv in chosen},
+                   symbolic_s=first.time_s)
+    if method == "mip":
+        # Two passes, so that the result is inside what "lp" returns: every LP first, then
+        # the MILPs starting from those bounds (bounds only ever shrink).
+        _tighten(state, ("lp",), decide_only=False)
+        _tighten(state, ("mip",), decide_only=False)
+    else:
+        _tighten(state, chosen, decide_only=method == "progressive")
+    out = state.bounds(method)
+    proven = sum(int(evidence.unstable(net.op(r).inputs[0], net.op(r).size).sum())
+                 for r in net.relu_nodes) if evidence.points else 0
+    details: dict[str, object] = {
+        "levels": {lv: s.as_dict() for lv, s in state.stats.items()},
+        "solves": sum(s.solves for s in state.stats.values()),
+        "symbolic_s": round(state.symbolic_s, 6), "proven_unstable": proven,
+        "timed_out": state.cut_short}
+    return Bounds(out.pre, out.relu_cases, method, time.perf_counter() - start, details)
 
 
 bounds = compute_bounds
+"""Alias exported as `milpverify.bounds` (issue 3's public entry point)."""
