@@ -182,5 +182,302 @@ register_subcommand("info", "summarise a model: nodes, neurons, ReLUs, parameter
                     _add_info_arguments, _run_info)
 
 
+# ---------------------------------------------------------------------------- export
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL",
+                        help="ONNX file, or 'default' ('default:NAME') for an embedded net")
+    parser.add_argument("--data", metavar="FILE",
+                        help=".npz file with arrays 'images' and 'labels' (optional for "
+                             "'default': the embedded MNIST images)")
+    parser.add_argument("--index", type=int, required=True, metavar="I",
+                        help="which image of --data")
+    parser.add_argument("--eps", type=float, metavar="E",
+                        help="certify query: is there an adversarial point within E? "
+                             "(feasibility model)")
+    parser.add_argument("--eps-cap", type=float, metavar="C",
+                        help="rho query: minimise the distance within the cap C "
+                             "(default without --eps: the whole domain)")
+    parser.add_argument("--pixel-divisor", type=float, metavar="D",
+                        help="images are divided by D (default 255; for 'default' the "
+                             "embedded net's divisor)")
+    parser.add_argument("--norm", default="linf", choices=("linf", "l1"))
+    parser.add_argument("--bounds-method", default="symbolic",
+                        choices=("interval", "symbolic", "lp", "mip", "progressive"),
+                        help="bounds for the big-M constants (default: symbolic)")
+    parser.add_argument("--format", metavar="FORMAT",
+                        help="'lp' (CPLEX LP) or 'mps' (free MPS); default: the suffix of --out")
+    parser.add_argument("--generic-names", action="store_true",
+                        help="write x<j>/c<i> instead of readable names")
+    parser.add_argument("--out", required=True, metavar="FILE", help="file to write")
+
+
+def _export_sample(args: argparse.Namespace) -> Any:
+    """The image `--index` of `--data` (or of the embedded images), scaled."""
+    from milpverify.datasets import DATA_DIR, DEFAULT_IMAGES, DEFAULT_NET, embedded_net, load_npz
+    from milpverify.errors import InvalidInputError
+    divisor = args.pixel_divisor
+    data = args.data
+    if args.model == "default" or args.model.startswith("default:"):
+        entry = embedded_net(args.model.partition(":")[2] or DEFAULT_NET)
+        divisor = entry.pixel_divisor if divisor is None else divisor
+        data = data or DATA_DIR / DEFAULT_IMAGES
+    elif data is None:
+        raise InvalidInputError(f"`--data` is required for model {args.model!r} (an .npz file "
+                                "with arrays 'images' and 'labels'); only 'default' has "
+                                "embedded images.")
+    images, _ = load_npz(data, pixel_divisor=255.0 if divisor is None else divisor,
+                         indices=[args.index])
+    return images[0]
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from milpverify.errors import InvalidInputError
+    from milpverify.export import FORMATS, write_query
+    from milpverify.frontends.onnx import load_onnx
+    fmt = (args.format or Path(args.out).suffix.lstrip(".")).lower()
+    if fmt not in FORMATS:
+        got = (f"got {args.format!r}" if args.format else
+               f"no --format given and --out {args.out!r} does not end in .lp or .mps")
+        raise InvalidInputError(f"`--format` must be {' or '.join(map(repr, FORMATS))}; {got}.")
+    x = _export_sample(args)
+    net = load_onnx(_model_path(args.model))
+    query = write_query(net, x, args.out, format=fmt, eps=args.eps,
+                        eps_cap=args.eps_cap, norm=args.norm,
+                        bounds_method=args.bounds_method, generic_names=args.generic_names)
+    model = query.model
+    note = "; bounds alone prove it infeasible" if query.proven_by_bounds else ""
+    print(f"wrote {args.out}: {query.kind} query, label {query.label}, {query.norm} radius "
+          f"{query.radius:g}, {len(query.candidates)} candidate labels; {model.n_vars} "
+          f"variables ({model.n_integer} integer), {model.n_rows} rows{note}")
+    return 0
+
+
+register_subcommand("export", "write the MILP of one rho or certify query as an LP/MPS file",
+                    _add_export_arguments, _run_export)
+
+
+# ---------------------------------------------------------------------------- vnnlib / vnncomp
+def _add_vnnlib_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="ONNX file (.onnx or .onnx.gz)")
+    parser.add_argument("spec", metavar="SPEC", help="VNN-LIB file (.vnnlib or .vnnlib.gz)")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="wall-clock budget in seconds (default 120)")
+    parser.add_argument("--out", metavar="RESULT", default=None,
+                        help="write the VNN-COMP result file here (first line "
+                             "sat|unsat|timeout|unknown|error, then the counterexample)")
+    _add_vnnlib_options(parser)
+
+
+def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default="scip", help="MILP backend (default scip)")
+    parser.add_argument("--no-attack", action="store_true",
+                        help="skip the projected-gradient falsifier")
+    parser.add_argument("--no-tighten", action="store_true",
+                        help="skip LP bound tightening before the MILP")
+    parser.add_argument("--split-disjuncts", action="store_true",
+                        help="one MILP per disjunct instead of one with a binary per disjunct")
+
+
+def _vnnlib_options(args: argparse.Namespace) -> Any:
+    from milpverify.vnncomp import VnnlibOptions
+    return VnnlibOptions(attack=not args.no_attack, tighten=not args.no_tighten,
+                         split_disjuncts=args.split_disjuncts)
+
+
+def _run_vnnlib(args: argparse.Namespace) -> int:
+    from milpverify.errors import InvalidInputError
+    from milpverify.vnncomp import VnnlibResult, verify_vnnlib
+    if not (args.timeout > 0):
+        raise InvalidInputError(f"`--timeout` must be > 0; got {args.timeout}.")
+    try:
+        result = verify_vnnlib(args.model, args.spec, timeout_s=args.timeout,
+                               backend=args.backend, options=_vnnlib_options(args))
+    except MilpVerifyError as exc:
+        # VNN-COMP expects a result file in every case: write "error", then report.
+        if args.out:
+            VnnlibResult("error", message=str(exc)).write(args.out)
+        raise
+    if args.out:
+        result.write(args.out)
+    detail = f" ({result.decided_by})" if result.decided_by else ""
+    note = f": {result.message}" if result.message else ""
+    print(f"{result.result}{detail} in {result.timings.get('total_s', 0.0):.2f} s{note}")
+    return 0
+
+
+def _add_vnncomp_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("benchdir", metavar="BENCHDIR",
+                        help="benchmark folder; instance paths are relative to it")
+    parser.add_argument("--instances", default="instances.csv",
+                        help="CSV of onnx,vnnlib,timeout rows (default BENCHDIR/instances.csv)")
+    parser.add_argument("--out", required=True, metavar="RESULTS_CSV",
+                        help="results CSV (onnx, vnnlib, result, seconds, ...); rows already "
+                             "there are skipped, new rows are appended as they finish")
+    parser.add_argument("--rerun", action="store_true",
+                        help="run instances already in the results CSV again")
+    parser.add_argument("--shared-rho", action="store_true",
+                        help="answer L-inf robustness instances around the same image with "
+                             "one exact rho per (network, image)")
+    parser.add_argument("--result-dir", default=None,
+                        help="also write one VNN-COMP result file per instance here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_vnnlib_options(parser)
+
+
+def _run_vnncomp(args: argparse.Namespace) -> int:
+    from milpverify.vnncomp import run_vnncomp
+    rows = run_vnncomp(args.benchdir, args.out, instances=args.instances,
+                       shared_rho=args.shared_rho, rerun=args.rerun, backend=args.backend,
+                       options=_vnnlib_options(args), result_dir=args.result_dir,
+                       progress=not args.no_progress)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["result"]] = counts.get(row["result"], 0) + 1
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing to run"
+    print(f"{len(rows)} instances run ({summary}); results in {args.out}")
+    return 0
+
+
+register_subcommand("vnnlib", "decide one VNN-LIB spec on an ONNX model (VNN-COMP result file)",
+                    _add_vnnlib_parser, _run_vnnlib)
+register_subcommand("vnncomp", "run every instance of a VNN-COMP benchmark folder (resumable)",
+                    _add_vnncomp_parser, _run_vnncomp)
+
+
+# ---------------------------------------------------------------------------- evaluate, rho
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by `evaluate` and `rho` (one runner, see `milpverify.evaluation`)."""
+    parser.add_argument("model", metavar="MODEL",
+                        help="ONNX file, or 'default' ('default:NAME') for an embedded net")
+    parser.add_argument("--data", metavar="FILE.npz",
+                        help=".npz with arrays 'images' and 'labels' (optional for 'default': "
+                             "its 10 embedded MNIST images)")
+    parser.add_argument("--indices", metavar="SEL",
+                        help="images to use: 'START:STOP', 'START:STOP:STEP', 'I,J,K' "
+                             "(default: all)")
+    parser.add_argument("--pixel-divisor", type=float, metavar="D",
+                        help="images are divided by D (default 255; the embedded net's own)")
+    parser.add_argument("--eps-cap", type=float, metavar="E",
+                        help="exact: search only ||x' - x|| <= E (evaluate: default --eps; "
+                             "rho: default the whole domain, which can be slow)")
+    parser.add_argument("--backend", default="scip", help="MILP backend (default: scip)")
+    parallel = parser.add_mutually_exclusive_group()
+    parallel.add_argument("--workers", type=int, default=1, metavar="N",
+                          help="worker processes (default 1: in this process)")
+    parallel.add_argument("--ray", metavar="ADDRESS",
+                          help="run as Ray tasks: 'local' (start Ray here), 'auto', or an address")
+    parser.add_argument("--rerun", action="store_true",
+                        help="discard existing results at --out and start over")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    from milpverify.evaluation import DEFAULT_METHODS, METHODS
+    _add_run_arguments(parser)
+    parser.add_argument("--eps", type=float, required=True, metavar="E",
+                        help="threshold of phi(eps) and mu(eps), in input units (pixels / D)")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="M,M",
+                        help=f"comma-separated, from {', '.join(METHODS)} "
+                             f"(default: {','.join(DEFAULT_METHODS)})")
+    parser.add_argument("--time-limit-s", type=float, default=60.0, metavar="S",
+                        help="per-image time limit of the exact method (default 60)")
+    parser.add_argument("--out", required=True, metavar="RUNDIR",
+                        help="run directory (created; an existing one is resumed)")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from milpverify.evaluation import evaluate
+    result = evaluate(args.model, eps=args.eps, out=args.out, data=args.data,
+                      indices=args.indices, methods=args.methods,
+                      time_limit_s=args.time_limit_s, pixel_divisor=args.pixel_divisor,
+                      eps_cap=args.eps_cap, backend=args.backend,
+                      workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet)
+    print(result.summary_markdown())
+    print(f"{result.computed} rows computed, {result.skipped} resumed; see "
+          f"{result.files.get('summary', result.out)}")
+    return 0
+
+
+def _add_rho_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_run_arguments(parser)
+    parser.add_argument("--time-limit-s", type=float, default=120.0, metavar="S",
+                        help="per-image time limit (default 120)")
+    parser.add_argument("--out", required=True, metavar="FILE.csv",
+                        help="results CSV (an existing one is resumed); <stem>.run.json, "
+                             "<stem>.adversarial.npz, <stem>.log and <stem>.witnesses/ go beside it")
+
+
+def _run_rho(args: argparse.Namespace) -> int:
+    from milpverify.evaluation import rho_table
+    result = rho_table(args.model, out=args.out, data=args.data, indices=args.indices,
+                       eps_cap=args.eps_cap, time_limit_s=args.time_limit_s,
+                       pixel_divisor=args.pixel_divisor, backend=args.backend,
+                       workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet)
+    s = result.summaries["exact"]
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items()))
+    print(f"{len(result.rows)} images ({result.computed} computed, {result.skipped} resumed): "
+          f"{statuses}; median {s.median_s:.3g} s, total {s.total_s:.4g} s; wrote {args.out}")
+    return 0
+
+
+register_subcommand("evaluate", "rho by several estimators over a data set: phi, mu, figures "
+                    "(resumable run directory)", _add_evaluate_arguments, _run_evaluate)
+register_subcommand("rho", "exact rho for each image of a data set into a resumable CSV",
+                    _add_rho_arguments, _run_rho)
+
+
+# ---------------------------------------------------------------------------- finetune
+def _add_finetune_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL",
+                        help="ONNX file to fine-tune ('default:NAME' for an embedded net)")
+    parser.add_argument("--data", required=True, metavar="TRAIN.npz",
+                        help=".npz with arrays 'images' and 'labels' (the training set)")
+    parser.add_argument("--indices", default=None, metavar="RANGE",
+                        help="training images, e.g. 2000:10000 (default: all)")
+    parser.add_argument("--pixel-divisor", type=float, default=255.0, metavar="D",
+                        help="images are divided by D (default 255); adversarial examples are "
+                             "rounded to multiples of 1/D")
+    parser.add_argument("--method", default="lp", metavar="lp|pgd|lbfgs|fgsm",
+                        help="algorithm that finds the adversarial examples (default lp)")
+    parser.add_argument("--rounds", type=int, default=1, metavar="T",
+                        help="fine-tuning rounds (default 1)")
+    parser.add_argument("--margin", type=float, default=3.0, metavar="ALPHA",
+                        help="required logit margin of the adversarial examples (default 3.0)")
+    parser.add_argument("--lr-scale", type=float, default=0.1,
+                        help="training continues at lr * lr-scale (default 0.1)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="base learning rate (Adam)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per round (default 1)")
+    parser.add_argument("--examples-per-round", type=int, default=500, metavar="N",
+                        help="random training points attacked per round (default 500)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--out", required=True, metavar="NEW.onnx",
+                        help="fine-tuned ONNX file; the JSON log goes to NEW.finetune.json")
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from milpverify.finetune import finetune_file
+    model = _model_path(args.model)
+    path, log_file, log = finetune_file(
+        model, args.data, args.out, indices=args.indices, pixel_divisor=args.pixel_divisor,
+        method=args.method, rounds=args.rounds, margin=args.margin, lr_scale=args.lr_scale,
+        lr=args.lr, epochs=args.epochs, examples_per_round=args.examples_per_round,
+        batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
+    last = log["rounds"][-1]
+    found = sum(r["kept"] for r in log["rounds"])
+    print(f"{args.rounds} round(s) with {args.method}: {found} adversarial examples added; "
+          f"train accuracy {100 * log['initial_accuracy']:.2f}% -> "
+          f"{100 * last['train_accuracy']:.2f}%; wrote {path} and {log_file}")
+    return 0
+
+
+register_subcommand("finetune", "fine-tune a model on adversarial examples of an estimator "
+                    "(Bastani et al. 2016), write the new ONNX and a JSON log",
+                    _add_finetune_parser, _run_finetune)
+
+
 __all__ = ["SUBCOMMANDS", "Subcommand", "build_parser", "info_report", "main",
            "register_subcommand"]

@@ -1,0 +1,331 @@
+"""VNN-COMP benchmark: `mnist_fc` (2022, 90 instances) and the ReLU half of `eran` (2021, 36).
+
+Runs `milpverify.vnncomp.run_vnncomp` with the official per-instance timeouts and compares
+the answers with the consensus ground truth in `shared/data/vnncomp/*/results_*_consensus.csv`
+(`violated` = sat, `holds` = unsat) and with the published VNN-COMP tool results.
+
+Writes (resumable: instances already in a CSV are skipped on the next run)
+
+* `benchmarks/results/vnncomp_<bench>[_<tag>].csv`: one row per instance;
+* `benchmarks/results/vnncomp.md`: solved / wrong / timeout per network next to the
+  VNN-COMP tools on the same instances, machine and versions.
+
+Usage::
+
+    # the <= 25 min subset: every 256x2 instance + every 10th of the others
+    /work/venv/bin/python benchmarks/vnncomp.py --subset quick --max-minutes 25
+    # everything (up to ~2.5 h worst case), resumable
+    /work/venv/bin/python benchmarks/vnncomp.py --subset full
+    # shared rho on mnist_fc pairs, written to vnncomp_mnist_fc_shared_rho.csv
+    /work/venv/bin/python benchmarks/vnncomp.py --bench mnist_fc --shared-rho --tag shared_rho
+    # only rebuild vnncomp.md from the CSVs
+    /work/venv/bin/python benchmarks/vnncomp.py --summarize-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # before numpy is imported
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+import milpverify  # noqa: E402
+from milpverify.vnncomp import (FalsifierOptions, Instance, VnnlibOptions,  # noqa: E402
+                                read_instances, run_vnncomp)
+
+DATA = REPO.parent / "shared" / "data"
+RESULTS = REPO / "benchmarks" / "results"
+BENCHES = {
+    "mnist_fc": ("vnncomp/mnist_fc_2022", "instances.csv", "results_vnncomp2022_consensus.csv",
+                 "reference/vnncomp/mnist_fc_2022_votes_and_abcrown_times.csv"),
+    "eran": ("vnncomp/eran_mnist_2021", "instances_relu_only.csv",
+             "results_vnncomp2021_consensus.csv",
+             "reference/vnncomp/eran_mnist_2021_votes_and_abcrown_times.csv"),
+}
+#: Published solved counts on the whole benchmark (README section 5).
+PUBLISHED = {
+    "mnist_fc": "α,β-CROWN 84/90 (GPU + Gurobi), VeriNet 71, Marabou 60, nnenum 59",
+    "eran": "α,β-CROWN 34/36, VeriNet 28, Debona 28, ERAN 27, Marabou 19",
+}
+#: Tools shown per benchmark (names as in the consensus CSV).
+TOOLS = {
+    "mnist_fc": ("alpha_beta_crown", "verinet", "marabou", "nnenum"),
+    "eran": ("VeriNet", "Debona", "ERAN", "Marabou"),
+}
+QUICK_STRIDE = 10
+
+
+def select(bench: str, instances: list[Instance], subset: str, only: str | None
+           ) -> list[Instance]:
+    """The instances to run: all, or (quick) every 256x2 one plus every 10th of the rest."""
+    if only:
+        pattern = re.compile(only)
+        instances = [i for i in instances if pattern.search(f"{i.onnx} {i.vnnlib}")]
+    if subset == "full":
+        return instances
+    easy = [i for i in instances if "256x2" in i.onnx]
+    rest = [i for i in instances if "256x2" not in i.onnx]
+    return easy + rest[::QUICK_STRIDE]
+
+
+def truth_table(bench: str) -> dict[tuple[str, str], dict[str, str]]:
+    folder, _, consensus, reference = BENCHES[bench]
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    with open(DATA / folder / consensus, newline="") as fh:
+        for row in csv.DictReader(fh):
+            key = (Path(row["onnx"]).name, Path(row["vnnlib"]).name)
+            truth = row.get("ground_truth") or row["consensus"]
+            out[key] = {"truth": truth if truth in ("holds", "violated") else "unknown",
+                        "tools": row["tools_holds"] + " " + row["tools_violated"]}
+    with open(DATA / reference, newline="") as fh:
+        for row in csv.DictReader(fh):
+            onnx = Path(row.get("onnx") or "mnist_relu_9_200.onnx").name
+            key = (onnx, Path(row["vnnlib"]).name)
+            if key in out:
+                out[key]["abcrown"] = row["abcrown_result"]
+                out[key]["abcrown_s"] = row["abcrown_time_s"]
+    return out
+
+
+def csv_path(bench: str, tag: str) -> Path:
+    return RESULTS / (f"vnncomp_{bench}_{tag}.csv" if tag else f"vnncomp_{bench}.csv")
+
+
+def options_from(args: argparse.Namespace) -> VnnlibOptions:
+    params: dict[str, object] = {}
+    for item in args.solver_param or []:
+        name, _, value = item.partition("=")
+        params[name] = float(value) if re.fullmatch(r"[-+.0-9eE]+", value) else value
+    return VnnlibOptions(attack=not args.no_attack, tighten=not args.no_tighten,
+                         first_milp_fraction=args.first_milp_fraction,
+                         tighten_fraction=args.tighten_fraction,
+                         split_disjuncts=args.split_disjuncts, solver_params=params,
+                         falsifier=FalsifierOptions(time_limit_s=args.attack_s))
+
+
+# ---------------------------------------------------------------------------- summary
+def summarize_csv(bench: str, path: Path) -> tuple[list[str], dict[str, int]]:
+    """Markdown table rows per network for one results CSV, and the totals."""
+    truth = truth_table(bench)
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    nets: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        nets.setdefault(Path(row["onnx"]).name, []).append(row)
+    lines = []
+    total = {"run": 0, "solved": 0, "wrong": 0}
+    for net, group in sorted(nets.items()):
+        counts = {"sat": 0, "unsat": 0, "timeout": 0, "unknown": 0, "error": 0}
+        wrong = 0
+        agree_abcrown = 0
+        tools = {t: 0 for t in TOOLS[bench]}
+        abcrown_solved = 0
+        for row in group:
+            if row["result"] in ("sat", "unsat") and float(row["seconds"]) > float(row["timeout"]):
+                row = {**row, "result": "timeout"}  # VNN-COMP: an answer after the timeout
+            counts[row["result"]] = counts.get(row["result"], 0) + 1
+            info = truth[(net, Path(row["vnnlib"]).name)]
+            if (row["result"], info["truth"]) in (("sat", "holds"), ("unsat", "violated")):
+                wrong += 1
+            if row["result"] in ("sat", "unsat") and row["result"] == info.get("abcrown"):
+                agree_abcrown += 1
+            for t in tools:
+                tools[t] += t in info["tools"].split()
+            abcrown_solved += info.get("abcrown") in ("sat", "unsat")
+        solved = counts["sat"] + counts["unsat"]
+        secs = [float(r["seconds"]) for r in group if r["result"] in ("sat", "unsat")]
+        med = f"{float(np.median(secs)):.1f}" if secs else "–"
+        ref = " / ".join(str(tools[t]) for t in tools)
+        lines.append(f"| {net} | {len(group)} | {solved} ({counts['sat']} sat, {counts['unsat']} "
+                     f"unsat) | **{wrong}** | {counts['timeout']} | "
+                     f"{counts['unknown'] + counts['error']} | {med} | {abcrown_solved} | {ref} |")
+        total["run"] += len(group)
+        total["solved"] += solved
+        total["wrong"] += wrong
+    return lines, total
+
+
+def _wall(rows: list[dict[str, str]]) -> float:
+    """Wall time of rows: a shared-rho group (same `group`) counts once, at its largest time."""
+    groups: dict[str, float] = {}
+    total = 0.0
+    for row in rows:
+        if row.get("group"):
+            groups[row["group"]] = max(groups.get(row["group"], 0.0), float(row["seconds"]))
+        else:
+            total += float(row["seconds"])
+    return total + sum(groups.values())
+
+
+def variant_table(bench: str) -> list[str]:
+    """Each variant CSV against the default CSV on the instances both ran."""
+    default = csv_path(bench, "")
+    if not default.exists():
+        return []
+    with open(default, newline="") as fh:
+        base = {(r["onnx"], r["vnnlib"]): r for r in csv.DictReader(fh)}
+    lines = []
+    for path in sorted(RESULTS.glob(f"vnncomp_{bench}_*.csv")):
+        with open(path, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if (r["onnx"], r["vnnlib"]) in base]
+        if not rows:
+            continue
+        ref = [base[(r["onnx"], r["vnnlib"])] for r in rows]
+        solved = sum(r["result"] in ("sat", "unsat") for r in rows)
+        solved_ref = sum(r["result"] in ("sat", "unsat") for r in ref)
+        tag = path.stem[len(f"vnncomp_{bench}_"):]
+        lines.append(f"| {tag} | {len(rows)} | {solved} | {solved_ref} | {_wall(rows):.0f} | "
+                     f"{_wall(ref):.0f} |")
+    if not lines:
+        return []
+    return ["| variant | instances | solved (variant) | solved (default) | wall s (variant) | "
+            "wall s (default) |", "|---|---|---|---|---|---|", *lines, ""]
+
+
+def decided_by_counts(path: Path) -> str:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row["result"] in ("sat", "unsat"):
+            key = f"{row['result']} by {row['decided_by'] or '?'}"
+            counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+
+
+def versions() -> str:
+    import onnxruntime
+    import pyscipopt
+    import scipy
+    try:
+        scip = pyscipopt.Model().version()
+    except AttributeError:
+        scip = "?"
+    return (f"Python {platform.python_version()}, milpverify {milpverify.__version__}, SCIP "
+            f"{scip}, pyscipopt {pyscipopt.__version__}, numpy {np.__version__}, scipy "
+            f"{scipy.__version__}, onnxruntime {onnxruntime.__version__}")
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.platform()}, CPU: {cpu} ({os.cpu_count()} logical cores)"
+
+
+def write_summary(notes: list[str]) -> Path:
+    out = RESULTS / "vnncomp.md"
+    lines = ["# VNN-COMP benchmark: mnist_fc (2022) and eran ReLU (2021)", "",
+             f"- updated: {datetime.datetime.now().isoformat(timespec='seconds')}",
+             f"- machine: {machine()}; load average now "
+             f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}",
+             f"- {versions()}",
+             "- single process, 1 solver thread, official per-instance timeouts "
+             "(mnist_fc 256x2: 120 s, 256x4/256x6: 300 s; eran: 300 s); `seconds` includes "
+             "loading the spec. The 2-core machine was shared with other jobs while these "
+             "numbers were taken (see load averages in the run notes), so times are pessimistic.",
+             "- wrong = sat on a `holds` instance or unsat on a `violated` one (consensus ground "
+             "truth); eran has no `violated` instances and 8 with unknown truth.",
+             "- reference columns count, on the *same instances*, the answers of the VNN-COMP "
+             "tools (α,β-CROWN from the reference table; the others from the consensus CSV).",
+             ""]
+    for bench in BENCHES:
+        for path in sorted(RESULTS.glob(f"vnncomp_{bench}*.csv")):
+            tag = path.stem[len(f"vnncomp_{bench}"):].lstrip("_") or "default"
+            table, total = summarize_csv(bench, path)
+            tools = " / ".join(TOOLS[bench])
+            lines += [f"## {bench} — `{path.name}` (variant: {tag})", "",
+                      f"Published, all instances: {PUBLISHED[bench]}.", "",
+                      f"| network | run | solved | wrong | timeout | unknown/error | median s "
+                      f"(solved) | α,β-CROWN solved | {tools} answered |",
+                      "|---|---|---|---|---|---|---|---|---|", *table,
+                      f"| **total** | {total['run']} | **{total['solved']}** | "
+                      f"**{total['wrong']}** | | | | | |", "",
+                      f"How they were decided: {decided_by_counts(path)}.", ""]
+    for bench in BENCHES:
+        table = variant_table(bench)
+        if table:
+            lines += [f"## {bench}: variants against the default, same instances", "",
+                      "Wall time counts a shared-rho group once (its slowest member). Runs "
+                      "were made at different machine loads (see run notes).", "", *table]
+    devices = RESULTS / "vnncomp_devices.md"
+    if devices.exists():
+        lines += [devices.read_text(encoding="utf-8").strip(), ""]
+    if notes:
+        lines += ["## Run notes", "", *notes, ""]
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bench", choices=[*BENCHES, "all"], default="all")
+    parser.add_argument("--subset", choices=["quick", "full"], default="quick")
+    parser.add_argument("--only", default=None, help="regex on 'onnx vnnlib' of an instance")
+    parser.add_argument("--tag", default="", help="suffix of the CSV name (a variant)")
+    parser.add_argument("--shared-rho", action="store_true")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="start no new instance after this many minutes (resumable)")
+    parser.add_argument("--no-attack", action="store_true")
+    parser.add_argument("--attack-s", type=float, default=FalsifierOptions().time_limit_s)
+    parser.add_argument("--no-tighten", action="store_true")
+    parser.add_argument("--first-milp-fraction", type=float,
+                        default=VnnlibOptions().first_milp_fraction)
+    parser.add_argument("--tighten-fraction", type=float, default=VnnlibOptions().tighten_fraction)
+    parser.add_argument("--split-disjuncts", action="store_true")
+    parser.add_argument("--solver-param", action="append", metavar="NAME=VALUE")
+    parser.add_argument("--summarize-only", action="store_true")
+    parser.add_argument("--note", action="append", default=[],
+                        help="extra line for the run notes of vnncomp.md")
+    args = parser.parse_args()
+    notes_path = RESULTS / "vnncomp_notes.txt"
+    notes = notes_path.read_text().splitlines() if notes_path.exists() else []
+    if not args.summarize_only:
+        started = time.perf_counter()
+        load0 = os.getloadavg()
+        benches = list(BENCHES) if args.bench == "all" else [args.bench]
+        ran = []
+        for bench in benches:
+            folder, inst_file, _, _ = BENCHES[bench]
+            base = DATA / folder
+            chosen = select(bench, read_instances(base / inst_file), args.subset, args.only)
+            left = None
+            if args.max_minutes is not None:
+                left = args.max_minutes * 60 - (time.perf_counter() - started)
+                if left <= 0:
+                    break
+            rows = run_vnncomp(base, csv_path(bench, args.tag), instances=chosen,
+                               shared_rho=args.shared_rho, options=options_from(args),
+                               max_total_s=left)
+            ran.append(f"{bench}: {len(rows)} new rows")
+        load1 = os.getloadavg()
+        cmd = " ".join(["python benchmarks/vnncomp.py", *sys.argv[1:]])
+        notes.append(f"- {datetime.datetime.now().isoformat(timespec='minutes')}: `{cmd}` — "
+                     f"{'; '.join(ran)}; wall {time.perf_counter() - started:.0f} s; load "
+                     f"average {load0[0]:.1f} at start, {load1[0]:.1f} at end")
+        notes += [f"- {n}" for n in args.note]
+        notes_path.write_text("\n".join(notes) + "\n")
+    print(f"wrote {write_summary(notes)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

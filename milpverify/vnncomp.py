@@ -1,0 +1,1168 @@
+"""VNN-COMP: decide VNN-LIB specifications exactly (`verify_vnnlib`) and run benchmark folders.
+
+Owns the VNN-LIB decision pipeline (spec layer -> bounds -> falsifier -> bound tightening ->
+feasibility MILP -> counterexample re-check), the shared-rho shortcut for L-inf robustness
+specs, and the resumable instance runner behind ``milpverify vnncomp``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from milpverify.encode.milp import Term, encode_network
+from milpverify.encode.model import MilpModel
+from milpverify.encode.objective import Disjunct, add_unsafe_set, build_unsafe_problem
+from milpverify.errors import InvalidInputError, MilpVerifyError
+from milpverify.ir import ops
+from milpverify.ir.network import Network
+from milpverify.ir.ops import FloatArray
+from milpverify.solve import get_backend
+from milpverify.solve.base import SolveOptions, SolveStatus
+from milpverify.tighten import compute_bounds
+from milpverify.verify import SOLVER_SLACK, WITNESS_MARGIN
+from milpverify.vnnlib import VnnlibProperty, VnnlibSpec, read_vnnlib, write_result
+from milpverify.witness import onnx_logits
+
+__all__ = [
+    "CounterexampleCheck", "FalsifierOptions", "Instance", "LinfRobustnessForm",
+    "RESULT_COLUMNS", "SPEC_NODE", "VnnlibOptions", "VnnlibResult", "check_counterexample",
+    "falsify", "linf_robustness_form", "read_instances", "run_vnncomp",
+    "shared_rho_decisions", "spec_network", "verify_vnnlib",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+#: Name of the node `spec_network` appends: ``s = A y - b`` over all rows of a property.
+SPEC_NODE = "vnnlib/spec"
+#: Columns of the results CSV written by `run_vnncomp` (the first four are VNN-COMP's;
+#: ``group`` names the shared-rho group an instance was answered in, empty otherwise).
+RESULT_COLUMNS = ("onnx", "vnnlib", "result", "seconds", "timeout", "decided_by", "group",
+                  "message")
+
+
+# ---------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class VnnlibResult:
+    """Answer to one VNN-LIB instance.
+
+    Attributes
+    ----------
+    result : str
+        ``"sat"`` (a counterexample passed the re-check), ``"unsat"`` (proven), ``"timeout"``
+        (the time limit ran out first), ``"unknown"`` (gave up for another reason, e.g. the
+        solver's points never survived the re-check), or ``"error"``.
+    x, y : ndarray or None
+        For ``sat``: the flat input (C order of the ONNX input; float32-representable values
+        inside the box) and onnxruntime's outputs at it (numpy float64 outputs when the
+        network has no ONNX origin).
+    decided_by : str
+        ``"bounds"``, ``"attack"``, ``"milp"``, ``"rho"`` (shared rho) or ``""``.
+    timings : dict[str, float]
+        Seconds per stage (``bounds_s``, ``attack_s``, ``tighten_s``, ``build_s``,
+        ``solve_s``, ``total_s``).
+    stats : dict[str, Any]
+        Counts: ``disjuncts``, ``disjuncts_left``, ``unstable_symbolic``,
+        ``unstable_tightened``, ``binaries``, ``nodes``.
+    message : str
+        Why, for anything but a clean ``sat``/``unsat``.
+    """
+
+    result: str
+    x: FloatArray | None = None
+    y: FloatArray | None = None
+    decided_by: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def counterexample(self) -> tuple[FloatArray, FloatArray] | None:
+        """``(x, y)`` for ``sat``, else None."""
+        if self.result != "sat" or self.x is None or self.y is None:
+            return None
+        return self.x, self.y
+
+    def write(self, path: PathLike) -> None:
+        """Write the VNN-COMP result file (first line the result, then the counterexample)."""
+        write_result(path, self.result, self.counterexample)
+
+
+@dataclass(frozen=True)
+class CounterexampleCheck:
+    """A candidate input re-run on the original network against one property.
+
+    ``margin_* = max_d min_r (b_dr - (A_d y)_r)``: the point is unsafe when it is ``>= 0``
+    (``+inf`` for a disjunct without rows). `verified` requires the rounded point inside
+    the box and both margins ``>= 0``.
+    """
+
+    verified: bool
+    x: FloatArray
+    y_numpy: FloatArray
+    y_onnx: FloatArray | None
+    in_box: bool
+    margin_numpy: float
+    margin_onnx: float | None
+    message: str
+
+    @property
+    def y(self) -> FloatArray:
+        """The outputs to report: onnxruntime's when available, else numpy's."""
+        return self.y_onnx if self.y_onnx is not None else self.y_numpy
+
+
+# ---------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class FalsifierOptions:
+    """Projected-gradient falsifier settings (see `falsify`).
+
+    ``restarts`` starts per disjunct (the box centre, then uniform random points);
+    ``steps`` signed-gradient steps per round with a step that decays linearly from
+    ``step_start`` to ``step_end`` times the box width; rounds repeat with new random
+    starts until ``time_limit_s``. At most ``max_disjuncts`` disjuncts are attacked (those
+    the bounds leave possible, in file order).
+    """
+
+    time_limit_s: float = 1.0
+    restarts: int = 4
+    steps: int = 50
+    step_start: float = 0.25
+    step_end: float = 0.01
+    max_disjuncts: int = 64
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class VnnlibOptions:
+    """How `verify_vnnlib` spends its time (defaults chosen by `benchmarks/vnncomp.py`).
+
+    Attributes
+    ----------
+    attack : bool
+        Run `falsify` on the disjuncts left after symbolic bounds.
+    attack_fraction : float
+        Falsifier budget as a fraction of the timeout (capped by ``falsifier.time_limit_s``).
+    first_milp_fraction : float
+        Before any tightening, run the MILP on the symbolic bounds for this fraction of the
+        time left (0 disables this first try). Measured: many instances fall at the root
+        there, where tightening would have cost more than the whole solve.
+    tighten : bool
+        Then LP bound tightening (`compute_bounds(method="progressive")`) and a second MILP.
+    tighten_min_unstable : int
+        Skip tightening when symbolic bounds leave fewer unstable ReLUs than this.
+    tighten_fraction : float
+        Tightening budget as a fraction of the time left after the first MILP.
+    split_disjuncts : bool
+        One MILP per remaining disjunct (tighter relaxation, no choice binaries) instead of
+        one MILP with a binary per disjunct.
+    milp_objective : bool
+        Minimise ``t`` subject to ``s_r <= t`` for the rows of the chosen disjunct, with
+        ``t <= slack`` (so the feasible set is the same), instead of a pure feasibility
+        problem: gives SCIP a dual bound and pseudo-costs to steer branching.
+    threads : int
+        Solver threads.
+    solver_params : dict
+        Passed to the backend (SCIP parameter names for "scip").
+    falsifier : FalsifierOptions
+    """
+
+    attack: bool = True
+    attack_fraction: float = 0.1
+    first_milp_fraction: float = 0.3
+    tighten: bool = True
+    tighten_min_unstable: int = 0
+    tighten_fraction: float = 0.5
+    split_disjuncts: bool = False
+    milp_objective: bool = False
+    threads: int = 1
+    solver_params: dict[str, object] = field(default_factory=dict)
+    falsifier: FalsifierOptions = field(default_factory=FalsifierOptions)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _rows(prop: VnnlibProperty) -> tuple[FloatArray, FloatArray, list[npt.NDArray[np.int64]]]:
+    """All rows of a property stacked, and the row indices of each disjunct."""
+    n_out = prop.unsafe[0].A.shape[1]
+    a = np.vstack([c.A for c in prop.unsafe]) if prop.unsafe else np.zeros((0, n_out))
+    b = np.concatenate([c.b for c in prop.unsafe]) if prop.unsafe else np.zeros(0)
+    starts = np.cumsum([0] + [c.A.shape[0] for c in prop.unsafe])
+    return a, b, [np.arange(s, e) for s, e in zip(starts[:-1], starts[1:])]
+
+
+def spec_network(net: Network, a: FloatArray, b: FloatArray) -> Network:
+    """`net` with one more node ``SPEC_NODE`` computing ``s = A y - b`` (y the outputs).
+
+    Bounding ``s`` by back-substitution through the whole network (instead of bounding y
+    and then ``A y`` by intervals) keeps the correlation between outputs: for the
+    misclassification rows ``y_label - y_j`` this is what proves most instances. A row is
+    satisfied (``A_r y <= b_r``) exactly when ``s_r <= 0``.
+    """
+    if a.shape[0] == 0:
+        raise InvalidInputError("spec_network needs at least one output row")
+    if SPEC_NODE in net.graph:
+        raise InvalidInputError(f"the network already has a node named {SPEC_NODE!r}")
+    spec = ops.Affine((net.output,), (a.shape[0],), np.asarray(a, dtype=np.float64),
+                      -np.asarray(b, dtype=np.float64))
+    return net.replace([*net.items(), (SPEC_NODE, spec)], SPEC_NODE,
+                       notes=[f"VNN-LIB spec layer: {a.shape[0]} output rows A y - b"])
+
+
+def _float32_in_box(x: FloatArray, lower: FloatArray, upper: FloatArray) -> FloatArray:
+    """Nearest float32 values to `x` clipped into the box, nudged inward where rounding left it.
+
+    The ONNX model runs in float32 and VNN-COMP re-runs the written X values as float32, so
+    the checked point must be float32 and inside the (float64) box. A coordinate whose box
+    holds no float32 value stays outside (and the check rejects the point).
+    """
+    x32 = np.clip(np.asarray(x, dtype=np.float64).reshape(-1), lower, upper).astype(np.float32)
+    high = x32.astype(np.float64) > upper
+    x32[high] = np.nextafter(x32[high], np.float32(-np.inf))
+    low = x32.astype(np.float64) < lower
+    x32[low] = np.nextafter(x32[low], np.float32(np.inf))
+    return x32.astype(np.float64)
+
+
+def _unsafe_margin(a: FloatArray, b: FloatArray, groups: list[npt.NDArray[np.int64]],
+                   y: FloatArray) -> FloatArray:
+    """``max_d min_{r in d} (b_r - (A y)_r)`` per row of the batch `y` (n, outputs)."""
+    slack = b[None, :] - y @ a.T
+    out = np.full(y.shape[0], -np.inf)
+    for g in groups:
+        value = slack[:, g].min(axis=1) if len(g) else np.full(y.shape[0], np.inf)
+        out = np.maximum(out, value)
+    return out
+
+
+def check_counterexample(net: Network, prop: VnnlibProperty, x: npt.ArrayLike
+                         ) -> CounterexampleCheck:
+    """Round `x` to float32 inside the property's box and re-run it on the original model.
+
+    Parameters
+    ----------
+    net : Network
+        The network; when it has an ONNX origin the point is also run by onnxruntime on the
+        original file (`milpverify.witness.onnx_logits`).
+    prop : VnnlibProperty
+    x : array
+        A flat input (C order of the ONNX input) or anything `net.as_batch` accepts.
+
+    Returns
+    -------
+    CounterexampleCheck
+        ``verified`` iff the rounded point lies in the box and both numpy float64 and
+        onnxruntime outputs satisfy some disjunct ``A y <= b`` (no tolerance).
+
+    Example
+    -------
+    >>> check_counterexample(net, spec.properties[0], x).verified
+    True
+    """
+    point = _float32_in_box(net.as_batch(x)[0], prop.input_lower, prop.input_upper)
+    in_box = bool(np.all(point >= prop.input_lower) and np.all(point <= prop.input_upper))
+    a, b, groups = _rows(prop)
+    y_np = net.forward(point)[0]
+    margin_np = float(_unsafe_margin(a, b, groups, y_np[None])[0])
+    ref = onnx_logits(net, point)
+    y_ort = None if ref is None else ref[0]
+    margin_ort = None if y_ort is None else float(_unsafe_margin(a, b, groups, y_ort[None])[0])
+    verified = in_box and margin_np >= 0 and (margin_ort is None or margin_ort >= 0)
+    message = "" if verified else (
+        f"counterexample rejected: in_box={in_box}, numpy margin {margin_np:.3g}, "
+        f"onnxruntime margin {'n/a' if margin_ort is None else f'{margin_ort:.3g}'} "
+        "(need >= 0)")
+    return CounterexampleCheck(verified, point, y_np, y_ort, in_box, margin_np, margin_ort,
+                               message)
+
+
+# ---------------------------------------------------------------------------- falsifier
+def _input_gradient(net: Network, x: FloatArray, out_grad: FloatArray) -> FloatArray:
+    """``d (sum_k out_grad[k] . f(x_k)) / d x`` by reverse mode through the IR (numpy).
+
+    Piecewise-linear ops only: linear ops pass ``g M``; ReLU passes g where its input is
+    positive; MaxPool routes g to the first maximal window entry; Add copies g to both
+    arguments; Concat scatters g back to its inputs.
+    """
+    values = net.forward_all(x, flat=True)
+    grads: dict[str, FloatArray] = {net.output: out_grad}
+    for name in reversed(net.order):
+        op = net.op(name)
+        g = grads.pop(name, None)
+        if g is None or isinstance(op, ops.Input):
+            if isinstance(op, ops.Input):
+                return g if g is not None else np.zeros_like(values[name])
+            continue
+        parts: list[tuple[str, FloatArray]]
+        if isinstance(op, ops.LinearOp):
+            matrix, _ = op.linear_map
+            back = g @ matrix if isinstance(matrix, np.ndarray) else (matrix.T @ g.T).T
+            parts = [(op.inputs[0], np.asarray(back))]
+        elif isinstance(op, ops.Relu):
+            parts = [(op.inputs[0], g * (values[op.inputs[0]] > 0))]
+        elif isinstance(op, ops.MaxPool):
+            src = values[op.inputs[0]]
+            padded = np.concatenate([src, np.full((src.shape[0], 1), -np.inf)], axis=1)
+            win = op.windows
+            arg = np.take_along_axis(np.broadcast_to(win, (src.shape[0], *win.shape)),
+                                     padded[:, win].argmax(axis=-1)[..., None], axis=-1)[..., 0]
+            back = np.zeros_like(src)
+            rows = np.repeat(np.arange(src.shape[0]), win.shape[0])
+            np.add.at(back, (rows, arg.reshape(-1)), g.reshape(-1))
+            parts = [(op.inputs[0], back)]
+        elif isinstance(op, ops.Add):
+            parts = [(op.inputs[0], g), (op.inputs[1], g)]
+        elif isinstance(op, ops.Concat):
+            joined = np.zeros((g.shape[0], sum(net.op(i).size for i in op.inputs)))
+            np.add.at(joined, (slice(None), op.index), g)
+            sizes = np.cumsum([0] + [net.op(i).size for i in op.inputs])
+            parts = [(i, joined[:, s:e]) for i, s, e in zip(op.inputs, sizes[:-1], sizes[1:])]
+        else:  # every IR op is listed above; a new op must get a rule here
+            raise InvalidInputError(f"falsifier has no gradient rule for {type(op).__name__}")
+        for arg_name, back in parts:
+            grads[arg_name] = grads[arg_name] + back if arg_name in grads else back
+    raise InvalidInputError("network has no input node")  # unreachable for a valid Network
+
+
+def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | None = None,
+            disjuncts: Sequence[int] | None = None,
+            starts: npt.ArrayLike | None = None) -> CounterexampleCheck | None:
+    """Search the property's box for a counterexample by projected signed-gradient ascent.
+
+    For each disjunct ``d`` separately (targeted), maximise ``min_r (b_dr - (A_d f(x))_r)``
+    over the box from several starts; every point reaching ``>= 0`` is re-checked with
+    `check_counterexample` and the first verified one is returned. Gradients come from a
+    numpy reverse pass through the IR (`_input_gradient`), so no torch is needed.
+
+    Parameters
+    ----------
+    net : Network
+    prop : VnnlibProperty
+    options : FalsifierOptions, optional
+    disjuncts : sequence of int, optional
+        Indices into ``prop.unsafe`` to attack (default all, capped by
+        ``options.max_disjuncts``).
+    starts : array, optional
+        Extra starting points (n, input_size), e.g. a solver point that just failed the
+        re-check; they are tried first.
+
+    Returns
+    -------
+    CounterexampleCheck or None
+        A verified counterexample, or None if none was found in the time limit (which
+        proves nothing).
+
+    Example
+    -------
+    >>> found = falsify(net, spec.properties[0], options=FalsifierOptions(time_limit_s=2))
+    """
+    opts = options or FalsifierOptions()
+    start_time = time.perf_counter()
+    deadline = start_time + opts.time_limit_s
+    lo, hi = prop.input_lower, prop.input_upper
+    width = hi - lo
+    chosen = list(range(len(prop.unsafe)) if disjuncts is None else disjuncts)
+    chosen = chosen[: opts.max_disjuncts]
+    if not chosen:
+        return None
+    for d in chosen:
+        if prop.unsafe[d].A.shape[0] == 0:  # no rows: every point of the box is unsafe
+            return _verified_or_none(check_counterexample(net, prop, 0.5 * (lo + hi)))
+    a_list = [prop.unsafe[d].A for d in chosen]
+    b_list = [prop.unsafe[d].b for d in chosen]
+    k = max(x.shape[0] for x in a_list)
+    n_out = a_list[0].shape[1]
+    # Rows padded to k per disjunct; padding repeats the disjunct's first row (same min).
+    a_pad = np.stack([np.vstack([x, np.repeat(x[:1], k - x.shape[0], axis=0)]) for x in a_list])
+    b_pad = np.stack([np.r_[x, np.repeat(x[:1], k - x.shape[0])] for x in b_list])
+    rng = np.random.default_rng(opts.seed)
+    extra = None if starts is None else np.atleast_2d(np.asarray(starts, dtype=np.float64))
+    n_d = len(chosen)
+    round_ = 0
+    while time.perf_counter() < deadline:
+        if round_ == 0:
+            z = np.r_[0.5 * (lo + hi)[None],
+                      rng.uniform(lo, hi, size=(max(opts.restarts - 1, 0), lo.size))]
+        else:
+            z = rng.uniform(lo, hi, size=(opts.restarts, lo.size))
+        # rows: disjunct-major; the extra starts attack every disjunct too
+        if extra is not None and round_ == 0:
+            z = np.r_[np.clip(extra.reshape(-1, lo.size), lo, hi), z]
+        per = z.shape[0]
+        x = np.tile(z, (n_d, 1))
+        owner = np.repeat(np.arange(n_d), per)
+        a_rows, b_rows = a_pad[owner], b_pad[owner]            # (B, k, out), (B, k)
+        for step in range(opts.steps + 1):
+            y = net.forward(x)
+            slack = b_rows - np.einsum("bko,bo->bk", a_rows, y)
+            worst = slack.argmin(axis=1)
+            value = slack[np.arange(len(x)), worst]
+            hits = np.flatnonzero(value >= 0)
+            for row in hits[np.argsort(-value[hits])][:3]:
+                found = check_counterexample(net, prop, x[row])
+                if found.verified:
+                    return found
+            if step == opts.steps or time.perf_counter() >= deadline:
+                break
+            # d value / d y = -A[worst row]; ascend
+            out_grad = -a_rows[np.arange(len(x)), worst]
+            grad = _input_gradient(net, x, out_grad.reshape(len(x), n_out))
+            frac = step / max(opts.steps - 1, 1)
+            alpha = opts.step_start + (opts.step_end - opts.step_start) * frac
+            x = np.clip(x + alpha * width * np.sign(grad), lo, hi)
+        round_ += 1
+    return None
+
+
+def _verified_or_none(check: CounterexampleCheck) -> CounterexampleCheck | None:
+    return check if check.verified else None
+
+
+# ---------------------------------------------------------------------------- one property
+@dataclass
+class _PropertyOutcome:
+    result: str                                # sat / unsat / timeout / unknown / error
+    check: CounterexampleCheck | None = None
+    decided_by: str = ""
+    message: str = ""
+
+
+def _possible(bounds_lower: FloatArray, groups: list[npt.NDArray[np.int64]],
+              alive: list[int]) -> list[int]:
+    """Disjuncts not refuted by the bounds: every row can still reach ``s_r <= 0``."""
+    return [d for d in alive if np.all(bounds_lower[groups[d]] <= 0.0)]
+
+
+def _solve_disjuncts(aug: Network, bounds: Any, prop: VnnlibProperty,
+                     groups: list[npt.NDArray[np.int64]], alive: list[int], net: Network,
+                     deadline: float, backend: str, opts: VnnlibOptions,
+                     timings: dict[str, float], stats: dict[str, Any]
+                     ) -> tuple[_PropertyOutcome, list[int]]:
+    """Feasibility MILP(s) over the spec outputs; returns the outcome and the disjuncts
+    still open (those not proven impossible)."""
+    n_rows = aug.num_classes
+    batches = [[d] for d in alive] if opts.split_disjuncts else [list(alive)]
+    still_open: list[int] = []
+    undecided: list[_PropertyOutcome] = []
+    for k, batch in enumerate(batches):
+        if time.perf_counter() >= deadline:
+            still_open += [d for b in batches[k:] for d in b]
+            undecided.append(_PropertyOutcome("timeout", message="time limit reached"))
+            break
+        outcome = _solve_batch(aug, bounds, prop, groups, batch, n_rows, net, deadline,
+                               backend, opts, timings, stats)
+        if outcome.result == "sat":
+            return outcome, batch
+        if outcome.result != "unsat":
+            still_open += batch
+            undecided.append(outcome)
+    if not undecided:
+        return _PropertyOutcome("unsat", decided_by="milp"), []
+    for word in ("error", "timeout", "unknown"):
+        hit = [o for o in undecided if o.result == word]
+        if hit:
+            return _PropertyOutcome(word, message="; ".join(o.message for o in hit)), still_open
+    return undecided[0], still_open  # unreachable: outcomes are the words above
+
+
+def _selection(groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: int,
+               rhs: float) -> list[Disjunct]:
+    out = []
+    for d in batch:
+        sel = np.zeros((len(groups[d]), n_rows))
+        sel[np.arange(len(groups[d])), groups[d]] = 1.0
+        out.append(Disjunct(sel, np.full(len(groups[d]), rhs), str(d)))
+    return out
+
+
+def _build_milp(aug: Network, bounds: Any, prop: VnnlibProperty,
+                groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: int, rhs: float,
+                objective: bool) -> tuple[Any, npt.NDArray[np.int64]]:
+    """The unsafe-set MILP over the spec outputs ``s``: ``OR_d AND_{r in d} s_r <= rhs``.
+
+    With `objective`: a variable ``t in [t_lo, rhs]``, ``u = s - t`` and the disjunction
+    ``OR_d AND_r u_r <= 0``, minimising t. ``t_lo = min_d max_r lower(s_r)`` is a valid
+    lower bound, and ``t <= rhs`` keeps the feasible inputs exactly those of the
+    feasibility form.
+    """
+    if not objective:
+        problem = build_unsafe_problem(aug, None, bounds, prop.input_lower, prop.input_upper,
+                                       _selection(groups, batch, n_rows, rhs),
+                                       with_distance=False)
+        return problem.model, problem.input_vars
+    model = MilpModel()
+    xv = model.add_vars(aug.input_size, prop.input_lower, prop.input_upper, name="input")
+    used = np.zeros(n_rows, dtype=bool)
+    for d in batch:
+        used[groups[d]] = True
+    enc = encode_network(aug, bounds, model, Term.of_vars(xv), outputs=used)
+    s_lo, s_hi = bounds.flat(SPEC_NODE)
+    t_lo = min(float(np.max(s_lo[groups[d]])) for d in batch)
+    t_lo = min(t_lo, rhs)
+    t = int(model.add_vars(1, t_lo, rhs, name="unsafe.t")[0])
+    rows = np.flatnonzero(used)
+    u = model.add_vars(len(rows), s_lo[rows] - rhs, s_hi[rows] - t_lo, name="unsafe.u")
+    term = enc.terms[SPEC_NODE]
+    for k, r in enumerate(rows):  # u_k - s_r + t = 0 (s_r constant: u_k + t = s_r)
+        if term.var[r] >= 0:
+            model.add_rows(np.zeros(3, dtype=np.int64), np.array([u[k], term.var[r], t]),
+                           np.array([1.0, -1.0, 1.0]), 1, 0.0, 0.0, name=f"unsafe.u[{r}]")
+        else:
+            model.add_rows(np.zeros(2, dtype=np.int64), np.array([u[k], t]),
+                           np.array([1.0, 1.0]), 1, term.const[r], term.const[r],
+                           name=f"unsafe.u[{r}]")
+    position = {int(r): k for k, r in enumerate(rows)}
+    u_lo, u_hi = s_lo[rows] - rhs, s_hi[rows] - t_lo
+    disjuncts = []
+    for d in batch:
+        sel = np.zeros((len(groups[d]), len(rows)))
+        sel[np.arange(len(groups[d])), [position[int(r)] for r in groups[d]]] = 1.0
+        disjuncts.append(Disjunct(sel, np.zeros(len(groups[d])), str(d)))
+    add_unsafe_set(model, Term.of_vars(u), disjuncts, u_lo, u_hi)
+    model.set_objective(np.array([t]), np.array([1.0]))
+    return model, xv
+
+
+def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
+                 groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: int,
+                 net: Network, deadline: float, backend: str, opts: VnnlibOptions,
+                 timings: dict[str, float], stats: dict[str, Any]) -> _PropertyOutcome:
+    solver = get_backend(backend)
+    message = ""
+    # s <= SOLVER_SLACK: infeasible proves unsat although SCIP accepts ~1e-6 violations;
+    # then s <= -WITNESS_MARGIN for a point that survives float32 rounding and onnxruntime.
+    for attempt, rhs in enumerate((SOLVER_SLACK, -WITNESS_MARGIN)):
+        t0 = time.perf_counter()
+        model, input_vars = _build_milp(aug, bounds, prop, groups, batch, n_rows, rhs,
+                                        opts.milp_objective)
+        timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t0
+        stats["binaries"] = max(stats.get("binaries", 0), int(model.n_integer))
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            return _PropertyOutcome("timeout", message="time limit reached before the solve")
+        options = SolveOptions(time_limit_s=remaining, threads=opts.threads,
+                               stop_at_first_feasible=True, solver_params=opts.solver_params)
+        t1 = time.perf_counter()
+        result = solver.solve(model, options)
+        timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t1
+        stats["nodes"] = stats.get("nodes", 0) + result.nodes
+        if result.status == SolveStatus.ERROR:
+            return _PropertyOutcome("error", message=f"solver error: {result.message}")
+        if result.status.no_solution_proven:
+            if attempt == 0:
+                return _PropertyOutcome("unsat", decided_by="milp")
+            return _PropertyOutcome(
+                "unknown", message=f"unsafe points exist only within {WITNESS_MARGIN:g} of the "
+                                   "boundary of the unsafe set (not resolved)")
+        if result.x is None:
+            return _PropertyOutcome("timeout", message=f"solver stopped: {result.status.value}")
+        point = result.x[input_vars]
+        check = check_counterexample(net, prop, point)
+        if check.verified:
+            return _PropertyOutcome("sat", check, "milp")
+        # A few falsifier steps from the solver point usually cross the boundary.
+        polish = FalsifierOptions(time_limit_s=min(2.0, max(deadline - time.perf_counter(), 0)),
+                                  restarts=1, steps=20, step_start=1e-3, step_end=1e-5)
+        found = falsify(net, prop, options=polish, disjuncts=batch, starts=point[None])
+        if found is not None:
+            return _PropertyOutcome("sat", found, "milp")
+        message = check.message
+    return _PropertyOutcome("unknown", message=f"the solver's points failed the re-check: "
+                                               f"{message}")
+
+
+def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backend: str,
+                     opts: VnnlibOptions, attack_s: float, timings: dict[str, float],
+                     stats: dict[str, Any]) -> _PropertyOutcome:
+    a, b, groups = _rows(prop)
+    stats["disjuncts"] = stats.get("disjuncts", 0) + len(groups)
+    if any(len(g) == 0 for g in groups):  # a disjunct without rows: the whole box is unsafe
+        check = check_counterexample(net, prop, 0.5 * (prop.input_lower + prop.input_upper))
+        if check.verified:
+            return _PropertyOutcome("sat", check, "bounds")
+        return _PropertyOutcome("unknown", message=check.message)
+    aug = spec_network(net, a, b)
+    t0 = time.perf_counter()
+    bounds = compute_bounds(aug, prop.input_lower, prop.input_upper, method="symbolic")
+    timings["bounds_s"] = timings.get("bounds_s", 0.0) + time.perf_counter() - t0
+    stats["unstable_symbolic"] = stats.get("unstable_symbolic", 0) + bounds.unstable
+    alive = _possible(bounds.flat(SPEC_NODE)[0], groups, list(range(len(groups))))
+    if not alive:
+        return _PropertyOutcome("unsat", decided_by="bounds")
+    s_upper = bounds.flat(SPEC_NODE)[1]
+    for d in alive:  # every row of d holds on the whole box: any point is a counterexample
+        if np.all(s_upper[groups[d]] <= -WITNESS_MARGIN):
+            check = check_counterexample(net, prop, 0.5 * (prop.input_lower + prop.input_upper))
+            if check.verified:
+                return _PropertyOutcome("sat", check, "bounds")
+    if opts.attack and attack_s > 0:
+        t0 = time.perf_counter()
+        fopts = FalsifierOptions(**{**opts.falsifier.__dict__,
+                                    "time_limit_s": min(attack_s, deadline - t0)})
+        found = falsify(net, prop, options=fopts, disjuncts=alive)
+        timings["attack_s"] = timings.get("attack_s", 0.0) + time.perf_counter() - t0
+        if found is not None:
+            return _PropertyOutcome("sat", found, "attack")
+    remaining = deadline - time.perf_counter()
+    if remaining <= 0:
+        return _PropertyOutcome("timeout", message="time limit reached after the bounds")
+    if opts.first_milp_fraction > 0 and opts.tighten:
+        outcome, alive = _solve_disjuncts(
+            aug, bounds, prop, groups, alive, net,
+            time.perf_counter() + opts.first_milp_fraction * remaining, backend, opts,
+            timings, stats)
+        if outcome.result in ("sat", "unsat", "error") or not alive:
+            return outcome
+        remaining = deadline - time.perf_counter()
+    if opts.tighten and bounds.unstable >= opts.tighten_min_unstable and remaining > 0:
+        t0 = time.perf_counter()
+        bounds = compute_bounds(aug, prop.input_lower, prop.input_upper, method="progressive",
+                                time_limit_s=max(remaining * opts.tighten_fraction, 1e-3))
+        timings["tighten_s"] = timings.get("tighten_s", 0.0) + time.perf_counter() - t0
+        stats["unstable_tightened"] = stats.get("unstable_tightened", 0) + bounds.unstable
+        alive = _possible(bounds.flat(SPEC_NODE)[0], groups, alive)
+        if not alive:
+            return _PropertyOutcome("unsat", decided_by="bounds")
+    stats["disjuncts_left"] = stats.get("disjuncts_left", 0) + len(alive)
+    if deadline - time.perf_counter() <= 0:
+        return _PropertyOutcome("timeout", message="time limit reached before the MILP")
+    outcome, _ = _solve_disjuncts(aug, bounds, prop, groups, alive, net, deadline, backend,
+                                  opts, timings, stats)
+    return outcome
+
+
+def _as_network(net_or_path: Network | PathLike) -> Network:
+    if isinstance(net_or_path, Network):
+        return net_or_path
+    from milpverify.frontends.onnx import load_onnx
+    return load_onnx(net_or_path)
+
+
+def _as_spec(spec_or_path: VnnlibSpec | PathLike, net: Network) -> VnnlibSpec:
+    if isinstance(spec_or_path, VnnlibSpec):
+        spec = spec_or_path
+    else:
+        spec = read_vnnlib(Path(spec_or_path))
+    if spec.n_inputs != net.input_size or spec.n_outputs != net.num_classes:
+        raise InvalidInputError(
+            f"the spec declares {spec.n_inputs} inputs X_i and {spec.n_outputs} outputs Y_j, "
+            f"but the network has {net.input_size} inputs (shape {list(net.input_shape)}) and "
+            f"{net.num_classes} outputs; VNN-LIB X_i are the flat inputs in C order.")
+    return spec
+
+
+def verify_vnnlib(net_or_path: Network | PathLike, spec_or_path: VnnlibSpec | PathLike, *,
+                  timeout_s: float = 120.0, backend: str = "scip",
+                  options: VnnlibOptions | None = None) -> VnnlibResult:
+    """Decide a VNN-LIB specification exactly: is some input in the box mapped into the unsafe set?
+
+    Per property: bounds of ``s = A y - b`` over its box by symbolic back-substitution through
+    the network and the spec rows (`spec_network`) drop refuted disjuncts (none left: that
+    property is unsat); the falsifier (`falsify`) tries the rest; LP bound tightening then
+    a feasibility MILP (one binary per disjunct, stop at the first feasible point) decide.
+    A MILP with the unsafe rows relaxed by ``SOLVER_SLACK`` being infeasible proves unsat; a
+    point is reported only after `check_counterexample` (float32 point inside the box,
+    numpy float64 and onnxruntime outputs both unsafe), re-solving with the strict margin
+    ``WITNESS_MARGIN`` when the first point fails.
+
+    Parameters
+    ----------
+    net_or_path : Network or path
+        The network, or an ``.onnx``/``.onnx.gz`` file.
+    spec_or_path : VnnlibSpec or path
+        The parsed spec, or a ``.vnnlib``/``.vnnlib.gz`` file.
+    timeout_s : float
+        Wall-clock budget from the call (loading and parsing included).
+    backend : str
+        MILP backend ("scip" default).
+    options : VnnlibOptions, optional
+
+    Returns
+    -------
+    VnnlibResult
+
+    Raises
+    ------
+    InvalidInputError
+        Missing files, a spec whose sizes do not match the network, a bad timeout.
+    InvalidModelError, UnsupportedModelError
+        The model cannot be read or encoded.
+
+    Example
+    -------
+    >>> r = verify_vnnlib("mnist-net_256x2.onnx", "prop_0_0.03.vnnlib", timeout_s=120)
+    >>> r.result
+    'unsat'
+    """
+    start = time.perf_counter()
+    if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
+        raise InvalidInputError(f"`timeout_s` must be a finite number > 0; got {timeout_s!r}.")
+    opts = options or VnnlibOptions()
+    deadline = start + float(timeout_s)
+    timings: dict[str, float] = {}
+    stats: dict[str, Any] = {}
+    net = _as_network(net_or_path)
+    spec = _as_spec(spec_or_path, net)
+    timings["load_s"] = time.perf_counter() - start
+    get_backend(backend)  # fail early when the solver is missing
+
+    def done(result: str, check: CounterexampleCheck | None = None, by: str = "",
+             message: str = "") -> VnnlibResult:
+        timings["total_s"] = time.perf_counter() - start
+        return VnnlibResult(result, None if check is None else check.x,
+                            None if check is None else check.y, by, timings, stats, message)
+
+    if not spec.properties:
+        return done("unsat", by="bounds", message="the unsafe set is empty")
+    outcomes: list[_PropertyOutcome] = []
+    attack_s = min(opts.attack_fraction * timeout_s, opts.falsifier.time_limit_s)
+    for k, prop in enumerate(spec.properties):
+        share = (deadline - time.perf_counter()) / (len(spec.properties) - k)
+        outcome = _decide_property(net, prop, time.perf_counter() + share, backend, opts,
+                                   attack_s, timings, stats)
+        if outcome.result == "sat":
+            return done("sat", outcome.check, outcome.decided_by)
+        outcomes.append(outcome)
+    if all(o.result == "unsat" for o in outcomes):
+        by = "milp" if any(o.decided_by == "milp" for o in outcomes) else "bounds"
+        return done("unsat", by=by)
+    for word in ("error", "timeout", "unknown"):
+        hit = [o for o in outcomes if o.result == word]
+        if hit:
+            return done(word, message="; ".join(o.message for o in hit if o.message))
+    return done("unknown")  # unreachable: every outcome is one of the words above
+
+
+# ---------------------------------------------------------------------------- shared rho
+@dataclass(frozen=True)
+class LinfRobustnessForm:
+    """A spec recognised as "some other output reaches y_label on an L-inf box around a centre".
+
+    Attributes
+    ----------
+    label : int
+    centre : ndarray
+        Reconstructed centre (midpoint where the box is not clipped to the domain).
+    radius : float
+        Smallest r with ``box ⊆ {x : ||x - centre||_inf <= r}`` (rounded up).
+    exact : bool
+        The box equals ``[max(lo, c - r), min(hi, c + r)]`` up to float32 rounding (1e-7);
+        when False the ball is larger than the box and only witnesses inside the box can
+        answer the instance.
+    lower, upper : ndarray
+        The box as read.
+    """
+
+    label: int
+    centre: FloatArray
+    radius: float
+    exact: bool
+    lower: FloatArray
+    upper: FloatArray
+
+
+#: Reconstruction tolerance of `linf_robustness_form` (VNN-COMP writes float32 boxes).
+RECONSTRUCTION_TOL = 1e-7
+
+
+def _misclassification_label(prop: VnnlibProperty, n_out: int) -> int | None:
+    """The label if the unsafe set is exactly ``OR_{j != label} y_j >= y_label``, else None."""
+    if len(prop.unsafe) != n_out - 1:
+        return None
+    labels, others = set(), set()
+    for c in prop.unsafe:
+        if c.A.shape[0] != 1 or c.b[0] != 0.0:
+            return None
+        row = c.A[0]
+        pos, neg = np.flatnonzero(row > 0), np.flatnonzero(row < 0)
+        if len(pos) != 1 or len(neg) != 1 or row[pos[0]] != -row[neg[0]]:
+            return None
+        labels.add(int(pos[0]))
+        others.add(int(neg[0]))
+    if len(labels) != 1:
+        return None
+    label = labels.pop()
+    return label if others == set(range(n_out)) - {label} else None
+
+
+def _containing_radius(centre: FloatArray, lower: FloatArray, upper: FloatArray) -> float:
+    """Smallest r (rounded up) with the box inside the L-inf ball of radius r at `centre`."""
+    r = float(np.max(np.maximum(centre - lower, upper - centre)))
+    return float(np.nextafter(r * (1.0 + 1e-12), np.inf))
+
+
+def linf_robustness_form(spec: VnnlibSpec, *, domain: tuple[float, float] = (0.0, 1.0),
+                         centre: npt.ArrayLike | None = None) -> LinfRobustnessForm | None:
+    """Recognise a standard L-inf robustness spec (clipped box + misclassification set).
+
+    Parameters
+    ----------
+    spec : VnnlibSpec
+    domain : (low, high)
+        The box must lie inside it (the clipping range).
+    centre : array, optional
+        Use this centre (e.g. another instance's) instead of reconstructing one.
+
+    Returns
+    -------
+    LinfRobustnessForm or None
+        None unless the spec has one property inside `domain` whose unsafe set is
+        ``OR_{j != label} y_j >= y_label`` over all other outputs, and the centre lies in
+        the box.
+    """
+    if len(spec.properties) != 1:
+        return None
+    prop = spec.properties[0]
+    label = _misclassification_label(prop, spec.n_outputs)
+    lo, hi = np.asarray(prop.input_lower), np.asarray(prop.input_upper)
+    d_lo, d_hi = domain
+    if label is None or np.any(lo < d_lo) or np.any(hi > d_hi):
+        return None
+    if centre is None:
+        interior = (lo > d_lo) & (hi < d_hi)
+        if not interior.any():
+            return None
+        eps = float(np.median(0.5 * (hi - lo)[interior]))
+        c = 0.5 * (lo + hi)
+        c = np.where((lo <= d_lo) & (hi < d_hi), np.maximum(d_lo, hi - eps), c)
+        c = np.where((hi >= d_hi) & (lo > d_lo), np.minimum(d_hi, lo + eps), c)
+    else:
+        c = np.asarray(centre, dtype=np.float64).reshape(-1)
+        if c.shape != lo.shape:
+            return None
+    if np.any(c < lo) or np.any(c > hi):
+        return None
+    r = _containing_radius(c, lo, hi)
+    exact = bool(np.all(np.abs(np.maximum(d_lo, c - r) - lo) <= RECONSTRUCTION_TOL)
+                 and np.all(np.abs(np.minimum(d_hi, c + r) - hi) <= RECONSTRUCTION_TOL))
+    return LinfRobustnessForm(label, c, r, exact, lo, hi)
+
+
+def shared_rho_decisions(net: Network, specs: Sequence[VnnlibSpec], *, time_limit_s: float,
+                         backend: str = "scip", bounds_method: str = "progressive",
+                         upper_bound: str | None = "pgd", threads: int = 1,
+                         solver_params: dict[str, object] | None = None
+                         ) -> tuple[list[VnnlibResult | None], Any]:
+    """Answer several robustness specs around one centre with a single exact rho.
+
+    The centre and label come from the first spec (`linf_robustness_form`); every spec
+    must be in that form around the same centre and label. One
+    ``rho(net, centre, eps_cap=max radius, label=label)`` then answers each spec:
+
+    * ``unsat`` when its box lies in the ball of radius r around the centre and rho is proven
+      above r (``lower > r``, or ``lower >= r`` with status ``robust_at_cap``);
+    * ``sat`` when rho's witness, rounded to float32 into the spec's box, passes
+      `check_counterexample` for that spec;
+    * None (undecided) otherwise: the caller falls back to `verify_vnnlib`.
+
+    Soundness never depends on the centre being the true image: containment and the
+    counterexample are checked per spec.
+
+    Returns
+    -------
+    (list of VnnlibResult or None, RhoResult)
+    """
+    from milpverify.verify import rho
+
+    start = time.perf_counter()
+    first = linf_robustness_form(specs[0])
+    if first is None:
+        raise InvalidInputError("the first spec is not an L-inf robustness spec")
+    forms = [linf_robustness_form(s, centre=first.centre) for s in specs]
+    if any(f is None or f.label != first.label for f in forms):
+        raise InvalidInputError("every spec must be an L-inf robustness spec around the same "
+                                "centre and label")
+    cap = max(f.radius for f in forms if f is not None)
+    res = rho(net, first.centre, eps_cap=cap, label=first.label, time_limit_s=time_limit_s,
+              backend=backend, bounds_method=bounds_method, upper_bound=upper_bound,
+              threads=threads, solver_params=solver_params)
+    elapsed = time.perf_counter() - start
+    out: list[VnnlibResult | None] = []
+    for spec, form in zip(specs, forms):
+        assert form is not None
+        timings = {"rho_s": elapsed, "total_s": elapsed}
+        stats = {"rho_status": str(res.status), "rho_lower": res.lower, "rho_upper": res.upper,
+                 "radius": form.radius}
+        proven = res.lower > form.radius or (res.status == "robust_at_cap"
+                                             and res.lower >= form.radius)
+        if proven and res.status != "error":
+            out.append(VnnlibResult("unsat", decided_by="rho", timings=timings, stats=stats))
+            continue
+        if res.witness is not None and res.witness_verified:
+            check = check_counterexample(net, spec.properties[0], res.witness)
+            if check.verified:
+                out.append(VnnlibResult("sat", check.x, check.y, "rho", timings, stats))
+                continue
+        out.append(None)
+    return out, res
+
+
+# ---------------------------------------------------------------------------- runner
+@dataclass(frozen=True)
+class Instance:
+    """One row of a VNN-COMP ``instances.csv``: paths relative to the benchmark folder."""
+
+    onnx: str
+    vnnlib: str
+    timeout_s: float
+
+
+def read_instances(path: PathLike) -> list[Instance]:
+    """Read ``instances.csv`` (rows ``onnx,vnnlib,timeout``, no header).
+
+    Raises
+    ------
+    InvalidInputError
+        Missing file, or a row that is not ``path,path,positive number``.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise InvalidInputError(f"instances file not found: {str(p)!r}") from e
+    out = []
+    for k, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or not "".join(row).strip():
+            continue
+        try:
+            onnx_path, vnnlib_path, timeout = (c.strip() for c in row)
+            value = float(timeout)
+        except ValueError as e:
+            raise InvalidInputError(f"{p}:{k}: expected 'onnx,vnnlib,timeout', got "
+                                    f"{','.join(row)[:80]!r}") from e
+        if not (math.isfinite(value) and value > 0):
+            raise InvalidInputError(f"{p}:{k}: timeout must be a positive number, got {timeout!r}")
+        out.append(Instance(onnx_path, vnnlib_path, value))
+    return out
+
+
+def _done_keys(out: Path) -> set[tuple[str, str]]:
+    if not out.exists() or out.stat().st_size == 0:
+        return set()
+    with open(out, newline="", encoding="utf-8") as fh:
+        return {(r["onnx"], r["vnnlib"]) for r in csv.DictReader(fh) if r.get("result")}
+
+
+class _RowWriter:
+    """Append rows to the results CSV, flushed and fsync'ed one by one (resumable runs)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists() or path.stat().st_size == 0
+        columns: Sequence[str] = RESULT_COLUMNS
+        if not new:  # keep the columns of an existing file (e.g. from an older version)
+            with open(path, newline="", encoding="utf-8") as fh:
+                columns = next(csv.reader(fh), None) or RESULT_COLUMNS
+        self.fh = open(path, "a", newline="", encoding="utf-8")
+        self.writer = csv.DictWriter(self.fh, fieldnames=list(columns), extrasaction="ignore")
+        if new:
+            self.writer.writeheader()
+            self._sync()
+
+    def _sync(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.writer.writerow(row)
+        self._sync()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _row(inst: Instance, result: VnnlibResult, seconds: float, group: str) -> dict[str, Any]:
+    message = " ".join(result.message.split())[:300]
+    return {"onnx": inst.onnx, "vnnlib": inst.vnnlib, "result": result.result,
+            "seconds": f"{seconds:.3f}", "timeout": f"{inst.timeout_s:g}",
+            "decided_by": result.decided_by, "group": group, "message": message}
+
+
+def _counterexample_name(inst: Instance) -> str:
+    def stem(p: str) -> str:
+        name = Path(p).name
+        for suffix in (".gz", ".onnx", ".vnnlib"):
+            name = name[: -len(suffix)] if name.endswith(suffix) else name
+        return name
+    return f"{stem(inst.onnx)}__{stem(inst.vnnlib)}.txt"
+
+
+def run_vnncomp(benchdir: PathLike, out: PathLike, *,
+                instances: PathLike | Sequence[Instance] = "instances.csv",
+                shared_rho: bool = False, rho_fraction: float = 0.5, rerun: bool = False,
+                backend: str = "scip", options: VnnlibOptions | None = None,
+                result_dir: PathLike | None = None, progress: bool = True,
+                max_total_s: float | None = None,
+                on_row: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run every instance of a VNN-COMP benchmark folder with its own timeout.
+
+    One CSV row per instance (`RESULT_COLUMNS`) is appended to `out` as soon as it is known,
+    flushed and fsync'ed, so an interrupted run resumes where it stopped: instances already
+    in `out` are skipped unless `rerun`.
+
+    Parameters
+    ----------
+    benchdir : path
+        The benchmark folder; instance paths are relative to it.
+    out : path
+        The results CSV (created with a header if missing).
+    instances : path or sequence of Instance
+        ``instances.csv`` (relative to `benchdir` unless absolute) or the instances to run.
+    shared_rho : bool
+        Group L-inf robustness instances by (network, centre, label) and answer each group
+        with one exact rho (`shared_rho_decisions`); instances it leaves open fall back to
+        `verify_vnnlib` with what is left of their own timeout. A group's rho gets
+        ``rho_fraction`` times the smallest timeout in the group; every instance's
+        ``seconds`` includes the group's rho time and its ``group`` column names the group
+        (so the wall time of a group is the largest ``seconds`` in it).
+    rerun : bool
+        Run instances already in `out` again (rows are appended, not replaced).
+    backend, options
+        Passed to `verify_vnnlib`.
+    result_dir : path, optional
+        Also write one VNN-COMP result file per instance there.
+    progress : bool
+        Show a tqdm progress bar on stderr.
+    max_total_s : float, optional
+        Start no new instance (or shared-rho group) after this many seconds; the rest is
+        left for a later (resumed) run.
+    on_row : callable, optional
+        Called with each row dict after it is written.
+
+    Returns
+    -------
+    list of dict
+        The rows written by this call.
+
+    Example
+    -------
+    >>> run_vnncomp("vnncomp/mnist_fc_2022", "results.csv")
+    """
+    base = Path(benchdir)
+    if not base.is_dir():
+        raise InvalidInputError(f"benchmark folder not found: {str(base)!r}")
+    if isinstance(instances, (str, os.PathLike)):
+        path = Path(instances)
+        todo_all = read_instances(path if path.is_absolute() else base / path)
+    else:
+        todo_all = list(instances)
+    out_path = Path(out)
+    done = set() if rerun else _done_keys(out_path)
+    todo = [i for i in todo_all if (i.onnx, i.vnnlib) not in done]
+    if result_dir is not None:
+        Path(result_dir).mkdir(parents=True, exist_ok=True)
+    writer = _RowWriter(out_path)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(todo_all), initial=len(todo_all) - len(todo), unit="inst",
+                   desc="vnncomp", dynamic_ncols=True)
+    rows: list[dict[str, Any]] = []
+    nets: dict[str, Network] = {}
+    counts: dict[str, int] = {}
+
+    def record(inst: Instance, result: VnnlibResult, seconds: float, group: str = "") -> None:
+        row = _row(inst, result, seconds, group)
+        writer.write(row)
+        rows.append(row)
+        if result_dir is not None:
+            result.write(Path(result_dir) / _counterexample_name(inst))
+        counts[result.result] = counts.get(result.result, 0) + 1
+        if bar is not None:
+            bar.set_postfix(counts, refresh=False)
+            bar.update(1)
+        if on_row is not None:
+            on_row(row)
+
+    def network(inst: Instance) -> Network:
+        if inst.onnx not in nets:
+            from milpverify.frontends.onnx import load_onnx
+            nets[inst.onnx] = load_onnx(base / inst.onnx)
+        return nets[inst.onnx]
+
+    def run_one(inst: Instance, budget: float, spent: float, group: str = "") -> None:
+        t0 = time.perf_counter()
+        try:
+            if budget <= 0:
+                result = VnnlibResult("timeout", message="no time left after the shared rho")
+            else:
+                result = verify_vnnlib(network(inst), base / inst.vnnlib, timeout_s=budget,
+                                       backend=backend, options=options)
+        except MilpVerifyError as exc:
+            result = VnnlibResult("error", message=f"{type(exc).__name__}: {exc}")
+        record(inst, result, spent + time.perf_counter() - t0, group)
+
+    run_start = time.perf_counter()
+    try:
+        groups = _shared_groups(todo, base, network) if shared_rho else [[i] for i in todo]
+        for number, group in enumerate(groups):
+            if max_total_s is not None and time.perf_counter() - run_start >= max_total_s:
+                break
+            if len(group) == 1:
+                run_one(group[0], group[0].timeout_s, 0.0)
+                continue
+            t0 = time.perf_counter()
+            budget = rho_fraction * min(i.timeout_s for i in group)
+            try:
+                specs = [read_vnnlib(base / i.vnnlib) for i in group]
+                answers, _ = shared_rho_decisions(network(group[0]), specs, time_limit_s=budget,
+                                                  backend=backend)
+            except MilpVerifyError as exc:
+                answers = [None] * len(group)
+                note = f"shared rho failed: {type(exc).__name__}: {exc}"
+            else:
+                note = ""
+            spent = time.perf_counter() - t0
+            name = f"rho{number}"
+            for inst, answer in zip(group, answers):
+                if answer is not None and spent <= inst.timeout_s:
+                    record(inst, answer, spent, name)
+                else:
+                    run_one(inst, inst.timeout_s - spent, spent, name)
+                    if note:
+                        rows[-1]["message"] = (note + "; " + rows[-1]["message"]).strip("; ")
+    finally:
+        writer.close()
+        if bar is not None:
+            bar.close()
+    return rows
+
+
+def _shared_groups(todo: Sequence[Instance], base: Path,
+                   network: Callable[[Instance], Network]) -> list[list[Instance]]:
+    """Group instances of one network whose specs are L-inf robustness around one centre.
+
+    Groups keep the order of their first member; instances not in robustness form, or
+    alone in their group, run on their own.
+    """
+    reps: list[tuple[str, int, FloatArray]] = []
+    groups: list[list[Instance]] = []
+    for inst in todo:
+        form = None
+        try:
+            spec = read_vnnlib(base / inst.vnnlib)
+            if spec.n_inputs == network(inst).input_size:
+                form = linf_robustness_form(spec)
+        except MilpVerifyError:
+            form = None  # the per-instance run reports the error
+        if form is None:
+            groups.append([inst])
+            reps.append(("", -1, np.zeros(0)))
+            continue
+        for k, (onnx_path, label, centre) in enumerate(reps):
+            if (onnx_path == inst.onnx and label == form.label and centre.shape == form.centre.shape
+                    and linf_robustness_form(spec, centre=centre) is not None
+                    and np.max(np.abs(centre - form.centre)) <= 1e-6):
+                groups[k].append(inst)
+                break
+        else:
+            groups.append([inst])
+            reps.append((inst.onnx, form.label, form.centre))
+    return groups
