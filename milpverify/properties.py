@@ -63,7 +63,7 @@ __all__ = [
     "RelaxedTopK", "TopKQuery", "add_topk_changed", "build_property_problem",
     "certify_affinity", "certify_properties", "certify_property", "certify_topk",
     "check_property_witness", "load_affinity", "load_groups", "parse_property", "plan_pairs",
-    "property_bounds", "refine_in_region", "rho_affinity", "rho_property", "rho_topk",
+    "property_bounds", "rho_affinity", "rho_property", "rho_topk",
     "topk_query",
 ]
 
@@ -430,7 +430,7 @@ def _pgd_bisect(net: Network, q: Query, query: TopKQuery, eps: float, steps: int
     return best
 
 
-def refine_in_region(net: Network, q: Query, query: TopKQuery, found: WitnessCheck, *,
+def _refine_in_region(net: Network, q: Query, query: TopKQuery, found: WitnessCheck, *,
                      max_rounds: int = 30) -> WitnessCheck:
     """The nearest violating point of `found`'s activation region, if it is closer.
 
@@ -824,7 +824,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
     best = None
     if upper_bound == "pgd" and q.norm == "linf":
         best = _pgd_bisect(net, q, query, cap, steps=8)
-        best = None if best is None else refine_in_region(net, q, query, best)
+        best = None if best is None else _refine_in_region(net, q, query, best)
         stats["heuristic"] = "pgd"
     timings["upper_bound_s"] = time.perf_counter() - t0
     radius = min(cap, best.distance) if best is not None else cap
@@ -848,7 +848,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
             return beyond(radius, None)
         if found is None:
             return finish(0.0, RhoStatus.TIME_LIMIT, None, message)
-        best = refine_in_region(net, q, query, found)
+        best = _refine_in_region(net, q, query, found)
         stats["first_witness"] = "feasibility MILP"
     # 5. Close the bracket by descent (as `verify.rho`): a feasibility MILP on the box of
     # radius best - 0.99 tolerance proves the bracket or yields a closer point.
@@ -869,7 +869,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
             return beyond(radius, best)
         if found is None:
             break
-        best = refine_in_region(net, q, query, found)
+        best = _refine_in_region(net, q, query, found)
         outer = (bounds, out, plan)
     # 6. Fallback: the distance MILP on the box of the best witness, its distance as cutoff.
     radius = best.distance
