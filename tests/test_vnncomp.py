@@ -421,3 +421,12 @@ def test_shared_rho_mnist_fc_pair(shared_data, tmp_path):
         assert got == {"holds": "unsat", "violated": "sat"}[expected]
     assert any(r["decided_by"] == "rho" for r in rows)
     assert math.isfinite(float(rows[0]["seconds"]))
+
+
+def test_gzipped_model_and_spec_paths(tmp_path, abs_model):
+    import gzip
+    model_path = tmp_path / "abs.onnx.gz"
+    model_path.write_bytes(gzip.compress(abs_model.SerializeToString()))
+    spec_path = tmp_path / "p.vnnlib.gz"
+    spec_path.write_bytes(gzip.compress(_spec("(assert (>= Y_0 1.5))").encode()))
+    assert verify_vnnlib(model_path, spec_path, timeout_s=30).result == "unsat"
