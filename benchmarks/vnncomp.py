@@ -81,6 +81,26 @@ def select(bench: str, instances: list[Instance], subset: str, only: str | None
     return easy + rest[::QUICK_STRIDE]
 
 
+def easy_first(base: Path, instances: list[Instance]) -> list[Instance]:
+    """Order by the number of unstable ReLUs under symbolic bounds (about 1 s each), so a
+    run capped by `--max-minutes` spends its time on the instances it can decide."""
+    from milpverify import load_onnx
+    from milpverify.tighten import compute_bounds
+    from milpverify.vnncomp import spec_network
+    from milpverify.vnnlib import read_vnnlib
+    nets: dict[str, milpverify.Network] = {}
+    keys = []
+    for inst in instances:
+        net = nets.setdefault(inst.onnx, load_onnx(base / inst.onnx))
+        prop = read_vnnlib(base / inst.vnnlib).properties[0]
+        a = np.vstack([c.A for c in prop.unsafe])
+        b = np.concatenate([c.b for c in prop.unsafe])
+        bounds = compute_bounds(spec_network(net, a, b), prop.input_lower, prop.input_upper,
+                                method="symbolic")
+        keys.append(bounds.unstable)
+    return [inst for _, inst in sorted(zip(keys, instances), key=lambda t: t[0])]
+
+
 def truth_table(bench: str) -> dict[tuple[str, str], dict[str, str]]:
     folder, _, consensus, reference = BENCHES[bench]
     out: dict[tuple[str, str], dict[str, str]] = {}
@@ -284,6 +304,8 @@ def main() -> int:
     parser.add_argument("--shared-rho", action="store_true")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="start no new instance after this many minutes (resumable)")
+    parser.add_argument("--easy-first", action="store_true",
+                        help="run instances with fewer unstable ReLUs (symbolic bounds) first")
     parser.add_argument("--no-attack", action="store_true")
     parser.add_argument("--attack-s", type=float, default=FalsifierOptions().time_limit_s)
     parser.add_argument("--no-tighten", action="store_true")
@@ -307,6 +329,8 @@ def main() -> int:
             folder, inst_file, _, _ = BENCHES[bench]
             base = DATA / folder
             chosen = select(bench, read_instances(base / inst_file), args.subset, args.only)
+            if args.easy_first:
+                chosen = easy_first(base, chosen)
             left = None
             if args.max_minutes is not None:
                 left = args.max_minutes * 60 - (time.perf_counter() - started)
