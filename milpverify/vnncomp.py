@@ -190,10 +190,10 @@ class VnnlibOptions:
 
 # ---------------------------------------------------------------------------- helpers
 def _rows(prop: VnnlibProperty) -> tuple[FloatArray, FloatArray, list[npt.NDArray[np.int64]]]:
-    """All rows of a property stacked, and the row indices of each disjunct."""
-    n_out = prop.unsafe[0].A.shape[1]
-    a = np.vstack([c.A for c in prop.unsafe]) if prop.unsafe else np.zeros((0, n_out))
-    b = np.concatenate([c.b for c in prop.unsafe]) if prop.unsafe else np.zeros(0)
+    """All rows of a property stacked (``prop.unsafe`` is never empty), and the row indices
+    of each disjunct."""
+    a = np.vstack([c.A for c in prop.unsafe])
+    b = np.concatenate([c.b for c in prop.unsafe])
     starts = np.cumsum([0] + [c.A.shape[0] for c in prop.unsafe])
     return a, b, [np.arange(s, e) for s, e in zip(starts[:-1], starts[1:])]
 
