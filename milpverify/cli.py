@@ -363,6 +363,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exact: search only ||x' - x|| <= E (evaluate: default --eps; "
                              "rho: default the whole domain, which can be slow)")
     parser.add_argument("--backend", default="scip", help="MILP backend (default: scip)")
+    parser.add_argument("--property", metavar="PROP", default=None,
+                        help="exact distance to the nearest violation of a relaxed property "
+                             "instead of plain rho: 'topk:K' (relaxed top-K) or "
+                             "'affinity:FILE.json' (groups file {\"groups\": [[...], ...]}); "
+                             "evaluate: needs --methods exact")
     parallel = parser.add_mutually_exclusive_group()
     parallel.add_argument("--workers", type=int, default=1, metavar="N",
                           help="worker processes (default 1: in this process)")
@@ -393,7 +398,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                       indices=args.indices, methods=args.methods,
                       time_limit_s=args.time_limit_s, pixel_divisor=args.pixel_divisor,
                       eps_cap=args.eps_cap, backend=args.backend,
-                      workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet)
+                      workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet,
+                      property=args.property)
     print(result.summary_markdown())
     print(f"{result.computed} rows computed, {result.skipped} resumed; see "
           f"{result.files.get('summary', result.out)}")
@@ -414,7 +420,8 @@ def _run_rho(args: argparse.Namespace) -> int:
     result = rho_table(args.model, out=args.out, data=args.data, indices=args.indices,
                        eps_cap=args.eps_cap, time_limit_s=args.time_limit_s,
                        pixel_divisor=args.pixel_divisor, backend=args.backend,
-                       workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet)
+                       workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet,
+                       property=args.property)
     s = result.summaries["exact"]
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items()))
     print(f"{len(result.rows)} images ({result.computed} computed, {result.skipped} resumed): "

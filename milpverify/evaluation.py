@@ -55,7 +55,7 @@ COLUMNS = ("index", "label", "pred", "method", "lower", "upper", "status", "witn
 TIMING_COLUMNS = ("seconds", "bounds_s", "build_s", "solve_s", "total_s")
 #: run.json options that must match for a rerun to resume (they change the rows or the summary).
 RESUME_KEYS = ("command", "model", "data", "pixel_divisor", "eps", "eps_cap", "time_limit_s",
-               "methods", "backend", "domain", "method_options")
+               "methods", "backend", "domain", "method_options", "property")
 #: Environment of worker processes: one BLAS / OpenMP thread each (workers are the parallelism).
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -69,6 +69,8 @@ class RunSpec:
 
     `model_path` / `data_path` are absolute; `data_path` is None for the embedded images.
     `method_options[m]` are extra keyword arguments of method m's function.
+    `property` is None (plain rho) or a `properties.parse_property` string ("topk:K",
+    "affinity:/absolute/groups.json"); the exact method then computes `rho_property`.
     """
 
     command: str
@@ -83,6 +85,7 @@ class RunSpec:
     backend: str = "scip"
     domain: tuple[float, float] = (0.0, 1.0)
     method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    property: str | None = None
 
     def options(self) -> dict[str, Any]:
         """The options recorded in run.json and compared on resume."""
@@ -94,6 +97,8 @@ class RunSpec:
             "time_limit_s": self.time_limit_s, "methods": list(self.methods),
             "backend": self.backend, "domain": list(self.domain),
             "method_options": {m: dict(o) for m, o in sorted(self.method_options.items())},
+            # The parsed property's name (groups and semantics, not the file's path).
+            "property": parsed_property(self.property).name if self.property else None,
         }
 
 
@@ -140,8 +145,22 @@ def load_inputs(spec: RunSpec) -> tuple[Network, npt.NDArray[np.float64], npt.ND
     return _LOADED[key]
 
 
-def method_function(method: str) -> tuple[Callable[..., Any], dict[str, Any]]:
-    """The function computing `method` and its base keyword arguments (before options)."""
+@lru_cache(maxsize=8)
+def parsed_property(spec: str) -> Any:
+    """`properties.parse_property(spec)`, once per process (it may read a groups file)."""
+    from milpverify.properties import parse_property
+    return parse_property(spec)
+
+
+def method_function(method: str, prop: str | None = None
+                    ) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The function computing `method` and its base keyword arguments (before options).
+
+    With a property (`RunSpec.property`) the exact method is `rho_property` for it.
+    """
+    if method == "exact" and prop:
+        from milpverify.properties import rho_property
+        return rho_property, {"threads": 1, "prop": parsed_property(prop)}
     if method == "exact":
         from milpverify.verify import rho
         return rho, {"threads": 1}
@@ -205,7 +224,7 @@ def run_task(spec: RunSpec, index: int, method: str) -> TaskResult:
     pred = int(np.argmax(net.forward(x)[0]))
     row: dict[str, Any] = {"index": int(index), "label": int(labels[index]), "pred": pred,
                            "method": method}
-    fn, kwargs = method_function(method)
+    fn, kwargs = method_function(method, spec.property)
     kwargs = {**kwargs, "domain": spec.domain, **spec.method_options.get(method, {})}
     if method == "exact":
         kwargs.update(eps_cap=spec.eps_cap, time_limit_s=spec.time_limit_s,
@@ -593,16 +612,16 @@ def _methods(methods: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _method_options(options: Mapping[str, Mapping[str, Any]] | None, methods: Sequence[str]
-                    ) -> dict[str, dict[str, Any]]:
+def _method_options(options: Mapping[str, Mapping[str, Any]] | None, methods: Sequence[str],
+                    prop: str | None = None) -> dict[str, dict[str, Any]]:
     """Validate extra keyword arguments per method against each function's signature."""
     checked: dict[str, dict[str, Any]] = {}
     for method, opts in (options or {}).items():
         if method not in methods:
             raise InvalidInputError(f"`method_options` names {method!r}, which is not in "
                                     f"`methods` {list(methods)}.")
-        fn, _ = method_function(method)
-        params = set(inspect.signature(fn).parameters) - {"net", "x"}
+        fn, _ = method_function(method, prop)
+        params = set(inspect.signature(fn).parameters) - {"net", "x", "prop"}
         # Set by the run's own options; the base defaults of `method_function` may be overridden.
         reserved = {"domain", *(("eps_cap", "time_limit_s", "backend")
                                 if method == "exact" else ())}
@@ -620,11 +639,31 @@ def _method_options(options: Mapping[str, Mapping[str, Any]] | None, methods: Se
     return checked
 
 
+def _property_spec(prop: str | None, methods: Sequence[str]) -> str | None:
+    """The property string a worker re-parses (an affinity file made absolute), checked now."""
+    if prop is None:
+        return None
+    if not isinstance(prop, str) or not prop.strip():
+        raise InvalidInputError(f"`property` must be 'topk:K' or 'affinity:FILE.json'; "
+                                f"got {prop!r}.")
+    if tuple(methods) != ("exact",):
+        raise InvalidInputError(
+            f"`property` {prop!r} needs methods 'exact' alone (the exact distance to the "
+            f"nearest violation); {', '.join(m for m in methods if m != 'exact')} estimate "
+            "plain rho only.")
+    kind, _, arg = prop.strip().partition(":")
+    if kind == "affinity" and arg:
+        prop = f"affinity:{Path(arg).resolve()}"
+    parsed_property(prop)  # InvalidInputError for a bad K, a bad or missing groups file
+    return prop
+
+
 def _prepare(command: str, model: str | os.PathLike[str], *, data: str | os.PathLike[str] | None,
              indices: str | Sequence[int] | None, eps: float | None, eps_cap: float | None,
              methods: str | Sequence[str], time_limit_s: float, pixel_divisor: float | None,
              backend: str, method_options: Mapping[str, Mapping[str, Any]] | None,
-             workers: int, ray: str | None) -> tuple[RunSpec, list[int]]:
+             workers: int, ray: str | None, prop: str | None = None
+             ) -> tuple[RunSpec, list[int]]:
     """The validation front door: every option is checked before anything is computed."""
     model_arg, model_path, default_divisor = _resolve_model(model)
     eps = _check_number("eps", eps, allow_none=command == "rho")
@@ -640,6 +679,7 @@ def _prepare(command: str, model: str | os.PathLike[str], *, data: str | os.Path
     if data is None and not model_arg.startswith("default"):
         raise InvalidInputError(f"`data` is required for model {model_arg!r} (an .npz file with "
                                 "'images' and 'labels'); only 'default' has embedded images.")
+    prop = _property_spec(prop, chosen)
     data_path = None
     if data is not None:
         file = Path(os.fspath(data))
@@ -649,8 +689,10 @@ def _prepare(command: str, model: str | os.PathLike[str], *, data: str | os.Path
     spec = RunSpec(command, model_arg, model_path, data_path, divisor, eps,
                    eps_cap if eps_cap is not None or command == "rho" else eps,
                    time_limit_s, chosen, backend, (0.0, 1.0),
-                   _method_options(method_options, chosen))
+                   _method_options(method_options, chosen, prop), prop)
     net, images, _ = load_inputs(spec)
+    if prop:
+        parsed_property(prop).validate(net.num_classes)
     n = len(images)
     if indices is None:
         selected = list(range(n))
@@ -882,6 +924,8 @@ def _report(spec: RunSpec, result: RunResult, layout: Layout, selected: Sequence
         f"({_compact(selected)}), pixels / {spec.pixel_divisor:g}",
         f"- ε = {eps:g} ({eps * spec.pixel_divisor:.3g} pixels); exact: eps_cap = "
         f"{spec.eps_cap}, time limit {spec.time_limit_s:g} s per image, backend {spec.backend}",
+        f"- property: {spec.options()['property'] or 'plain robustness (top-1 label)'}"
+        + (" — ρ is the distance to the nearest input violating it" if spec.property else ""),
         f"- rows: {len(result.rows)} ({result.computed} computed now, {result.skipped} resumed)",
         "",
         "## All evaluated points (Bastani et al. 2016, §2)",
@@ -926,7 +970,8 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
              pixel_divisor: float | None = None, eps_cap: float | None = None,
              backend: str = "scip", method_options: Mapping[str, Mapping[str, Any]] | None = None,
              workers: int = 1, ray: str | None = None, rerun: bool = False,
-             quiet: bool = False, report: bool = True) -> RunResult:
+             quiet: bool = False, report: bool = True, property: str | None = None
+             ) -> RunResult:
     """Estimate rho on many images with several methods; write a resumable run directory.
 
     Parameters
@@ -969,6 +1014,12 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
         No progress bar.
     report : bool
         Write summary.md and the figures (matplotlib).
+    property : str, optional
+        ``"topk:K"`` (relaxed top-K) or ``"affinity:FILE.json"`` (groups file, see
+        `milpverify.properties.load_groups`): the exact method then computes the distance
+        to the nearest input that violates this property (`rho_property`) instead of plain
+        rho, so phi(eps) is the share of points *not* certified at eps. Needs
+        ``methods="exact"``.
 
     Returns
     -------
@@ -998,7 +1049,8 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
     spec, selected = _prepare("evaluate", model, data=data, indices=indices, eps=eps,
                               eps_cap=eps_cap, methods=methods, time_limit_s=time_limit_s,
                               pixel_divisor=pixel_divisor, backend=backend,
-                              method_options=method_options, workers=workers, ray=ray)
+                              method_options=method_options, workers=workers, ray=ray,
+                              prop=property)
     layout = Layout.run_dir(Path(os.fspath(out)))
     if layout.report_dir is not None and layout.report_dir.exists() \
             and not layout.report_dir.is_dir():
@@ -1014,12 +1066,15 @@ def rho_table(model: str | os.PathLike[str], *, out: str | os.PathLike[str],
               indices: str | Sequence[int] | None = None, eps_cap: float | None = None,
               time_limit_s: float = 120.0, pixel_divisor: float | None = None,
               backend: str = "scip", workers: int = 1, ray: str | None = None,
-              rerun: bool = False, quiet: bool = False) -> RunResult:
+              rerun: bool = False, quiet: bool = False, property: str | None = None
+              ) -> RunResult:
     """Exact rho for many images into one resumable CSV: `evaluate` with methods=exact.
 
     Writes `out` (the rows), and beside it ``<stem>.run.json``, ``<stem>.adversarial.npz``,
     ``<stem>.log`` and ``<stem>.witnesses/``. Parameters as in `evaluate`; without
-    `eps_cap` rho is searched over the whole domain.
+    `eps_cap` rho is searched over the whole domain. With `property` ("topk:K" or
+    "affinity:FILE.json") each row is the exact distance to the nearest violation of that
+    property (`milpverify.properties.rho_property`).
 
     Example
     -------
@@ -1028,7 +1083,7 @@ def rho_table(model: str | os.PathLike[str], *, out: str | os.PathLike[str],
     spec, selected = _prepare("rho", model, data=data, indices=indices, eps=None,
                               eps_cap=eps_cap, methods=("exact",), time_limit_s=time_limit_s,
                               pixel_divisor=pixel_divisor, backend=backend, method_options=None,
-                              workers=workers, ray=ray)
+                              workers=workers, ray=ray, prop=property)
     out_path = Path(os.fspath(out))
     if out_path.is_dir():
         raise InvalidInputError(f"`out` {os.fspath(out)!r} is a directory; rho writes a CSV "

@@ -68,6 +68,14 @@ def test_evaluate_cli(tmp_path, capsys):
     (["rho", "default", "--indices", "5:2"], "selects no images"),
     (["rho", "default", "--eps-cap", "-1"], "`eps_cap` must be a finite number > 0"),
     (["rho", "default", "--indices", "0", "--workers", "0"], "`workers` must be an integer"),
+    (["rho", "default", "--indices", "0", "--property", "topk:11"],
+     "`K` must be an integer in [1, 10] (the network has 10 classes); got 11."),
+    (["rho", "default", "--indices", "0", "--property", "topk:two"], "needs an integer K"),
+    (["rho", "default", "--indices", "0", "--property", "top3"], "unknown property 'top3'"),
+    (["rho", "default", "--indices", "0", "--property", "affinity:missing.json"],
+     "cannot read affinity groups file"),
+    (["evaluate", "default", "--eps", "0.1", "--methods", "exact,lp", "--property", "topk:2"],
+     "needs methods 'exact' alone"),
 ])
 def test_bad_inputs_give_one_error_line(tmp_path, capsys, argv, message):
     model = str(embedded_net("mnist_mlp_32_16").path)
@@ -85,3 +93,40 @@ def test_usage_errors_exit_2(capsys):
     assert cli.main(["evaluate", "default", "--eps", "0.1"]) == 2  # --out missing
     assert cli.main(["rho", "default", "--out", "x.csv", "--workers", "2", "--ray", "auto"]) == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def _exact_rows(path):
+    with open(path) as f:
+        return {int(r["index"]): r for r in csv.DictReader(f)}
+
+
+def test_rho_property_topk1_is_plain_rho_and_topk2_is_no_closer(tmp_path, capsys):
+    """`--property topk:1` reproduces plain rho; top-2 is at least as far (monotone in K)."""
+    common = ["rho", "default", "--indices", "0:2", "--eps-cap", "0.05", "--time-limit-s", "30",
+              "--quiet"]
+    assert cli.main([*common, "--out", str(tmp_path / "plain.csv")]) == 0
+    assert cli.main([*common, "--property", "topk:1", "--out", str(tmp_path / "k1.csv")]) == 0
+    assert cli.main([*common, "--property", "topk:2", "--out", str(tmp_path / "k2.csv")]) == 0
+    capsys.readouterr()
+    plain, k1, k2 = (_exact_rows(tmp_path / f) for f in ("plain.csv", "k1.csv", "k2.csv"))
+    for i in (0, 1):
+        assert k1[i]["status"] == plain[i]["status"]
+        if plain[i]["status"] == "optimal":
+            assert float(k1[i]["upper"]) == pytest.approx(float(plain[i]["upper"]), abs=2e-5)
+        assert float(k2[i]["upper"]) >= float(k1[i]["lower"]) - 1e-9
+        assert float(k2[i]["lower"]) >= float(k1[i]["lower"]) - 2e-5 or \
+            k2[i]["status"] == "time_limit"
+    # The property is part of the run's identity: another K does not resume this file.
+    code = cli.main([*common, "--property", "topk:3", "--out", str(tmp_path / "k2.csv")])
+    assert code == 1 and "`property` was 'topk:2', now 'topk:3'" in capsys.readouterr().err
+
+
+def test_evaluate_affinity_property_writes_it_in_the_summary(tmp_path, capsys):
+    groups = tmp_path / "g.json"
+    groups.write_text('{"groups": [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]}')
+    out = tmp_path / "run"
+    assert cli.main(["evaluate", "default", "--indices", "1", "--eps", "0.02", "--methods",
+                     "exact", "--property", f"affinity:{groups}", "--quiet",
+                     "--out", str(out)]) == 0
+    assert "| exact | 1 |" in capsys.readouterr().out
+    assert "- property: affinity:subset:0,1,2,3,4|5,6,7,8,9" in (out / "summary.md").read_text()

@@ -228,7 +228,7 @@ def test_estimator_exception_becomes_an_error_row(tmp_path, monkeypatch):
     def broken(net, x, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(evaluation, "method_function", lambda method: (broken, {}))
+    monkeypatch.setattr(evaluation, "method_function", lambda method, prop=None: (broken, {}))
     result = evaluate(MODEL, out=tmp_path / "run", eps=0.05, indices="0", methods="fgsm",
                       quiet=True)
     (row,) = result.rows
