@@ -49,6 +49,11 @@ WITNESS_MARGIN = 1e-5
 SCIP_DEFAULTS: dict[str, object] = {"separating/aggregation/freq": -1}
 #: Rounds of "prove nothing within best - tolerance, or find a closer point" in `rho`.
 DESCENT_ROUNDS = 20
+#: On a time-out, `lower` is raised by bisecting the radius with symbolic bounds
+#: (`_certified_radius`): at most this many bound passes, and the MILPs stop early by up
+#: to `SALVAGE_SHARE` of the budget so the passes fit inside `time_limit_s`.
+SALVAGE_STEPS = 12
+SALVAGE_SHARE = 0.05
 #: `optimal` is reported when the verified upper bound and the proven lower bound differ
 #: by at most this much (absolute, in input units).
 DEFAULT_TOLERANCE = 1e-5
@@ -281,10 +286,20 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     cap = eps_cap if eps_cap is not None else _max_radius(q)
     proven_cap = cap if eps_cap is not None else math.inf
 
+    symbolic_pass_s = 0.0  # the time of one symbolic bound pass, measured in step 1
+
     def finish(lower: float, status: RhoStatus, witness: WitnessCheck | None, message: str = ""
                ) -> RhoResult:
-        timings["total_s"] = time.perf_counter() - start
         upper = witness.distance if witness is not None else math.inf
+        if status == RhoStatus.TIME_LIMIT:
+            t0 = time.perf_counter()
+            certified = _certified_radius(net, q, lower, min(upper, cap), tolerance,
+                                          start + time_limit_s, symbolic_pass_s)
+            timings["salvage_s"] = time.perf_counter() - t0
+            if certified > lower:
+                stats["lower_from"] = "symbolic bisection"
+                lower = certified
+        timings["total_s"] = time.perf_counter() - start
         lower = min(lower, upper)
         if status == RhoStatus.TIME_LIMIT and upper - lower <= tolerance:
             status = RhoStatus.OPTIMAL
@@ -297,11 +312,14 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     # they already eliminate every other label.
     box = _box(q, cap)
     qb = _query_bounds(net, q, box, "symbolic")
-    timings["bounds_s"] = time.perf_counter() - start
+    symbolic_pass_s = timings["bounds_s"] = time.perf_counter() - start
     stats["unstable_relus"] = qb.bounds.unstable
     stats["candidate_labels"] = len(qb.candidates)
     if not qb.candidates:
         return _proven_beyond(cap, proven_cap, None, finish, tolerance)
+    # The MILPs stop early enough to leave time for the time-out salvage (`finish`).
+    deadline = start + time_limit_s - min(SALVAGE_SHARE * time_limit_s,
+                                          SALVAGE_STEPS * symbolic_pass_s)
 
     # 2. A quick verified upper bound on the surviving labels shrinks the box.
     t0 = time.perf_counter()
@@ -314,8 +332,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     t0 = time.perf_counter()
     if radius < cap or bounds_method != "symbolic":
         box = _box(q, radius)
-        remaining = time_limit_s - (t0 - start)
-        qb = _query_bounds(net, q, box, bounds_method, max(remaining * 0.5, 1e-3))
+        qb = _query_bounds(net, q, box, bounds_method, max((deadline - t0) * 0.5, 1e-3))
     timings["bounds_s"] += time.perf_counter() - t0
     stats["unstable_relus"] = qb.bounds.unstable
     stats["candidate_labels"] = len(qb.candidates)
@@ -326,7 +343,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         # 4. Nothing known inside the radius: a feasibility MILP (no degenerate distance
         # objective) either proves rho > radius or yields a first witness, which is then
         # refined to the nearest point of its activation region (LP restriction).
-        verdict, found, message = _decide(net, q, qb, box, radius, start + time_limit_s,
+        verdict, found, message = _decide(net, q, qb, box, radius, deadline,
                                           backend, threads, solver_params, timings, stats)
         if verdict == Verdict.ROBUST:
             return _proven_beyond(radius, proven_cap, best, finish, tolerance)
@@ -354,7 +371,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         timings["bounds_s"] += time.perf_counter() - t0
         if not qb.candidates:
             return _proven_beyond(radius, proven_cap, best, finish, tolerance)
-        verdict, found, message = _decide(net, q, qb, box, radius, start + time_limit_s,
+        verdict, found, message = _decide(net, q, qb, box, radius, deadline,
                                           backend, threads, solver_params, timings, stats)
         stats["descent_rounds"] = round_ + 1
         if verdict == Verdict.ROBUST:
@@ -384,7 +401,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     lower, status_note = 0.0, "time limit reached before the solve"
     margins = (q.margin - SOLVER_SLACK, q.margin + 2e-6, q.margin + WITNESS_MARGIN)
     for attempt, row_margin in enumerate(margins):
-        remaining = time_limit_s - (time.perf_counter() - start)
+        remaining = deadline - time.perf_counter()
         if remaining <= 0:
             break
         t1 = time.perf_counter()
@@ -433,6 +450,29 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         status_note = (f"the relaxed optimum {lower:.6g} is not attained by a verified "
                        f"witness; bracket left open")
     return finish(lower, RhoStatus.TIME_LIMIT, best, status_note)
+
+
+def _certified_radius(net: Network, q: Query, low: float, high: float, tolerance: float,
+                      deadline: float, pass_s: float) -> float:
+    """The largest radius in [low, high] that symbolic bounds prove robust, by bisection.
+
+    A radius counts only when the bounds on its box rule out every other label (`lower`
+    of `rho` stays a proof). Stops after `SALVAGE_STEPS` passes, when the bracket is
+    within `tolerance`, or when the next pass (expected to take as long as the last one,
+    `pass_s` at first) would end after `deadline`.
+    """
+    if not math.isfinite(high) or high <= low:
+        return low
+    last = pass_s
+    for _ in range(SALVAGE_STEPS):
+        if high - low <= tolerance or time.perf_counter() + last > deadline:
+            break
+        mid = 0.5 * (low + high)
+        t0 = time.perf_counter()
+        proven = not _query_bounds(net, q, _box(q, mid), "symbolic").candidates
+        last = time.perf_counter() - t0
+        low, high = (mid, high) if proven else (low, mid)
+    return low
 
 
 def _refine(net: Network, q: Query, found: WitnessCheck) -> WitnessCheck:

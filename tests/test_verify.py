@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 
 import numpy as np
 import pytest
@@ -99,6 +100,22 @@ def test_rho_matches_brute_force_on_tiny_nets(seed: int) -> None:
     assert result.witness_verified
     check = check_witness(net, x, result.witness, label=label)
     assert check.verified and check.distance == pytest.approx(result.upper, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_certified_radius_is_a_sound_lower_bound(seed: int) -> None:
+    """The time-out salvage (symbolic bisection) never claims more than the true rho."""
+    from milpverify.verify import _certified_radius, _validate
+    rng = np.random.default_rng(seed)
+    net, weights = random_mlp(rng, [2, 5, 4, 4])
+    x = rng.uniform(0.2, 0.8, size=2)
+    q = _validate(net, x, norm="linf", domain=(0.0, 1.0), margin=0.0, target=None, label=None)
+    expected = brute_force_rho(weights, x, q.label)
+    high = min(expected, 1.0)
+    radius = _certified_radius(net, q, 0.0, high, 1e-6, time.perf_counter() + 10, 0.0)
+    assert 0.0 <= radius <= expected
+    if math.isfinite(expected):
+        assert radius > 0.0  # a small enough box is always certified
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -198,6 +215,19 @@ def test_maxpool_and_residual_net_match_brute_force_sampling() -> None:
 
 # ---------------------------------------------------------------- real networks (golden)
 @pytest.mark.shared
+def test_wk17a_timeout_keeps_a_certified_lower_bound(shared_data) -> None:
+    """Image 62 (unresolved for MIPVerify too): a short budget ends in time_limit, but the
+    bracket's lower end comes from the symbolic bisection instead of 0, and the budget holds."""
+    net = milpverify.load_onnx(shared_data / "nets/mnist/wk17a_linf0.1.onnx")
+    x = np.load(shared_data / "mnist/mnist_test.npz")["images"][62] / 255.0
+    result = rho(net, x, eps_cap=0.1, time_limit_s=8)
+    assert result.status == "time_limit"
+    assert result.stats.get("lower_from") == "symbolic bisection"
+    assert 0.05 < result.lower < 0.1 and result.upper >= result.lower
+    assert result.timings["total_s"] <= 8 + 1.0
+
+
+@pytest.mark.shared
 @pytest.mark.parametrize("index, expected", [
     pytest.param(8, 0.094006, marks=pytest.mark.slow),  # ~30-120 s: a long descent
     (92, 0.036519)])
@@ -210,3 +240,46 @@ def test_wk17a_matches_mipverify(shared_data, index: int, expected: float) -> No
     assert result.lower == pytest.approx(expected, abs=1e-5)
     assert result.upper == pytest.approx(expected, abs=1e-5)
     assert result.witness_verified
+
+
+def _mnist_fc_256x2_cases() -> list:
+    """(prop, eps) of the 15 mnist_fc 256x2 images; the fast ones run by default."""
+    fast = {1, 2, 3, 12}  # < 5 s each; the others take up to ~60 s (p4, p6)
+    return [pytest.param(p, marks=() if p in fast else pytest.mark.slow) for p in range(15)]
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("prop", _mnist_fc_256x2_cases())
+def test_mnist_fc_256x2_rho_against_ground_truth(shared_data, prop: int) -> None:
+    """Exact rho (capped at the larger eps, 0.05) sits below eps exactly where VNN-COMP's
+    ground truth (consensus, with conflicts resolved by checked counterexamples) says
+    `violated`, and is proven above it where it says `holds`."""
+    import csv
+    from pathlib import Path
+
+    from milpverify.vnncomp import check_counterexample, linf_robustness_form
+    from milpverify.vnnlib import read_vnnlib
+
+    bench = shared_data / "vnncomp/mnist_fc_2022"
+    with open(bench / "results_vnncomp2022_consensus.csv", newline="") as fh:
+        truth = {Path(r["vnnlib"]).name: r["ground_truth"] for r in csv.DictReader(fh)
+                 if Path(r["onnx"]).name == "mnist-net_256x2.onnx"}
+    net = milpverify.load_onnx(bench / "onnx/mnist-net_256x2.onnx")
+    specs = {eps: read_vnnlib(bench / f"vnnlib/prop_{prop}_{eps}.vnnlib")
+             for eps in ("0.03", "0.05")}
+    first = linf_robustness_form(specs["0.03"])
+    assert first is not None and first.exact
+    forms = {eps: linf_robustness_form(s, centre=first.centre) for eps, s in specs.items()}
+    result = rho(net, first.centre, eps_cap=forms["0.05"].radius, label=first.label,
+                 time_limit_s=120)
+    assert result.status in ("optimal", "robust_at_cap"), result
+    for eps, spec in specs.items():
+        expected = truth[f"prop_{prop}_{eps}.vnnlib"]
+        radius = forms[eps].radius
+        if expected == "violated":
+            assert result.status == "optimal" and result.upper <= radius, (eps, result)
+            assert check_counterexample(net, spec.properties[0], result.witness).verified
+        else:
+            assert expected == "holds"
+            assert result.lower > radius or (result.status == "robust_at_cap"
+                                              and result.lower >= radius), (eps, result)
