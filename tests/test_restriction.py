@@ -53,6 +53,20 @@ def test_wk17a_lazy_equals_full_and_witness_in_region(wk17a, index: int) -> None
 
 
 @pytest.mark.shared
+def test_convsmall_lazy_equals_full(shared_data) -> None:
+    """ERAN convSmall image 4, label 9: the lazy LP used to stop 6e-8 outside rows it never
+    added and report 0.580 against the full LP's 0.893 (see VIOLATION_TOL)."""
+    net = milpverify.load_onnx(shared_data / "nets/mnist/eran/convSmallRELU__Point.onnx")
+    x = np.load(shared_data / "mnist/mnist_test.npz")["images"][4] / 255.0
+    lazy = lp_restriction(net, x, target=9, lazy=True)
+    full = lp_restriction(net, x, target=9, lazy=False)
+    assert lazy.status == full.status == "upper_bound"
+    assert lazy.upper == pytest.approx(full.upper, abs=1e-6)
+    assert lazy.upper == pytest.approx(0.892917, abs=1e-5)
+    assert _phases_kept(net, x, lazy.witness)
+
+
+@pytest.mark.shared
 @pytest.mark.parametrize("index, exact", [(8, 0.094006), (92, 0.036519)])
 def test_wk17a_restriction_is_above_exact_rho(wk17a, index: int, exact: float) -> None:
     """MIPVerify's exact values (reference/mipverify_wk17a) lower-bound every rho_hat."""
