@@ -223,7 +223,8 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         time_limit_s: float = 60.0, backend: str = "scip", margin: float = 0.0,
         bounds_method: str = "progressive", upper_bound: str | None = "lp",
         threads: int = 1, tolerance: float = DEFAULT_TOLERANCE, label: int | None = None,
-        solver_params: dict[str, object] | None = None) -> RhoResult:
+        solver_params: dict[str, object] | None = None,
+        initial_witness: npt.ArrayLike | None = None) -> RhoResult:
     """Exact pointwise robustness rho(f, x) = min ||x' - x|| s.t. x' is misclassified.
 
     Parameters
@@ -258,6 +259,10 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         Bracket width under which the answer is reported "optimal".
     label : int, optional
         Label to measure against (default: the network's prediction at x).
+    initial_witness : array, optional
+        A known adversarial point (e.g. from an attack). It is re-checked like any
+        witness; if it passes, it is a first upper bound (box shrink and cutoff) next to
+        the `upper_bound` heuristic's. A point that fails the check is ignored.
 
     Returns
     -------
@@ -325,6 +330,13 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     t0 = time.perf_counter()
     best, info = _heuristic_upper(net, q, upper_bound, qb.candidates)
     stats.update(info)
+    if initial_witness is not None:
+        given = check_witness(net, q.x, np.asarray(initial_witness, dtype=np.float64).reshape(-1),
+                              label=q.label, domain=q.domain, norm=q.norm,
+                              required_margin=q.margin, target=q.target)
+        stats["initial_witness_verified"] = given.verified
+        if given.verified and (best is None or given.distance < best.distance):
+            best = given
     timings["upper_bound_s"] = time.perf_counter() - t0
     radius = min(cap, best.distance) if best is not None else cap
 

@@ -134,6 +134,22 @@ def test_lp_restriction_is_an_upper_bound_with_lazy_equal_full(seed: int) -> Non
     assert lazy.witness_verified
 
 
+def test_initial_witness_is_checked_and_used() -> None:
+    rng = np.random.default_rng(1)
+    net, weights = random_mlp(rng, [2, 5, 4, 3])
+    x = np.array([0.4, 0.6])
+    plain = rho(net, x, tolerance=1e-6)
+    far = lp_restriction(net, x, target="all")
+    assert far.witness_verified
+    seeded = rho(net, x, tolerance=1e-6, upper_bound=None, initial_witness=far.witness)
+    assert seeded.stats["initial_witness_verified"]
+    assert seeded.status == "optimal"
+    assert seeded.lower == pytest.approx(plain.lower, abs=1e-6)
+    bogus = rho(net, x, tolerance=1e-6, initial_witness=x)  # x itself is no witness
+    assert not bogus.stats["initial_witness_verified"]
+    assert bogus.lower == pytest.approx(plain.lower, abs=1e-6)
+
+
 def test_eps_cap_gives_robust_at_cap_with_cap_as_lower_bound() -> None:
     rng = np.random.default_rng(8)
     net, weights = random_mlp(rng, [2, 5, 4, 3])
