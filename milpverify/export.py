@@ -21,8 +21,8 @@ from milpverify.encode.objective import RobustnessProblem, build_robustness_prob
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
 from milpverify.ir.ops import IntArray
-from milpverify.verify import (SOLVER_SLACK, _box, _check_positive, _max_radius, _query_bounds,
-                               _validate)
+from milpverify.verify import (SOLVER_SLACK, query_box, check_positive, max_radius, query_bounds,
+                               validate_query)
 
 __all__ = ["FORMATS", "QueryProblem", "build_query", "to_pyomo", "write_query"]
 
@@ -179,21 +179,21 @@ def build_query(net: Network, x: npt.ArrayLike, *, eps: float | None = None,
         raise InvalidInputError(
             "pass `eps` (a certify query) or `eps_cap` (a rho query), not both; "
             f"got eps={eps!r} and eps_cap={eps_cap!r}.")
-    _check_positive("eps", eps)
-    _check_positive("eps_cap", eps_cap)
-    _check_positive("bounds_time_limit_s", bounds_time_limit_s)
+    check_positive("eps", eps)
+    check_positive("eps_cap", eps_cap)
+    check_positive("bounds_time_limit_s", bounds_time_limit_s)
     if bounds_method not in BOUNDS_METHODS:
         raise InvalidInputError(
             f"`bounds_method` must be one of {', '.join(map(repr, BOUNDS_METHODS))}; "
             f"got {bounds_method!r}.")
-    q = _validate(net, x, norm=norm, domain=domain, margin=margin, target=target, label=label)
+    q = validate_query(net, x, norm=norm, domain=domain, margin=margin, target=target, label=label)
     kind = "rho" if eps is None else "certify"
     if eps is not None:
         radius = float(eps)
     else:
-        radius = float(eps_cap) if eps_cap is not None else _max_radius(q)
-    box = _box(q, radius)
-    qb = _query_bounds(net, q, box, bounds_method, bounds_time_limit_s)
+        radius = float(eps_cap) if eps_cap is not None else max_radius(q)
+    box = query_box(q, radius)
+    qb = query_bounds(net, q, box, bounds_method, bounds_time_limit_s)
     candidates, margin_lower = qb.candidates, qb.margin_lower
     proven = not candidates
     if proven:

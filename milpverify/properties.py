@@ -53,9 +53,9 @@ from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveStatus
 from milpverify.tighten import METHODS as BOUND_METHODS
 from milpverify.tighten import compute_bounds
-from milpverify.verify import (DEFAULT_TOLERANCE, SOLVER_SLACK, WITNESS_MARGIN, Query, _box,
-                               _check_positive, _max_radius, _proven_beyond, _solver_params,
-                               _validate)
+from milpverify.verify import (DEFAULT_TOLERANCE, SOLVER_SLACK, WITNESS_MARGIN, Query, query_box,
+                               check_positive, max_radius, proven_beyond, solver_parameters,
+                               validate_query)
 from milpverify.witness import RAY_STEPS, WitnessCheck, float32_toward, onnx_logits
 
 __all__ = [
@@ -389,7 +389,7 @@ def _pgd(net: Network, q: Query, query: TopKQuery, eps: float, *, steps: int = 3
     """
     if not query.ks:
         return None
-    low, high = _box(q, eps)
+    low, high = query_box(q, eps)
     rng = np.random.default_rng(seed)
     z = np.repeat(q.x[None], restarts, axis=0)
     if restarts > 1:
@@ -480,7 +480,7 @@ def _refine_in_region(net: Network, q: Query, query: TopKQuery, found: WitnessCh
             added.update((name, int(i)) for i in idx)
     if point is None:
         return found
-    check = _repair(net, q, query, point, _box(q, found.distance))
+    check = _repair(net, q, query, point, query_box(q, found.distance))
     return check if check is not None and check.distance < found.distance else found
 
 
@@ -527,7 +527,7 @@ def property_bounds(net: Network, box: tuple[FloatArray, FloatArray], method: st
 
     With `differences`, the network is extended by one Affine node with a row `e_c` per
     class and a row `e_j - e_i` per pair i < j, and bounded as a whole (as
-    `verify._query_bounds` does for the margins): back-substituting from `y_j - y_i` lets
+    `verify.query_bounds` does for the margins): back-substituting from `y_j - y_i` lets
     the correlated parts of y_j and y_i cancel before any ReLU is relaxed, far tighter than
     `u_j - l_i`. Without it the
     differences are `[l_j - u_i, u_j - l_i]`. With `base` (bounds valid over a box that
@@ -769,17 +769,17 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
     -------
     >>> rho_property(net, x, RelaxedTopK(2), eps_cap=0.1).upper
     """
-    _check_positive("eps_cap", eps_cap)
-    _check_positive("time_limit_s", time_limit_s, allow_none=False)
-    _check_positive("tolerance", tolerance, allow_none=False)
-    q = _validate(net, x, norm=norm, domain=domain, margin=0.0, target=None, label=None)
+    check_positive("eps_cap", eps_cap)
+    check_positive("time_limit_s", time_limit_s, allow_none=False)
+    check_positive("tolerance", tolerance, allow_none=False)
+    q = validate_query(net, x, norm=norm, domain=domain, margin=0.0, target=None, label=None)
     query = topk_query(net, q.x, prop)
     _check_options(upper_bound, encoding, bounds_method)
     solver = get_backend(backend)
     start = time.perf_counter()
     timings: dict[str, float] = {}
     stats: dict[str, Any] = {"property": query.name, "certifying_ks": list(query.ks)}
-    cap = eps_cap if eps_cap is not None else _max_radius(q)
+    cap = eps_cap if eps_cap is not None else max_radius(q)
     proven_cap = cap if eps_cap is not None else math.inf
 
     def finish(lower: float, status: RhoStatus, witness: WitnessCheck | None, message: str = ""
@@ -795,7 +795,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
                          timings, stats, "exact", q.norm, message)
 
     def beyond(radius: float, best: WitnessCheck | None) -> RhoResult:
-        return _proven_beyond(radius, proven_cap, best, finish, tolerance)
+        return proven_beyond(radius, proven_cap, best, finish, tolerance)
 
     def bound(box: tuple[FloatArray, FloatArray], method: str, budget: float | None = None,
               base: Bounds | None = None) -> tuple[Bounds, OutputBounds, PairPlan]:
@@ -814,7 +814,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
             "" if query.ks else ": no top-k set of x fits a group"))
 
     # 1. Cheap bounds on the capped box: they may already keep some T_k everywhere.
-    box = _box(q, cap)
+    box = query_box(q, cap)
     bounds, out, plan = bound(box, "symbolic")
     if plan.impossible is not None:
         return beyond(cap, None)
@@ -831,7 +831,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
 
     # 3. Final bounds on the (shrunk) box with the requested method.
     if radius < cap or bounds_method != "symbolic":
-        box = _box(q, radius)
+        box = query_box(q, radius)
         budget = max((time_limit_s - (time.perf_counter() - start)) * 0.5, 1e-3)
         bounds, out, plan = bound(box, bounds_method, budget)
     if plan.impossible is not None:
@@ -857,7 +857,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
         radius = min(radius, best.distance - 0.99 * tolerance)
         if radius <= 0:
             return finish(0.0, RhoStatus.OPTIMAL, best)
-        box = _box(q, radius)
+        box = query_box(q, radius)
         bounds, out, plan = bound(box, "symbolic", base=bounds)
         if plan.impossible is not None:
             return beyond(radius, best)
@@ -873,7 +873,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
         outer = (bounds, out, plan)
     # 6. Fallback: the distance MILP on the box of the best witness, its distance as cutoff.
     radius = best.distance
-    box = _box(q, radius)
+    box = query_box(q, radius)
     bounds, out, plan = outer
     t1 = time.perf_counter()
     problem = build_property_problem(net, q.x, bounds, plan, box[0], box[1],
@@ -887,7 +887,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
         return finish(0.0, RhoStatus.TIME_LIMIT, best, "time limit reached before the solve")
     options = SolveOptions(time_limit_s=remaining, threads=threads,
                            objective_cutoff=best.distance,
-                           solver_params=_solver_params(backend, solver_params, tolerance))
+                           solver_params=solver_parameters(backend, solver_params, tolerance))
     t2 = time.perf_counter()
     result = solver.solve(problem.model, options)
     timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
@@ -938,7 +938,7 @@ def _decide(net: Network, q: Query, query: TopKQuery, bounds: Bounds, out: Outpu
             break
         options = SolveOptions(time_limit_s=remaining, threads=threads,
                                stop_at_first_feasible=True,
-                               solver_params=_solver_params(backend, solver_params, None))
+                               solver_params=solver_parameters(backend, solver_params, None))
         t2 = time.perf_counter()
         result = solver.solve(problem.model, options)
         timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
@@ -1045,9 +1045,9 @@ def certify_properties(net: Network, x: npt.ArrayLike, props: Sequence[Property]
     >>> [c.verdict for c in certify_properties(net, x, [RelaxedTopK(1), RelaxedTopK(3)], 0.1)]
     ['not_robust', 'robust']
     """
-    _check_positive("eps", eps, allow_none=False)
-    _check_positive("time_limit_s", time_limit_s, allow_none=False)
-    q = _validate(net, x, norm=norm, domain=domain, margin=0.0, target=None, label=None)
+    check_positive("eps", eps, allow_none=False)
+    check_positive("time_limit_s", time_limit_s, allow_none=False)
+    q = validate_query(net, x, norm=norm, domain=domain, margin=0.0, target=None, label=None)
     queries = [topk_query(net, q.x, p) for p in props]
     _check_options(attack, encoding, bounds_method)
     solver = get_backend(backend)
@@ -1106,7 +1106,7 @@ def certify_properties(net: Network, x: npt.ArrayLike, props: Sequence[Property]
                 settle(n, Verdict.ROBUST, None, "proven by bounds alone")
         return found
 
-    box = _box(q, eps)
+    box = query_box(q, eps)
     plans: dict[int, PairPlan] = {}
     try_witnesses()
     # 1. Symbolic bounds (cheap) may prove everything; 2. the attack looks for witnesses,

@@ -36,6 +36,16 @@ from milpverify.solve.base import SolveOptions, SolveStatus
 from milpverify.tighten import compute_bounds
 from milpverify.witness import WitnessCheck, check_witness, repair_witness
 
+__all__ = [
+    "DEFAULT_TOLERANCE", "MARGIN_NODE", "SCIP_DEFAULTS", "SOLVER_SLACK", "WITNESS_MARGIN",
+    "Query", "QueryBounds", "certify", "check_positive", "max_radius", "proven_beyond",
+    "query_bounds", "query_box", "rho", "run_upper_bound", "solver_parameters",
+    "validate_query",
+]
+# The query helpers (validate_query, query_box, query_bounds, max_radius, proven_beyond,
+# solver_parameters) are shared with `properties` and `export`, which build other MILPs on
+# the same validated query and bounds.
+
 #: Misclassification rows are relaxed by this much, so that LP round-off in the solver
 #: cannot cut off a true adversarial point and raise the dual bound above rho. (SCIP's
 #: feasibility tolerance 1e-6 already errs the other way: it accepts slightly infeasible
@@ -53,7 +63,7 @@ DESCENT_ROUNDS = 20
 #: (`_certified_radius`): at most this many bound passes, and the MILPs stop early by up
 #: to `SALVAGE_SHARE` of the budget so the passes fit inside `time_limit_s`.
 SALVAGE_STEPS = 12
-SALVAGE_SHARE = 0.05
+SALVAGE_SHARE = 0.1
 #: `optimal` is reported when the verified upper bound and the proven lower bound differ
 #: by at most this much (absolute, in input units).
 DEFAULT_TOLERANCE = 1e-5
@@ -61,7 +71,7 @@ DEFAULT_TOLERANCE = 1e-5
 
 @dataclass(frozen=True)
 class Query:
-    """A validated robustness query (built by `_validate`)."""
+    """A validated robustness query (built by `validate_query`)."""
 
     x: FloatArray
     label: int
@@ -71,7 +81,7 @@ class Query:
     target: int | None
 
 
-def _validate(net: Network, x: npt.ArrayLike, *, norm: str, domain: tuple[float, float],
+def validate_query(net: Network, x: npt.ArrayLike, *, norm: str, domain: tuple[float, float],
               margin: float, target: int | None, label: int | None) -> Query:
     batch = net.as_batch(x)
     if batch.shape[0] != 1:
@@ -100,7 +110,7 @@ def _validate(net: Network, x: npt.ArrayLike, *, norm: str, domain: tuple[float,
     return Query(flat, pred, norm, (lo, hi), float(margin), None if target is None else int(target))
 
 
-def _check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
+def check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
     if value is None or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -163,7 +173,7 @@ class QueryBounds:
     margin_lower: FloatArray
 
 
-def _query_bounds(net: Network, q: Query, box: tuple[FloatArray, FloatArray], method: str,
+def query_bounds(net: Network, q: Query, box: tuple[FloatArray, FloatArray], method: str,
                   time_limit_s: float | None = None, base: Bounds | None = None) -> QueryBounds:
     """Bounds of `net` extended by an Affine node of rows `e_j - e_label`.
 
@@ -189,7 +199,7 @@ def _query_bounds(net: Network, q: Query, box: tuple[FloatArray, FloatArray], me
     return QueryBounds(bounds, [pool[k] for k in keep], low[keep])
 
 
-def _solver_params(backend: str, given: dict[str, object] | None, tolerance: float | None
+def solver_parameters(backend: str, given: dict[str, object] | None, tolerance: float | None
                    ) -> dict[str, object]:
     """SCIP defaults (+ an absolute gap of half the tolerance for rho) under the user's params.
 
@@ -205,12 +215,12 @@ def _solver_params(backend: str, given: dict[str, object] | None, tolerance: flo
     return params
 
 
-def _box(q: Query, radius: float) -> tuple[FloatArray, FloatArray]:
+def query_box(q: Query, radius: float) -> tuple[FloatArray, FloatArray]:
     lo, hi = q.domain
     return np.maximum(lo, q.x - radius), np.minimum(hi, q.x + radius)
 
 
-def _max_radius(q: Query) -> float:
+def max_radius(q: Query) -> float:
     """Distance to the farthest point of the domain (any adversarial point is closer)."""
     lo, hi = q.domain
     if q.norm == "linf":
@@ -279,16 +289,16 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     >>> r = rho(net, images[8], eps_cap=0.1)
     >>> r.status, r.lower, r.upper
     """
-    _check_positive("eps_cap", eps_cap)
-    _check_positive("time_limit_s", time_limit_s, allow_none=False)
-    _check_positive("tolerance", tolerance, allow_none=False)
-    q = _validate(net, x, norm=norm, domain=domain, margin=margin, target=target, label=label)
+    check_positive("eps_cap", eps_cap)
+    check_positive("time_limit_s", time_limit_s, allow_none=False)
+    check_positive("tolerance", tolerance, allow_none=False)
+    q = validate_query(net, x, norm=norm, domain=domain, margin=margin, target=target, label=label)
     solver = get_backend(backend)
     start = time.perf_counter()
     timings: dict[str, float] = {}
     stats: dict[str, Any] = {}
 
-    cap = eps_cap if eps_cap is not None else _max_radius(q)
+    cap = eps_cap if eps_cap is not None else max_radius(q)
     proven_cap = cap if eps_cap is not None else math.inf
 
     symbolic_pass_s = 0.0  # the time of one symbolic bound pass, measured in step 1
@@ -315,13 +325,13 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
 
     # 1. Cheap bounds on the capped box (margins f_j - f_label bounded directly): often
     # they already eliminate every other label.
-    box = _box(q, cap)
-    qb = _query_bounds(net, q, box, "symbolic")
+    box = query_box(q, cap)
+    qb = query_bounds(net, q, box, "symbolic")
     symbolic_pass_s = timings["bounds_s"] = time.perf_counter() - start
     stats["unstable_relus"] = qb.bounds.unstable
     stats["candidate_labels"] = len(qb.candidates)
     if not qb.candidates:
-        return _proven_beyond(cap, proven_cap, None, finish, tolerance)
+        return proven_beyond(cap, proven_cap, None, finish, tolerance)
     # The MILPs stop early enough to leave time for the time-out salvage (`finish`).
     deadline = start + time_limit_s - min(SALVAGE_SHARE * time_limit_s,
                                           SALVAGE_STEPS * symbolic_pass_s)
@@ -343,13 +353,13 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     # 3. Final bounds on the (shrunk) box with the requested method.
     t0 = time.perf_counter()
     if radius < cap or bounds_method != "symbolic":
-        box = _box(q, radius)
-        qb = _query_bounds(net, q, box, bounds_method, max((deadline - t0) * 0.5, 1e-3))
+        box = query_box(q, radius)
+        qb = query_bounds(net, q, box, bounds_method, max((deadline - t0) * 0.5, 1e-3))
     timings["bounds_s"] += time.perf_counter() - t0
     stats["unstable_relus"] = qb.bounds.unstable
     stats["candidate_labels"] = len(qb.candidates)
     if not qb.candidates:
-        return _proven_beyond(radius, proven_cap, best, finish, tolerance)
+        return proven_beyond(radius, proven_cap, best, finish, tolerance)
 
     if best is None or best.distance > radius:
         # 4. Nothing known inside the radius: a feasibility MILP (no degenerate distance
@@ -358,7 +368,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         verdict, found, message = _decide(net, q, qb, box, radius, deadline,
                                           backend, threads, solver_params, timings, stats)
         if verdict == Verdict.ROBUST:
-            return _proven_beyond(radius, proven_cap, best, finish, tolerance)
+            return proven_beyond(radius, proven_cap, best, finish, tolerance)
         if found is None:
             return finish(0.0, RhoStatus.TIME_LIMIT, best, message)
         best = _refine(net, q, found)
@@ -376,18 +386,18 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         if target_radius <= 0:
             return finish(0.0, RhoStatus.OPTIMAL, best)
         radius = target_radius
-        box = _box(q, radius)
+        box = query_box(q, radius)
         t0 = time.perf_counter()
         # Bounds of the larger box remain valid here; intersect with them.
-        qb = _query_bounds(net, q, box, "symbolic", base=qb.bounds)
+        qb = query_bounds(net, q, box, "symbolic", base=qb.bounds)
         timings["bounds_s"] += time.perf_counter() - t0
         if not qb.candidates:
-            return _proven_beyond(radius, proven_cap, best, finish, tolerance)
+            return proven_beyond(radius, proven_cap, best, finish, tolerance)
         verdict, found, message = _decide(net, q, qb, box, radius, deadline,
                                           backend, threads, solver_params, timings, stats)
         stats["descent_rounds"] = round_ + 1
         if verdict == Verdict.ROBUST:
-            return _proven_beyond(radius, proven_cap, best, finish, tolerance)
+            return proven_beyond(radius, proven_cap, best, finish, tolerance)
         if found is None:
             break  # inconclusive (time, or a point that failed every re-check)
         previous = best.distance
@@ -408,7 +418,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     # feasibility tolerance, then WITNESS_MARGIN) find a point that passes the re-check
     # and lowers `upper`.
     radius = best.distance
-    box = _box(q, radius)
+    box = query_box(q, radius)
     qb = outer
     lower, status_note = 0.0, "time limit reached before the solve"
     margins = (q.margin - SOLVER_SLACK, q.margin + 2e-6, q.margin + WITNESS_MARGIN)
@@ -426,7 +436,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         stats["rows"] = problem.model.n_rows
         options = SolveOptions(time_limit_s=remaining, threads=threads,
                                objective_cutoff=best.distance,
-                               solver_params=_solver_params(backend, solver_params, tolerance))
+                               solver_params=solver_parameters(backend, solver_params, tolerance))
         t2 = time.perf_counter()
         result = solver.solve(problem.model, options)
         timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
@@ -436,7 +446,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         if result.status.no_solution_proven:
             if attempt == 0:
                 # Nothing strictly closer than the cutoff inside the box.
-                return _proven_beyond(radius, proven_cap, best, finish, tolerance)
+                return proven_beyond(radius, proven_cap, best, finish, tolerance)
             break
         if attempt == 0:
             lower = max(0.0, result.dual_bound)
@@ -481,7 +491,7 @@ def _certified_radius(net: Network, q: Query, low: float, high: float, tolerance
             break
         mid = 0.5 * (low + high)
         t0 = time.perf_counter()
-        proven = not _query_bounds(net, q, _box(q, mid), "symbolic").candidates
+        proven = not query_bounds(net, q, query_box(q, mid), "symbolic").candidates
         last = time.perf_counter() - t0
         low, high = (mid, high) if proven else (low, mid)
     return low
@@ -535,7 +545,7 @@ def _region_repair(net: Network, q: Query, point: FloatArray,
     return check if check.verified else None
 
 
-def _proven_beyond(radius: float, cap: float, best: WitnessCheck | None,
+def proven_beyond(radius: float, cap: float, best: WitnessCheck | None,
                    finish: Callable[..., RhoResult], tolerance: float) -> RhoResult:
     """No adversarial point within `radius` is proven: report the bracket it closes.
 
@@ -568,9 +578,9 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
     >>> certify(net, images[0], 0.1).verdict
     'robust'
     """
-    _check_positive("eps", eps, allow_none=False)
-    _check_positive("time_limit_s", time_limit_s, allow_none=False)
-    q = _validate(net, x, norm=norm, domain=domain, margin=margin, target=target, label=label)
+    check_positive("eps", eps, allow_none=False)
+    check_positive("time_limit_s", time_limit_s, allow_none=False)
+    q = validate_query(net, x, norm=norm, domain=domain, margin=margin, target=target, label=label)
     get_backend(backend)  # a missing solver is reported now, not after the bounds
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -583,7 +593,7 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
                            None if witness is None else witness.adversarial_label, timings,
                            stats, message)
 
-    box = _box(q, eps)
+    box = query_box(q, eps)
     if attack == "pgd" and norm == "linf":
         from milpverify.attacks import pgd
         found = pgd(net, q.x, label=q.label, domain=q.domain, target=q.target, eps_max=eps,
@@ -595,7 +605,7 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
             if check.verified and check.distance <= eps:
                 return done(Verdict.NOT_ROBUST, check)
     t0 = time.perf_counter()
-    qb = _query_bounds(net, q, box, bounds_method, max((time_limit_s - (t0 - start)) * 0.5, 1e-3))
+    qb = query_bounds(net, q, box, bounds_method, max((time_limit_s - (t0 - start)) * 0.5, 1e-3))
     timings["bounds_s"] = time.perf_counter() - t0
     stats["unstable_relus"] = qb.bounds.unstable
     if not qb.candidates:
@@ -630,7 +640,7 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
             break
         options = SolveOptions(time_limit_s=remaining, threads=threads,
                                stop_at_first_feasible=True,
-                               solver_params=_solver_params(backend, solver_params, None))
+                               solver_params=solver_parameters(backend, solver_params, None))
         t2 = time.perf_counter()
         result = get_backend(backend).solve(problem.model, options)
         timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
