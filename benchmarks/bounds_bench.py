@@ -40,6 +40,7 @@ import scipy  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _common import cpu_name  # noqa: E402
 import milpverify  # noqa: E402
 from milpverify.bounds import bounds_for_box  # noqa: E402
 from milpverify.ir.network import Network  # noqa: E402
@@ -100,14 +101,6 @@ def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
         writer.writerows(rows)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def summary_table(case: Case, net: Network, rows: list[dict[str, object]],

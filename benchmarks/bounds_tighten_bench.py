@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _common import cpu_name  # noqa: E402
 import milpverify  # noqa: E402
 from milpverify.ir.network import Network  # noqa: E402
 from milpverify.tighten import compute_bounds  # noqa: E402  (public as milpverify.bounds)
@@ -224,14 +225,6 @@ def downstream_table(rows: list[dict[str, object]]) -> list[str]:
     return [*lines, ""]
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_lines(argv: list[str], started: float) -> list[str]:

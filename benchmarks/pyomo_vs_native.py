@@ -28,10 +28,8 @@ import argparse
 import csv
 import logging
 import os
-import platform
 import statistics
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +38,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from _common import machine  # noqa: E402
 import milpverify  # noqa: E402
 from milpverify.encode.model import MilpModel  # noqa: E402
 from milpverify.export import QueryProblem, build_query  # noqa: E402
@@ -60,25 +59,10 @@ FIELDS = ["net", "index", "eps", "label", "round", "path", "n_vars", "n_integer"
           "solve_cpu_s", "status", "objective", "note"]
 OMLT_PATH = "omlt+appsi_highs"
 
+#: Versions recorded in the summary.
+PACKAGES = ("milpverify", "pyomo", "pyscipopt", "highspy", "omlt", "numpy", "scipy")
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = []
-    for p in ("milpverify", "pyomo", "pyscipopt", "highspy", "omlt", "numpy", "scipy"):
-        try:
-            versions.append(f"{p} {metadata.version(p)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{p} not installed")
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs (load average {load} at the "
-            f"end), Python {platform.python_version()}; {', '.join(versions)}")
+
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
@@ -358,7 +342,7 @@ def main() -> None:
                            f"{omlt_onnx_error(SHARED / rel) or 'loads'}"
                            for name, (rel, _) in NETS.items())
     text = (f"# Pyomo path vs native path (and OMLT), certify MILPs\n\n"
-            f"Machine: {machine()}\n\n"
+            f"Machine: {machine(PACKAGES)}\n\n"
             f"Command: `python benchmarks/pyomo_vs_native.py --rounds {args.rounds} "
             f"--time-limit-s {args.time_limit_s:g} --images {args.images}` "
             f"(wall {time.time() - start:.0f} s)\n\n"

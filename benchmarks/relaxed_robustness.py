@@ -24,10 +24,8 @@ import argparse
 import csv
 import logging
 import os
-import platform
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from _common import machine  # noqa: E402
 import milpverify  # noqa: E402
 from milpverify.properties import (Affinity, RelaxedTopK, build_property_problem,  # noqa: E402
                                    certify_properties, plan_pairs, property_bounds,
@@ -56,6 +55,9 @@ FIELDS = ["net", "image", "label", "pred", "eps", "property", "certifying_ks", "
           "implied_by", "witness_verified", "adversarial_label", "message", "attack_s",
           "bounds_s", "solve_s", "point_s", "unstable_relus", "property_binaries",
           "time_limit_s"]
+
+#: Versions recorded in the summary.
+PACKAGES = ("milpverify", "pyscipopt", "numpy", "scipy", "onnxruntime")
 
 
 def properties(net_name: str) -> list[Any]:
@@ -224,19 +226,6 @@ def encoding_study(n_images: int, radii: list[float], time_limit_s: float
 
 
 # ---------------------------------------------------------------------------- report
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = ", ".join(f"{p} {metadata.version(p)}" for p in
-                         ("milpverify", "pyscipopt", "numpy", "scipy", "onnxruntime"))
-    return (f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs, Python "
-            f"{platform.python_version()}; {versions}")
 
 
 def write_markdown(path: Path, table: list[dict[str, Any]], rows: list[dict[str, Any]],
@@ -245,7 +234,7 @@ def write_markdown(path: Path, table: list[dict[str, Any]], rows: list[dict[str,
     lines = [
         "# Relaxed top-K and affinity robustness (issue 9)",
         "",
-        f"Machine: {machine()}.",
+        f"Machine: {machine(PACKAGES)}.",
         f"Load average at start / end: {load[0]} / {load[1]} (the host is shared; other "
         "jobs ran concurrently, so times are pessimistic).",
         f"Command: `python benchmarks/relaxed_robustness.py --cifar-n {args.cifar_n} "

@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from _common import cpu_name  # noqa: E402
 import milpverify  # noqa: E402
 from milpverify.vnncomp import (FalsifierOptions, Instance, VnnlibOptions,  # noqa: E402
                                 read_instances, run_vnncomp)
@@ -239,23 +240,13 @@ def versions() -> str:
             f"{scipy.__version__}, onnxruntime {onnxruntime.__version__}")
 
 
-def machine() -> str:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.platform()}, CPU: {cpu} ({os.cpu_count()} logical cores)"
 
 
 def write_summary(notes: list[str]) -> Path:
     out = RESULTS / "vnncomp.md"
     lines = ["# VNN-COMP benchmark: mnist_fc (2022) and eran ReLU (2021)", "",
              f"- updated: {datetime.datetime.now().isoformat(timespec='seconds')}",
-             f"- machine: {machine()}; load average now "
+             f"- machine: {platform.platform()}, CPU: {cpu_name()} ({os.cpu_count()} logical cores); load average now "
              f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}",
              f"- {versions()}",
              "- single process, 1 solver thread, official per-instance timeouts "

@@ -18,9 +18,7 @@ import csv
 import logging
 import math
 import os
-import platform
 import time
-from importlib import metadata
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -28,6 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from _common import machine  # noqa: E402
 import milpverify  # noqa: E402
 from milpverify.verify import rho  # noqa: E402
 
@@ -37,19 +36,6 @@ FIELDS = ["index", "label", "pred", "status", "lower", "upper", "witness_verifie
           "unstable_relus", "binaries", "nodes", "candidate_labels"]
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = ", ".join(f"{p} {metadata.version(p)}" for p in
-                         ("milpverify", "pyscipopt", "highspy", "numpy", "scipy"))
-    return (f"{platform.node()}: {cpu}, {os.cpu_count()} CPUs, Python "
-            f"{platform.python_version()}; {versions}")
 
 
 def run(out: Path, images: int, eps_cap: float | None, time_limit_s: float) -> list[dict]:

@@ -1,0 +1,133 @@
+"""Exact rho: one MILP with a label disjunction (what `rho` does) vs one MILP per target label.
+
+Per-target mode runs `rho(target=j)` for every label j the symbolic bounds leave open, most
+likely label first, each capped at the best distance found so far (a shrinking cap), and
+combines them: rho = min_j rho_j, so `upper = min upper_j` and `lower = min lower_j` (a
+target proven beyond its cap is beyond the best distance, which bounds rho from above).
+Both modes get the same total time limit per image; the per-target loop gives each target
+what the previous ones left.
+
+    python benchmarks/per_target.py [--time-limit-s 60]
+
+Cases: the embedded default MLP on its 10 images (uncapped) and WK17a on MNIST test images
+8 and 92 (cap 0.1, the two with an adversarial example inside the cap among images 0-99).
+Writes benchmarks/results/per_target.csv and per_target.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+import milpverify  # noqa: E402
+from _common import machine  # noqa: E402
+from milpverify.datasets import load_default  # noqa: E402
+from milpverify.verify import (DEFAULT_TOLERANCE, query_bounds, query_box, rho,  # noqa: E402
+                               validate_query)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).parent / "results"
+FIELDS = ["net", "index", "mode", "status", "lower", "upper", "seconds", "targets_run"]
+
+
+def per_target(net, x, eps_cap: float | None, time_limit_s: float) -> tuple[str, float, float, int]:
+    """min over target labels of rho(target=j), with a shrinking cap; (status, lower, upper, runs)."""
+    start = time.perf_counter()
+    q = validate_query(net, x, norm="linf", domain=(0.0, 1.0), margin=0.0, target=None,
+                       label=None)
+    cap = eps_cap if eps_cap is not None else 1.0
+    open_labels = query_bounds(net, q, query_box(q, cap), "symbolic").candidates
+    logits = net.forward(q.x)[0]
+    order = sorted(open_labels, key=lambda j: -logits[j])
+    lower, upper, runs = cap, math.inf, 0
+    for j in order:
+        remaining = time_limit_s - (time.perf_counter() - start)
+        if remaining <= 0:
+            lower = 0.0  # an unrun target bounds nothing
+            break
+        r = rho(net, q.x, target=j, eps_cap=min(cap, upper), time_limit_s=remaining)
+        runs += 1
+        lower = min(lower, r.lower)
+        upper = min(upper, r.upper)
+    if upper - lower <= DEFAULT_TOLERANCE:
+        status = "optimal"
+    elif math.isinf(upper) and lower >= cap:
+        status = "robust_at_cap"
+    else:
+        status = "time_limit"
+    return status, lower, upper, runs
+
+
+def cases():
+    net, images, _ = load_default()
+    for i, x in enumerate(images):
+        yield "default", net, i, x, None
+    wk = milpverify.load_onnx(SHARED / "nets/mnist/wk17a_linf0.1.onnx")
+    mnist = np.load(SHARED / "mnist/mnist_test.npz")["images"]
+    for i in (8, 92):
+        yield "wk17a", wk, i, mnist[i] / 255.0, 0.1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--time-limit-s", type=float, default=60.0)
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, net, i, x, cap in cases():
+        t0 = time.perf_counter()
+        r = rho(net, x, eps_cap=cap, time_limit_s=args.time_limit_s)
+        rows.append({"net": name, "index": i, "mode": "disjunction", "status": str(r.status),
+                     "lower": r.lower, "upper": r.upper, "seconds": time.perf_counter() - t0,
+                     "targets_run": 1})
+        t0 = time.perf_counter()
+        status, lower, upper, runs = per_target(net, x, cap, args.time_limit_s)
+        rows.append({"net": name, "index": i, "mode": "per_target", "status": status,
+                     "lower": lower, "upper": upper, "seconds": time.perf_counter() - t0,
+                     "targets_run": runs})
+        print(*(f"{r['net']} {r['index']} {r['mode']}: {r['status']} [{r['lower']:.6f}, "
+                f"{r['upper']:.6f}] {r['seconds']:.1f}s" for r in rows[-2:]), sep="\n",
+              flush=True)
+    with (RESULTS / "per_target.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["# Exact rho: label disjunction vs one MILP per target", "",
+             f"Command: `python benchmarks/per_target.py --time-limit-s {args.time_limit_s:g}`",
+             "", f"Machine: {machine()}; load average at the end "
+             f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}", "",
+             "| net | image | disjunction | s | per target | s | targets run | same rho |",
+             "|---|---|---|---|---|---|---|---|"]
+    ratios = []
+    for d, p in zip(rows[::2], rows[1::2]):
+        same = abs(d["upper"] - p["upper"]) <= 2 * DEFAULT_TOLERANCE or \
+            (math.isinf(d["upper"]) and math.isinf(p["upper"]))
+        if d["status"] == p["status"] == "optimal" or d["status"] == p["status"] == "robust_at_cap":
+            ratios.append(p["seconds"] / d["seconds"])
+        lines.append(f"| {d['net']} | {d['index']} | {d['status']} [{d['lower']:.6f}, "
+                     f"{d['upper']:.6f}] | {d['seconds']:.1f} | {p['status']} [{p['lower']:.6f},"
+                     f" {p['upper']:.6f}] | {p['seconds']:.1f} | {p['targets_run']} | "
+                     f"{'yes' if same else 'no'} |")
+    total_d = sum(r["seconds"] for r in rows[::2])
+    total_p = sum(r["seconds"] for r in rows[1::2])
+    lines += ["", f"Total: disjunction {total_d:.1f} s, per target {total_p:.1f} s "
+              f"(ratio {total_p / total_d:.2f}); median per-image time ratio per-target / "
+              f"disjunction where both resolved: "
+              f"{np.median(ratios) if ratios else float('nan'):.2f} ({len(ratios)} images).", ""]
+    (RESULTS / "per_target.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
