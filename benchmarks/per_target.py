@@ -113,8 +113,7 @@ def main() -> None:
     lines = ["# Exact rho: label disjunction vs one MILP per target", "",
              f"Command: `python benchmarks/per_target.py --time-limit-s {args.time_limit_s:g} "
              f"--images {args.images}`",
-             "", f"Machine: {machine()}; load average at the end "
-             f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}", "",
+             "", f"Machine (at the end of the run): {machine()}", "",
              "| net | image | disjunction | s | per target | s | targets run | same rho |",
              "|---|---|---|---|---|---|---|---|"]
     ratios = []
