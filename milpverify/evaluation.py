@@ -680,6 +680,9 @@ def _prepare(command: str, model: str | os.PathLike[str], *, data: str | os.Path
         raise InvalidInputError(f"`data` is required for model {model_arg!r} (an .npz file with "
                                 "'images' and 'labels'); only 'default' has embedded images.")
     prop = _property_spec(prop, chosen)
+    if "exact" in chosen:
+        from milpverify.solve import get_backend
+        get_backend(backend)  # an unknown or missing solver is reported now, not per image
     data_path = None
     if data is not None:
         file = Path(os.fspath(data))

@@ -68,6 +68,8 @@ def test_evaluate_cli(tmp_path, capsys):
     (["rho", "default", "--indices", "5:2"], "selects no images"),
     (["rho", "default", "--eps-cap", "-1"], "`eps_cap` must be a finite number > 0"),
     (["rho", "default", "--indices", "0", "--workers", "0"], "`workers` must be an integer"),
+    (["rho", "default", "--indices", "0", "--backend", "gurobi"],
+     "unknown backend 'gurobi'; valid names: 'scip', 'highs', 'pyomo:<solver>'"),
     (["rho", "default", "--indices", "0", "--property", "topk:11"],
      "`K` must be an integer in [1, 10] (the network has 10 classes); got 11."),
     (["rho", "default", "--indices", "0", "--property", "topk:two"], "needs an integer K"),
