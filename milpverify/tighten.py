@@ -373,24 +373,6 @@ class _Cone:
         return _Cone(model, enc.terms[node].var, xv)
 
 
-def _row_duals(session: Session, result: SolveResult) -> FloatArray | None:
-    """Row duals of the LP just solved, or None if the backend does not give them.
-
-    Reads `result.row_duals` once `SolveResult` carries it; until then the HiGHS session's
-    solver object (`HighsSession._h`).
-    """
-    duals = getattr(result, "row_duals", None)
-    if duals is not None:
-        return np.asarray(duals, dtype=np.float64)
-    solver: Any = getattr(session, "_h", None)
-    if solver is None:
-        return None
-    solution = solver.getSolution()
-    if not solution.dual_valid:
-        return None
-    return np.asarray(solution.row_dual, dtype=np.float64)
-
-
 def _widen(bound: float, sense: float, slack: float) -> float:
     """A solver bound `b` of `min sense * y`, as a bound of `y` moved out by `slack (1 + |b|)`."""
     return sense * bound - sense * slack * (1.0 + abs(bound))
@@ -476,7 +458,7 @@ def _lp_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArra
             solved[0] += 1
             res = session.minimize(np.array([var]), np.array([sense]),
                                    _options(state, state.per_neuron_s, solver_params=params))
-            duals = _row_duals(session, res)
+            duals = res.row_duals
             point = None if res.x is None else res.x[cone.inputs]
             if duals is not None:
                 cost = np.zeros(cone.model.n_vars)

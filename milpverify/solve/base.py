@@ -155,6 +155,9 @@ class SolveResult:
         Name of the backend that produced it.
     message : str
         The solver's raw status and any notes, for humans.
+    row_duals : ndarray of float64, shape (n_rows,), or None
+        Dual values of the rows for an LP whose solver reports valid duals (HiGHS), else
+        None. Any vector is usable for a rigorous bound (`milpverify.tighten`).
     """
 
     status: SolveStatus
@@ -165,6 +168,7 @@ class SolveResult:
     solve_time_s: float
     backend: str
     message: str
+    row_duals: NDArray[np.float64] | None = None
 
     @property
     def has_solution(self) -> bool:
@@ -220,7 +224,8 @@ class Backend(Protocol):
 # ---------------------------------------------------------------------- helpers for backends
 def finish_result(status: SolveStatus, objective: float | None, dual_bound: float,
                   x: NDArray[np.float64] | None, options: SolveOptions, *,
-                  nodes: int, solve_time_s: float, backend: str, message: str) -> SolveResult:
+                  nodes: int, solve_time_s: float, backend: str, message: str,
+                  row_duals: NDArray[np.float64] | None = None) -> SolveResult:
     """Build a `SolveResult`, applying the cutoff rules of the module docstring uniformly.
 
     Backends call it with the solver's raw outcome mapped to a status, where INFEASIBLE
@@ -268,7 +273,8 @@ def finish_result(status: SolveStatus, objective: float | None, dual_bound: floa
         message = f"{message}; {'; '.join(notes)}"
     return SolveResult(status=status, objective=None if objective is None else float(objective),
                        dual_bound=float(dual_bound), x=x, nodes=int(nodes),
-                       solve_time_s=float(solve_time_s), backend=backend, message=message)
+                       solve_time_s=float(solve_time_s), backend=backend, message=message,
+                       row_duals=row_duals)
 
 
 def warn_unknown_param(backend: str, name: str, reason: str = "") -> None:

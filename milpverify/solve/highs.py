@@ -135,11 +135,14 @@ def _run(h: Any, n: int, is_mip: bool, options: SolveOptions, t0: float) -> Solv
         status = (SolveStatus.INFEASIBLE if options.objective_cutoff is not None
                   else SolveStatus.OTHER_LIMIT)
     info = h.getInfo()
-    x = objective = None
+    x = objective = row_duals = None
     feasible = info.primal_solution_status == hp.kSolutionStatusFeasible
     if status is not SolveStatus.INFEASIBLE and feasible:
-        x = np.array(h.getSolution().col_value, dtype=np.float64)
+        solution = h.getSolution()
+        x = np.array(solution.col_value, dtype=np.float64)
         objective = float(info.objective_function_value)
+        if not is_mip and solution.dual_valid:
+            row_duals = np.array(solution.row_dual, dtype=np.float64)
     if is_mip:
         dual = float(info.mip_dual_bound)
         nodes = int(max(info.mip_node_count, 0))
@@ -155,7 +158,8 @@ def _run(h: Any, n: int, is_mip: bool, options: SolveOptions, t0: float) -> Solv
     if math.isnan(dual):
         dual = -math.inf
     return finish_result(status, objective, dual, x, options, nodes=nodes,
-                         solve_time_s=time.perf_counter() - t0, backend="highs", message=message)
+                         solve_time_s=time.perf_counter() - t0, backend="highs", message=message,
+                         row_duals=row_duals)
 
 
 def _disambiguate(h: Any, n: int) -> tuple[SolveStatus, str]:

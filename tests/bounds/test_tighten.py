@@ -21,7 +21,7 @@ from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveResult, SolveStatus
-from milpverify.tighten import MIP_BOUND_SLACK, _row_duals, compute_bounds, safe_dual_bound
+from milpverify.tighten import MIP_BOUND_SLACK, compute_bounds, safe_dual_bound
 
 SOLVER_METHODS = ("lp", "mip", "progressive")
 
@@ -196,7 +196,7 @@ def highs_lp(a: sp.csr_array, rl: np.ndarray, ru: np.ndarray, lo: np.ndarray, up
     model.add_rows(coo.row, v[coo.col], coo.data, a.shape[0], rl, ru)
     with get_backend("highs").session(model) as session:
         res = session.minimize(v, c, SolveOptions())
-        duals = _row_duals(session, res)
+        duals = res.row_duals
     assert res.objective is not None and duals is not None
     return res.objective, duals
 
