@@ -62,7 +62,7 @@ from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray, IntArray
 from milpverify.solve import get_backend
-from milpverify.solve.base import Session, SolveOptions, SolveResult, SolveStatus
+from milpverify.solve.base import SolveOptions, SolveStatus
 
 METHODS = ("interval", "symbolic", "lp", "mip", "progressive")
 LEVELS = ("lp", "mip")
