@@ -255,6 +255,24 @@ class HighsSession:
         if j.size:
             self._h.changeColsBounds(j.size, j.astype(np.int32), lo, up)
 
+    def add_rows(self, cols: ArrayLike, coeffs: ArrayLike, lower: ArrayLike,
+                 upper: ArrayLike) -> None:
+        """Append rows ``lower <= coeffs @ x[cols] <= upper`` (`coeffs` dense, one row per
+        constraint) for the following solves. HiGHS keeps its basis, so the next LP
+        warm-starts (the lazy LP restriction adds rows round by round)."""
+        self._check_open()
+        a = np.atleast_2d(np.asarray(coeffs, dtype=np.float64))
+        k = a.shape[0]
+        if k == 0:
+            return
+        col_idx = np.asarray(cols, dtype=np.int64)
+        rows, pos = np.nonzero(a)
+        starts = np.searchsorted(rows, np.arange(k)).astype(np.int32)
+        lo = np.broadcast_to(np.asarray(lower, dtype=np.float64), (k,)).copy()
+        up = np.broadcast_to(np.asarray(upper, dtype=np.float64), (k,)).copy()
+        self._h.addRows(k, lo, up, rows.size, starts, col_idx[pos].astype(np.int32),
+                        a[rows, pos])
+
     def close(self) -> None:
         """Free HiGHS's memory."""
         if self._h is not None:

@@ -236,6 +236,32 @@ def test_session_equals_fresh_solves(backend: Backend, relax: bool) -> None:
         assert free.status is SolveStatus.OPTIMAL and free.objective == pytest.approx(-1.0)
 
 
+def test_highs_session_add_rows_equals_a_model_built_with_them() -> None:
+    """Rows appended to a live LP session give the optimum of the model built with them."""
+    rng = np.random.default_rng(3)
+    n = 6
+    base = MilpModel()
+    xv = base.add_vars(n, -1.0, 1.0)
+    cost = rng.normal(size=n)
+    rows = rng.normal(size=(4, n))
+    rows[1, 2] = 0.0  # a zero coefficient must not become a stored nonzero problem
+    full = MilpModel()
+    fv = full.add_vars(n, -1.0, 1.0)
+    full.add_matrix_rows(rows, fv, -0.5, np.inf)
+    full.set_objective(fv, cost)
+    expected = get_backend("highs").solve(full)
+    with get_backend("highs").session(base) as s:
+        first = s.minimize(xv, cost)
+        s.add_rows(xv, rows[:2], -0.5, np.inf)
+        s.add_rows(xv, rows[2:], -0.5, np.inf)
+        s.add_rows(xv, np.zeros((0, n)), -0.5, np.inf)  # nothing to add
+        got = s.minimize(xv, cost)
+    assert first.objective <= got.objective + 1e-9
+    assert got.status == expected.status == SolveStatus.OPTIMAL
+    assert got.objective == pytest.approx(expected.objective, abs=1e-9)
+    assert got.row_duals is not None and got.row_duals.shape == (4,)
+
+
 def test_session_bad_arguments() -> None:
     with get_backend("highs").session(knapsack()) as s:
         with pytest.raises(InvalidInputError, match="out of range"):
