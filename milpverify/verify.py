@@ -542,6 +542,10 @@ def _rho_per_target(net: Network, q: Query, candidates: list[int], eps_cap: floa
         if r.status == RhoStatus.ERROR:
             errors = True
             messages.append(f"label {j}: {r.message}")
+        if r.lower < lower and r.stats.get("lower_from"):
+            stats["lower_from"] = r.stats["lower_from"]  # the binding target's bound
+        elif r.lower < lower:
+            stats.pop("lower_from", None)
         lower = min(lower, r.lower)
         if r.witness_verified and r.witness is not None and (best is None or r.upper < best[0]):
             best = (r.upper, r.witness, r.adversarial_label)
@@ -549,6 +553,7 @@ def _rho_per_target(net: Network, q: Query, candidates: list[int], eps_cap: floa
     upper = best[0] if best is not None else math.inf
     if unsearched:
         lower = 0.0  # an unsearched label bounds nothing by itself
+        stats.pop("lower_from", None)
     if upper - lower > tolerance and not (best is None and lower >= cap):
         # What symbolic bounds prove for all labels at once (e.g. for a label whose
         # search got no time) is a proof for rho itself.
