@@ -191,7 +191,7 @@ def test_certify_agrees_with_rho(seed: int) -> None:
 
 
 @pytest.mark.parametrize("bad, match", [
-    ({"strategy": "both"}, "`strategy` must be one of per_target, disjunction"),
+    ({"strategy": "both"}, "`strategy` must be one of disjunction, per_target"),
     ({"eps_cap": -0.1}, r"`eps_cap` must be a finite number > 0; got -0.1"),
     ({"eps_cap": float("nan")}, r"`eps_cap` must be a finite number > 0"),
     ({"norm": "l7"}, r"`norm` must be 'linf' or 'l1'; got 'l7'"),
