@@ -127,8 +127,7 @@ def _heuristic_upper(net: Network, q: Query, method: str | None, candidates: lis
     result = run_upper_bound(net, q, method, candidates)
     if result is None or not result.witness_verified or result.witness is None:
         return None, {}
-    check = check_witness(net, q.x, result.witness, label=q.label, domain=q.domain, norm=q.norm,
-                          required_margin=q.margin, target=q.target)
+    check = _check_point(net, q, result.witness)
     return (check if check.verified else None), {"heuristic": method}
 
 
@@ -361,9 +360,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     best, info = _heuristic_upper(net, q, upper_bound, qb.candidates)
     stats.update(info)
     if initial_witness is not None:
-        given = check_witness(net, q.x, np.asarray(initial_witness, dtype=np.float64).reshape(-1),
-                              label=q.label, domain=q.domain, norm=q.norm,
-                              required_margin=q.margin, target=q.target)
+        given = _check_point(net, q, initial_witness)
         stats["initial_witness_verified"] = given.verified
         if given.verified and (best is None or given.distance < best.distance):
             best = given
@@ -494,6 +491,13 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     return finish(lower, RhoStatus.TIME_LIMIT, best, status_note)
 
 
+def _check_point(net: Network, q: Query, point: npt.ArrayLike) -> WitnessCheck:
+    """`check_witness` of a candidate point against the query (label, domain, norm, margin)."""
+    return check_witness(net, q.x, np.asarray(point, dtype=np.float64).reshape(-1),
+                         label=q.label, domain=q.domain, norm=q.norm,
+                         required_margin=q.margin, target=q.target)
+
+
 def _rho_per_target(net: Network, q: Query, candidates: list[int], eps_cap: float | None,
                     start: float, time_limit_s: float, tolerance: float,
                     options: dict[str, Any], initial_witness: npt.ArrayLike | None
@@ -513,9 +517,7 @@ def _rho_per_target(net: Network, q: Query, candidates: list[int], eps_cap: floa
     stats: dict[str, Any] = {"strategy": "per_target", "targets": [], "nodes": 0,
                              "binaries": 0}
     if initial_witness is not None:
-        given = check_witness(net, q.x, np.asarray(initial_witness, dtype=np.float64).reshape(-1),
-                              label=q.label, domain=q.domain, norm=q.norm,
-                              required_margin=q.margin)
+        given = _check_point(net, q, initial_witness)
         stats["initial_witness_verified"] = given.verified
         if given.verified:
             best = (given.distance, given.witness, given.adversarial_label)
@@ -615,8 +617,7 @@ def _refine(net: Network, q: Query, found: WitnessCheck) -> WitnessCheck:
                            region_point=found.witness)
     if local.witness is None or local.upper >= found.distance:
         return found
-    check = check_witness(net, q.x, local.witness, label=q.label, domain=q.domain, norm=q.norm,
-                          required_margin=q.margin, target=q.target)
+    check = _check_point(net, q, local.witness)
     return check if check.verified and check.distance < found.distance else found
 
 
@@ -650,8 +651,7 @@ def _region_repair(net: Network, q: Query, point: FloatArray,
                            label=q.label, norm=q.norm, region_point=point, region=region)
     if local.witness is None:
         return None
-    check = check_witness(net, q.x, local.witness, label=q.label, domain=q.domain, norm=q.norm,
-                          required_margin=q.margin, target=q.target)
+    check = _check_point(net, q, local.witness)
     return check if check.verified else None
 
 
@@ -710,8 +710,7 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
                     steps=30, restarts=1, bisection_steps=0)
         timings["attack_s"] = time.perf_counter() - start
         if found.witness_verified and found.witness is not None and found.upper <= eps:
-            check = check_witness(net, q.x, found.witness, label=q.label, domain=q.domain,
-                                  norm=norm, required_margin=q.margin, target=q.target)
+            check = _check_point(net, q, found.witness)
             if check.verified and check.distance <= eps:
                 return done(Verdict.NOT_ROBUST, check)
     t0 = time.perf_counter()
