@@ -1,11 +1,8 @@
 """Exact rho: one MILP with a label disjunction (what `rho` does) vs one MILP per target label.
 
-Per-target mode runs `rho(target=j)` for every label j the symbolic bounds leave open, most
-likely label first, each capped at the best distance found so far (a shrinking cap), and
-combines them: rho = min_j rho_j, so `upper = min upper_j` and `lower = min lower_j` (a
-target proven beyond its cap is beyond the best distance, which bounds rho from above).
-Both modes get the same total time limit per image; the per-target loop gives each target
-what the previous ones left.
+Per-target mode is `rho(strategy="per_target")`: `rho(target=j)` for every label j the
+symbolic bounds leave open, most likely label first, each capped at the best distance found
+so far, combined as rho = min_j rho_j. Both modes get the same total time limit per image.
 
     python benchmarks/per_target.py [--time-limit-s 60] [--images 40]
 
@@ -33,40 +30,11 @@ import numpy as np  # noqa: E402
 import milpverify  # noqa: E402
 from _common import machine  # noqa: E402
 from milpverify.datasets import load_default  # noqa: E402
-from milpverify.verify import (DEFAULT_TOLERANCE, query_bounds, query_box, rho,  # noqa: E402
-                               validate_query)
+from milpverify.verify import DEFAULT_TOLERANCE, rho  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).parent / "results"
 FIELDS = ["net", "index", "mode", "status", "lower", "upper", "seconds", "targets_run"]
-
-
-def per_target(net, x, eps_cap: float | None, time_limit_s: float) -> tuple[str, float, float, int]:
-    """min over target labels of rho(target=j), with a shrinking cap; (status, lower, upper, runs)."""
-    start = time.perf_counter()
-    q = validate_query(net, x, norm="linf", domain=(0.0, 1.0), margin=0.0, target=None,
-                       label=None)
-    cap = eps_cap if eps_cap is not None else 1.0
-    open_labels = query_bounds(net, q, query_box(q, cap), "symbolic").candidates
-    logits = net.forward(q.x)[0]
-    order = sorted(open_labels, key=lambda j: -logits[j])
-    lower, upper, runs = cap, math.inf, 0
-    for j in order:
-        remaining = time_limit_s - (time.perf_counter() - start)
-        if remaining <= 0:
-            lower = 0.0  # an unrun target bounds nothing
-            break
-        r = rho(net, q.x, target=j, eps_cap=min(cap, upper), time_limit_s=remaining)
-        runs += 1
-        lower = min(lower, r.lower)
-        upper = min(upper, r.upper)
-    if upper - lower <= DEFAULT_TOLERANCE:
-        status = "optimal"
-    elif math.isinf(upper) and lower >= cap:
-        status = "robust_at_cap"
-    else:
-        status = "time_limit"
-    return status, lower, upper, runs
 
 
 def cases(images: int):
@@ -99,10 +67,10 @@ def main() -> None:
                      "lower": r.lower, "upper": r.upper, "seconds": time.perf_counter() - t0,
                      "targets_run": 1})
         t0 = time.perf_counter()
-        status, lower, upper, runs = per_target(net, x, cap, args.time_limit_s)
-        rows.append({"net": name, "index": i, "mode": "per_target", "status": status,
-                     "lower": lower, "upper": upper, "seconds": time.perf_counter() - t0,
-                     "targets_run": runs})
+        r = rho(net, x, eps_cap=cap, time_limit_s=args.time_limit_s, strategy="per_target")
+        rows.append({"net": name, "index": i, "mode": "per_target", "status": str(r.status),
+                     "lower": r.lower, "upper": r.upper, "seconds": time.perf_counter() - t0,
+                     "targets_run": len(r.stats.get("targets", [])) or 1})
         print(*(f"{r['net']} {r['index']} {r['mode']}: {r['status']} [{r['lower']:.6f}, "
                 f"{r['upper']:.6f}] {r['seconds']:.1f}s" for r in rows[-2:]), sep="\n",
               flush=True)

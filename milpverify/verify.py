@@ -280,7 +280,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         one MILP with a binary per label. "per_target": one `rho(target=j)` per open
         label, most likely first, each capped at the best distance found so far; rho is
         the minimum. Measured: per target was faster on 28 of 42 easy images
-        (`benchmarks/per_target.py`, 0.86x total), but on mnist_fc 256x2 image 6 (rho in
+        (`benchmarks/per_target.py`, 0.89x total), but on mnist_fc 256x2 image 6 (rho in
         (0.03, 0.05], cap 0.05) it spent 300 s proving the first label beyond the cap and
         found no witness, where the disjunction finds one, so it is not the default.
 
