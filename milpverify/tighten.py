@@ -52,7 +52,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from milpverify.bounds import interval_bounds, symbolic_bounds
+from milpverify.bounds import alpha_bounds, interval_bounds, symbolic_bounds
 from milpverify.bounds.base import Bounds, relu_case_counts
 from milpverify.bounds.interval import UNDERFLOW_SLACK, check_box, gamma, round_down
 from milpverify.encode.milp import Term, encode_network
@@ -64,7 +64,7 @@ from milpverify.ir.ops import FloatArray, IntArray
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveStatus
 
-METHODS = ("interval", "symbolic", "lp", "mip", "progressive")
+METHODS = ("interval", "symbolic", "alpha", "lp", "mip", "progressive")
 LEVELS = ("lp", "mip")
 #: Outward widening `slack * (1 + |bound|)` of a MILP solver's dual bound (module docstring).
 MIP_BOUND_SLACK = 1e-6
@@ -575,8 +575,9 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
     net : Network
     lower, upper : array_like
         The input box (input shape or flat).
-    method : {"interval", "symbolic", "lp", "mip", "progressive"}
-        Tightness and cost increase in this order. "lp": symbolic, then LP tightening of
+    method : {"interval", "symbolic", "alpha", "lp", "mip", "progressive"}
+        Tightness and cost increase in this order ("alpha": CROWN with optimised slopes,
+        `milpverify.bounds.alpha`; not comparable with "lp", often as tight, much faster). "lp": symbolic, then LP tightening of
         every unstable neuron. "mip": the "lp" result, then a second pass with a MILP for
         every neuron still unstable (bounds to optimality). "progressive" (default): symbolic, then the solver `levels`
         on neurons still unstable; the MILP only decides the sign of neurons not proven
@@ -634,9 +635,11 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
     lo, hi = check_box(net, lower, upper)
     if method == "interval":
         first = _intersect(net, interval_bounds(net, lo, hi), base)
+    elif method == "alpha":
+        first = alpha_bounds(net, lo, hi, base=base, time_limit_s=time_limit_s)
     else:
         first = symbolic_bounds(net, lo, hi, base=base)
-    if method in ("interval", "symbolic"):
+    if method in ("interval", "symbolic", "alpha"):
         return Bounds(first.pre, first.relu_cases, method, time.perf_counter() - start,
                       dict(first.details))
     chosen = {"lp": ("lp",), "mip": ("lp", "mip"), "progressive": tuple(levels)}[method]

@@ -1,6 +1,7 @@
 """VNN-COMP: decide VNN-LIB specifications exactly (`verify_vnnlib`) and run benchmark folders.
 
-Owns the VNN-LIB decision pipeline (spec layer -> bounds -> falsifier -> bound tightening ->
+Owns the VNN-LIB decision pipeline (spec layer -> symbolic, then optimised-slope bounds ->
+falsifier -> bound tightening ->
 feasibility MILP -> counterexample re-check), the shared-rho shortcut for L-inf robustness
 specs, and the resumable instance runner behind ``milpverify vnncomp``.
 """
@@ -19,6 +20,7 @@ from typing import Any, Union
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.bounds import alpha_bounds
 from milpverify.encode.milp import Term, encode_network
 from milpverify.encode.model import MilpModel
 from milpverify.encode.objective import Disjunct, add_unsafe_set, build_unsafe_problem
@@ -151,6 +153,11 @@ class VnnlibOptions:
         Run `falsify` on the disjuncts left after symbolic bounds.
     attack_fraction : float
         Falsifier budget as a fraction of the timeout (capped by ``falsifier.time_limit_s``).
+    alpha : bool
+        After symbolic bounds, optimised-slope bounds (`milpverify.bounds.alpha`) on the
+        properties the symbolic bounds leave open; every later stage starts from them.
+    alpha_fraction : float
+        Their budget as a fraction of the property's time left.
     first_milp_fraction : float
         Before any tightening, run the MILP on the symbolic bounds for this fraction of the
         time left (0 disables this first try). Measured: many instances fall at the root
@@ -177,6 +184,8 @@ class VnnlibOptions:
 
     attack: bool = True
     attack_fraction: float = 0.1
+    alpha: bool = True
+    alpha_fraction: float = 0.15
     first_milp_fraction: float = 0.3
     tighten: bool = True
     tighten_min_unstable: int = 0
@@ -596,6 +605,16 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
     alive = _possible(bounds.flat(SPEC_NODE)[0], groups, list(range(len(groups))))
     if not alive:
         return _PropertyOutcome("unsat", decided_by="bounds")
+    if opts.alpha and bounds.unstable:
+        t0 = time.perf_counter()
+        bounds = alpha_bounds(aug, prop.input_lower, prop.input_upper, base=bounds,
+                              time_limit_s=max(opts.alpha_fraction * (deadline - t0), 1e-3),
+                              threads=opts.threads)
+        timings["alpha_s"] = timings.get("alpha_s", 0.0) + time.perf_counter() - t0
+        stats["unstable_alpha"] = stats.get("unstable_alpha", 0) + bounds.unstable
+        alive = _possible(bounds.flat(SPEC_NODE)[0], groups, alive)
+        if not alive:
+            return _PropertyOutcome("unsat", decided_by="bounds")
     s_upper = bounds.flat(SPEC_NODE)[1]
     for d in alive:  # every row of d holds on the whole box: any point is a counterexample
         if np.all(s_upper[groups[d]] <= -WITNESS_MARGIN):
@@ -624,7 +643,8 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
     if opts.tighten and bounds.unstable >= opts.tighten_min_unstable and remaining > 0:
         t0 = time.perf_counter()
         bounds = compute_bounds(aug, prop.input_lower, prop.input_upper, method="progressive",
-                                time_limit_s=max(remaining * opts.tighten_fraction, 1e-3))
+                                time_limit_s=max(remaining * opts.tighten_fraction, 1e-3),
+                                base=bounds)
         timings["tighten_s"] = timings.get("tighten_s", 0.0) + time.perf_counter() - t0
         stats["unstable_tightened"] = stats.get("unstable_tightened", 0) + bounds.unstable
         alive = _possible(bounds.flat(SPEC_NODE)[0], groups, alive)

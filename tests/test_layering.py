@@ -27,7 +27,8 @@ INTERNAL_RULES: dict[str, tuple[str, ...]] = {
 # third-party top-level package -> the only milpverify modules that may import it.
 THIRD_PARTY_RULES: dict[str, tuple[str, ...]] = {
     "onnx": ("milpverify.frontends.onnx", "milpverify.torchnet"),
-    "torch": ("milpverify.frontends.torch", "milpverify.torchnet", "milpverify.attacks",
+    "torch": ("milpverify.frontends.torch", "milpverify.bounds.alpha", "milpverify.torchnet",
+              "milpverify.attacks",
               "milpverify.finetune"),
     "pyscipopt": ("milpverify.solve.scip",),
     "pyomo": ("milpverify.solve.pyomo",),

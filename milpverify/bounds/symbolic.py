@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Union
 
 import numpy as np
@@ -210,18 +210,25 @@ def magnitude(interval: Interval) -> FloatArray:
 
 # ---------------------------------------------------------------------------- backward rules
 @dataclass(frozen=True)
-class _Context:
-    """Shared state of one symbolic pass: bounds so far and relaxations of nonlinear nodes."""
+class SymbolicContext:
+    """Shared state of one symbolic pass: bounds so far and relaxations of nonlinear nodes.
+
+    `row_slopes` (set per target by `backsubstitute`) maps a ReLU node to a dense
+    (rows, size) array of lower-line slopes in [0, 1], one line `y >= a_ik x` per
+    coefficient row `i` (optimised slopes, `milpverify.bounds.alpha`); ReLUs not in it
+    use their shared relaxation.
+    """
 
     state: dict[str, Interval]
     relaxations: dict[str, LinearRelaxation]
+    row_slopes: dict[str, FloatArray] = field(default_factory=dict)
 
 
 Step = tuple[list[tuple[str, Coef]], FloatArray, FloatArray]
 """(coefficients per input node, constant increment, error magnitude) of one backward step."""
 
 
-def back_linear(name: str, op: ops.LinearOp, coef: Coef, ctx: _Context) -> Step:
+def back_linear(name: str, op: ops.LinearOp, coef: Coef, ctx: SymbolicContext) -> Step:
     """`y = M x + b`: `Lambda_x = Lambda_v M`, `d += Lambda_v b`.
 
     Error magnitude `|Lambda_v| (|M| mag_x + |b|)`.
@@ -232,7 +239,7 @@ def back_linear(name: str, op: ops.LinearOp, coef: Coef, ctx: _Context) -> Step:
     return [(op.inputs[0], _times(coef, matrix))], matvec(coef, bias), err
 
 
-def back_relaxed(name: str, op: ops.Op, coef: Coef, ctx: _Context) -> Step:
+def back_relaxed(name: str, op: ops.Op, coef: Coef, ctx: SymbolicContext) -> Step:
     """ReLU/MaxPool: `Lambda_x = Lambda+ P_lo + Lambda- P_hi`, `d += Lambda+ c_lo + Lambda- c_hi`.
 
     Error magnitude `|Lambda_v| (|P_lo| mag_x + |P_hi| mag_x + |c_lo| + |c_hi|)`.
@@ -240,20 +247,27 @@ def back_relaxed(name: str, op: ops.Op, coef: Coef, ctx: _Context) -> Step:
     relax = ctx.relaxations[name]
     pos, neg = _split_sign(coef)
     mag_x = magnitude(ctx.state[op.inputs[0]])
-    new = _plus(_times(pos, relax.lo), _times(neg, relax.hi))
+    rows_lo = ctx.row_slopes.get(name)
+    if rows_lo is None:
+        lower_part, lo_weight = _times(pos, relax.lo), _abs_times(relax.lo, mag_x)
+    else:  # per-row slopes: |a_ik| <= max_i |a_ik| bounds every row's error term
+        dense_pos = pos.toarray() if sp.issparse(pos) else pos
+        lower_part = dense_pos * rows_lo
+        lo_weight = np.max(np.abs(rows_lo), axis=0) * mag_x
+    new = _plus(lower_part, _times(neg, relax.hi))
     const = matvec(pos, relax.c_lo) + matvec(neg, relax.c_hi)
-    weight = (_abs_times(relax.lo, mag_x) + _abs_times(relax.hi, mag_x)
+    weight = (lo_weight + _abs_times(relax.hi, mag_x)
               + np.abs(relax.c_lo) + np.abs(relax.c_hi))
     return [(op.inputs[0], new)], const, matvec(absolute(coef), weight)
 
 
-def back_add(name: str, op: ops.Add, coef: Coef, ctx: _Context) -> Step:
+def back_add(name: str, op: ops.Add, coef: Coef, ctx: SymbolicContext) -> Step:
     """`y = a + b`: `Lambda_a = Lambda_b = Lambda_v` (exact)."""
     zero = np.zeros(coef.shape[0])
     return [(op.inputs[0], coef), (op.inputs[1], coef)], zero, zero
 
 
-def back_concat(name: str, op: ops.Concat, coef: Coef, ctx: _Context) -> Step:
+def back_concat(name: str, op: ops.Concat, coef: Coef, ctx: SymbolicContext) -> Step:
     """`y = z[index]`, `z` = the concatenated inputs: `Lambda_z = Lambda_v S`, `S[k, index_k] = 1`.
 
     Columns of `Lambda_z` are split back to the inputs. Error magnitude
@@ -270,7 +284,7 @@ def back_concat(name: str, op: ops.Concat, coef: Coef, ctx: _Context) -> Step:
     return parts, np.zeros(coef.shape[0]), matvec(absolute(coef), mag_z[op.index])
 
 
-BackwardRule = Callable[[str, Any, Coef, _Context], Step]
+BackwardRule = Callable[[str, Any, Coef, SymbolicContext], Step]
 
 BACKWARD_RULES: dict[type[ops.Op], BackwardRule] = {
     ops.Affine: back_linear,
@@ -309,8 +323,12 @@ def ancestors(net: Network, target: str) -> set[str]:
     return seen
 
 
-def backsubstitute(net: Network, target: str, ctx: _Context, n_terms: float) -> Interval:
+def backsubstitute(net: Network, target: str, ctx: SymbolicContext, n_terms: float,
+                   row_slopes: dict[str, FloatArray] | None = None) -> Interval:
     """Sound lower/upper bounds of node `target` by back-substitution to the input box.
+
+    `row_slopes` (optional) gives per-row ReLU lower slopes for the `2 * size` rows
+    `[I; -I]` (see `SymbolicContext`); any values in [0, 1] give sound bounds.
 
     Returns
     -------
@@ -318,6 +336,8 @@ def backsubstitute(net: Network, target: str, ctx: _Context, n_terms: float) -> 
     `2 gamma(n_terms + 2) (|A| (|c| + r) + |d| + E) + eta` (module docstring).
     """
     size = net.op(target).size
+    ctx.row_slopes.clear()
+    ctx.row_slopes.update(row_slopes or {})
     eye = sp.identity(size, format="csr", dtype=np.float64)
     coefs: dict[str, Coef] = {target: sp.csr_array(sp.vstack([eye, -eye]))}
     const = np.zeros(2 * size)
@@ -335,6 +355,7 @@ def backsubstitute(net: Network, target: str, ctx: _Context, n_terms: float) -> 
     final = coefs.get(net.input, sp.csr_array((2 * size, net.input_size)))
     centre, radius = centre_radius(*ctx.state[net.input])
     low, _ = sound_affine_range(final, const, centre, radius, n_terms, extra=err)
+    ctx.row_slopes.clear()
     return low[:size], -low[size:]
 
 
@@ -364,6 +385,45 @@ def _intersect(name: str, a: Interval, b: Interval) -> Interval:
     return lower, upper
 
 
+SlopeHook = Callable[[str, SymbolicContext, Interval], "dict[str, FloatArray] | None"]
+"""Per-row ReLU lower slopes for one target, given its bounds so far (`backsubstitute`'s
+`row_slopes`), or None to keep the CROWN bound."""
+
+
+def symbolic_pass(net: Network, lo: FloatArray, hi: FloatArray, base: Bounds | None,
+                  method: str, slopes: SlopeHook | None = None,
+                  details: dict[str, object] | None = None) -> Bounds:
+    """The symbolic traversal shared by `symbolic_bounds` and optimised-slope bounds.
+
+    Every target gets the CROWN back-substitution; with `slopes`, also one with the
+    hook's per-row slopes, and the intersection of both is kept.
+    """
+    started = time.perf_counter()
+    base = base if base is not None else interval_bounds(net, lo, hi)
+    targets = set(symbolic_targets(net))
+    ctx = SymbolicContext(state={}, relaxations={})
+    n_terms = float(max(op.size for _, op in net.items()) + 3)
+
+    def refine(name: str, op: ops.Op, interval: Interval, state: dict[str, Interval]) -> Interval:
+        ctx.state.update(state)
+        if name in base.pre:
+            interval = _intersect(name, interval, base.flat(name))
+        if type(op) in RELAXATIONS:
+            ctx.relaxations[name] = RELAXATIONS[type(op)](op, *state[op.inputs[0]])
+        if name in targets:
+            interval = _intersect(name, interval, backsubstitute(net, name, ctx, n_terms))
+            rows = slopes(name, ctx, interval) if slopes is not None else None
+            if rows:
+                interval = _intersect(name, interval,
+                                      backsubstitute(net, name, ctx, n_terms, rows))
+        return interval
+
+    state = propagate(net, lo, hi, refine)
+    return make_bounds(net, state, method, started,
+                       {"symbolic_nodes": [n for n in net.order if n in targets],
+                        **(details or {})})
+
+
 def symbolic_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
                     base: Bounds | None = None) -> Bounds:
     """CROWN-style bounds of every node over the box `lower <= x <= upper`.
@@ -390,26 +450,8 @@ def symbolic_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
     UnboundedError
         If a bound is not finite, naming the node.
     """
-    started = time.perf_counter()
     lo, hi = check_box(net, lower, upper)
-    base = base if base is not None else interval_bounds(net, lo, hi)
-    targets = set(symbolic_targets(net))
-    ctx = _Context(state={}, relaxations={})
-    n_terms = float(max(op.size for _, op in net.items()) + 3)
-
-    def refine(name: str, op: ops.Op, interval: Interval, state: dict[str, Interval]) -> Interval:
-        ctx.state.update(state)
-        if name in base.pre:
-            interval = _intersect(name, interval, base.flat(name))
-        if type(op) in RELAXATIONS:
-            ctx.relaxations[name] = RELAXATIONS[type(op)](op, *state[op.inputs[0]])
-        if name in targets:
-            interval = _intersect(name, interval, backsubstitute(net, name, ctx, n_terms))
-        return interval
-
-    state = propagate(net, lo, hi, refine)
-    return make_bounds(net, state, "symbolic", started,
-                       {"symbolic_nodes": [n for n in net.order if n in targets]})
+    return symbolic_pass(net, lo, hi, base, "symbolic")
 
 
 # ---------------------------------------------------------------------------- dispatch
@@ -440,6 +482,7 @@ def bounds_for_box(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike,
 
 
 __all__ = [
-    "BACKWARD_RULES", "BOUND_METHODS", "LinearRelaxation", "RELAXATIONS", "backsubstitute",
-    "bounds_for_box", "relax_maxpool", "relax_relu", "symbolic_bounds", "symbolic_targets",
+    "BACKWARD_RULES", "BOUND_METHODS", "LinearRelaxation", "RELAXATIONS", "SlopeHook",
+    "SymbolicContext", "ancestors", "backsubstitute", "bounds_for_box", "relax_maxpool",
+    "relax_relu", "symbolic_bounds", "symbolic_pass", "symbolic_targets",
 ]

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import milpverify
-from milpverify.bounds import Bounds, bounds_for_box, contains, interval_bounds, symbolic_bounds
+from milpverify.bounds import (Bounds, alpha_bounds, bounds_for_box, contains, interval_bounds,
+                               symbolic_bounds)
 from milpverify.bounds.symbolic import relax_maxpool, relax_relu, symbolic_targets
 from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
@@ -364,11 +365,15 @@ def assert_inside(net: Network, bounds: list[Bounds], points: np.ndarray) -> Non
 
 
 def check_soundness(net: Network, lo: np.ndarray, hi: np.ndarray, seed: int,
-                    n_points: int = 10_000) -> None:
-    """Random points and PGD attacks on the 5 widest neurons per node stay in both bounds."""
+                    n_points: int = 10_000, with_alpha: bool = False) -> None:
+    """Random points and PGD attacks on the 5 widest neurons per node stay in all bounds
+    (interval, symbolic and, `with_alpha`, alpha with 10 iterations), which are nested."""
     rng = np.random.default_rng(seed)
     boxes = [interval_bounds(net, lo, hi), symbolic_bounds(net, lo, hi)]
     assert contains(boxes[0], boxes[1])
+    if with_alpha:
+        boxes.append(alpha_bounds(net, lo, hi, iterations=10))
+        assert contains(boxes[1], boxes[2])
     targets = widest_targets(net, boxes[1])
     attacks = pgd_points(net, lo.ravel(), hi.ravel(), targets, rng)
     assert_inside(net, boxes, np.vstack([sample_box(lo.ravel(), hi.ravel(), n_points, rng),

@@ -146,8 +146,8 @@ def test_failed_solves_leave_bounds_unchanged(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"method": "alpha"}, r"`method` must be one of interval, symbolic, lp, mip, progressive; "
-                          r"got 'alpha'"),
+    ({"method": "beta"}, r"`method` must be one of interval, symbolic, alpha, lp, mip, "
+                         r"progressive; got 'beta'"),
     ({"time_limit_s": 0}, r"`time_limit_s` must be > 0 or None; got 0"),
     ({"per_neuron_s": -1.0}, r"`per_neuron_s` must be > 0 or None; got -1.0"),
     ({"levels": ("lp", "exact")}, r"`levels` must be a non-empty sequence of 'lp', 'mip'; "
