@@ -130,8 +130,8 @@ def options_from(args: argparse.Namespace) -> VnnlibOptions:
     for item in args.solver_param or []:
         name, _, value = item.partition("=")
         params[name] = float(value) if re.fullmatch(r"[-+.0-9eE]+", value) else value
-    return VnnlibOptions(attack=not args.no_attack, tighten=not args.no_tighten,
-                         first_milp_fraction=args.first_milp_fraction,
+    return VnnlibOptions(attack=not args.no_attack, alpha=not args.no_alpha,
+                         tighten=not args.no_tighten, first_milp_fraction=args.first_milp_fraction,
                          tighten_fraction=args.tighten_fraction,
                          split_disjuncts=args.split_disjuncts, solver_params=params,
                          falsifier=FalsifierOptions(time_limit_s=args.attack_s))
@@ -299,6 +299,7 @@ def main() -> int:
                         help="run instances with fewer unstable ReLUs (symbolic bounds) first")
     parser.add_argument("--no-attack", action="store_true")
     parser.add_argument("--attack-s", type=float, default=FalsifierOptions().time_limit_s)
+    parser.add_argument("--no-alpha", action="store_true")
     parser.add_argument("--no-tighten", action="store_true")
     parser.add_argument("--first-milp-fraction", type=float,
                         default=VnnlibOptions().first_milp_fraction)

@@ -274,6 +274,8 @@ def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="scip", help="MILP backend (default scip)")
     parser.add_argument("--no-attack", action="store_true",
                         help="skip the projected-gradient falsifier")
+    parser.add_argument("--no-alpha", action="store_true",
+                        help="skip the optimised-slope (alpha-CROWN) bounds before the MILP")
     parser.add_argument("--no-tighten", action="store_true",
                         help="skip LP bound tightening before the MILP")
     parser.add_argument("--split-disjuncts", action="store_true",
@@ -282,8 +284,8 @@ def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
 
 def _vnnlib_options(args: argparse.Namespace) -> Any:
     from milpverify.vnncomp import VnnlibOptions
-    return VnnlibOptions(attack=not args.no_attack, tighten=not args.no_tighten,
-                         split_disjuncts=args.split_disjuncts)
+    return VnnlibOptions(attack=not args.no_attack, alpha=not args.no_alpha,
+                         tighten=not args.no_tighten, split_disjuncts=args.split_disjuncts)
 
 
 def _run_vnnlib(args: argparse.Namespace) -> int:

@@ -1,9 +1,9 @@
 """VNN-COMP: decide VNN-LIB specifications exactly (`verify_vnnlib`) and run benchmark folders.
 
-Owns the VNN-LIB decision pipeline (spec layer -> symbolic, then optimised-slope bounds ->
-falsifier -> bound tightening ->
-feasibility MILP -> counterexample re-check), the shared-rho shortcut for L-inf robustness
-specs, and the resumable instance runner behind ``milpverify vnncomp``.
+Owns the VNN-LIB decision pipeline (spec layer -> symbolic bounds -> falsifier ->
+optimised-slope bounds -> feasibility MILP -> bound tightening -> feasibility MILP ->
+counterexample re-check), the shared-rho shortcut for L-inf robustness specs, and the
+resumable instance runner behind ``milpverify vnncomp``.
 """
 
 from __future__ import annotations
@@ -154,8 +154,9 @@ class VnnlibOptions:
     attack_fraction : float
         Falsifier budget as a fraction of the timeout (capped by ``falsifier.time_limit_s``).
     alpha : bool
-        After symbolic bounds, optimised-slope bounds (`milpverify.bounds.alpha`) on the
-        properties the symbolic bounds leave open; every later stage starts from them.
+        After symbolic bounds and the falsifier, optimised-slope bounds
+        (`milpverify.bounds.alpha`) on the properties still open; every later stage (MILPs,
+        tightening) starts from them.
     alpha_fraction : float
         Their budget as a fraction of the property's time left.
     first_milp_fraction : float
@@ -605,16 +606,6 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
     alive = _possible(bounds.flat(SPEC_NODE)[0], groups, list(range(len(groups))))
     if not alive:
         return _PropertyOutcome("unsat", decided_by="bounds")
-    if opts.alpha and bounds.unstable:
-        t0 = time.perf_counter()
-        bounds = alpha_bounds(aug, prop.input_lower, prop.input_upper, base=bounds,
-                              time_limit_s=max(opts.alpha_fraction * (deadline - t0), 1e-3),
-                              threads=opts.threads)
-        timings["alpha_s"] = timings.get("alpha_s", 0.0) + time.perf_counter() - t0
-        stats["unstable_alpha"] = stats.get("unstable_alpha", 0) + bounds.unstable
-        alive = _possible(bounds.flat(SPEC_NODE)[0], groups, alive)
-        if not alive:
-            return _PropertyOutcome("unsat", decided_by="bounds")
     s_upper = bounds.flat(SPEC_NODE)[1]
     for d in alive:  # every row of d holds on the whole box: any point is a counterexample
         if np.all(s_upper[groups[d]] <= -WITNESS_MARGIN):
@@ -629,6 +620,17 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
         timings["attack_s"] = timings.get("attack_s", 0.0) + time.perf_counter() - t0
         if found is not None:
             return _PropertyOutcome("sat", found, "attack")
+    # Optimised slopes after the (cheap) falsifier: what it answers never pays for them.
+    if opts.alpha and bounds.unstable:
+        t0 = time.perf_counter()
+        bounds = alpha_bounds(aug, prop.input_lower, prop.input_upper, base=bounds,
+                              time_limit_s=max(opts.alpha_fraction * (deadline - t0), 1e-3),
+                              threads=opts.threads)
+        timings["alpha_s"] = timings.get("alpha_s", 0.0) + time.perf_counter() - t0
+        stats["unstable_alpha"] = stats.get("unstable_alpha", 0) + bounds.unstable
+        alive = _possible(bounds.flat(SPEC_NODE)[0], groups, alive)
+        if not alive:
+            return _PropertyOutcome("unsat", decided_by="bounds")
     remaining = deadline - time.perf_counter()
     if remaining <= 0:
         return _PropertyOutcome("timeout", message="time limit reached after the bounds")

@@ -24,6 +24,7 @@ limit stops the optimisation; targets not reached keep CROWN's bound.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,9 +64,12 @@ def _as_torch(matrix: Any) -> Tensor:
         if matrix.shape[0] * matrix.shape[1] <= DENSE_LIMIT:
             return torch.from_numpy(matrix.toarray().astype(np.float64))
         csr = sp.csr_array(matrix, dtype=np.float64)
-        return torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int64)),
-                                       torch.from_numpy(csr.indices.astype(np.int64)),
-                                       torch.from_numpy(csr.data), size=csr.shape)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": used for matmul only
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(torch.from_numpy(csr.indptr.astype(np.int64)),
+                                           torch.from_numpy(csr.indices.astype(np.int64)),
+                                           torch.from_numpy(csr.data), size=csr.shape,
+                                           check_invariants=False)
     return torch.from_numpy(np.asarray(matrix, dtype=np.float64))
 
 
