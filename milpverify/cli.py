@@ -202,7 +202,7 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
                              "embedded net's divisor)")
     parser.add_argument("--norm", default="linf", choices=("linf", "l1"))
     parser.add_argument("--bounds-method", default="symbolic",
-                        choices=("interval", "symbolic", "lp", "mip", "progressive"),
+                        choices=("interval", "symbolic", "alpha", "lp", "mip", "progressive"),
                         help="bounds for the big-M constants (default: symbolic)")
     parser.add_argument("--format", metavar="FORMAT",
                         help="'lp' (CPLEX LP) or 'mps' (free MPS); default: the suffix of --out")

@@ -21,6 +21,7 @@ from milpverify.encode.objective import RobustnessProblem, build_robustness_prob
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
 from milpverify.ir.ops import IntArray
+from milpverify.tighten import METHODS as BOUNDS_METHODS
 from milpverify.verify import (SOLVER_SLACK, query_box, check_positive, max_radius, query_bounds,
                                validate_query)
 
@@ -28,7 +29,6 @@ __all__ = ["FORMATS", "QueryProblem", "build_query", "to_pyomo", "write_query"]
 
 #: File formats of `write_query` (CPLEX LP and free MPS, as `milpverify.solve.scip.write_model`).
 FORMATS = ("lp", "mps")
-BOUNDS_METHODS = ("interval", "symbolic", "lp", "mip", "progressive")
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def build_query(net: Network, x: npt.ArrayLike, *, eps: float | None = None,
     norm : {"linf", "l1"}
     domain : (low, high)
         Valid input range; the box is clipped to it.
-    bounds_method : {"interval", "symbolic", "lp", "mip", "progressive"}
+    bounds_method : {"interval", "symbolic", "alpha", "lp", "mip", "progressive"}
         Bounds used for the big-M constants, computed like `rho` does: on the network
         extended by the margins `f_j - f_label`, which also set the disjunction's big-M
         ("symbolic", default, takes milliseconds; "progressive" gives smaller models).

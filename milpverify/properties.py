@@ -740,7 +740,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
     backend : str
         MILP backend ("scip", "highs", "pyomo:SOLVER").
     bounds_method : str
-        "interval", "symbolic", "lp", "mip" or "progressive" (default).
+        "interval", "symbolic", "alpha", "lp", "mip" or "progressive" (default).
     upper_bound : {"pgd", None}
         Heuristic run first (L-inf only).
     encoding : {"pairs", "select"}

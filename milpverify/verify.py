@@ -261,7 +261,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         Require `f_adv >= f_label + margin` (Bastani et al.'s rounding fix); 0 gives rho
         itself, where the nearest point may only tie.
     bounds_method : str
-        "interval", "symbolic", "lp", "mip" or "progressive" (default).
+        "interval", "symbolic", "alpha", "lp", "mip" or "progressive" (default).
     upper_bound : {"lp", "pgd", "pgd+lp", None}
         Quick heuristic run first: its verified distance shrinks the input box before
         bounds are computed and is passed to the solver as an objective cutoff. "lp" (the

@@ -377,6 +377,20 @@ def test_mnist_fc_256x2_ground_truth(shared_data, prop, expected):
     assert got == expected
 
 
+def test_optimised_slopes_decide_by_bounds(shared_data):
+    """256x2 prop_4_0.03 ("holds"): symbolic bounds leave disjuncts open and the MILP
+    decides it; with the optimised-slope bounds (default) the bounds alone decide it."""
+    bench = shared_data.joinpath(*FC)
+    net = load_onnx(bench / "onnx" / "mnist-net_256x2.onnx")
+    spec = read_vnnlib(bench / "vnnlib" / "prop_4_0.03.vnnlib")
+    with_alpha = verify_vnnlib(net, spec, timeout_s=60)
+    without = verify_vnnlib(net, spec, timeout_s=60, options=VnnlibOptions(alpha=False))
+    assert (with_alpha.result, with_alpha.decided_by) == ("unsat", "bounds")
+    assert with_alpha.stats["unstable_alpha"] < with_alpha.stats["unstable_symbolic"]
+    assert (without.result, without.decided_by) == ("unsat", "milp")
+    assert "unstable_alpha" not in without.stats
+
+
 def test_eran_ground_truth_by_bounds(shared_data):
     bench = shared_data.joinpath(*ERAN)
     truth = _truth(bench / "results_vnncomp2021_consensus.csv")
