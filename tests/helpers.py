@@ -1,17 +1,20 @@
-"""Builders for one-node / few-node ONNX graphs and an onnxruntime reference runner.
+"""Test helpers: ONNX graph builders, an onnxruntime reference runner, activation regions.
 
-Used by the front-end tests: build a model with `make_onnx`, run it with `run_ort`, and
-compare with `milpverify.load_onnx(model).forward(x)` via `assert_matches_ort`.
+Front-end tests build a model with `make_onnx`, run it with `run_ort`, and compare with
+`milpverify.load_onnx(model).forward(x)` via `assert_matches_ort`. The brute-force
+references of rho and of relaxed properties enumerate `activation_regions` of tiny MLPs.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from scipy.optimize import linprog
 
 Shape = Sequence[Union[int, str, None]]
 ValueSpec = Union[tuple[str, Shape], tuple[str, None], onnx.ValueInfoProto]
@@ -102,3 +105,36 @@ def assert_matches_ort(model: onnx.ModelProto, x: np.ndarray, *, simplify_graph:
     assert got.shape == expected.shape, (got.shape, expected.shape)
     scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol * scale)
+
+
+def activation_regions(weights: list, n: int, domain: tuple[float, float] = (0.0, 1.0)
+                       ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Non-empty activation regions of an MLP in the domain box (scipy HiGHS feasibility).
+
+    `weights` = [(W, b), ...], a ReLU after every layer but the last. Each region is
+    `(A_ub, b_ub, fa, fc)`: the region is `A_ub x <= b_ub`, and on it `f(x) = fa x + fc`.
+    Independent of milpverify's encoder: the network is affine on each region, so
+    minimising over all regions gives exact answers.
+    """
+    hidden = [w.shape[0] for w, _ in weights[:-1]]
+    out = []
+    for pattern in itertools.product([0, 1], repeat=sum(hidden)):
+        masks, pos = [], 0
+        for h in hidden:
+            masks.append(np.array(pattern[pos:pos + h], dtype=float))
+            pos += h
+        a, c = np.eye(n), np.zeros(n)
+        rows, rhs = [], []
+        for (w, b), m in zip(weights[:-1], masks):
+            a, c = w @ a, w @ c + b
+            sign = np.where(m > 0, 1.0, -1.0)       # active: pre >= 0; inactive: pre <= 0
+            rows.append(-(sign[:, None] * a))
+            rhs.append(sign * c)
+            a, c = m[:, None] * a, m * c
+        a_ub, b_ub = np.vstack(rows), np.concatenate(rhs)
+        feasible = linprog(np.zeros(n), A_ub=a_ub, b_ub=b_ub, bounds=[domain] * n,
+                           method="highs")
+        if feasible.status == 0:
+            w, b = weights[-1]
+            out.append((a_ub, b_ub, w @ a, w @ c + b))
+    return out

@@ -20,7 +20,7 @@ import pytest
 from scipy.optimize import linprog
 
 import milpverify
-from helpers import node, make_onnx, run_ort
+from helpers import activation_regions, make_onnx, node, run_ort
 from milpverify.encode.milp import Term, encode_network
 from milpverify.encode.model import MilpModel
 from milpverify.errors import InvalidInputError
@@ -45,32 +45,6 @@ def _quiet_witness_log(caplog: pytest.LogCaptureFixture) -> None:
 
 
 # ---------------------------------------------------------------------------- brute force
-def regions(weights: list, n: int, domain: tuple[float, float] = (0.0, 1.0)) -> list:
-    """Non-empty activation regions in the domain: (A_ub, b_ub, fa, fc) with f = fa x + fc."""
-    hidden = [w.shape[0] for w, _ in weights[:-1]]
-    out = []
-    for pattern in itertools.product([0, 1], repeat=sum(hidden)):
-        masks, pos = [], 0
-        for h in hidden:
-            masks.append(np.array(pattern[pos:pos + h], dtype=float))
-            pos += h
-        a, c = np.eye(n), np.zeros(n)
-        rows, rhs = [], []
-        for (w, b), m in zip(weights[:-1], masks):
-            a, c = w @ a, w @ c + b
-            sign = np.where(m > 0, 1.0, -1.0)       # active: pre >= 0; inactive: pre <= 0
-            rows.append(-(sign[:, None] * a))
-            rhs.append(sign * c)
-            a, c = m[:, None] * a, m * c
-        a_ub, b_ub = np.vstack(rows), np.concatenate(rhs)
-        feasible = linprog(np.zeros(n), A_ub=a_ub, b_ub=b_ub, bounds=[domain] * n,
-                           method="highs")
-        if feasible.status == 0:
-            w, b = weights[-1]
-            out.append((a_ub, b_ub, w @ a, w @ c + b))
-    return out
-
-
 def brute_force_radius(pieces: list, x: np.ndarray, order: list[int], ks: list[int],
                        domain: tuple[float, float] = (0.0, 1.0)) -> float:
     """min over regions and per-k pair choices of the L-inf LP (scipy HiGHS)."""
@@ -113,7 +87,7 @@ def expected_radius(seed: int, ks: tuple[int, ...]) -> float:
 
 @functools.lru_cache(maxsize=None)
 def tiny_regions(seed: int) -> list:
-    return regions(tiny(seed)[1], 2)
+    return activation_regions(tiny(seed)[1], 2)
 
 
 def order_at(net: milpverify.Network, x: np.ndarray) -> list[int]:

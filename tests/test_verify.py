@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 
@@ -11,6 +10,7 @@ import pytest
 from scipy.optimize import linprog
 
 import milpverify
+from helpers import activation_regions
 from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.restriction import lp_restriction
@@ -39,44 +39,18 @@ def random_mlp(rng: np.random.Generator, sizes: list[int]) -> tuple[Network, lis
 
 def brute_force_rho(weights: list, x: np.ndarray, label: int,
                     domain: tuple[float, float] = (0.0, 1.0)) -> float:
-    """min over activation patterns and labels of the LP inside that region (scipy HiGHS).
-
-    Independent of milpverify's encoder: the network is affine in each region, so the
-    minimum over all regions of the region-restricted LP is exactly rho.
-    """
+    """min over activation regions and labels of the L-inf LP inside the region (HiGHS)."""
     n = len(x)
-    hidden = [w.shape[0] for w, _ in weights[:-1]]
     best = math.inf
-    for pattern in itertools.product([0, 1], repeat=sum(hidden)):
-        masks, pos = [], 0
-        for h in hidden:
-            masks.append(np.array(pattern[pos:pos + h], dtype=float))
-            pos += h
-        # affine map of every pre-activation: A x + c
-        a, c = np.eye(n), np.zeros(n)
-        region_a, region_c = [], []
-        for (w, b), m in zip(weights[:-1], masks):
-            a, c = w @ a, w @ c + b
-            sign = np.where(m > 0, 1.0, -1.0)           # active: pre >= 0; inactive: pre <= 0
-            region_a.append(-(sign[:, None] * a))
-            region_c.append(sign * c)
-            a, c = m[:, None] * a, m * c
-        w, b = weights[-1]
-        fa, fc = w @ a, w @ c + b
+    for a_ub, b_ub, fa, fc in activation_regions(weights, n, domain):
         for j in range(fa.shape[0]):
             if j == label:
                 continue
             # variables (x', t): min t; |x' - x| <= t; f_j - f_label >= 0; region rows
-            rows = [np.r_[-(fa[j] - fa[label]), 0.0]]
-            rhs = [fc[j] - fc[label]]
-            for ra, rc in zip(region_a, region_c):
-                rows.extend(np.c_[ra, np.zeros(len(ra))])
-                rhs.extend(rc)
-            rows.extend(np.c_[np.eye(n), -np.ones(n)])
-            rhs.extend(x)
-            rows.extend(np.c_[-np.eye(n), -np.ones(n)])
-            rhs.extend(-x)
-            res = linprog(np.r_[np.zeros(n), 1.0], A_ub=np.array(rows), b_ub=np.array(rhs),
+            rows = np.vstack([np.r_[-(fa[j] - fa[label]), 0.0], np.c_[a_ub, np.zeros(len(a_ub))],
+                              np.c_[np.eye(n), -np.ones(n)], np.c_[-np.eye(n), -np.ones(n)]])
+            rhs = np.concatenate([[fc[j] - fc[label]], b_ub, x, -x])
+            res = linprog(np.r_[np.zeros(n), 1.0], A_ub=rows, b_ub=rhs,
                           bounds=[domain] * n + [(0, None)], method="highs")
             if res.status == 0:
                 best = min(best, res.fun)
