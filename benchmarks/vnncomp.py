@@ -276,7 +276,10 @@ def write_summary(notes: list[str]) -> Path:
         if table:
             lines += [f"## {bench}: variants against the default, same instances", "",
                       "Wall time counts a shared-rho group once (its slowest member). Runs "
-                      "were made at different machine loads (see run notes).", "", *table]
+                      "were made at different machine loads (see run notes). `no_attack` and "
+                      "`shared_rho` ran the code before the optimised-slope bounds; their "
+                      "like-for-like reference is `no_alpha` (the default of that code).", "",
+                      *table]
     devices = RESULTS / "vnncomp_devices.md"
     if devices.exists():
         lines += [devices.read_text(encoding="utf-8").strip(), ""]
