@@ -45,8 +45,8 @@ from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 
 ITERATIONS = 30
-"""Adam steps per target (measured: 30 steps take the ERAN 9x200 spec bound from about
--60 (CROWN) to about -25, on par with per-neuron LP tightening)."""
+"""Adam steps per target. Measured on mnist_fc 256x4 prop_6_0.03 (spec rows): CROWN's
+lower bounds about -12.6 become -2.9 after 30 steps and -2.8 after 100."""
 
 LEARNING_RATE = 0.1
 """Adam step size on the slopes (which live in [0, 1])."""
