@@ -577,8 +577,8 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
         The input box (input shape or flat).
     method : {"interval", "symbolic", "alpha", "lp", "mip", "progressive"}
         Tightness and cost increase in this order ("alpha": CROWN with optimised slopes,
-        `milpverify.bounds.alpha`; not comparable with "lp", often as tight, much faster). "lp": symbolic, then LP tightening of
-        every unstable neuron. "mip": the "lp" result, then a second pass with a MILP for
+        `milpverify.bounds.alpha`; not comparable with "lp"). "lp": symbolic, then LP
+        tightening of every unstable neuron. "mip": the "lp" result, then a second pass with a MILP for
         every neuron still unstable (bounds to optimality). "progressive" (default): symbolic, then the solver `levels`
         on neurons still unstable; the MILP only decides the sign of neurons not proven
         unstable by a concrete input (module docstring).

@@ -37,8 +37,9 @@ import torch
 
 from milpverify.bounds.base import Bounds
 from milpverify.bounds.interval import Interval, centre_radius, check_box
-from milpverify.bounds.symbolic import (SymbolicContext, ancestors, symbolic_bounds,
-                                        symbolic_pass)
+from milpverify.bounds.symbolic import (BACKWARD_RULES, BackwardRule, SymbolicContext,
+                                        ancestors, back_add, back_concat, back_linear,
+                                        back_relaxed, symbolic_bounds, symbolic_pass)
 from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
 from milpverify.ir.network import Network
@@ -102,26 +103,18 @@ def _back_linear(name: str, op: ops.LinearOp, coef: Tensor, run: _Pass) -> Torch
             coef @ torch.from_numpy(np.asarray(bias, dtype=np.float64)))
 
 
-def _back_relu(name: str, op: ops.Relu, coef: Tensor, run: _Pass) -> TorchStep:
+def _back_relaxed(name: str, op: ops.Op, coef: Tensor, run: _Pass) -> TorchStep:
+    """ReLU/MaxPool, as `symbolic.back_relaxed`; a ReLU's optimised slopes replace the
+    shared lower slope on its unstable columns."""
     relax = run.ctx.relaxations[name]
     pos, neg = coef.clamp(min=0.0), coef.clamp(max=0.0)
-    lo = torch.from_numpy(np.asarray(relax.lo, dtype=np.float64))
-    hi = torch.from_numpy(np.asarray(relax.hi, dtype=np.float64))
-    lower = pos * lo
+    lower = _right_times(pos, run.operands(name + "/lo", relax.lo))
     if name in run.slopes:
         columns, alpha = run.slopes[name]
         lower[:, columns] = pos[:, columns] * alpha
-    const = neg @ torch.from_numpy(relax.c_hi) + pos @ torch.from_numpy(relax.c_lo)
-    return [(op.inputs[0], lower + neg * hi)], const
-
-
-def _back_maxpool(name: str, op: ops.MaxPool, coef: Tensor, run: _Pass) -> TorchStep:
-    relax = run.ctx.relaxations[name]
-    pos, neg = coef.clamp(min=0.0), coef.clamp(max=0.0)
-    new = (_right_times(pos, run.operands(name + "/lo", relax.lo))
-           + _right_times(neg, run.operands(name + "/hi", relax.hi)))
+    upper = _right_times(neg, run.operands(name + "/hi", relax.hi))
     const = pos @ torch.from_numpy(relax.c_lo) + neg @ torch.from_numpy(relax.c_hi)
-    return [(op.inputs[0], new)], const
+    return [(op.inputs[0], lower + upper)], const
 
 
 def _back_add(name: str, op: ops.Add, coef: Tensor, run: _Pass) -> TorchStep:
@@ -139,18 +132,15 @@ def _back_concat(name: str, op: ops.Concat, coef: Tensor, run: _Pass) -> TorchSt
 
 TorchRule = Callable[[str, Any, Tensor, _Pass], TorchStep]
 
-TORCH_BACKWARD_RULES: dict[type[ops.Op], TorchRule] = {
-    ops.Affine: _back_linear,
-    ops.Conv: _back_linear,
-    ops.AvgPool: _back_linear,
-    ops.Scale: _back_linear,
-    ops.Permute: _back_linear,
-    ops.Relu: _back_relu,
-    ops.MaxPool: _back_maxpool,
-    ops.Add: _back_add,
-    ops.Concat: _back_concat,
+_TWINS: dict[BackwardRule, TorchRule] = {
+    back_linear: _back_linear, back_relaxed: _back_relaxed, back_add: _back_add,
+    back_concat: _back_concat,
 }
-"""The differentiable twin of `symbolic.BACKWARD_RULES` (same op classes, same rules)."""
+
+TORCH_BACKWARD_RULES: dict[type[ops.Op], TorchRule] = {
+    op_class: _TWINS[rule] for op_class, rule in BACKWARD_RULES.items()}
+"""The differentiable twin of `symbolic.BACKWARD_RULES`, derived from it (same op classes,
+same rules), so an op class added there fails here until its twin exists."""
 
 
 def _lower_rows(net: Network, target: str, start: Tensor, order: list[str], run: _Pass,

@@ -391,8 +391,7 @@ SlopeHook = Callable[[str, SymbolicContext, Interval], "dict[str, FloatArray] | 
 
 
 def symbolic_pass(net: Network, lo: FloatArray, hi: FloatArray, base: Bounds | None,
-                  method: str, slopes: SlopeHook | None = None,
-                  details: dict[str, object] | None = None) -> Bounds:
+                  method: str, slopes: SlopeHook | None = None) -> Bounds:
     """The symbolic traversal shared by `symbolic_bounds` and optimised-slope bounds.
 
     Every target gets the CROWN back-substitution; with `slopes`, also one with the
@@ -420,8 +419,7 @@ def symbolic_pass(net: Network, lo: FloatArray, hi: FloatArray, base: Bounds | N
 
     state = propagate(net, lo, hi, refine)
     return make_bounds(net, state, method, started,
-                       {"symbolic_nodes": [n for n in net.order if n in targets],
-                        **(details or {})})
+                       {"symbolic_nodes": [n for n in net.order if n in targets]})
 
 
 def symbolic_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
