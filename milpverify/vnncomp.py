@@ -342,8 +342,8 @@ def _input_gradient(net: Network, x: FloatArray, out_grad: FloatArray) -> FloatA
 
 
 def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | None = None,
-            disjuncts: Sequence[int] | None = None,
-            starts: npt.ArrayLike | None = None) -> CounterexampleCheck | None:
+            disjuncts: Sequence[int] | None = None, starts: npt.ArrayLike | None = None,
+            start_disjuncts: npt.ArrayLike | None = None) -> CounterexampleCheck | None:
     """Search the property's box for a counterexample by projected signed-gradient ascent.
 
     For each disjunct ``d`` separately (targeted), maximise ``min_r (b_dr - (A_d f(x))_r)``
@@ -361,7 +361,12 @@ def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | N
         ``options.max_disjuncts``).
     starts : array, optional
         Extra starting points (n, input_size), e.g. a solver point that just failed the
-        re-check; they are tried first.
+        re-check, or the vertices where a bound's relaxation is smallest; they are tried
+        first.
+    start_disjuncts : array of int, optional
+        With `starts`: the disjunct (an index into ``prop.unsafe``) each start attacks;
+        starts whose disjunct is not attacked are dropped. Default: every start attacks
+        every disjunct.
 
     Returns
     -------
@@ -393,8 +398,23 @@ def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | N
     a_pad = np.stack([np.vstack([x, np.repeat(x[:1], k - x.shape[0], axis=0)]) for x in a_list])
     b_pad = np.stack([np.r_[x, np.repeat(x[:1], k - x.shape[0])] for x in b_list])
     rng = np.random.default_rng(opts.seed)
-    extra = None if starts is None else np.atleast_2d(np.asarray(starts, dtype=np.float64))
     n_d = len(chosen)
+    # round 0 first tries the extra starts: each against its own disjunct, or against all
+    extra_x, extra_owner = np.empty((0, lo.size)), np.empty(0, dtype=np.int64)
+    if starts is not None:
+        extra = np.clip(np.atleast_2d(np.asarray(starts, dtype=np.float64)).reshape(-1, lo.size),
+                        lo, hi)
+        if start_disjuncts is None:
+            extra_x = np.tile(extra, (n_d, 1))
+            extra_owner = np.repeat(np.arange(n_d), len(extra))
+        else:
+            slot = {d: k for k, d in enumerate(chosen)}
+            wanted = [slot.get(int(d), -1) for d in np.asarray(start_disjuncts).reshape(-1)]
+            if len(wanted) != len(extra):
+                raise InvalidInputError(f"`start_disjuncts` names {len(wanted)} disjuncts for "
+                                        f"{len(extra)} starts; give one per start.")
+            keep = np.array(wanted, dtype=np.int64) >= 0
+            extra_x, extra_owner = extra[keep], np.array(wanted, dtype=np.int64)[keep]
     round_ = 0
     while time.perf_counter() < deadline:
         if round_ == 0:
@@ -402,12 +422,11 @@ def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | N
                       rng.uniform(lo, hi, size=(max(opts.restarts - 1, 0), lo.size))]
         else:
             z = rng.uniform(lo, hi, size=(opts.restarts, lo.size))
-        # rows: disjunct-major; the extra starts attack every disjunct too
-        if extra is not None and round_ == 0:
-            z = np.r_[np.clip(extra.reshape(-1, lo.size), lo, hi), z]
         per = z.shape[0]
-        x = np.tile(z, (n_d, 1))
+        x = np.tile(z, (n_d, 1))            # rows: disjunct-major
         owner = np.repeat(np.arange(n_d), per)
+        if round_ == 0:
+            x, owner = np.r_[extra_x, x], np.r_[extra_owner, owner]
         a_rows, b_rows = a_pad[owner], b_pad[owner]            # (B, k, out), (B, k)
         for step in range(opts.steps + 1):
             y = net.forward(x)
@@ -588,6 +607,22 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
                                                f"{message}")
 
 
+def _vertex_starts(bounds: Any, groups: list[npt.NDArray[np.int64]],
+                   alive: list[int]) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """Attack starts from the bounds: for every row ``r`` of an open disjunct, the box
+    vertices at which the relaxation's lower bounds of ``s_r`` are attained
+    (`bound_vertices`), each paired with its disjunct."""
+    vertices = np.asarray(bounds.details.get("output_vertices", np.empty((0, 0))))
+    n_rows = sum(len(g) for g in groups)
+    if vertices.size == 0 or vertices.shape[0] % (2 * n_rows):
+        return np.empty((0, vertices.shape[-1])), np.empty(0, dtype=np.int64)
+    lower_rows = vertices.reshape(-1, 2 * n_rows, vertices.shape[1])[:, :n_rows]
+    rows = [(d, r) for d in alive for r in groups[d]]
+    starts = lower_rows[:, [r for _, r in rows]].reshape(-1, vertices.shape[1])
+    owners = np.tile(np.array([d for d, _ in rows], dtype=np.int64), lower_rows.shape[0])
+    return starts, owners
+
+
 def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backend: str,
                      opts: VnnlibOptions, attack_s: float, timings: dict[str, float],
                      stats: dict[str, Any]) -> _PropertyOutcome:
@@ -616,7 +651,9 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
         t0 = time.perf_counter()
         fopts = FalsifierOptions(**{**opts.falsifier.__dict__,
                                     "time_limit_s": min(attack_s, deadline - t0)})
-        found = falsify(net, prop, options=fopts, disjuncts=alive)
+        starts, owners = _vertex_starts(bounds, groups, alive)
+        found = falsify(net, prop, options=fopts, disjuncts=alive, starts=starts,
+                        start_disjuncts=owners)
         timings["attack_s"] = timings.get("attack_s", 0.0) + time.perf_counter() - t0
         if found is not None:
             return _PropertyOutcome("sat", found, "attack")
@@ -631,6 +668,16 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
         alive = _possible(bounds.flat(SPEC_NODE)[0], groups, alive)
         if not alive:
             return _PropertyOutcome("unsat", decided_by="bounds")
+        if opts.attack and attack_s > 0:  # again from where the optimised bounds point
+            t0 = time.perf_counter()
+            fopts = FalsifierOptions(**{**opts.falsifier.__dict__, "restarts": 1,
+                                        "time_limit_s": min(attack_s, deadline - t0)})
+            starts, owners = _vertex_starts(bounds, groups, alive)
+            found = falsify(net, prop, options=fopts, disjuncts=alive, starts=starts,
+                            start_disjuncts=owners)
+            timings["attack_s"] = timings.get("attack_s", 0.0) + time.perf_counter() - t0
+            if found is not None:
+                return _PropertyOutcome("sat", found, "attack")
     remaining = deadline - time.perf_counter()
     if remaining <= 0:
         return _PropertyOutcome("timeout", message="time limit reached after the bounds")

@@ -298,7 +298,9 @@ def alpha_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
     -------
     Bounds
         `method="alpha"`, inside `symbolic_bounds` of the same box (sound, see the module
-        docstring). `details["alpha"]` has the optimiser's counts.
+        docstring). `details["alpha"]` has the optimiser's counts;
+        `details["output_vertices"]` the `bound_vertices` of the output's CROWN rows, then
+        of its optimised rows where the output was optimised (see `symbolic_bounds`).
 
     Raises
     ------

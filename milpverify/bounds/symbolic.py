@@ -217,11 +217,16 @@ class SymbolicContext:
     (rows, size) array of lower-line slopes in [0, 1], one line `y >= a_ik x` per
     coefficient row `i` (optimised slopes, `milpverify.bounds.alpha`); ReLUs not in it
     use their shared relaxation.
+
+    `output_vertices` collects, for every back-substitution of the network's output,
+    the input box vertices at which its linear bounds are attained (see
+    `bound_vertices`).
     """
 
     state: dict[str, Interval]
     relaxations: dict[str, LinearRelaxation]
     row_slopes: dict[str, FloatArray] = field(default_factory=dict)
+    output_vertices: list[FloatArray] = field(default_factory=list)
 
 
 Step = tuple[list[tuple[str, Coef]], FloatArray, FloatArray]
@@ -356,7 +361,20 @@ def backsubstitute(net: Network, target: str, ctx: SymbolicContext, n_terms: flo
     centre, radius = centre_radius(*ctx.state[net.input])
     low, _ = sound_affine_range(final, const, centre, radius, n_terms, extra=err)
     ctx.row_slopes.clear()
+    if target == net.output:
+        ctx.output_vertices.append(bound_vertices(final, *ctx.state[net.input]))
     return low[:size], -low[size:]
+
+
+def bound_vertices(coef: Coef, lower: FloatArray, upper: FloatArray) -> FloatArray:
+    """Per row of `coef`, the box vertex minimising `coef_i x` (the lower corner where 0).
+
+    For the rows `[I; -I]` of a back-substitution these are the inputs at which the
+    relaxation's lower, then upper, bound of each element is attained: where the network
+    itself is most likely to be smallest (largest). Attacks start there (`vnncomp`).
+    """
+    dense = coef.toarray() if sp.issparse(coef) else np.asarray(coef)
+    return np.where(dense < 0, upper, lower)  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------- traversal
@@ -419,7 +437,9 @@ def symbolic_pass(net: Network, lo: FloatArray, hi: FloatArray, base: Bounds | N
 
     state = propagate(net, lo, hi, refine)
     return make_bounds(net, state, method, started,
-                       {"symbolic_nodes": [n for n in net.order if n in targets]})
+                       {"symbolic_nodes": [n for n in net.order if n in targets],
+                        "output_vertices": np.vstack(ctx.output_vertices or
+                                                     [np.empty((0, net.input_size))])})
 
 
 def symbolic_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
@@ -439,7 +459,10 @@ def symbolic_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
     Returns
     -------
     Bounds
-        `method="symbolic"`; `details["symbolic_nodes"]` lists the back-substituted nodes.
+        `method="symbolic"`; `details["symbolic_nodes"]` lists the back-substituted nodes;
+        `details["output_vertices"]` (2 * outputs, input_size) holds the `bound_vertices`
+        of the output's lower then upper bounds (no rows when the output is a ReLU or
+        MaxPool node, which is not back-substituted).
 
     Raises
     ------
@@ -481,6 +504,6 @@ def bounds_for_box(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike,
 
 __all__ = [
     "BACKWARD_RULES", "BOUND_METHODS", "LinearRelaxation", "RELAXATIONS", "SlopeHook",
-    "SymbolicContext", "ancestors", "backsubstitute", "bounds_for_box", "relax_maxpool",
+    "SymbolicContext", "ancestors", "backsubstitute", "bound_vertices", "bounds_for_box", "relax_maxpool",
     "relax_relu", "symbolic_bounds", "symbolic_pass", "symbolic_targets",
 ]

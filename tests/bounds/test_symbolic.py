@@ -15,7 +15,8 @@ import torch
 import milpverify
 from milpverify.bounds import (Bounds, alpha_bounds, bounds_for_box, contains, interval_bounds,
                                symbolic_bounds)
-from milpverify.bounds.symbolic import relax_maxpool, relax_relu, symbolic_targets
+from milpverify.bounds.symbolic import (bound_vertices, relax_maxpool, relax_relu,
+                                        symbolic_targets)
 from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
 from milpverify.ir.network import Network
@@ -250,6 +251,35 @@ def test_dispatch_and_targets() -> None:
     for name, op in net.items():
         assert b.pre[name][0].shape == op.shape
     assert set(b.relu_cases) == {"r1", "r2"}
+
+
+def test_bound_vertices_minimise_each_row() -> None:
+    rng = np.random.default_rng(3)
+    coef = rng.normal(size=(5, 4))
+    coef[0, 1] = 0.0
+    lo, hi = -rng.random(4), rng.random(4)
+    corners = np.array(list(itertools.product(*zip(lo, hi))))
+    got = bound_vertices(coef, lo, hi)
+    assert got.shape == (5, 4) and got[0, 1] == lo[1]
+    np.testing.assert_allclose(np.einsum("ij,ij->i", coef, got), (coef @ corners.T).min(axis=1))
+
+
+def test_output_vertices_attain_exact_linear_bounds() -> None:
+    """A linear net is bounded exactly, so f_j at the vertex of row j (row size + j) is
+    the lower (upper) bound of output j; a net ending in a ReLU records no rows."""
+    rng = np.random.default_rng(4)
+    net = Network([("x", ops.Input((), (3,))),
+                   ("h", affine("x", rng.normal(size=(4, 3)), rng.normal(size=4))),
+                   ("y", affine("h", rng.normal(size=(2, 4)), rng.normal(size=2)))], "y")
+    lo, hi = np.zeros(3), np.ones(3)
+    b = symbolic_bounds(net, lo, hi)
+    vertices = b.details["output_vertices"]
+    assert vertices.shape == (4, 3) and np.all((vertices == lo) | (vertices == hi))
+    low, up = b.flat("y")
+    np.testing.assert_allclose(net.forward(vertices[:2]).diagonal(), low, atol=1e-12)
+    np.testing.assert_allclose(net.forward(vertices[2:]).diagonal(), up, atol=1e-12)
+    relu_out = Network([*[(n, op) for n, op in net.items()], ("r", ops.Relu(("y",), (2,)))], "r")
+    assert symbolic_bounds(relu_out, lo, hi).details["output_vertices"].shape == (0, 3)
 
 
 # ---------------------------------------------------------------------------- soundness
