@@ -314,7 +314,6 @@ def main() -> int:
                         help="extra line for the run notes of vnncomp.md")
     args = parser.parse_args()
     notes_path = RESULTS / "vnncomp_notes.txt"
-    notes = notes_path.read_text().splitlines() if notes_path.exists() else []
     if not args.summarize_only:
         started = time.perf_counter()
         load0 = os.getloadavg()
@@ -337,11 +336,13 @@ def main() -> int:
             ran.append(f"{bench}: {len(rows)} new rows")
         load1 = os.getloadavg()
         cmd = " ".join(["python benchmarks/vnncomp.py", *sys.argv[1:]])
-        notes.append(f"- {datetime.datetime.now().isoformat(timespec='minutes')}: `{cmd}` — "
-                     f"{'; '.join(ran)}; wall {time.perf_counter() - started:.0f} s; load "
-                     f"average {load0[0]:.1f} at start, {load1[0]:.1f} at end")
-        notes += [f"- {n}" for n in args.note]
-        notes_path.write_text("\n".join(notes) + "\n")
+        mine = [f"- {datetime.datetime.now().isoformat(timespec='minutes')}: `{cmd}` — "
+                f"{'; '.join(ran)}; wall {time.perf_counter() - started:.0f} s; load "
+                f"average {load0[0]:.1f} at start, {load1[0]:.1f} at end",
+                *[f"- {n}" for n in args.note]]
+        with open(notes_path, "a") as fh:  # append: concurrent runs keep each other's lines
+            fh.write("\n".join(mine) + "\n")
+    notes = notes_path.read_text().splitlines() if notes_path.exists() else []
     print(f"wrote {write_summary(notes)}")
     return 0
 
