@@ -284,8 +284,8 @@ def alpha_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
     lower, upper : array_like
         The input box, of the input's shape or flat.
     base : Bounds, optional
-        Sound bounds over the same box to intersect with; the symbolic bounds (computed
-        first, on top of `base`) always are.
+        Sound bounds over the same box to intersect with; the symbolic bounds always are
+        (computed first, on top of `base`, unless `base` is itself symbolic).
     time_limit_s : float, optional
         Budget of the optimisation; targets after it keep CROWN's bound (the pass itself
         always completes, so expect a small overrun of one target).
@@ -313,8 +313,10 @@ def alpha_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
         raise InvalidInputError(f"`time_limit_s` must be > 0 or None; got {time_limit_s!r}.")
     lo, hi = check_box(net, lower, upper)
     # CROWN is not monotone in earlier bounds (its slope choice u > -l can flip), so the
-    # plain symbolic bounds are intersected too: the result is inside them.
-    base = symbolic_bounds(net, lo, hi, base=base)
+    # plain symbolic bounds are intersected too: the result is inside them. A symbolic
+    # `base` already is (recomputing it would give the same bounds).
+    if base is None or base.method != "symbolic":
+        base = symbolic_bounds(net, lo, hi, base=base)
     centre, radius = centre_radius(lo, hi)
     deadline = time.perf_counter() + (np.inf if time_limit_s is None else time_limit_s)
     hook = SlopeOptimizer(net, centre, radius, deadline, iterations)
