@@ -1,8 +1,9 @@
 """VNN-COMP: decide VNN-LIB specifications exactly (`verify_vnnlib`) and run benchmark folders.
 
 Owns the VNN-LIB decision pipeline (spec layer -> symbolic bounds -> falsifier ->
-optimised-slope bounds -> feasibility MILP -> bound tightening -> feasibility MILP ->
-counterexample re-check), the shared-rho shortcut for L-inf robustness specs, and the
+optimised-slope bounds -> falsifier -> feasibility MILP -> bound tightening -> feasibility
+MILP -> counterexample re-check; the falsifier also starts from the vertices where the
+bounds' relaxation of each spec row is smallest), the shared-rho shortcut for L-inf robustness specs, and the
 resumable instance runner behind ``milpverify vnncomp``.
 """
 
@@ -150,7 +151,10 @@ class VnnlibOptions:
     Attributes
     ----------
     attack : bool
-        Run `falsify` on the disjuncts left after symbolic bounds.
+        Run `falsify` on the disjuncts left after symbolic bounds, and again after the
+        optimised-slope bounds; besides random starts, each disjunct is attacked from the
+        box vertices at which the bounds' relaxation of its rows is smallest
+        (``details["output_vertices"]`` of the bounds).
     attack_fraction : float
         Falsifier budget as a fraction of the timeout (capped by ``falsifier.time_limit_s``).
     alpha : bool
@@ -734,8 +738,10 @@ def verify_vnnlib(net_or_path: Network | PathLike, spec_or_path: VnnlibSpec | Pa
 
     Per property: bounds of ``s = A y - b`` over its box by symbolic back-substitution through
     the network and the spec rows (`spec_network`) drop refuted disjuncts (none left: that
-    property is unsat); the falsifier (`falsify`) tries the rest; LP bound tightening then
-    a feasibility MILP (one binary per disjunct, stop at the first feasible point) decide.
+    property is unsat); the falsifier (`falsify`, random starts and the bounds' vertices)
+    tries the rest; optimised-slope bounds drop more, the falsifier tries again from their
+    vertices; then a feasibility MILP (one binary per disjunct, stop at the first feasible
+    point), LP bound tightening and a second MILP decide (see `VnnlibOptions`).
     A MILP with the unsafe rows relaxed by ``SOLVER_SLACK`` being infeasible proves unsat; a
     point is reported only after `check_counterexample` (float32 point inside the box,
     numpy float64 and onnxruntime outputs both unsafe), re-solving with the strict margin

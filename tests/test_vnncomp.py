@@ -386,7 +386,8 @@ def _check_against_truth(bench: Path, truth: dict, onnx_rel: str, vnnlib_rel: st
 @pytest.mark.parametrize("prop, expected", [
     ("prop_0_0.03", "unsat"),    # bounds
     ("prop_1_0.03", "sat"),      # falsifier
-    ("prop_2_0.03", "sat"),      # MILP (two VNN-COMP tools wrongly said "holds")
+    ("prop_2_0.03", "sat"),      # falsifier from bound vertices (was the MILP; two
+                                 # VNN-COMP tools wrongly said "holds")
     ("prop_8_0.03", "unsat"),    # MILP
 ])
 def test_mnist_fc_256x2_ground_truth(shared_data, prop, expected):
