@@ -133,7 +133,8 @@ def options_from(args: argparse.Namespace) -> VnnlibOptions:
     return VnnlibOptions(attack=not args.no_attack, alpha=not args.no_alpha,
                          tighten=not args.no_tighten, first_milp_fraction=args.first_milp_fraction,
                          tighten_fraction=args.tighten_fraction,
-                         split_disjuncts=args.split_disjuncts, solver_params=params,
+                         split_disjuncts=args.split_disjuncts, ideal_cuts=args.ideal_cuts,
+                         solver_params=params,
                          falsifier=FalsifierOptions(time_limit_s=args.attack_s))
 
 
@@ -308,6 +309,8 @@ def main() -> int:
                         default=VnnlibOptions().first_milp_fraction)
     parser.add_argument("--tighten-fraction", type=float, default=VnnlibOptions().tighten_fraction)
     parser.add_argument("--split-disjuncts", action="store_true")
+    parser.add_argument("--ideal-cuts", action="store_true",
+                        help="SCIP separates ideal-formulation ReLU cuts")
     parser.add_argument("--solver-param", action="append", metavar="NAME=VALUE")
     parser.add_argument("--summarize-only", action="store_true")
     parser.add_argument("--note", action="append", default=[],

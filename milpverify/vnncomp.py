@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from milpverify.bounds import alpha_bounds
+from milpverify.encode.ideal import relu_cut_separators
 from milpverify.encode.milp import Term, encode_network
 from milpverify.encode.model import MilpModel
 from milpverify.encode.objective import Disjunct, add_unsafe_set, build_unsafe_problem
@@ -180,6 +181,9 @@ class VnnlibOptions:
         Minimise ``t`` subject to ``s_r <= t`` for the rows of the chosen disjunct, with
         ``t <= slack`` (so the feasible set is the same), instead of a pure feasibility
         problem: gives SCIP a dual bound and pseudo-costs to steer branching.
+    ideal_cuts : bool
+        Let the MILP backend separate cuts of the ideal ReLU formulation
+        (`milpverify.encode.ideal`; SCIP only, other backends ignore them).
     threads : int
         Solver threads.
     solver_params : dict
@@ -197,6 +201,7 @@ class VnnlibOptions:
     tighten_fraction: float = 0.5
     split_disjuncts: bool = False
     milp_objective: bool = False
+    ideal_cuts: bool = False
     threads: int = 1
     solver_params: dict[str, object] = field(default_factory=dict)
     falsifier: FalsifierOptions = field(default_factory=FalsifierOptions)
@@ -517,18 +522,21 @@ def _selection(groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: in
 
 def _build_milp(aug: Network, bounds: Any, prop: VnnlibProperty,
                 groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: int, rhs: float,
-                objective: bool) -> tuple[Any, npt.NDArray[np.int64]]:
+                objective: bool, ideal_cuts: bool = False) -> tuple[Any, npt.NDArray[np.int64]]:
     """The unsafe-set MILP over the spec outputs ``s``: ``OR_d AND_{r in d} s_r <= rhs``.
 
     With `objective`: a variable ``t in [t_lo, rhs]``, ``u = s - t`` and the disjunction
     ``OR_d AND_r u_r <= 0``, minimising t. ``t_lo = min_d max_r lower(s_r)`` is a valid
     lower bound, and ``t <= rhs`` keeps the feasible inputs exactly those of the
-    feasibility form.
+    feasibility form. With `ideal_cuts` the model carries the ReLU cut separators.
     """
     if not objective:
         problem = build_unsafe_problem(aug, None, bounds, prop.input_lower, prop.input_upper,
                                        _selection(groups, batch, n_rows, rhs),
                                        with_distance=False)
+        if ideal_cuts:
+            for separator in relu_cut_separators(aug, bounds, problem.encoding):
+                problem.model.add_separator(separator)
         return problem.model, problem.input_vars
     model = MilpModel()
     xv = model.add_vars(aug.input_size, prop.input_lower, prop.input_upper, name="input")
@@ -560,6 +568,9 @@ def _build_milp(aug: Network, bounds: Any, prop: VnnlibProperty,
         disjuncts.append(Disjunct(sel, np.zeros(len(groups[d])), str(d)))
     add_unsafe_set(model, Term.of_vars(u), disjuncts, u_lo, u_hi)
     model.set_objective(np.array([t]), np.array([1.0]))
+    if ideal_cuts:
+        for separator in relu_cut_separators(aug, bounds, enc):
+            model.add_separator(separator)
     return model, xv
 
 
@@ -574,7 +585,7 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
     for attempt, rhs in enumerate((SOLVER_SLACK, -WITNESS_MARGIN)):
         t0 = time.perf_counter()
         model, input_vars = _build_milp(aug, bounds, prop, groups, batch, n_rows, rhs,
-                                        opts.milp_objective)
+                                        opts.milp_objective, opts.ideal_cuts)
         timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t0
         stats["binaries"] = max(stats.get("binaries", 0), int(model.n_integer))
         remaining = deadline - time.perf_counter()

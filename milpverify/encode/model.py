@@ -25,7 +25,7 @@ This module imports only numpy, scipy and `milpverify.errors`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Protocol, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,7 +38,37 @@ FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
 Bound = Union[float, ArrayLike]
 
-__all__ = ["MilpModel", "NameBlock"]
+__all__ = ["Cuts", "MilpModel", "NameBlock", "Separator"]
+
+
+@dataclass(frozen=True)
+class Cuts:
+    """Valid inequalities ``sum_k vals[k] x[cols[k]] <= rhs[rows[k]]`` (one per `rhs` entry),
+    with the amount by which the separated point violates each."""
+
+    rows: IntArray
+    cols: IntArray
+    vals: FloatArray
+    rhs: FloatArray
+    violation: FloatArray
+
+    @property
+    def count(self) -> int:
+        return len(self.rhs)
+
+
+class Separator(Protocol):
+    """Finds valid inequalities that a point (e.g. an LP solution) violates.
+
+    `variables` lists the model variables `separate` reads; `separate(values)` gets a
+    full-length vector (only those entries are meaningful). Every inequality must hold for
+    every feasible point of the model, so backends that cannot separate may ignore it.
+    """
+
+    @property
+    def variables(self) -> IntArray: ...
+
+    def separate(self, values: FloatArray, *, max_cuts: int | None = None) -> Cuts: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +227,7 @@ class MilpModel:
         self._obj_vals: FloatArray = np.zeros(0)
         self._c0 = 0.0
         self._A_cache: sp.csr_array | None = None
+        self._separators: list[Separator] = []
 
     # ------------------------------------------------------------------ building
     def add_vars(self, n: int, lower: Bound = 0.0, upper: Bound = np.inf, *,
@@ -544,6 +575,19 @@ class MilpModel:
             parts.append(np.abs(xi - np.round(xi)))
         return float(max(np.max(p) if p.size else 0.0 for p in parts))
 
+    def add_separator(self, separator: Separator) -> None:
+        """Attach a cut `Separator`. Its cuts are valid inequalities: backends with cut
+        callbacks (SCIP) add the violated ones during the solve, others ignore them."""
+        variables = np.asarray(separator.variables)
+        if variables.size and (variables.min() < 0 or variables.max() >= self._n_vars):
+            raise InvalidModelError("a separator reads variables outside the model")
+        self._separators.append(separator)
+
+    @property
+    def separators(self) -> tuple[Separator, ...]:
+        """The attached cut separators (see `add_separator`)."""
+        return tuple(self._separators)
+
     # ------------------------------------------------------------------ copies
     def copy(self) -> MilpModel:
         """A deep copy (names, bounds, rows, objective)."""
@@ -564,6 +608,7 @@ class MilpModel:
         new._row_names = self._row_names.copy()
         new._obj_cols, new._obj_vals = self._obj_cols.copy(), self._obj_vals.copy()
         new._c0 = self._c0
+        new._separators = list(self._separators)  # immutable: shared
         return new
 
     def relaxed(self) -> MilpModel:

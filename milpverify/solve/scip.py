@@ -48,6 +48,7 @@ earlier solves are kept by SCIP and re-used as starting solutions).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import math
 import os
@@ -334,6 +335,63 @@ def _disambiguate(scip: Any) -> tuple[SolveStatus, str]:
     return status, f"feasibility re-solve gave {raw!r}"
 
 
+# ---------------------------------------------------------------------------- separation
+SEPARATOR_NAME = "milpverify_cuts"
+"""SCIP name of the plugin that runs a model's `Separator`s: tune it with the parameters
+``separating/milpverify_cuts/freq`` (default 1: every node; 0: root only; -1: off),
+``.../priority`` and ``.../maxbounddist`` through ``solver_params``."""
+
+MAX_CUTS_PER_ROUND = 100
+"""At most this many cuts per separator and separation round (most violated first)."""
+
+
+def _attach_separators(scip: Any, model: MilpModel, variables: list[Any]) -> Any:
+    """Include one SCIP separator plugin calling every `Separator` of ``model``."""
+    ps = _pyscipopt()
+    separators = model.separators
+    read = np.unique(np.concatenate([np.asarray(s.variables, dtype=np.int64)
+                                     for s in separators]))
+    read_vars = [variables[j] for j in read.tolist()]
+    n = model.n_vars
+
+    class _ModelCuts(ps.Sepa):  # type: ignore[misc,name-defined]
+        cuts = 0
+        rounds = 0
+
+        def sepaexeclp(self) -> dict[str, Any]:
+            m = self.model
+            values = np.zeros(n)
+            values[read] = [m.getSolVal(None, v) for v in read_vars]
+            added = 0
+            for sep in separators:
+                cuts = sep.separate(values, max_cuts=MAX_CUTS_PER_ROUND)
+                if not cuts.count:
+                    continue
+                order = np.argsort(cuts.rows, kind="stable")
+                rows, cols, vals = cuts.rows[order], cuts.cols[order], cuts.vals[order]
+                starts = np.searchsorted(rows, np.arange(cuts.count + 1))
+                for r in range(cuts.count):
+                    row = m.createEmptyRowSepa(self, f"cut{self.cuts + added}", lhs=None,
+                                               rhs=float(cuts.rhs[r]), local=False,
+                                               removable=True)
+                    m.cacheRowExtensions(row)
+                    for j, v in zip(cols[starts[r]:starts[r + 1]].tolist(),
+                                    vals[starts[r]:starts[r + 1]].tolist()):
+                        m.addVarToRow(row, variables[j], v)
+                    m.flushRowExtensions(row)
+                    m.addCut(row)
+                    added += 1
+            self.cuts += added
+            self.rounds += 1
+            result = ps.SCIP_RESULT.SEPARATED if added else ps.SCIP_RESULT.DIDNOTFIND
+            return {"result": result}
+
+    plugin = _ModelCuts()
+    scip.includeSepa(plugin, SEPARATOR_NAME, "cuts of the model's separators",
+                     priority=100_000, freq=1)
+    return plugin
+
+
 class ScipBackend:
     """SCIP through pyscipopt (see the module docstring for tolerances and options).
 
@@ -362,7 +420,13 @@ class ScipBackend:
         scip, variables = build_scip(model, method=self.build_method, names=self.names,
                                      verbose=options.verbose)
         try:
-            return _optimize(scip, variables, options, t0, self.name)
+            plugin = _attach_separators(scip, model, variables) if model.separators else None
+            result = _optimize(scip, variables, options, t0, self.name)
+            if plugin is not None:
+                result = dataclasses.replace(
+                    result, message=f"{result.message}; {plugin.cuts} separator cuts in "
+                                    f"{plugin.rounds} rounds")
+            return result
         finally:
             scip.freeProb()
 
