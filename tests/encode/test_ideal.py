@@ -3,6 +3,8 @@ and SCIP with them gives the same optima as without."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -20,7 +22,7 @@ from milpverify.solve.base import SolveOptions
 def random_mlp(rng: np.random.Generator, sizes: list[int]) -> Network:
     nodes: list[tuple[str, ops.Op]] = [("x", ops.Input((), (sizes[0],)))]
     prev = "x"
-    for k, (i, o) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for k, (i, o) in enumerate(itertools.pairwise(sizes)):
         nodes.append((f"fc{k}", ops.Affine((prev,), (o,), rng.normal(size=(o, i)),
                                            rng.normal(size=o) * 0.5)))
         prev = f"fc{k}"
@@ -42,7 +44,7 @@ def true_values(net: Network, enc, model: MilpModel, x: np.ndarray) -> np.ndarra
     """The model variables of the exact computation at input x (binaries = pre > 0)."""
     acts = net.forward_all(x[None], flat=True)
     values = np.zeros(model.n_vars)
-    for name, _ in net.items():
+    for name in net.order:
         term = enc.terms[name]
         values[term.var[term.var >= 0]] = acts[name][0][term.var >= 0]
     for name, active in enc.relu_active.items():
