@@ -280,15 +280,15 @@ def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
                         help="skip LP bound tightening before the MILP")
     parser.add_argument("--split-disjuncts", action="store_true",
                         help="one MILP per disjunct instead of one with a binary per disjunct")
-    parser.add_argument("--ideal-cuts", action="store_true",
-                        help="let SCIP separate cuts of the ideal ReLU formulation")
+    parser.add_argument("--no-ideal-cuts", action="store_true",
+                        help="do not let SCIP separate cuts of the ideal ReLU formulation")
 
 
 def _vnnlib_options(args: argparse.Namespace) -> Any:
     from milpverify.vnncomp import VnnlibOptions
     return VnnlibOptions(attack=not args.no_attack, alpha=not args.no_alpha,
                          tighten=not args.no_tighten, split_disjuncts=args.split_disjuncts,
-                         ideal_cuts=args.ideal_cuts)
+                         ideal_cuts=not args.no_ideal_cuts)
 
 
 def _run_vnnlib(args: argparse.Namespace) -> int:

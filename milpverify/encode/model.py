@@ -19,6 +19,9 @@ per block: block ``name="fc1/relu"`` of 3 variables yields ``fc1/relu[0]``, ``fc
 always unique. Names are *not* sanitised here; file writers (`milpverify.solve.scip.write_model`)
 map them to what each file format accepts.
 
+A model may also carry cut `Separator`s (`MilpModel.add_separator`): valid inequalities
+found on demand, which backends with cut callbacks (SCIP) add during the solve.
+
 This module imports only numpy, scipy and `milpverify.errors`.
 """
 

@@ -38,6 +38,14 @@ Every solve sets ``limits/time``, ``limits/gap``, ``limits/solutions`` (1 with
 verbose). SCIP's ``optimize()`` is sequential: ``threads`` only reaches the LP solver and
 SCIP's concurrent mode, which is not used.
 
+Separators
+----------
+A model's cut `Separator`s (`MilpModel.add_separator`, e.g. the ideal ReLU cuts of
+`milpverify.encode.ideal`) run in one SCIP separator plugin, ``SEPARATOR_NAME``, at every
+node by default (LP solutions only); each round adds at most ``MAX_CUTS_PER_ROUND`` cuts
+per separator as removable global rows. The result's ``message`` reports how many.
+`ScipSession` (bound tightening) does not run them.
+
 Sessions
 --------
 `ScipSession` builds once and, per objective, calls ``freeTransform()``, replaces the
