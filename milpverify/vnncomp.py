@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -640,6 +640,21 @@ def _vertex_starts(bounds: Any, groups: list[npt.NDArray[np.int64]],
     return starts, owners
 
 
+def _attack(net: Network, prop: VnnlibProperty, bounds: Any,
+            groups: list[npt.NDArray[np.int64]], alive: list[int], falsifier: FalsifierOptions,
+            attack_s: float, deadline: float, timings: dict[str, float]
+            ) -> CounterexampleCheck | None:
+    """`falsify` the open disjuncts for at most `attack_s` (and not past `deadline`), from
+    random starts and from the bounds' vertices (`_vertex_starts`)."""
+    t0 = time.perf_counter()
+    starts, owners = _vertex_starts(bounds, groups, alive)
+    found = falsify(net, prop, options=replace(falsifier,
+                                               time_limit_s=min(attack_s, deadline - t0)),
+                    disjuncts=alive, starts=starts, start_disjuncts=owners)
+    timings["attack_s"] = timings.get("attack_s", 0.0) + time.perf_counter() - t0
+    return found
+
+
 def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backend: str,
                      opts: VnnlibOptions, attack_s: float, timings: dict[str, float],
                      stats: dict[str, Any]) -> _PropertyOutcome:
@@ -665,13 +680,8 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
             if check.verified:
                 return _PropertyOutcome("sat", check, "bounds")
     if opts.attack and attack_s > 0:
-        t0 = time.perf_counter()
-        fopts = FalsifierOptions(**{**opts.falsifier.__dict__,
-                                    "time_limit_s": min(attack_s, deadline - t0)})
-        starts, owners = _vertex_starts(bounds, groups, alive)
-        found = falsify(net, prop, options=fopts, disjuncts=alive, starts=starts,
-                        start_disjuncts=owners)
-        timings["attack_s"] = timings.get("attack_s", 0.0) + time.perf_counter() - t0
+        found = _attack(net, prop, bounds, groups, alive, opts.falsifier, attack_s, deadline,
+                        timings)
         if found is not None:
             return _PropertyOutcome("sat", found, "attack")
     # Optimised slopes after the (cheap) falsifier: what it answers never pays for them.
@@ -686,13 +696,8 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
         if not alive:
             return _PropertyOutcome("unsat", decided_by="bounds")
         if opts.attack and attack_s > 0:  # again from where the optimised bounds point
-            t0 = time.perf_counter()
-            fopts = FalsifierOptions(**{**opts.falsifier.__dict__, "restarts": 1,
-                                        "time_limit_s": min(attack_s, deadline - t0)})
-            starts, owners = _vertex_starts(bounds, groups, alive)
-            found = falsify(net, prop, options=fopts, disjuncts=alive, starts=starts,
-                            start_disjuncts=owners)
-            timings["attack_s"] = timings.get("attack_s", 0.0) + time.perf_counter() - t0
+            found = _attack(net, prop, bounds, groups, alive,
+                            replace(opts.falsifier, restarts=1), attack_s, deadline, timings)
             if found is not None:
                 return _PropertyOutcome("sat", found, "attack")
     remaining = deadline - time.perf_counter()

@@ -2,7 +2,8 @@
 
 Front-end tests build a model with `make_onnx`, run it with `run_ort`, and compare with
 `milpverify.load_onnx(model).forward(x)` via `assert_matches_ort`. The brute-force
-references of rho and of relaxed properties enumerate `activation_regions` of tiny MLPs.
+references of rho and of relaxed properties enumerate `activation_regions` of tiny MLPs;
+`random_mlp` builds seeded Gaussian MLPs directly in the IR.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from scipy.optimize import linprog
+
+from milpverify.ir import ops
+from milpverify.ir.network import Network
 
 Shape = Sequence[Union[int, str, None]]
 ValueSpec = Union[tuple[str, Shape], tuple[str, None], onnx.ValueInfoProto]
@@ -138,3 +142,17 @@ def activation_regions(weights: list, n: int, domain: tuple[float, float] = (0.0
             w, b = weights[-1]
             out.append((a_ub, b_ub, w @ a, w @ c + b))
     return out
+
+
+def random_mlp(rng: np.random.Generator, sizes: list[int]) -> Network:
+    """x -> (Affine -> Relu)* -> Affine with Gaussian weights (biases scaled by 0.5)."""
+    nodes: list[tuple[str, ops.Op]] = [("x", ops.Input((), (sizes[0],)))]
+    prev = "x"
+    for k, (i, o) in enumerate(itertools.pairwise(sizes)):
+        nodes.append((f"fc{k}", ops.Affine((prev,), (o,), rng.normal(size=(o, i)),
+                                           rng.normal(size=o) * 0.5)))
+        prev = f"fc{k}"
+        if k < len(sizes) - 2:
+            nodes.append((f"relu{k}", ops.Relu((prev,), (o,))))
+            prev = f"relu{k}"
+    return Network(nodes, prev)

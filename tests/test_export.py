@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import random_mlp
 
 from milpverify import cli
 from milpverify.errors import InvalidInputError, SolverError
@@ -38,20 +39,6 @@ needs_pyomo_highs = pytest.mark.skipif(_unavailable(PYOMO_HIGHS) is not None,
                                        reason=f"{PYOMO_HIGHS} unavailable")
 
 
-def mlp(rng: np.random.Generator, sizes: list[int]) -> Network:
-    """x -> (Affine -> Relu)* -> Affine, Gaussian weights."""
-    nodes: list[tuple[str, ops.Op]] = [("x", ops.Input((), (sizes[0],)))]
-    prev = "x"
-    for k, (i, o) in enumerate(zip(sizes[:-1], sizes[1:])):
-        nodes.append((f"fc{k}", ops.Affine((prev,), (o,), rng.normal(size=(o, i)),
-                                           rng.normal(size=o) * 0.5)))
-        prev = f"fc{k}"
-        if k < len(sizes) - 2:
-            nodes.append((f"relu{k}", ops.Relu((prev,), (o,))))
-            prev = f"relu{k}"
-    return Network(nodes, prev)
-
-
 def convnet(rng: np.random.Generator) -> Network:
     """1x5x5 -> Conv(3, 2x2) -> Relu -> MaxPool(2x2) -> Affine(6) -> Relu -> Affine(3)."""
     nodes: list[tuple[str, ops.Op]] = [
@@ -71,7 +58,7 @@ def convnet(rng: np.random.Generator) -> Network:
 def _case(kind: str, seed: int) -> tuple[Network, np.ndarray]:
     rng = np.random.default_rng(seed)
     if kind == "mlp":
-        net = mlp(rng, [4, 8, 8, 3])
+        net = random_mlp(rng, [4, 8, 8, 3])
         return net, rng.uniform(0.2, 0.8, size=4)
     net = convnet(rng)
     return net, rng.uniform(0.3, 0.7, size=25)

@@ -3,33 +3,18 @@ and SCIP with them gives the same optima as without."""
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
+from helpers import random_mlp
 
 from milpverify.bounds import symbolic_bounds
 from milpverify.encode.ideal import relu_cut_separators
 from milpverify.encode.milp import Term, encode_network
 from milpverify.encode.model import MilpModel
 from milpverify.errors import InvalidModelError
-from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions
-
-
-def random_mlp(rng: np.random.Generator, sizes: list[int]) -> Network:
-    nodes: list[tuple[str, ops.Op]] = [("x", ops.Input((), (sizes[0],)))]
-    prev = "x"
-    for k, (i, o) in enumerate(itertools.pairwise(sizes)):
-        nodes.append((f"fc{k}", ops.Affine((prev,), (o,), rng.normal(size=(o, i)),
-                                           rng.normal(size=o) * 0.5)))
-        prev = f"fc{k}"
-        if k < len(sizes) - 2:
-            nodes.append((f"relu{k}", ops.Relu((prev,), (o,))))
-            prev = f"relu{k}"
-    return Network(nodes, prev)
 
 
 def encoded(net: Network, lo: np.ndarray, hi: np.ndarray, relax: bool = False):
