@@ -144,15 +144,21 @@ def activation_regions(weights: list, n: int, domain: tuple[float, float] = (0.0
     return out
 
 
-def random_mlp(rng: np.random.Generator, sizes: list[int]) -> Network:
-    """x -> (Affine -> Relu)* -> Affine with Gaussian weights (biases scaled by 0.5)."""
-    nodes: list[tuple[str, ops.Op]] = [("x", ops.Input((), (sizes[0],)))]
+def mlp(weights: list[tuple[np.ndarray, np.ndarray]], in_shape: tuple[int, ...]) -> Network:
+    """x -> Affine -> Relu -> ... -> Affine (no ReLU after the last layer)."""
+    nodes: list[tuple[str, ops.Op]] = [("x", ops.Input((), in_shape))]
     prev = "x"
-    for k, (i, o) in enumerate(itertools.pairwise(sizes)):
-        nodes.append((f"fc{k}", ops.Affine((prev,), (o,), rng.normal(size=(o, i)),
-                                           rng.normal(size=o) * 0.5)))
+    for k, (w, b) in enumerate(weights):
+        nodes.append((f"fc{k}", ops.Affine((prev,), (w.shape[0],), w, b)))
         prev = f"fc{k}"
-        if k < len(sizes) - 2:
-            nodes.append((f"relu{k}", ops.Relu((prev,), (o,))))
+        if k < len(weights) - 1:
+            nodes.append((f"relu{k}", ops.Relu((prev,), (w.shape[0],))))
             prev = f"relu{k}"
     return Network(nodes, prev)
+
+
+def random_mlp(rng: np.random.Generator, sizes: list[int]) -> tuple[Network, list]:
+    """A seeded `mlp` with Gaussian weights (biases scaled by 0.5), and its weights."""
+    weights = [(rng.normal(size=(o, i)), rng.normal(size=o) * 0.5)
+               for i, o in itertools.pairwise(sizes)]
+    return mlp(weights, (sizes[0],)), weights

@@ -58,7 +58,7 @@ def convnet(rng: np.random.Generator) -> Network:
 def _case(kind: str, seed: int) -> tuple[Network, np.ndarray]:
     rng = np.random.default_rng(seed)
     if kind == "mlp":
-        net = random_mlp(rng, [4, 8, 8, 3])
+        net = random_mlp(rng, [4, 8, 8, 3])[0]
         return net, rng.uniform(0.2, 0.8, size=4)
     net = convnet(rng)
     return net, rng.uniform(0.3, 0.7, size=25)

@@ -20,7 +20,7 @@ import pytest
 from scipy.optimize import linprog
 
 import milpverify
-from helpers import activation_regions, make_onnx, node, run_ort
+from helpers import activation_regions, make_onnx, node, random_mlp, run_ort
 from milpverify.encode.milp import Term, encode_network
 from milpverify.encode.model import MilpModel
 from milpverify.errors import InvalidInputError
@@ -31,7 +31,6 @@ from milpverify.properties import (Affinity, RelaxedTopK, add_topk_changed, cert
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveStatus
 from milpverify.verify import rho
-from test_verify import random_mlp
 
 SIZES = [2, 5, 4, 4]
 #: Exact answers: a bracket below the 1e-6 the comparisons use (float32 witnesses are

@@ -10,31 +10,12 @@ import pytest
 from scipy.optimize import linprog
 
 import milpverify
-from helpers import activation_regions
+from helpers import activation_regions, random_mlp
 from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.restriction import lp_restriction
 from milpverify.verify import certify, rho
 from milpverify.witness import check_witness
-
-
-def mlp(weights: list[tuple[np.ndarray, np.ndarray]], in_shape: tuple[int, ...]) -> Network:
-    """x -> Affine -> Relu -> ... -> Affine (no ReLU after the last layer)."""
-    nodes: list[tuple[str, ops.Op]] = [("x", ops.Input((), in_shape))]
-    prev = "x"
-    for k, (w, b) in enumerate(weights):
-        nodes.append((f"fc{k}", ops.Affine((prev,), (w.shape[0],), w, b)))
-        prev = f"fc{k}"
-        if k < len(weights) - 1:
-            nodes.append((f"relu{k}", ops.Relu((prev,), (w.shape[0],))))
-            prev = f"relu{k}"
-    return Network(nodes, prev)
-
-
-def random_mlp(rng: np.random.Generator, sizes: list[int]) -> tuple[Network, list]:
-    weights = [(rng.normal(size=(o, i)), rng.normal(size=o) * 0.5)
-               for i, o in zip(sizes[:-1], sizes[1:])]
-    return mlp(weights, (sizes[0],)), weights
 
 
 def brute_force_rho(weights: list, x: np.ndarray, label: int,

@@ -41,7 +41,7 @@ def true_values(net: Network, enc, model: MilpModel, x: np.ndarray) -> np.ndarra
 @pytest.fixture(scope="module")
 def case():
     rng = np.random.default_rng(7)
-    net = random_mlp(rng, [4, 8, 8, 3])
+    net = random_mlp(rng, [4, 8, 8, 3])[0]
     lo, hi = np.zeros(4), np.ones(4)
     return net, lo, hi, *encoded(net, lo, hi)
 
@@ -109,7 +109,7 @@ def test_cuts_tighten_the_lp_relaxation(case):
 @pytest.mark.parametrize("seed", range(4))
 def test_scip_with_cuts_same_optimum(seed):
     rng = np.random.default_rng(100 + seed)
-    net = random_mlp(rng, [5, 10, 10, 2])
+    net = random_mlp(rng, [5, 10, 10, 2])[0]
     lo, hi = -np.ones(5), np.ones(5)
     scip = get_backend("scip")
     answers = []
