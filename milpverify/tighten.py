@@ -578,10 +578,11 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
     method : {"interval", "symbolic", "alpha", "lp", "mip", "progressive"}
         Tightness and cost increase in this order ("alpha": CROWN with optimised slopes,
         `milpverify.bounds.alpha`; not comparable with "lp"). "lp": symbolic, then LP
-        tightening of every unstable neuron. "mip": the "lp" result, then a second pass with a MILP for
-        every neuron still unstable (bounds to optimality). "progressive" (default): symbolic, then the solver `levels`
-        on neurons still unstable; the MILP only decides the sign of neurons not proven
-        unstable by a concrete input (module docstring).
+        tightening of every unstable neuron. "mip": the "lp" result, then a second pass
+        with a MILP for every neuron still unstable (bounds to optimality). "progressive"
+        (default): symbolic, then the solver `levels` on neurons still unstable; the MILP
+        only decides the sign of neurons not proven unstable by a concrete input (module
+        docstring).
     time_limit_s : float, optional
         Overall budget (default: none). Each layer may use `2 / (layers left + 1)` of what
         is left; neurons not reached keep their (sound) bounds.

@@ -3,8 +3,8 @@
 Owns the VNN-LIB decision pipeline (spec layer -> symbolic bounds -> falsifier ->
 optimised-slope bounds -> falsifier -> feasibility MILP -> bound tightening -> feasibility
 MILP -> counterexample re-check; the falsifier also starts from the vertices where the
-bounds' relaxation of each spec row is smallest), the shared-rho shortcut for L-inf robustness specs, and the
-resumable instance runner behind ``milpverify vnncomp``.
+bounds' relaxation of each spec row is smallest), the shared-rho shortcut for L-inf
+robustness specs, and the resumable instance runner behind ``milpverify vnncomp``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from milpverify.bounds import alpha_bounds
 from milpverify.encode.ideal import relu_cut_separators
-from milpverify.encode.milp import Term, encode_network
+from milpverify.encode.milp import NetworkEncoding, Term, encode_network
 from milpverify.encode.model import MilpModel
 from milpverify.encode.objective import Disjunct, add_unsafe_set, build_unsafe_problem
 from milpverify.errors import InvalidInputError, MilpVerifyError
@@ -183,9 +183,10 @@ class VnnlibOptions:
         problem: gives SCIP a dual bound and pseudo-costs to steer branching.
     ideal_cuts : bool
         Let the MILP backend separate cuts of the ideal ReLU formulation
-        (`milpverify.encode.ideal`; SCIP only, other backends ignore them). Measured on
-        mnist_fc (`benchmarks/results/vnncomp_devices.md`): one time-out of 14 solved, the
-        instances the MILP decided before all still decided in about the same total time.
+        (`milpverify.encode.ideal`; SCIP only, other backends ignore them). Measured
+        (`benchmarks/results/vnncomp_devices.md`): one time-out solved of 14 tried on
+        mnist_fc and one of 13 on eran; the instances the MILP decided before all still
+        decided, in about the same total time.
     threads : int
         Solver threads.
     solver_params : dict
@@ -424,8 +425,8 @@ def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | N
             if len(wanted) != len(extra):
                 raise InvalidInputError(f"`start_disjuncts` names {len(wanted)} disjuncts for "
                                         f"{len(extra)} starts; give one per start.")
-            keep = np.array(wanted, dtype=np.int64) >= 0
-            extra_x, extra_owner = extra[keep], np.array(wanted, dtype=np.int64)[keep]
+            owner_of = np.array(wanted, dtype=np.int64)
+            extra_x, extra_owner = extra[owner_of >= 0], owner_of[owner_of >= 0]
     round_ = 0
     while time.perf_counter() < deadline:
         if round_ == 0:
@@ -525,21 +526,32 @@ def _selection(groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: in
 def _build_milp(aug: Network, bounds: Any, prop: VnnlibProperty,
                 groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: int, rhs: float,
                 objective: bool, ideal_cuts: bool = False) -> tuple[Any, npt.NDArray[np.int64]]:
-    """The unsafe-set MILP over the spec outputs ``s``: ``OR_d AND_{r in d} s_r <= rhs``.
+    """The unsafe-set MILP over the spec outputs ``s``: ``OR_d AND_{r in d} s_r <= rhs``
+    (`_unsafe_model`), carrying the ReLU cut separators with `ideal_cuts`."""
+    model, input_vars, encoding = _unsafe_model(aug, bounds, prop, groups, batch, n_rows, rhs,
+                                                objective)
+    if ideal_cuts:
+        for separator in relu_cut_separators(aug, bounds, encoding):
+            model.add_separator(separator)
+    return model, input_vars
+
+
+def _unsafe_model(aug: Network, bounds: Any, prop: VnnlibProperty,
+                  groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: int,
+                  rhs: float, objective: bool
+                  ) -> tuple[MilpModel, npt.NDArray[np.int64], NetworkEncoding]:
+    """The unsafe-set MILP, its input variables and the network's encoding.
 
     With `objective`: a variable ``t in [t_lo, rhs]``, ``u = s - t`` and the disjunction
     ``OR_d AND_r u_r <= 0``, minimising t. ``t_lo = min_d max_r lower(s_r)`` is a valid
     lower bound, and ``t <= rhs`` keeps the feasible inputs exactly those of the
-    feasibility form. With `ideal_cuts` the model carries the ReLU cut separators.
+    feasibility form.
     """
     if not objective:
         problem = build_unsafe_problem(aug, None, bounds, prop.input_lower, prop.input_upper,
                                        _selection(groups, batch, n_rows, rhs),
                                        with_distance=False)
-        if ideal_cuts:
-            for separator in relu_cut_separators(aug, bounds, problem.encoding):
-                problem.model.add_separator(separator)
-        return problem.model, problem.input_vars
+        return problem.model, problem.input_vars, problem.encoding
     model = MilpModel()
     xv = model.add_vars(aug.input_size, prop.input_lower, prop.input_upper, name="input")
     used = np.zeros(n_rows, dtype=bool)
@@ -570,10 +582,7 @@ def _build_milp(aug: Network, bounds: Any, prop: VnnlibProperty,
         disjuncts.append(Disjunct(sel, np.zeros(len(groups[d])), str(d)))
     add_unsafe_set(model, Term.of_vars(u), disjuncts, u_lo, u_hi)
     model.set_objective(np.array([t]), np.array([1.0]))
-    if ideal_cuts:
-        for separator in relu_cut_separators(aug, bounds, enc):
-            model.add_separator(separator)
-    return model, xv
+    return model, xv, enc
 
 
 def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,

@@ -504,6 +504,6 @@ def bounds_for_box(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike,
 
 __all__ = [
     "BACKWARD_RULES", "BOUND_METHODS", "LinearRelaxation", "RELAXATIONS", "SlopeHook",
-    "SymbolicContext", "ancestors", "backsubstitute", "bound_vertices", "bounds_for_box", "relax_maxpool",
-    "relax_relu", "symbolic_bounds", "symbolic_pass", "symbolic_targets",
+    "SymbolicContext", "ancestors", "backsubstitute", "bound_vertices", "bounds_for_box",
+    "relax_maxpool", "relax_relu", "symbolic_bounds", "symbolic_pass", "symbolic_targets",
 ]
