@@ -131,6 +131,7 @@ def options_from(args: argparse.Namespace) -> VnnlibOptions:
         name, _, value = item.partition("=")
         params[name] = float(value) if re.fullmatch(r"[-+.0-9eE]+", value) else value
     return VnnlibOptions(attack=not args.no_attack, alpha=not args.no_alpha,
+                         alpha_after_tighten=not args.no_alpha_after_tighten,
                          tighten=not args.no_tighten, first_milp_fraction=args.first_milp_fraction,
                          tighten_fraction=args.tighten_fraction,
                          split_disjuncts=args.split_disjuncts, ideal_cuts=not args.no_ideal_cuts,
@@ -307,6 +308,8 @@ def main() -> int:
     parser.add_argument("--no-attack", action="store_true")
     parser.add_argument("--attack-s", type=float, default=FalsifierOptions().time_limit_s)
     parser.add_argument("--no-alpha", action="store_true")
+    parser.add_argument("--no-alpha-after-tighten", action="store_true",
+                        help="no second optimised-slope pass on the LP-tightened bounds")
     parser.add_argument("--no-tighten", action="store_true")
     parser.add_argument("--first-milp-fraction", type=float,
                         default=VnnlibOptions().first_milp_fraction)

@@ -170,6 +170,10 @@ class VnnlibOptions:
         there, where tightening would have cost more than the whole solve.
     tighten : bool
         Then LP bound tightening (`compute_bounds(method="progressive")`) and a second MILP.
+    alpha_after_tighten : bool
+        With `alpha`, optimise the slopes again on the tightened bounds: the spec rows'
+        relaxation then uses the LP-tightened intermediate bounds. Measured on eran
+        ``idx_3857``: decided by these bounds (201 s) instead of the second MILP (248 s).
     tighten_min_unstable : int
         Skip tightening when symbolic bounds leave fewer unstable ReLUs than this.
     tighten_fraction : float
@@ -200,6 +204,7 @@ class VnnlibOptions:
     alpha_fraction: float = 0.15
     first_milp_fraction: float = 0.3
     tighten: bool = True
+    alpha_after_tighten: bool = True
     tighten_min_unstable: int = 0
     tighten_fraction: float = 0.5
     split_disjuncts: bool = False
@@ -726,6 +731,12 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
                                 time_limit_s=max(remaining * opts.tighten_fraction, 1e-3),
                                 base=bounds)
         timings["tighten_s"] = timings.get("tighten_s", 0.0) + time.perf_counter() - t0
+        if opts.alpha and opts.alpha_after_tighten and bounds.unstable:
+            t0 = time.perf_counter()
+            bounds = alpha_bounds(aug, prop.input_lower, prop.input_upper, base=bounds,
+                                  time_limit_s=max(opts.alpha_fraction * (deadline - t0), 1e-3),
+                                  threads=opts.threads)
+            timings["alpha_s"] = timings.get("alpha_s", 0.0) + time.perf_counter() - t0
         stats["unstable_tightened"] = stats.get("unstable_tightened", 0) + bounds.unstable
         alive = _possible(bounds.flat(SPEC_NODE)[0], groups, alive)
         if not alive:
