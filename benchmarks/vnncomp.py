@@ -283,7 +283,8 @@ def write_summary(notes: list[str]) -> Path:
                       "like-for-like reference is `no_alpha` (the default of that code). "
                       "`no_cuts` is the default before the ideal ReLU cuts were switched on; "
                       "the default's rows of instances rerun with the cuts come from that "
-                      "run (see the run notes).", "",
+                      "run (see the run notes). `no_alpha_after_tighten` (eran) is the "
+                      "default before the second optimised-slope pass, likewise.", "",
                       *table]
     devices = RESULTS / "vnncomp_devices.md"
     if devices.exists():

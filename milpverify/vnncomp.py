@@ -1,8 +1,8 @@
 """VNN-COMP: decide VNN-LIB specifications exactly (`verify_vnnlib`) and run benchmark folders.
 
 Owns the VNN-LIB decision pipeline (spec layer -> symbolic bounds -> falsifier ->
-optimised-slope bounds -> falsifier -> feasibility MILP -> bound tightening -> feasibility
-MILP -> counterexample re-check; the falsifier also starts from the vertices where the
+optimised-slope bounds -> falsifier -> feasibility MILP -> bound tightening -> optimised
+slopes on the tightened bounds -> feasibility MILP -> counterexample re-check; the falsifier also starts from the vertices where the
 bounds' relaxation of each spec row is smallest), the shared-rho shortcut for L-inf
 robustness specs, and the resumable instance runner behind ``milpverify vnncomp``.
 """
@@ -779,7 +779,8 @@ def verify_vnnlib(net_or_path: Network | PathLike, spec_or_path: VnnlibSpec | Pa
     property is unsat); the falsifier (`falsify`, random starts and the bounds' vertices)
     tries the rest; optimised-slope bounds drop more, the falsifier tries again from their
     vertices; then a feasibility MILP (one binary per disjunct, stop at the first feasible
-    point), LP bound tightening and a second MILP decide (see `VnnlibOptions`).
+    point), LP bound tightening (then the optimised slopes again, on the tightened bounds)
+    and a second MILP decide (see `VnnlibOptions`).
     A MILP with the unsafe rows relaxed by ``SOLVER_SLACK`` being infeasible proves unsat; a
     point is reported only after `check_counterexample` (float32 point inside the box,
     numpy float64 and onnxruntime outputs both unsafe), re-solving with the strict margin
