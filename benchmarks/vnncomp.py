@@ -135,6 +135,7 @@ def options_from(args: argparse.Namespace) -> VnnlibOptions:
                          tighten=not args.no_tighten, first_milp_fraction=args.first_milp_fraction,
                          tighten_fraction=args.tighten_fraction,
                          split_disjuncts=args.split_disjuncts, ideal_cuts=not args.no_ideal_cuts,
+                         threads=args.threads,
                          solver_params=params,
                          falsifier=FalsifierOptions(time_limit_s=args.attack_s))
 
@@ -319,6 +320,8 @@ def main() -> int:
     parser.add_argument("--no-ideal-cuts", action="store_true",
                         help="SCIP does not separate ideal-formulation ReLU cuts")
     parser.add_argument("--solver-param", action="append", metavar="NAME=VALUE")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="solver/torch threads and LPs of the tightening solved at once")
     parser.add_argument("--summarize-only", action="store_true")
     parser.add_argument("--note", action="append", default=[],
                         help="extra line for the run notes of vnncomp.md")

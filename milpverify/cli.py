@@ -282,11 +282,17 @@ def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
                         help="one MILP per disjunct instead of one with a binary per disjunct")
     parser.add_argument("--no-ideal-cuts", action="store_true",
                         help="do not let SCIP separate cuts of the ideal ReLU formulation")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="LP bound tightening solves N neurons at once; also the solvers' "
+                             "and torch's thread count (default 1)")
 
 
 def _vnnlib_options(args: argparse.Namespace) -> Any:
+    from milpverify.errors import InvalidInputError
     from milpverify.vnncomp import VnnlibOptions
-    return VnnlibOptions(attack=not args.no_attack, alpha=not args.no_alpha,
+    if args.threads < 1:
+        raise InvalidInputError(f"`--threads` must be >= 1; got {args.threads}.")
+    return VnnlibOptions(threads=args.threads, attack=not args.no_attack, alpha=not args.no_alpha,
                          tighten=not args.no_tighten, split_disjuncts=args.split_disjuncts,
                          ideal_cuts=not args.no_ideal_cuts)
 

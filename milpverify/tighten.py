@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -261,6 +262,7 @@ class _State:
     stats: dict[str, _LevelStats]
     symbolic_s: float = 0.0
     layer_deadline: float = np.inf
+    threads: int = 1  # LP level: neurons solved at once, each thread with its own session
     cut_short: bool = False  # some neuron was not reached for lack of time
 
     def bounds(self, method: str) -> Bounds:
@@ -449,27 +451,44 @@ def _lp_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArra
     cone = _Cone.build(state, node, neurons, exact=False)
     bounder = DualBounder.of_model(cone.model)
     highs = state.backend == "highs"
-    solved = [0]
-    with get_backend(state.backend).session(cone.model) as session:
 
-        def solve(j: int, sense: float) -> tuple[float, FloatArray | None] | None:
-            var = int(cone.var[j])
-            params = (LP_HIGHS_RESOLVE if solved[0] else LP_HIGHS_FIRST) if highs else {}
-            solved[0] += 1
-            res = session.minimize(np.array([var]), np.array([sense]),
-                                   _options(state, state.per_neuron_s, solver_params=params))
-            duals = res.row_duals
-            point = None if res.x is None else res.x[cone.inputs]
-            if duals is not None:
-                cost = np.zeros(cone.model.n_vars)
-                cost[var] = sense
-                return sense * bounder.bound(cost, duals), point
-            if res.status in TRUSTED_STATUSES and np.isfinite(res.dual_bound):
-                return _widen(res.dual_bound, sense, LP_FALLBACK_SLACK), point
-            return None
+    def tighten_share(share: IntArray, share_stats: _LevelStats) -> list[FloatArray]:
+        """`share` of the neurons in a session of its own (warm starts stay per session)."""
+        solved = [0]
+        with get_backend(state.backend).session(cone.model) as session:
 
-        encoded = neurons[cone.var[neurons] >= 0]
-        return _run_neurons(state, node, encoded, stoppable, stats, decide_only, solve)
+            def solve(j: int, sense: float) -> tuple[float, FloatArray | None] | None:
+                var = int(cone.var[j])
+                params = (LP_HIGHS_RESOLVE if solved[0] else LP_HIGHS_FIRST) if highs else {}
+                solved[0] += 1
+                res = session.minimize(np.array([var]), np.array([sense]),
+                                       _options(state, state.per_neuron_s, solver_params=params))
+                duals = res.row_duals
+                point = None if res.x is None else res.x[cone.inputs]
+                if duals is not None:
+                    cost = np.zeros(cone.model.n_vars)
+                    cost[var] = sense
+                    return sense * bounder.bound(cost, duals), point
+                if res.status in TRUSTED_STATUSES and np.isfinite(res.dual_bound):
+                    return _widen(res.dual_bound, sense, LP_FALLBACK_SLACK), point
+                return None
+
+            return _run_neurons(state, node, share, stoppable, share_stats, decide_only, solve)
+
+    encoded = neurons[cone.var[neurons] >= 0]
+    workers = min(state.threads, len(encoded))
+    if workers <= 1:
+        return tighten_share(encoded, stats)
+    # Each thread owns every `workers`-th neuron (all start with promising ones), its own
+    # session and its own counters; they write disjoint entries of `state.pre[node]`.
+    shares = [(encoded[k::workers], _LevelStats()) for k in range(workers)]
+    with ThreadPoolExecutor(workers) as pool:
+        found = list(pool.map(lambda share: tighten_share(*share), shares))
+    for _, share_stats in shares:
+        stats.neurons += share_stats.neurons
+        stats.solves += share_stats.solves
+        stats.stabilized += share_stats.stabilized
+    return [point for points in found for point in points]
 
 
 def _mip_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArray[np.bool_],
@@ -567,7 +586,7 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
                    method: str = "progressive", time_limit_s: float | None = None,
                    per_neuron_s: float | None = None, backend: str = "highs",
                    mip_backend: str = "scip", levels: Sequence[str] = ("lp", "mip"),
-                   base: Bounds | None = None) -> Bounds:
+                   base: Bounds | None = None, threads: int = 1) -> Bounds:
     """Sound bounds of every node over the input box `[lower, upper]`.
 
     Parameters
@@ -602,6 +621,10 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
         intersected with them, so the result is inside `base` (e.g. "mip" from an "lp"
         result, or bounds of a larger box).
 
+    threads : int
+        LPs of a layer solved at once (default 1): each thread keeps its own solver session
+        and takes every `threads`-th neuron. highspy releases the GIL while it solves.
+
     Returns
     -------
     Bounds
@@ -613,7 +636,7 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
     Raises
     ------
     InvalidInputError
-        Unknown `method` or level, non-positive limits, or a bad box.
+        Unknown `method` or level, non-positive limits, `threads` < 1, or a bad box.
     UnboundedError
         If the box gives non-finite bounds.
 
@@ -627,6 +650,8 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
     for name, value in (("time_limit_s", time_limit_s), ("per_neuron_s", per_neuron_s)):
         if value is not None and not value > 0:
             raise InvalidInputError(f"`{name}` must be > 0 or None; got {value!r}.")
+    if not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise InvalidInputError(f"`threads` must be an integer >= 1; got {threads!r}.")
     bad = [lv for lv in levels if lv not in LEVELS]
     if bad or not len(levels):
         raise InvalidInputError(
@@ -651,7 +676,7 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
                                                           else time_limit_s),
                    per_neuron_s, backend, mip_backend, evidence,
                    {lv: _LevelStats() for lv in chosen},
-                   symbolic_s=first.time_s)
+                   symbolic_s=first.time_s, threads=threads)
     if method == "mip":
         # Two passes, so that the result is inside what "lp" returns: every LP first, then
         # the MILPs starting from those bounds (bounds only ever shrink).

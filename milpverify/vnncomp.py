@@ -192,7 +192,8 @@ class VnnlibOptions:
         mnist_fc and one of 13 on eran; the instances the MILP decided before all still
         decided, in about the same total time.
     threads : int
-        Solver threads.
+        Threads of the solvers and of torch, and LPs of the bound tightening solved at once
+        (`compute_bounds(threads=)`).
     solver_params : dict
         Passed to the backend (SCIP parameter names for "scip").
     falsifier : FalsifierOptions
@@ -729,7 +730,7 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
         t0 = time.perf_counter()
         bounds = compute_bounds(aug, prop.input_lower, prop.input_upper, method="progressive",
                                 time_limit_s=max(remaining * opts.tighten_fraction, 1e-3),
-                                base=bounds)
+                                base=bounds, threads=opts.threads)
         timings["tighten_s"] = timings.get("tighten_s", 0.0) + time.perf_counter() - t0
         if opts.alpha and opts.alpha_after_tighten and bounds.unstable:
             t0 = time.perf_counter()

@@ -260,6 +260,17 @@ def test_cli_vnnlib_error_still_writes_result(tmp_path, abs_model, capsys):
     assert "milpverify: error:" in capsys.readouterr().err
 
 
+def test_cli_vnnlib_threads(tmp_path, abs_model, capsys):
+    model_path = tmp_path / "abs.onnx"
+    model_path.write_bytes(abs_model.SerializeToString())
+    spec_path = tmp_path / "p.vnnlib"
+    spec_path.write_text(_spec("(assert (>= Y_0 1.5))"))
+    assert main(["vnnlib", str(model_path), str(spec_path), "--threads", "2"]) == 0
+    assert capsys.readouterr().out.startswith("unsat")
+    assert main(["vnnlib", str(model_path), str(spec_path), "--threads", "0"]) == 1
+    assert "`--threads` must be >= 1; got 0" in capsys.readouterr().err
+
+
 def _bench(tmp_path: Path, abs_model) -> Path:
     bench = tmp_path / "bench"
     (bench / "onnx").mkdir(parents=True)

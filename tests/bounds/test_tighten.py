@@ -153,6 +153,7 @@ def test_failed_solves_leave_bounds_unchanged(monkeypatch: pytest.MonkeyPatch) -
     ({"levels": ("lp", "exact")}, r"`levels` must be a non-empty sequence of 'lp', 'mip'; "
                                   r"got \['lp', 'exact'\]"),
     ({"levels": ()}, r"`levels` must be a non-empty sequence"),
+    ({"threads": 0}, r"`threads` must be an integer >= 1; got 0"),
 ])
 def test_invalid_options(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
@@ -388,3 +389,18 @@ def test_wk17a_progressive_budget(shared_data: Path) -> None:
     assert contains(sb, b) and b.unstable <= sb.unstable
     assert b.time_s < 10.0
     assert b.details["proven_unstable"] <= b.unstable
+
+
+def test_lp_threads_give_the_same_bounds(shared_data: Path) -> None:
+    """Two threads, each with its own LP session and every other neuron, reach the same LP
+    optima as one (ERAN 3x50 net, eps 0.02: dozens of unstable ReLUs per layer)."""
+    net = load(shared_data, "nets/mnist/eran/mnist_relu_3_50.onnx")
+    lo, hi = linf_box(mnist_image(shared_data, 2), 0.02)
+    one = compute_bounds(net, lo, hi, method="lp")
+    two = compute_bounds(net, lo, hi, method="lp", threads=2)
+    assert one.details["levels"]["lp"]["solves"] > 40
+    for key in ("neurons", "solves", "stabilized"):
+        assert two.details["levels"]["lp"][key] == one.details["levels"]["lp"][key], key
+    for name in net.order:
+        for a, b in zip(one.flat(name), two.flat(name)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=name)
