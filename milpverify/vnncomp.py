@@ -2,9 +2,10 @@
 
 Owns the VNN-LIB decision pipeline (spec layer -> symbolic bounds -> falsifier ->
 optimised-slope bounds -> falsifier -> feasibility MILP -> bound tightening -> optimised
-slopes on the tightened bounds -> feasibility MILP -> counterexample re-check; the falsifier also starts from the vertices where the
-bounds' relaxation of each spec row is smallest), the shared-rho shortcut for L-inf
-robustness specs, and the resumable instance runner behind ``milpverify vnncomp``.
+slopes on the tightened bounds -> feasibility MILP -> counterexample re-check; the
+falsifier also starts from the vertices where the bounds' relaxation of each spec row is
+smallest), the shared-rho shortcut for L-inf robustness specs, and the resumable instance
+runner behind ``milpverify vnncomp``.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ class VnnlibOptions:
         Before any tightening, run the MILP on the symbolic bounds for this fraction of the
         time left (0 disables this first try). Measured: many instances fall at the root
         there, where tightening would have cost more than the whole solve; those fall
-        within 10 % of the time (every mnist_fc and eran instance the MILP decides), and
+        within 10 % of the time (every mnist_fc and eran instance it decides), and
         the rest goes better to the MILP on tightened bounds: 0.1 instead of 0.3 gained
         eran ``idx_2697`` and cut mnist_fc 256x4 ``prop_0_0.05`` from 168 s to 98 s
         (`benchmarks/results/vnncomp_devices.md`).
@@ -176,8 +177,9 @@ class VnnlibOptions:
         Then LP bound tightening (`compute_bounds(method="progressive")`) and a second MILP.
     alpha_after_tighten : bool
         With `alpha`, optimise the slopes again on the tightened bounds: the spec rows'
-        relaxation then uses the LP-tightened intermediate bounds. Measured on eran
-        ``idx_3857``: decided by these bounds (201 s) instead of the second MILP (248 s).
+        relaxation then uses the LP-tightened intermediate bounds. Measured: eran
+        ``idx_3857`` decided by these bounds (198 s; a time-out without), none lost
+        (`benchmarks/results/vnncomp_devices.md`).
     tighten_min_unstable : int
         Skip tightening when symbolic bounds leave fewer unstable ReLUs than this.
     tighten_fraction : float
@@ -674,6 +676,18 @@ def _attack(net: Network, prop: VnnlibProperty, bounds: Any,
     return found
 
 
+def _optimised_slopes(aug: Network, prop: VnnlibProperty, bounds: Any, deadline: float,
+                      opts: VnnlibOptions, timings: dict[str, float]) -> Any:
+    """`alpha_bounds` on top of `bounds` (inside them) within `alpha_fraction` of the time
+    left, its seconds added to ``timings["alpha_s"]``."""
+    t0 = time.perf_counter()
+    out = alpha_bounds(aug, prop.input_lower, prop.input_upper, base=bounds,
+                       time_limit_s=max(opts.alpha_fraction * (deadline - t0), 1e-3),
+                       threads=opts.threads)
+    timings["alpha_s"] = timings.get("alpha_s", 0.0) + time.perf_counter() - t0
+    return out
+
+
 def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backend: str,
                      opts: VnnlibOptions, attack_s: float, timings: dict[str, float],
                      stats: dict[str, Any]) -> _PropertyOutcome:
@@ -705,11 +719,7 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
             return _PropertyOutcome("sat", found, "attack")
     # Optimised slopes after the (cheap) falsifier: what it answers never pays for them.
     if opts.alpha and bounds.unstable:
-        t0 = time.perf_counter()
-        bounds = alpha_bounds(aug, prop.input_lower, prop.input_upper, base=bounds,
-                              time_limit_s=max(opts.alpha_fraction * (deadline - t0), 1e-3),
-                              threads=opts.threads)
-        timings["alpha_s"] = timings.get("alpha_s", 0.0) + time.perf_counter() - t0
+        bounds = _optimised_slopes(aug, prop, bounds, deadline, opts, timings)
         stats["unstable_alpha"] = stats.get("unstable_alpha", 0) + bounds.unstable
         alive = _possible(bounds.flat(SPEC_NODE)[0], groups, alive)
         if not alive:
@@ -737,11 +747,7 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
                                 base=bounds, threads=opts.threads)
         timings["tighten_s"] = timings.get("tighten_s", 0.0) + time.perf_counter() - t0
         if opts.alpha and opts.alpha_after_tighten and bounds.unstable:
-            t0 = time.perf_counter()
-            bounds = alpha_bounds(aug, prop.input_lower, prop.input_upper, base=bounds,
-                                  time_limit_s=max(opts.alpha_fraction * (deadline - t0), 1e-3),
-                                  threads=opts.threads)
-            timings["alpha_s"] = timings.get("alpha_s", 0.0) + time.perf_counter() - t0
+            bounds = _optimised_slopes(aug, prop, bounds, deadline, opts, timings)
         stats["unstable_tightened"] = stats.get("unstable_tightened", 0) + bounds.unstable
         alive = _possible(bounds.flat(SPEC_NODE)[0], groups, alive)
         if not alive:
