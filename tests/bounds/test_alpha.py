@@ -10,9 +10,11 @@ import pytest
 from milpverify.bounds import alpha_bounds, bounds_for_box, contains, symbolic_bounds
 from milpverify.bounds.symbolic import SymbolicContext, backsubstitute, relax_relu
 from milpverify.errors import InvalidInputError
+from milpverify.ir.network import Network
 from milpverify.tighten import compute_bounds
-from tests.bounds.test_symbolic import (SHARED, check_soundness, linf_box, load, mnist,
-                                        needs_shared, residual_net, skip_net)
+from milpverify.vnnlib import VnnlibProperty
+from tests.bounds.test_symbolic import (SHARED, assert_inside, check_soundness, linf_box, load,
+                                        mnist, needs_shared, residual_net, sample_box, skip_net)
 
 
 def test_skip_net_reaches_the_true_minimum() -> None:
@@ -66,18 +68,26 @@ def test_soundness_real_nets(rel: str, eps: float) -> None:
     check_soundness(load(rel), lo, hi, seed=11, n_points=2000, with_alpha=True)
 
 
+def mnist_fc_spec_net(onnx_name: str, vnnlib_name: str) -> tuple[Network, VnnlibProperty]:
+    """The spec network (`spec_network`: net + spec rows) of a mnist_fc instance, and its
+    first property."""
+    from milpverify import load_onnx
+    from milpverify.vnncomp import spec_network
+    from milpverify.vnnlib import read_vnnlib
+    root = SHARED / "vnncomp" / "mnist_fc_2022"
+    net = load_onnx(root / "onnx" / onnx_name)
+    prop = read_vnnlib(root / "vnnlib" / vnnlib_name).properties[0]
+    aug = spec_network(net, np.vstack([c.A for c in prop.unsafe]),
+                       np.concatenate([c.b for c in prop.unsafe]))
+    return aug, prop
+
+
 @needs_shared
 def test_vnncomp_spec_bounds_much_tighter() -> None:
     """mnist_fc 256x4 prop_6 eps 0.03 (a time-out of the MILP): measured, the spec rows'
     lower bounds rise from about -12 (CROWN) to about -3, and unstable ReLUs fall 488 -> 378."""
-    from milpverify import load_onnx
-    from milpverify.vnncomp import SPEC_NODE, spec_network
-    from milpverify.vnnlib import read_vnnlib
-    root = SHARED / "vnncomp" / "mnist_fc_2022"
-    net = load_onnx(root / "onnx" / "mnist-net_256x4.onnx")
-    prop = read_vnnlib(root / "vnnlib" / "prop_6_0.03.vnnlib").properties[0]
-    aug = spec_network(net, np.vstack([c.A for c in prop.unsafe]),
-                       np.concatenate([c.b for c in prop.unsafe]))
+    from milpverify.vnncomp import SPEC_NODE
+    aug, prop = mnist_fc_spec_net("mnist-net_256x4.onnx", "prop_6_0.03.vnnlib")
     sym = symbolic_bounds(aug, prop.input_lower, prop.input_upper)
     opt = alpha_bounds(aug, prop.input_lower, prop.input_upper)
     assert contains(sym, opt)
@@ -93,14 +103,8 @@ def test_alpha_on_tightened_bounds_is_inside_and_sound() -> None:
     CROWN's slopes after tightening), and sampled points stay inside. On mnist_fc 256x2 the
     gain is small (measured 1.3e-3: LP leaves its 47 unstable ReLUs unstable); on eran's 9x200
     net the pass decided idx_3857 (benchmarks/results/vnncomp_devices.md)."""
-    from milpverify import load_onnx
-    from milpverify.vnncomp import SPEC_NODE, spec_network
-    from milpverify.vnnlib import read_vnnlib
-    root = SHARED / "vnncomp" / "mnist_fc_2022"
-    net = load_onnx(root / "onnx" / "mnist-net_256x2.onnx")
-    prop = read_vnnlib(root / "vnnlib" / "prop_6_0.03.vnnlib").properties[0]
-    aug = spec_network(net, np.vstack([c.A for c in prop.unsafe]),
-                       np.concatenate([c.b for c in prop.unsafe]))
+    from milpverify.vnncomp import SPEC_NODE
+    aug, prop = mnist_fc_spec_net("mnist-net_256x2.onnx", "prop_6_0.03.vnnlib")
     lo, hi = prop.input_lower, prop.input_upper
     first = alpha_bounds(aug, lo, hi)
     tightened = compute_bounds(aug, lo, hi, method="lp", base=first, time_limit_s=20)
@@ -108,11 +112,7 @@ def test_alpha_on_tightened_bounds_is_inside_and_sound() -> None:
     assert contains(first, tightened) and contains(tightened, again)
     assert again.unstable <= tightened.unstable
     assert np.max(again.flat(SPEC_NODE)[0] - tightened.flat(SPEC_NODE)[0]) > 0
-    points = lo + np.random.default_rng(5).uniform(size=(2000, lo.size)) * (hi - lo)
-    values = aug.forward_all(points, flat=True)
-    for name in aug.order:
-        low, up = again.flat(name)
-        assert np.all(values[name] >= low) and np.all(values[name] <= up), name
+    assert_inside(aug, [again], sample_box(lo, hi, 2000, np.random.default_rng(5)))
 
 
 def test_time_limit_keeps_crown_and_dispatch() -> None:
