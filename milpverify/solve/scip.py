@@ -431,9 +431,9 @@ class ScipBackend:
             plugin = _attach_separators(scip, model, variables) if model.separators else None
             result = _optimize(scip, variables, options, t0, self.name)
             if plugin is not None:
+                cuts = f"{plugin.cuts} separator cuts in {plugin.rounds} rounds"
                 result = dataclasses.replace(
-                    result, message=f"{result.message}; {plugin.cuts} separator cuts in "
-                                    f"{plugin.rounds} rounds")
+                    result, message="; ".join(m for m in (result.message, cuts) if m))
             return result
         finally:
             scip.freeProb()
