@@ -493,15 +493,25 @@ def _possible(bounds_lower: FloatArray, groups: list[npt.NDArray[np.int64]],
     return [d for d in alive if np.all(bounds_lower[groups[d]] <= 0.0)]
 
 
+def _nearest_refuted_first(bounds: Any, groups: list[npt.NDArray[np.int64]],
+                           alive: list[int]) -> list[int]:
+    """`alive` ordered by how close the bounds come to refuting each disjunct: the largest
+    ``max_r lower(s_r)`` (a disjunct falls when one of its rows is positive) first."""
+    lower = bounds.flat(SPEC_NODE)[0]
+    return sorted(alive, key=lambda d: -float(np.max(lower[groups[d]])))
+
+
 def _solve_disjuncts(aug: Network, bounds: Any, prop: VnnlibProperty,
                      groups: list[npt.NDArray[np.int64]], alive: list[int], net: Network,
                      deadline: float, backend: str, opts: VnnlibOptions,
-                     timings: dict[str, float], stats: dict[str, Any]
+                     timings: dict[str, float], stats: dict[str, Any], split: bool = False
                      ) -> tuple[_PropertyOutcome, list[int]]:
     """Feasibility MILP(s) over the spec outputs; returns the outcome and the disjuncts
-    still open (those not proven impossible)."""
+    still open (those not proven impossible). With `split`, one MILP per disjunct in
+    `_nearest_refuted_first` order, each allowed the time left."""
     n_rows = aug.num_classes
-    batches = [[d] for d in alive] if opts.split_disjuncts else [list(alive)]
+    batches = ([[d] for d in _nearest_refuted_first(bounds, groups, alive)] if split
+               else [list(alive)])
     still_open: list[int] = []
     undecided: list[_PropertyOutcome] = []
     for k, batch in enumerate(batches):
@@ -756,7 +766,7 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
     if deadline - time.perf_counter() <= 0:
         return _PropertyOutcome("timeout", message="time limit reached before the MILP")
     outcome, _ = _solve_disjuncts(aug, bounds, prop, groups, alive, net, deadline, backend,
-                                  opts, timings, stats)
+                                  opts, timings, stats, split=opts.split_disjuncts)
     return outcome
 
 

@@ -20,10 +20,12 @@ import pytest
 from helpers import make_onnx, node, run_ort
 
 from milpverify import load_onnx
+from milpverify.bounds.base import Bounds
 from milpverify.cli import main
 from milpverify.errors import InvalidInputError
-from milpverify.vnncomp import (FalsifierOptions, VnnlibOptions, check_counterexample,
-                                falsify, linf_robustness_form, read_instances, run_vnncomp,
+from milpverify.vnncomp import (SPEC_NODE, FalsifierOptions, VnnlibOptions,
+                                _nearest_refuted_first, check_counterexample, falsify,
+                                linf_robustness_form, read_instances, run_vnncomp,
                                 shared_rho_decisions, verify_vnnlib)
 from milpverify.vnnlib import parse_result, read_vnnlib
 
@@ -128,6 +130,16 @@ def test_or_of_ands_mixing_outputs(abs_model, abs_net):
                           options=VnnlibOptions(attack=False, split_disjuncts=split,
                                                 milp_objective=objective))
         assert r.result == "unsat"
+
+
+def test_split_milps_go_nearest_refuted_first():
+    # A disjunct falls when any of its rows is positive: disjunct 2 (rows at -3 and -0.1)
+    # is nearer than disjunct 0 (-1) although its smallest row is the smallest of all.
+    lower = np.array([-1.0, -2.0, -3.0, -0.1, -0.5])
+    bounds = Bounds({SPEC_NODE: (lower, np.ones(5))}, {}, "test")
+    groups = [np.array([0]), np.array([1]), np.array([2, 3]), np.array([4])]
+    assert _nearest_refuted_first(bounds, groups, [0, 1, 2, 3]) == [2, 3, 0, 1]
+    assert _nearest_refuted_first(bounds, groups, [1, 0]) == [0, 1]
 
 
 def test_several_input_regions(abs_model, abs_net):
