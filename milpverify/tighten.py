@@ -246,6 +246,12 @@ class _LevelStats:
                 "skipped_proven_unstable": self.skipped_proven_unstable,
                 "time_s": round(self.time_s, 6)}
 
+    def add_counts(self, other: _LevelStats) -> None:
+        """Add `other`'s neuron, solve and stabilised counts (a thread's share of a level)."""
+        self.neurons += other.neurons
+        self.solves += other.solves
+        self.stabilized += other.stabilized
+
 
 @dataclass
 class _State:
@@ -485,9 +491,7 @@ def _lp_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArra
     with ThreadPoolExecutor(workers) as pool:
         found = list(pool.map(lambda share: tighten_share(*share), shares))
     for _, share_stats in shares:
-        stats.neurons += share_stats.neurons
-        stats.solves += share_stats.solves
-        stats.stabilized += share_stats.stabilized
+        stats.add_counts(share_stats)
     return [point for points in found for point in points]
 
 
