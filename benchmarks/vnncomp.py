@@ -318,7 +318,8 @@ def main() -> int:
     parser.add_argument("--first-milp-fraction", type=float,
                         default=VnnlibOptions().first_milp_fraction)
     parser.add_argument("--tighten-fraction", type=float, default=VnnlibOptions().tighten_fraction)
-    parser.add_argument("--split-disjuncts", action="store_true")
+    parser.add_argument("--split-disjuncts", action="store_true",
+                        help="after tightening, one MILP per disjunct (nearest to refuted first)")
     parser.add_argument("--no-ideal-cuts", action="store_true",
                         help="SCIP does not separate ideal-formulation ReLU cuts")
     parser.add_argument("--solver-param", action="append", metavar="NAME=VALUE")

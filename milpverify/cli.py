@@ -279,7 +279,8 @@ def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-tighten", action="store_true",
                         help="skip LP bound tightening before the MILP")
     parser.add_argument("--split-disjuncts", action="store_true",
-                        help="one MILP per disjunct instead of one with a binary per disjunct")
+                        help="after tightening, one MILP per disjunct (nearest to refuted "
+                             "first) instead of one with a binary per disjunct")
     parser.add_argument("--no-ideal-cuts", action="store_true",
                         help="do not let SCIP separate cuts of the ideal ReLU formulation")
     parser.add_argument("--threads", type=int, default=1, metavar="N",

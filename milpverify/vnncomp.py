@@ -185,8 +185,12 @@ class VnnlibOptions:
     tighten_fraction : float
         Tightening budget as a fraction of the time left after the first MILP.
     split_disjuncts : bool
-        One MILP per remaining disjunct (tighter relaxation, no choice binaries) instead of
-        one MILP with a binary per disjunct.
+        The last MILP (after tightening) becomes one MILP per remaining disjunct (tighter
+        relaxation, no choice binaries), the one the bounds come nearest to refuting
+        first, each allowed all the time left, instead of one MILP with a binary per
+        disjunct. The first MILP stays joint. Off by default: on eran it gained
+        ``idx_1385`` only together with at most 20 root cut rounds and lost ``idx_2697``,
+        and it slowed two mnist_fc instances (`benchmarks/results/vnncomp_devices.md`).
     milp_objective : bool
         Minimise ``t`` subject to ``s_r <= t`` for the rows of the chosen disjunct, with
         ``t <= slack`` (so the feasible set is the same), instead of a pure feasibility
