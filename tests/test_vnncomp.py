@@ -119,17 +119,19 @@ def test_or_of_ands_mixing_outputs(abs_model, abs_net):
         (and (>= Y_0 1.5))
         (and (>= Y_1 0.6) (<= (+ Y_2 (* -1 Y_0)) 1.5) (<= Y_2 1.5))
         (and (>= (- Y_0 Y_1) 0.3) (>= (+ Y_1 Y_2) 1.4) (>= Y_0 0.5))))""")
-    for options in (QUICK, MILP_ONLY, MILP_OBJECTIVE):
+    split_last_milp = VnnlibOptions(attack=False, tighten=False, split_disjuncts=True)
+    for options in (QUICK, MILP_ONLY, MILP_OBJECTIVE, split_last_milp):
         r = verify_vnnlib(abs_net, read_vnnlib(text), timeout_s=30, options=options)
         assert r.result == "sat"
         _assert_valid(abs_model, text, *r.counterexample)
     unsat = _spec("""(assert (or (and (>= Y_0 1.5)) (and (>= Y_0 0.9) (>= Y_1 0.2))
                                  (and (>= Y_1 0.6) (<= Y_2 1.5))))""")
+    # Without tightening the only MILP is the last one, the one `split_disjuncts` splits.
     for split, objective in ((False, False), (True, False), (False, True), (True, True)):
         r = verify_vnnlib(abs_net, read_vnnlib(unsat), timeout_s=30,
-                          options=VnnlibOptions(attack=False, split_disjuncts=split,
-                                                milp_objective=objective))
-        assert r.result == "unsat"
+                          options=VnnlibOptions(attack=False, tighten=False,
+                                                split_disjuncts=split, milp_objective=objective))
+        assert (r.result, r.decided_by) == ("unsat", "milp"), r.message
 
 
 def test_split_milps_go_nearest_refuted_first():
