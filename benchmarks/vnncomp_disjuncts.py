@@ -91,6 +91,7 @@ def main() -> int:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         if fh.tell() == 0:
             writer.writeheader()
+            fh.flush()  # at once: a second run may open the file before the first row
         for batch in batches:
             model, _ = _build_milp(aug, bounds, prop, groups, batch, aug.num_classes,
                                    SOLVER_SLACK, args.objective, ideal_cuts=True)
