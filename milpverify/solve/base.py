@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import math
+import threading
 import warnings
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -102,6 +103,9 @@ class SolveOptions:
         `warnings.warn`, never an error and never silence.
     verbose : bool
         Let the solver print its log.
+    cancel : threading.Event or None
+        Set it from another thread to stop the solve early (status OTHER_LIMIT, with what
+        was found so far). SCIP only; other backends run to their own limits.
     """
 
     time_limit_s: float | None = None
@@ -112,6 +116,7 @@ class SolveOptions:
     seed: int = 0
     solver_params: Mapping[str, object] = field(default_factory=_frozen_empty)
     verbose: bool = False
+    cancel: threading.Event | None = None
 
     def __post_init__(self) -> None:
         if self.time_limit_s is not None and not self.time_limit_s > 0:

@@ -36,7 +36,9 @@ Every solve sets ``limits/time``, ``limits/gap``, ``limits/solutions`` (1 with
 ``stop_at_first_feasible``, else -1), ``randomization/randomseedshift`` (seed),
 ``parallel/maxnthreads`` and ``lp/threads`` (threads), ``display/verblevel`` (0 unless
 verbose). SCIP's ``optimize()`` is sequential: ``threads`` only reaches the LP solver and
-SCIP's concurrent mode, which is not used.
+SCIP's concurrent mode, which is not used. Solves run through ``optimizeNogil`` where
+pyscipopt has it, so models solved in different threads run in parallel;
+``SolveOptions.cancel`` interrupts a solve from another thread.
 
 Separators
 ----------
@@ -57,11 +59,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import contextlib
 import itertools
 import math
 import os
 import re
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -297,12 +301,44 @@ def _apply_options(scip: Any, options: SolveOptions, backend: str = "scip") -> N
             warn_unknown_param(backend, key, str(exc))
 
 
+CANCEL_POLL_S = 0.05
+"""How often a solve with ``SolveOptions.cancel`` looks at the event."""
+
+
+def _run(scip: Any, cancel: threading.Event | None = None) -> None:
+    """``optimizeNogil`` where pyscipopt has it (>= 5.1), so that solves in other threads
+    run at the same time (plugins written in Python take the GIL back while they run).
+
+    With `cancel`, a watcher thread interrupts the solve once the event is set; it asks
+    again at every poll because SCIP clears the interrupt flag when a solve starts.
+    """
+    run = getattr(scip, "optimizeNogil", None) or scip.optimize
+    if cancel is None:
+        run()
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(CANCEL_POLL_S):
+            if cancel.is_set():
+                with contextlib.suppress(Exception):  # not in a solving stage (yet / any more)
+                    scip.interruptSolve()
+
+    watcher = threading.Thread(target=watch, name="scip-cancel", daemon=True)
+    watcher.start()
+    try:
+        run()
+    finally:
+        done.set()
+        watcher.join()
+
+
 def _optimize(scip: Any, variables: list[Any], options: SolveOptions, t0: float,
               backend: str = "scip") -> SolveResult:
     """Run ``optimize`` on a model in stage PROBLEM and turn the outcome into a `SolveResult`."""
     try:
         _apply_options(scip, options, backend)
-        scip.optimize()
+        _run(scip, options.cancel)
         raw = scip.getStatus()
         status = _STATUS.get(raw, SolveStatus.ERROR)
         message = f"SCIP status {raw!r}"
@@ -332,7 +368,7 @@ def _disambiguate(scip: Any) -> tuple[SolveStatus, str]:
     scip.setObjective(ps.scip.Expr(), clear=True)
     scip.setObjlimit(SCIP_INFINITY)
     scip.setParam("limits/solutions", 1)
-    scip.optimize()
+    _run(scip)
     raw = scip.getStatus()
     if raw == "infeasible":
         status = SolveStatus.INFEASIBLE

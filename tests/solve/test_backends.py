@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +99,18 @@ def random_milp(seed: int, n: int = 12, k: int = 8) -> MilpModel:
     m.add_rows(rows, cols, rng.integers(-5, 6, rows.size).astype(float), k, lo, up, name="r")
     m.set_objective(np.arange(n), rng.standard_normal(n).round(3), constant=1.25)
     return m
+
+
+def market_split(m: int = 4, seed: int = 0) -> MilpModel:
+    """Cornuejols-Dawande market split: ``A x = floor(A 1 / 2)``, x binary, A in [0, 99]^(m x
+    10(m-1)). Tiny and very hard: SCIP needs about 10 s and ~500k nodes for m = 4."""
+    rng = np.random.default_rng(seed)
+    A = rng.integers(0, 100, (m, 10 * (m - 1))).astype(float)
+    model = MilpModel()
+    x = model.add_vars(A.shape[1], 0, 1, integer=True, name="x")
+    rhs = np.floor(A.sum(axis=1) / 2)
+    model.add_matrix_rows(A, x, rhs, rhs, name="split")
+    return model
 
 
 def check_solution(model: MilpModel, res: SolveResult) -> None:
@@ -197,6 +211,21 @@ def test_backends_agree_on_random_milps(seed: int) -> None:
     lp_obj = {n: get_backend(n).solve(lp).objective for n in results}
     vals = [v for v in lp_obj.values() if v is not None]
     assert len(vals) in (0, len(lp_obj)) and (not vals or np.ptp(vals) <= TOL), lp_obj
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.5])
+def test_scip_cancel_stops_a_solve_from_another_thread(delay_s: float) -> None:
+    """`SolveOptions.cancel` interrupts SCIP mid-solve (and an event set before the solve
+    starts is not lost when SCIP clears its interrupt flag)."""
+    cancel = threading.Event()
+    timer = threading.Timer(delay_s, cancel.set)
+    timer.start()
+    t0 = time.perf_counter()
+    res = get_backend("scip").solve(market_split(), SolveOptions(time_limit_s=60, cancel=cancel))
+    timer.join()
+    assert res.status is SolveStatus.OTHER_LIMIT, res.message
+    assert "userinterrupt" in res.message
+    assert time.perf_counter() - t0 < delay_s + 5.0
 
 
 def test_statuses_cover_random_models() -> None:
