@@ -268,7 +268,7 @@ class _State:
     stats: dict[str, _LevelStats]
     symbolic_s: float = 0.0
     layer_deadline: float = np.inf
-    threads: int = 1  # LP level: neurons solved at once, each thread with its own session
+    threads: int = 1  # neurons of a layer solved at once, each thread with its own sessions
     cut_short: bool = False  # some neuron was not reached for lack of time
 
     def bounds(self, method: str) -> Bounds:
@@ -481,18 +481,7 @@ def _lp_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArra
 
             return _run_neurons(state, node, share, stoppable, share_stats, decide_only, solve)
 
-    encoded = neurons[cone.var[neurons] >= 0]
-    workers = min(state.threads, len(encoded))
-    if workers <= 1:
-        return tighten_share(encoded, stats)
-    # Each thread owns every `workers`-th neuron (all start with promising ones), its own
-    # session and its own counters; they write disjoint entries of `state.pre[node]`.
-    shares = [(encoded[k::workers], _LevelStats()) for k in range(workers)]
-    with ThreadPoolExecutor(workers) as pool:
-        found = list(pool.map(lambda share: tighten_share(*share), shares))
-    for _, share_stats in shares:
-        stats.add_counts(share_stats)
-    return [point for points in found for point in points]
+    return _in_shares(state, neurons[cone.var[neurons] >= 0], stats, tighten_share)
 
 
 def _mip_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArray[np.bool_],
@@ -514,27 +503,50 @@ def _mip_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArr
         limit = PROGRESSIVE_MIP_NEURON_S
     extra: dict[str, Any] = ({"objective_cutoff": MIP_SIGN_CUTOFF, "stop_at_first_feasible": True}
                              if decide_only else {})
-    points: list[FloatArray] = []
-    for j in neurons:
-        if state.left() <= 0:
-            state.cut_short = True
-            break
-        cone = _Cone.build(state, node, np.array([j]), exact=True)
-        if cone.var[j] < 0:
-            continue
-        with backend.session(cone.model) as session:
 
-            def solve(k: int, sense: float) -> tuple[float, FloatArray | None] | None:
-                res = session.minimize(np.array([cone.var[k]]), np.array([sense]),
-                                       _options(state, limit, **extra))
-                point = None if res.x is None else res.x[cone.inputs]
-                if res.status not in TRUSTED_STATUSES or not np.isfinite(res.dual_bound):
-                    return None  # e.g. HiGHS "Solve error" reports a dual bound of 0.0
-                return _widen(res.dual_bound, sense, MIP_BOUND_SLACK), point
+    def tighten_share(share: IntArray, share_stats: _LevelStats) -> list[FloatArray]:
+        points: list[FloatArray] = []
+        for j in share:
+            if state.left() <= 0:
+                state.cut_short = True
+                break
+            cone = _Cone.build(state, node, np.array([j]), exact=True)
+            if cone.var[j] < 0:
+                continue
+            with backend.session(cone.model) as session:
 
-            points += _run_neurons(state, node, np.array([j]), stoppable, stats, decide_only,
-                                   solve)
-    return points
+                def solve(k: int, sense: float) -> tuple[float, FloatArray | None] | None:
+                    res = session.minimize(np.array([cone.var[k]]), np.array([sense]),
+                                           _options(state, limit, **extra))
+                    point = None if res.x is None else res.x[cone.inputs]
+                    if res.status not in TRUSTED_STATUSES or not np.isfinite(res.dual_bound):
+                        return None  # e.g. HiGHS "Solve error" reports a dual bound of 0.0
+                    return _widen(res.dual_bound, sense, MIP_BOUND_SLACK), point
+
+                points += _run_neurons(state, node, np.array([j]), stoppable, share_stats,
+                                       decide_only, solve)
+        return points
+
+    return _in_shares(state, neurons, stats, tighten_share)
+
+
+def _in_shares(state: _State, neurons: IntArray, stats: _LevelStats,
+               tighten_share: Callable[[IntArray, _LevelStats], list[FloatArray]]
+               ) -> list[FloatArray]:
+    """Run `tighten_share` on `neurons`, split over ``state.threads`` threads.
+
+    Each thread owns every `threads`-th neuron (all start with promising ones) and its own
+    counters, merged into `stats`; they write disjoint entries of the layer's bounds.
+    """
+    workers = min(state.threads, len(neurons))
+    if workers <= 1:
+        return tighten_share(neurons, stats)
+    shares = [(neurons[k::workers], _LevelStats()) for k in range(workers)]
+    with ThreadPoolExecutor(workers) as pool:
+        found = list(pool.map(lambda share: tighten_share(*share), shares))
+    for _, share_stats in shares:
+        stats.add_counts(share_stats)
+    return [point for points in found for point in points]
 
 
 LEVEL_RULES: dict[str, Callable[..., list[FloatArray]]] = {"lp": _lp_level, "mip": _mip_level}
@@ -626,8 +638,9 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
         result, or bounds of a larger box).
 
     threads : int
-        LPs of a layer solved at once (default 1): each thread keeps its own solver session
-        and takes every `threads`-th neuron. highspy releases the GIL while it solves.
+        Neurons of a layer solved at once, at every level (default 1): each thread takes
+        every `threads`-th neuron, with its own solver sessions. highspy and pyscipopt's
+        ``optimizeNogil`` release the GIL while they solve.
 
     Returns
     -------
