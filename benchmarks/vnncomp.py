@@ -134,7 +134,9 @@ def options_from(args: argparse.Namespace) -> VnnlibOptions:
                          alpha_after_tighten=not args.no_alpha_after_tighten,
                          tighten=not args.no_tighten, first_milp_fraction=args.first_milp_fraction,
                          tighten_fraction=args.tighten_fraction,
-                         split_disjuncts=args.split_disjuncts, ideal_cuts=not args.no_ideal_cuts,
+                         split_disjuncts=not args.joint_disjuncts,
+                         root_cut_rounds=None if args.root_cut_rounds < 0 else args.root_cut_rounds,
+                         ideal_cuts=not args.no_ideal_cuts,
                          threads=args.threads,
                          solver_params=params,
                          falsifier=FalsifierOptions(time_limit_s=args.attack_s))
@@ -318,13 +320,17 @@ def main() -> int:
     parser.add_argument("--first-milp-fraction", type=float,
                         default=VnnlibOptions().first_milp_fraction)
     parser.add_argument("--tighten-fraction", type=float, default=VnnlibOptions().tighten_fraction)
-    parser.add_argument("--split-disjuncts", action="store_true",
-                        help="after tightening, one MILP per disjunct (nearest to refuted first)")
+    parser.add_argument("--joint-disjuncts", action="store_true",
+                        help="after tightening, one MILP with a binary per disjunct instead of "
+                             "one MILP per disjunct")
+    parser.add_argument("--root-cut-rounds", type=int, default=VnnlibOptions().root_cut_rounds,
+                        help="SCIP root cut rounds of the decision MILPs (-1: SCIP's default)")
     parser.add_argument("--no-ideal-cuts", action="store_true",
                         help="SCIP does not separate ideal-formulation ReLU cuts")
     parser.add_argument("--solver-param", action="append", metavar="NAME=VALUE")
     parser.add_argument("--threads", type=int, default=1,
-                        help="solver/torch threads and LPs of the tightening solved at once")
+                        help="solver/torch threads, neurons of the tightening and split MILPs "
+                             "solved at once")
     parser.add_argument("--summarize-only", action="store_true")
     parser.add_argument("--note", action="append", default=[],
                         help="extra line for the run notes of vnncomp.md")

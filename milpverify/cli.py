@@ -278,14 +278,17 @@ def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
                         help="skip the optimised-slope (alpha-CROWN) bounds before the MILP")
     parser.add_argument("--no-tighten", action="store_true",
                         help="skip LP bound tightening before the MILP")
-    parser.add_argument("--split-disjuncts", action="store_true",
-                        help="after tightening, one MILP per disjunct (nearest to refuted "
-                             "first) instead of one with a binary per disjunct")
+    parser.add_argument("--joint-disjuncts", action="store_true",
+                        help="after tightening, one MILP with a binary per disjunct instead of "
+                             "one MILP per disjunct (nearest to refuted first)")
+    parser.add_argument("--root-cut-rounds", type=int, default=20, metavar="N",
+                        help="at most N cut rounds at the root of SCIP's decision MILPs "
+                             "(default 20; -1 for SCIP's default, unlimited)")
     parser.add_argument("--no-ideal-cuts", action="store_true",
                         help="do not let SCIP separate cuts of the ideal ReLU formulation")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
-                        help="LP bound tightening solves N neurons at once; also the solvers' "
-                             "and torch's thread count (default 1)")
+                        help="bound tightening solves N neurons at once and N split MILPs run "
+                             "at once; also the solvers' and torch's thread count (default 1)")
 
 
 def _vnnlib_options(args: argparse.Namespace) -> Any:
@@ -294,7 +297,8 @@ def _vnnlib_options(args: argparse.Namespace) -> Any:
     if args.threads < 1:
         raise InvalidInputError(f"`--threads` must be >= 1; got {args.threads}.")
     return VnnlibOptions(threads=args.threads, attack=not args.no_attack, alpha=not args.no_alpha,
-                         tighten=not args.no_tighten, split_disjuncts=args.split_disjuncts,
+                         tighten=not args.no_tighten, split_disjuncts=not args.joint_disjuncts,
+                         root_cut_rounds=None if args.root_cut_rounds < 0 else args.root_cut_rounds,
                          ideal_cuts=not args.no_ideal_cuts)
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import csv
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
@@ -188,9 +190,16 @@ class VnnlibOptions:
         The last MILP (after tightening) becomes one MILP per remaining disjunct (tighter
         relaxation, no choice binaries), the one the bounds come nearest to refuting
         first, each allowed all the time left, instead of one MILP with a binary per
-        disjunct. The first MILP stays joint. Off by default: on eran it gained
-        ``idx_1385`` only together with at most 20 root cut rounds and lost ``idx_2697``,
-        and it slowed two mnist_fc instances (`benchmarks/results/vnncomp_devices.md`).
+        disjunct; with `threads` > 1, that many of them run at once. The first MILP stays
+        joint. Measured with `root_cut_rounds` 20 (`benchmarks/results/vnncomp_devices.md`):
+        eran ``idx_1385`` unsat in 197 s and 290 s (a time-out in every joint run); eran
+        ``idx_2697`` a time-out (the joint MILP decided it in 1 of 3 runs).
+    root_cut_rounds : int or None
+        At most this many cut separation rounds at the root of the decision MILPs (SCIP's
+        ``separating/maxroundsroot``; other backends ignore it; ``solver_params`` overrides
+        it); None keeps the solver's default (unlimited for SCIP). Measured on eran
+        ``idx_1385``'s hardest disjunct: 105 rounds in 62 s raised the dual bound by about
+        1e-4 each; with 20 it was infeasible in 61 s instead of 115 s.
     milp_objective : bool
         Minimise ``t`` subject to ``s_r <= t`` for the rows of the chosen disjunct, with
         ``t <= slack`` (so the feasible set is the same), instead of a pure feasibility
@@ -218,12 +227,23 @@ class VnnlibOptions:
     alpha_after_tighten: bool = True
     tighten_min_unstable: int = 0
     tighten_fraction: float = 0.5
-    split_disjuncts: bool = False
+    split_disjuncts: bool = True
+    root_cut_rounds: int | None = 20
     milp_objective: bool = False
     ideal_cuts: bool = True
     threads: int = 1
     solver_params: dict[str, object] = field(default_factory=dict)
     falsifier: FalsifierOptions = field(default_factory=FalsifierOptions)
+
+    def __post_init__(self) -> None:
+        rounds = self.root_cut_rounds
+        if rounds is not None and (isinstance(rounds, bool)
+                                   or not isinstance(rounds, (int, np.integer)) or rounds < 0):
+            raise InvalidInputError(f"`root_cut_rounds` must be an integer >= 0 or None (the "
+                                    f"solver's default); got {rounds!r}.")
+        if (isinstance(self.threads, bool) or not isinstance(self.threads, (int, np.integer))
+                or self.threads < 1):
+            raise InvalidInputError(f"`threads` must be an integer >= 1; got {self.threads!r}.")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -512,30 +532,57 @@ def _solve_disjuncts(aug: Network, bounds: Any, prop: VnnlibProperty,
                      ) -> tuple[_PropertyOutcome, list[int]]:
     """Feasibility MILP(s) over the spec outputs; returns the outcome and the disjuncts
     still open (those not proven impossible). With `split`, one MILP per disjunct in
-    `_nearest_refuted_first` order, each allowed the time left."""
+    `_nearest_refuted_first` order, each allowed the time left; with ``opts.threads`` > 1
+    that many of them are solved at once (one solver thread each), and a counterexample
+    from one cancels the others."""
     n_rows = aug.num_classes
     batches = ([[d] for d in _nearest_refuted_first(bounds, groups, alive)] if split
                else [list(alive)])
-    still_open: list[int] = []
-    undecided: list[_PropertyOutcome] = []
-    for k, batch in enumerate(batches):
+    workers = min(opts.threads, len(batches))
+    cancel = threading.Event() if workers > 1 else None
+    solve_opts = replace(opts, threads=1) if workers > 1 else opts
+
+    def solve(batch: list[int]) -> tuple[_PropertyOutcome, dict[str, float], dict[str, Any]]:
+        own_timings: dict[str, float] = {}
+        own_stats: dict[str, Any] = {}
+        if cancel is not None and cancel.is_set():
+            return _PropertyOutcome("unknown", message="cancelled"), own_timings, own_stats
         if time.perf_counter() >= deadline:
-            still_open += [d for b in batches[k:] for d in b]
-            undecided.append(_PropertyOutcome("timeout", message="time limit reached"))
-            break
+            return (_PropertyOutcome("timeout", message="time limit reached"), own_timings,
+                    own_stats)
         outcome = _solve_batch(aug, bounds, prop, groups, batch, n_rows, net, deadline,
-                               backend, opts, timings, stats)
+                               backend, solve_opts, own_timings, own_stats, cancel)
+        if outcome.result == "sat" and cancel is not None:
+            cancel.set()
+        return outcome, own_timings, own_stats
+
+    if workers > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="disjunct") as pool:
+            solved = list(pool.map(solve, batches))
+    else:
+        solved = []
+        for batch in batches:  # in order, stopping at the first counterexample
+            solved.append(solve(batch))
+            if solved[-1][0].result == "sat":
+                break
+    for outcome, own_timings, own_stats in solved:
+        for key, value in own_timings.items():
+            timings[key] = timings.get(key, 0.0) + value
+        stats["nodes"] = stats.get("nodes", 0) + own_stats.get("nodes", 0)
+        stats["binaries"] = max(stats.get("binaries", 0), own_stats.get("binaries", 0))
+    for (outcome, _, _), batch in zip(solved, batches):
         if outcome.result == "sat":
             return outcome, batch
-        if outcome.result != "unsat":
-            still_open += batch
-            undecided.append(outcome)
-    if not undecided:
+    still_open = [d for (o, _, _), batch in zip(solved, batches) if o.result != "unsat"
+                  for d in batch]
+    if not still_open:
         return _PropertyOutcome("unsat", decided_by="milp"), []
+    undecided = [o for o, _, _ in solved if o.result != "unsat"]
     for word in ("error", "timeout", "unknown"):
         hit = [o for o in undecided if o.result == word]
         if hit:
-            return _PropertyOutcome(word, message="; ".join(o.message for o in hit)), still_open
+            message = "; ".join(dict.fromkeys(o.message for o in hit))
+            return _PropertyOutcome(word, message=message), still_open
     return undecided[0], still_open  # unreachable: outcomes are the words above
 
 
@@ -611,10 +658,20 @@ def _unsafe_model(aug: Network, bounds: Any, prop: VnnlibProperty,
     return model, xv, enc
 
 
+def _milp_params(backend: str, opts: VnnlibOptions) -> dict[str, object]:
+    """Solver parameters of the decision MILPs: `root_cut_rounds` (SCIP), then
+    ``opts.solver_params``."""
+    params: dict[str, object] = {}
+    if backend == "scip" and opts.root_cut_rounds is not None:
+        params["separating/maxroundsroot"] = int(opts.root_cut_rounds)
+    return {**params, **opts.solver_params}
+
+
 def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
                  groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: int,
                  net: Network, deadline: float, backend: str, opts: VnnlibOptions,
-                 timings: dict[str, float], stats: dict[str, Any]) -> _PropertyOutcome:
+                 timings: dict[str, float], stats: dict[str, Any],
+                 cancel: threading.Event | None = None) -> _PropertyOutcome:
     solver = get_backend(backend)
     message = ""
     # s <= SOLVER_SLACK: infeasible proves unsat although SCIP accepts ~1e-6 violations;
@@ -629,7 +686,8 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
         if remaining <= 0:
             return _PropertyOutcome("timeout", message="time limit reached before the solve")
         options = SolveOptions(time_limit_s=remaining, threads=opts.threads,
-                               stop_at_first_feasible=True, solver_params=opts.solver_params)
+                               stop_at_first_feasible=True, cancel=cancel,
+                               solver_params=_milp_params(backend, opts))
         t1 = time.perf_counter()
         result = solver.solve(model, options)
         timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t1

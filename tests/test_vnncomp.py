@@ -24,7 +24,8 @@ from milpverify.bounds.base import Bounds
 from milpverify.cli import main
 from milpverify.errors import InvalidInputError
 from milpverify.vnncomp import (SPEC_NODE, FalsifierOptions, VnnlibOptions,
-                                _nearest_refuted_first, check_counterexample, falsify,
+                                _milp_params, _nearest_refuted_first, check_counterexample,
+                                falsify,
                                 linf_robustness_form, read_instances, run_vnncomp,
                                 shared_rho_decisions, verify_vnnlib)
 from milpverify.vnnlib import parse_result, read_vnnlib
@@ -120,16 +121,19 @@ def test_or_of_ands_mixing_outputs(abs_model, abs_net):
         (and (>= Y_1 0.6) (<= (+ Y_2 (* -1 Y_0)) 1.5) (<= Y_2 1.5))
         (and (>= (- Y_0 Y_1) 0.3) (>= (+ Y_1 Y_2) 1.4) (>= Y_0 0.5))))""")
     split_last_milp = VnnlibOptions(attack=False, tighten=False, split_disjuncts=True)
-    for options in (QUICK, MILP_ONLY, MILP_OBJECTIVE, split_last_milp):
+    split_in_threads = VnnlibOptions(attack=False, tighten=False, split_disjuncts=True,
+                                     threads=2)
+    for options in (QUICK, MILP_ONLY, MILP_OBJECTIVE, split_last_milp, split_in_threads):
         r = verify_vnnlib(abs_net, read_vnnlib(text), timeout_s=30, options=options)
         assert r.result == "sat"
         _assert_valid(abs_model, text, *r.counterexample)
     unsat = _spec("""(assert (or (and (>= Y_0 1.5)) (and (>= Y_0 0.9) (>= Y_1 0.2))
                                  (and (>= Y_1 0.6) (<= Y_2 1.5))))""")
     # Without tightening the only MILP is the last one, the one `split_disjuncts` splits.
-    for split, objective in ((False, False), (True, False), (False, True), (True, True)):
+    for split, objective, threads in ((False, False, 1), (True, False, 1), (False, True, 1),
+                                      (True, True, 1), (True, False, 2)):
         r = verify_vnnlib(abs_net, read_vnnlib(unsat), timeout_s=30,
-                          options=VnnlibOptions(attack=False, tighten=False,
+                          options=VnnlibOptions(attack=False, tighten=False, threads=threads,
                                                 split_disjuncts=split, milp_objective=objective))
         assert (r.result, r.decided_by) == ("unsat", "milp"), r.message
 
@@ -142,6 +146,24 @@ def test_split_milps_go_nearest_refuted_first():
     groups = [np.array([0]), np.array([1]), np.array([2, 3]), np.array([4])]
     assert _nearest_refuted_first(bounds, groups, [0, 1, 2, 3]) == [2, 3, 0, 1]
     assert _nearest_refuted_first(bounds, groups, [1, 0]) == [0, 1]
+
+
+def test_root_cut_rounds_reach_scip_only_and_solver_params_win():
+    assert _milp_params("scip", VnnlibOptions()) == {"separating/maxroundsroot": 20}
+    assert _milp_params("scip", VnnlibOptions(root_cut_rounds=None)) == {}
+    assert _milp_params("highs", VnnlibOptions()) == {}
+    given = VnnlibOptions(solver_params={"separating/maxroundsroot": 5, "limits/nodes": 9})
+    assert _milp_params("scip", given) == {"separating/maxroundsroot": 5, "limits/nodes": 9}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"root_cut_rounds": -1}, r"`root_cut_rounds` must be an integer >= 0 or None"),
+    ({"root_cut_rounds": 2.5}, r"`root_cut_rounds` must be an integer >= 0 or None"),
+    ({"threads": 0}, r"`threads` must be an integer >= 1; got 0"),
+])
+def test_bad_options_are_named(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        VnnlibOptions(**kwargs)
 
 
 def test_several_input_regions(abs_model, abs_net):
