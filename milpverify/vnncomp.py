@@ -211,8 +211,11 @@ class VnnlibOptions:
         mnist_fc and one of 13 on eran; the instances the MILP decided before all still
         decided, in about the same total time.
     threads : int
-        Threads of the solvers and of torch, and LPs of the bound tightening solved at once
-        (`compute_bounds(threads=)`).
+        Threads of the solvers and of torch, neurons of the bound tightening solved at once
+        (`compute_bounds(threads=)`) and split MILPs solved at once (each with one thread).
+        Not a gain so far (scratch, eran ``idx_1385``, 2 threads on the 2 cores, with short
+        test runs beside them): a time-out in both of two runs, and its tightening left 632
+        and 652 unstable ReLUs (555-576 in 1-thread runs two side by side).
     solver_params : dict
         Passed to the backend (SCIP parameter names for "scip").
     falsifier : FalsifierOptions

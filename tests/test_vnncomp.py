@@ -21,7 +21,7 @@ from helpers import make_onnx, node, run_ort
 
 from milpverify import load_onnx
 from milpverify.bounds.base import Bounds
-from milpverify.cli import main
+from milpverify.cli import _vnnlib_options, build_parser, main
 from milpverify.errors import InvalidInputError
 from milpverify.vnncomp import (SPEC_NODE, FalsifierOptions, VnnlibOptions,
                                 _milp_params, _nearest_refuted_first, check_counterexample,
@@ -305,6 +305,16 @@ def test_cli_vnnlib_threads(tmp_path, abs_model, capsys):
     assert capsys.readouterr().out.startswith("unsat")
     assert main(["vnnlib", str(model_path), str(spec_path), "--threads", "0"]) == 1
     assert "`--threads` must be >= 1; got 0" in capsys.readouterr().err
+
+
+def test_cli_disjunct_and_cut_round_flags():
+    def options(*flags: str) -> VnnlibOptions:
+        return _vnnlib_options(build_parser().parse_args(["vnnlib", "m.onnx", "s.vnnlib", *flags]))
+
+    assert (options().split_disjuncts, options().root_cut_rounds) == (True, 20)
+    assert options("--joint-disjuncts").split_disjuncts is False
+    assert options("--root-cut-rounds", "5").root_cut_rounds == 5
+    assert options("--root-cut-rounds", "-1").root_cut_rounds is None
 
 
 def _bench(tmp_path: Path, abs_model) -> Path:
