@@ -289,7 +289,10 @@ def write_summary(notes: list[str]) -> Path:
                       "run (see the run notes). `no_alpha_after_tighten` (eran) is the "
                       "default before the second optimised-slope pass, likewise, and "
                       "`first_milp_0.3` the default before the first MILP got 10 % of the "
-                      "time instead of 30 %.", "",
+                      "time instead of 30 %. `joint_disjuncts` is the default before one MILP "
+                      "per open disjunct and 20 root cut rounds; `rerun2` and `rerun3` run "
+                      "the default again on the six eran instances nearest the time limit.",
+                      "",
                       *table]
     devices = RESULTS / "vnncomp_devices.md"
     if devices.exists():

@@ -192,8 +192,9 @@ class VnnlibOptions:
         first, each allowed all the time left, instead of one MILP with a binary per
         disjunct; with `threads` > 1, that many of them run at once. The first MILP stays
         joint. Measured with `root_cut_rounds` 20 (`benchmarks/results/vnncomp_devices.md`):
-        eran ``idx_1385`` unsat in 197 s and 290 s (a time-out in every joint run); eran
-        ``idx_2697`` a time-out (the joint MILP decided it in 1 of 3 runs).
+        eran ``idx_1385`` unsat in each of 4 runs, 177-290 s (a time-out in every joint
+        run); eran ``idx_2697`` unsat in 1 of 3 runs (as with the joint MILP); mnist_fc
+        256x6 ``prop_3_0.05`` unsat in 176 s (a time-out with the joint MILP).
     root_cut_rounds : int or None
         At most this many cut separation rounds at the root of the decision MILPs (SCIP's
         ``separating/maxroundsroot``; other backends ignore it; ``solver_params`` overrides
