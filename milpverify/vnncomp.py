@@ -214,9 +214,10 @@ class VnnlibOptions:
     threads : int
         Threads of the solvers and of torch, neurons of the bound tightening solved at once
         (`compute_bounds(threads=)`) and split MILPs solved at once (each with one thread).
-        Not a gain so far (scratch, eran ``idx_1385``, 2 threads on the 2 cores, with short
-        test runs beside them): a time-out in both of two runs, and its tightening left 632
-        and 652 unstable ReLUs (555-576 in 1-thread runs two side by side).
+        Scratch, eran ``idx_1385`` alone on the 2 cores with 2 threads: unsat in 174 s (550
+        unstable ReLUs after tightening; 1-thread benchmark runs, two side by side: 177-197
+        s). Two earlier 2-thread runs with test runs beside them timed out (632 and 652
+        unstable): the time-budgeted tightening suffers from any other load.
     solver_params : dict
         Passed to the backend (SCIP parameter names for "scip").
     falsifier : FalsifierOptions
