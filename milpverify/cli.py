@@ -281,9 +281,10 @@ def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--joint-disjuncts", action="store_true",
                         help="after tightening, one MILP with a binary per disjunct instead of "
                              "one MILP per disjunct (nearest to refuted first)")
-    parser.add_argument("--root-cut-rounds", type=int, default=20, metavar="N",
+    parser.add_argument("--root-cut-rounds", type=int, default=None, metavar="N",
                         help="at most N cut rounds at the root of SCIP's decision MILPs "
-                             "(default 20; -1 for SCIP's default, unlimited)")
+                             "(default: VnnlibOptions.root_cut_rounds, 20; -1 for SCIP's own "
+                             "default, unlimited)")
     parser.add_argument("--no-ideal-cuts", action="store_true",
                         help="do not let SCIP separate cuts of the ideal ReLU formulation")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
@@ -296,10 +297,11 @@ def _vnnlib_options(args: argparse.Namespace) -> Any:
     from milpverify.vnncomp import VnnlibOptions
     if args.threads < 1:
         raise InvalidInputError(f"`--threads` must be >= 1; got {args.threads}.")
+    rounds = args.root_cut_rounds
+    given = {} if rounds is None else {"root_cut_rounds": None if rounds < 0 else rounds}
     return VnnlibOptions(threads=args.threads, attack=not args.no_attack, alpha=not args.no_alpha,
                          tighten=not args.no_tighten, split_disjuncts=not args.joint_disjuncts,
-                         root_cut_rounds=None if args.root_cut_rounds < 0 else args.root_cut_rounds,
-                         ideal_cuts=not args.no_ideal_cuts)
+                         ideal_cuts=not args.no_ideal_cuts, **given)
 
 
 def _run_vnnlib(args: argparse.Namespace) -> int:

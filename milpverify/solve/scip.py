@@ -58,8 +58,8 @@ earlier solves are kept by SCIP and re-used as starting solutions).
 from __future__ import annotations
 
 import collections
-import dataclasses
 import contextlib
+import dataclasses
 import itertools
 import math
 import os
