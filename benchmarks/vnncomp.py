@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 from _common import cpu_name  # noqa: E402
 import milpverify  # noqa: E402
 from milpverify.vnncomp import (FalsifierOptions, Instance, VnnlibOptions,  # noqa: E402
-                                read_instances, run_vnncomp)
+                                read_instances, root_cut_rounds_flag, run_vnncomp)
 
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
@@ -135,11 +135,11 @@ def options_from(args: argparse.Namespace) -> VnnlibOptions:
                          tighten=not args.no_tighten, first_milp_fraction=args.first_milp_fraction,
                          tighten_fraction=args.tighten_fraction,
                          split_disjuncts=not args.joint_disjuncts,
-                         root_cut_rounds=None if args.root_cut_rounds < 0 else args.root_cut_rounds,
                          ideal_cuts=not args.no_ideal_cuts,
                          threads=args.threads,
                          solver_params=params,
-                         falsifier=FalsifierOptions(time_limit_s=args.attack_s))
+                         falsifier=FalsifierOptions(time_limit_s=args.attack_s),
+                         **root_cut_rounds_flag(args.root_cut_rounds))
 
 
 # ---------------------------------------------------------------------------- summary
@@ -326,8 +326,9 @@ def main() -> int:
     parser.add_argument("--joint-disjuncts", action="store_true",
                         help="after tightening, one MILP with a binary per disjunct instead of "
                              "one MILP per disjunct")
-    parser.add_argument("--root-cut-rounds", type=int, default=VnnlibOptions().root_cut_rounds,
-                        help="SCIP root cut rounds of the decision MILPs (-1: SCIP's default)")
+    parser.add_argument("--root-cut-rounds", type=int, default=None,
+                        help="SCIP root cut rounds of the decision MILPs (default: "
+                             "VnnlibOptions.root_cut_rounds; -1: SCIP's default)")
     parser.add_argument("--no-ideal-cuts", action="store_true",
                         help="SCIP does not separate ideal-formulation ReLU cuts")
     parser.add_argument("--solver-param", action="append", metavar="NAME=VALUE")

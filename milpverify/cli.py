@@ -294,14 +294,13 @@ def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
 
 def _vnnlib_options(args: argparse.Namespace) -> Any:
     from milpverify.errors import InvalidInputError
-    from milpverify.vnncomp import VnnlibOptions
+    from milpverify.vnncomp import VnnlibOptions, root_cut_rounds_flag
     if args.threads < 1:
         raise InvalidInputError(f"`--threads` must be >= 1; got {args.threads}.")
-    rounds = args.root_cut_rounds
-    given = {} if rounds is None else {"root_cut_rounds": None if rounds < 0 else rounds}
     return VnnlibOptions(threads=args.threads, attack=not args.no_attack, alpha=not args.no_alpha,
                          tighten=not args.no_tighten, split_disjuncts=not args.joint_disjuncts,
-                         ideal_cuts=not args.no_ideal_cuts, **given)
+                         ideal_cuts=not args.no_ideal_cuts,
+                         **root_cut_rounds_flag(args.root_cut_rounds))
 
 
 def _run_vnnlib(args: argparse.Namespace) -> int:

@@ -251,6 +251,14 @@ class VnnlibOptions:
             raise InvalidInputError(f"`threads` must be an integer >= 1; got {self.threads!r}.")
 
 
+def root_cut_rounds_flag(value: int | None) -> dict[str, int | None]:
+    """A ``--root-cut-rounds N`` flag as `VnnlibOptions` keywords: nothing when the flag is
+    absent (the option's default), None (the solver's default) when N < 0, else N."""
+    if value is None:
+        return {}
+    return {"root_cut_rounds": None if value < 0 else value}
+
+
 # ---------------------------------------------------------------------------- helpers
 def _rows(prop: VnnlibProperty) -> tuple[FloatArray, FloatArray, list[npt.NDArray[np.int64]]]:
     """All rows of a property stacked (``prop.unsafe`` is never empty), and the row indices
