@@ -105,7 +105,7 @@ class SolveOptions:
         Let the solver print its log.
     cancel : threading.Event or None
         Set it from another thread to stop the solve early (status OTHER_LIMIT, with what
-        was found so far). SCIP only; other backends run to their own limits.
+        was found so far). SCIP and HiGHS; Pyomo solvers run to their own limits.
     """
 
     time_limit_s: float | None = None

@@ -14,12 +14,16 @@ defaults, 1e-4 and 1e-6, would stop before optimality is proven).
 
 Options: ``time_limit``, ``threads`` (HiGHS sizes its thread pool once per process, at the
 first solve), ``random_seed``, ``objective_bound`` (the cutoff), ``mip_max_improving_sols``
-(1 for ``stop_at_first_feasible``), ``output_flag`` (verbose).
+(1 for ``stop_at_first_feasible``), ``output_flag`` (verbose). ``SolveOptions.cancel`` is
+read by HiGHS's interrupt callbacks (MIP, simplex, interior point), which interrupt the
+solve once the event is set. highspy releases the GIL while HiGHS runs, so solves in
+different threads run at the same time.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Any
 
@@ -111,11 +115,31 @@ def _apply_options(h: Any, options: SolveOptions) -> None:
             warn_unknown_param("highs", key, str(status))
 
 
+def _interruptible_run(h: Any, cancel: threading.Event | None) -> None:
+    """``h.run()``; with `cancel`, HiGHS's interrupt callbacks stop it once the event is set."""
+    if cancel is None:
+        h.run()
+        return
+
+    def check(event: Any) -> None:
+        if cancel.is_set():
+            event.interrupt()
+
+    hooks = (h.cbMipInterrupt, h.cbSimplexInterrupt, h.cbIpmInterrupt)
+    for hook in hooks:
+        hook.subscribe(check)
+    try:
+        h.run()
+    finally:
+        for hook in hooks:
+            hook.unsubscribe(check)
+
+
 def _run(h: Any, n: int, is_mip: bool, options: SolveOptions, t0: float) -> SolveResult:
     hp = _highspy()
     MS = hp.HighsModelStatus
     _apply_options(h, options)
-    h.run()
+    _interruptible_run(h, options.cancel)
     ms = h.getModelStatus()
     message = f"HiGHS status {h.modelStatusToString(ms)!r}"
     status = {
