@@ -335,6 +335,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="solver/torch threads, neurons of the tightening and split MILPs "
                              "solved at once")
+    parser.add_argument("--backend", default="scip",
+                        help="solver of the decision MILPs; 'scip+highs': a SCIP and a HiGHS "
+                             "worker share the MILPs and race on the last (use --threads 2)")
     parser.add_argument("--summarize-only", action="store_true")
     parser.add_argument("--note", action="append", default=[],
                         help="extra line for the run notes of vnncomp.md")
@@ -358,6 +361,7 @@ def main() -> int:
                     break
             rows = run_vnncomp(base, csv_path(bench, args.tag), instances=chosen,
                                shared_rho=args.shared_rho, options=options_from(args),
+                               backend=args.backend,
                                max_total_s=left)
             ran.append(f"{bench}: {len(rows)} new rows")
         load1 = os.getloadavg()

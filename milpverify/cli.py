@@ -271,7 +271,9 @@ def _add_vnnlib_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", default="scip", help="MILP backend (default scip)")
+    parser.add_argument("--backend", default="scip",
+                        help="MILP solver (default scip); 'scip+highs': a SCIP and a HiGHS "
+                             "worker share the MILPs and race on the last (use --threads 2)")
     parser.add_argument("--no-attack", action="store_true",
                         help="skip the projected-gradient falsifier")
     parser.add_argument("--no-alpha", action="store_true",

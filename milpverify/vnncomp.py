@@ -213,7 +213,8 @@ class VnnlibOptions:
         decided, in about the same total time.
     threads : int
         Threads of the solvers and of torch, neurons of the bound tightening solved at once
-        (`compute_bounds(threads=)`) and split MILPs solved at once (each with one thread).
+        (`compute_bounds(threads=)`) and MILPs solved at once (each with one thread; see
+        `_solve_disjuncts`: with ``backend="scip+highs"`` at least one worker per solver).
         Scratch, eran ``idx_1385`` alone on the 2 cores with 2 threads: unsat in 174 s (550
         unstable ReLUs after tightening; 1-thread benchmark runs, two side by side: 177-197
         s). Two earlier 2-thread runs with test runs beside them timed out (632 and 652
@@ -538,65 +539,108 @@ def _nearest_refuted_first(bounds: Any, groups: list[npt.NDArray[np.int64]],
     return sorted(alive, key=lambda d: -float(np.max(lower[groups[d]])))
 
 
+def milp_solvers(backend: str) -> tuple[str, ...]:
+    """The solvers named by `backend`: one name, or several joined by ``+`` (e.g.
+    ``"scip+highs"``), each checked by `get_backend`."""
+    solvers = tuple(part.strip().lower() for part in str(backend).split("+"))
+    if not all(solvers):
+        raise InvalidInputError(f"backend {backend!r}: give one solver name or several joined "
+                                "by '+', e.g. 'scip+highs'")
+    for name in solvers:
+        get_backend(name)
+    return solvers
+
+
 def _solve_disjuncts(aug: Network, bounds: Any, prop: VnnlibProperty,
                      groups: list[npt.NDArray[np.int64]], alive: list[int], net: Network,
                      deadline: float, backend: str, opts: VnnlibOptions,
                      timings: dict[str, float], stats: dict[str, Any], split: bool = False
                      ) -> tuple[_PropertyOutcome, list[int]]:
     """Feasibility MILP(s) over the spec outputs; returns the outcome and the disjuncts
-    still open (those not proven impossible). With `split`, one MILP per disjunct in
-    `_nearest_refuted_first` order, each allowed the time left; with ``opts.threads`` > 1
-    that many of them are solved at once (one solver thread each), and a counterexample
-    from one cancels the others."""
+    still open (those not proven impossible).
+
+    With `split`, one MILP per disjunct in `_nearest_refuted_first` order, else one MILP
+    for all. ``max(opts.threads, solvers)`` workers share them (`milp_solvers`; with
+    several workers each solver runs one thread): worker k runs solver ``k % solvers``
+    and starts the next MILP nobody has started, even workers from the front of the
+    order and odd ones from the back, so that with two the hardest MILP gets a solver at
+    once. With nothing left to start, a worker joins a MILP only other solvers are
+    running: a race, the first proof cancels the rest. A counterexample cancels
+    everything.
+    """
+    solvers = milp_solvers(backend)
     n_rows = aug.num_classes
     batches = ([[d] for d in _nearest_refuted_first(bounds, groups, alive)] if split
                else [list(alive)])
-    workers = min(opts.threads, len(batches))
-    cancel = threading.Event() if workers > 1 else None
+    workers = max(opts.threads, len(solvers))
     solve_opts = replace(opts, threads=1) if workers > 1 else opts
+    lock = threading.Lock()
+    running: list[set[str]] = [set() for _ in batches]
+    tried: list[set[str]] = [set() for _ in batches]
+    cancels = [threading.Event() for _ in batches]
+    decided: dict[int, _PropertyOutcome] = {}
+    undecided: dict[int, _PropertyOutcome] = {}
+    found_sat = threading.Event()
 
-    def solve(batch: list[int]) -> tuple[_PropertyOutcome, dict[str, float], dict[str, Any]]:
-        own_timings: dict[str, float] = {}
-        own_stats: dict[str, Any] = {}
-        if cancel is not None and cancel.is_set():
-            return _PropertyOutcome("unknown", message="cancelled"), own_timings, own_stats
-        if time.perf_counter() >= deadline:
-            return (_PropertyOutcome("timeout", message="time limit reached"), own_timings,
-                    own_stats)
-        outcome = _solve_batch(aug, bounds, prop, groups, batch, n_rows, net, deadline,
-                               backend, solve_opts, own_timings, own_stats, cancel)
-        if outcome.result == "sat" and cancel is not None:
-            cancel.set()
-        return outcome, own_timings, own_stats
+    def pick(solver: str, backwards: bool) -> int | None:
+        order = range(len(batches) - 1, -1, -1) if backwards else range(len(batches))
+        open_ = [i for i in order if i not in decided and solver not in running[i] | tried[i]]
+        free = [i for i in open_ if not running[i]]
+        return (free or open_ or [None])[0]
+
+    def work(k: int) -> None:
+        solver = solvers[k % len(solvers)]
+        while True:
+            with lock:
+                if found_sat.is_set() or time.perf_counter() >= deadline:
+                    return
+                i = pick(solver, backwards=k % 2 == 1)
+                if i is None:
+                    return
+                running[i].add(solver)
+            own_timings: dict[str, float] = {}
+            own_stats: dict[str, Any] = {}
+            outcome = _solve_batch(aug, bounds, prop, groups, batches[i], n_rows, net,
+                                   deadline, solver, solve_opts, own_timings, own_stats,
+                                   cancels[i])
+            with lock:
+                running[i].discard(solver)
+                tried[i].add(solver)
+                for key, value in own_timings.items():
+                    timings[key] = timings.get(key, 0.0) + value
+                stats["nodes"] = stats.get("nodes", 0) + own_stats.get("nodes", 0)
+                stats["binaries"] = max(stats.get("binaries", 0), own_stats.get("binaries", 0))
+                if i in decided:
+                    continue  # another solver proved it first (this one was cancelled)
+                if outcome.result in ("sat", "unsat"):
+                    decided[i] = outcome
+                    cancels[i].set()
+                    if outcome.result == "sat":
+                        found_sat.set()
+                        for event in cancels:
+                            event.set()
+                else:
+                    undecided[i] = outcome
 
     if workers > 1:
-        with ThreadPoolExecutor(workers, thread_name_prefix="disjunct") as pool:
-            solved = list(pool.map(solve, batches))
+        with ThreadPoolExecutor(workers, thread_name_prefix="milp") as pool:
+            list(pool.map(work, range(workers)))
     else:
-        solved = []
-        for batch in batches:  # in order, stopping at the first counterexample
-            solved.append(solve(batch))
-            if solved[-1][0].result == "sat":
-                break
-    for outcome, own_timings, own_stats in solved:
-        for key, value in own_timings.items():
-            timings[key] = timings.get(key, 0.0) + value
-        stats["nodes"] = stats.get("nodes", 0) + own_stats.get("nodes", 0)
-        stats["binaries"] = max(stats.get("binaries", 0), own_stats.get("binaries", 0))
-    for (outcome, _, _), batch in zip(solved, batches):
+        work(0)
+    for i, outcome in decided.items():
         if outcome.result == "sat":
-            return outcome, batch
-    still_open = [d for (o, _, _), batch in zip(solved, batches) if o.result != "unsat"
-                  for d in batch]
+            return outcome, batches[i]
+    still_open = [d for i, batch in enumerate(batches) if i not in decided for d in batch]
     if not still_open:
         return _PropertyOutcome("unsat", decided_by="milp"), []
-    undecided = [o for o, _, _ in solved if o.result != "unsat"]
+    left = [undecided.get(i, _PropertyOutcome("timeout", message="time limit reached"))
+            for i in range(len(batches)) if i not in decided]
     for word in ("error", "timeout", "unknown"):
-        hit = [o for o in undecided if o.result == word]
+        hit = [o for o in left if o.result == word]
         if hit:
             message = "; ".join(dict.fromkeys(o.message for o in hit))
             return _PropertyOutcome(word, message=message), still_open
-    return undecided[0], still_open  # unreachable: outcomes are the words above
+    return left[0], still_open  # unreachable: outcomes are the words above
 
 
 def _selection(groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: int,
@@ -692,7 +736,8 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
     for attempt, rhs in enumerate((SOLVER_SLACK, -WITNESS_MARGIN)):
         t0 = time.perf_counter()
         model, input_vars = _build_milp(aug, bounds, prop, groups, batch, n_rows, rhs,
-                                        opts.milp_objective, opts.ideal_cuts)
+                                        opts.milp_objective,
+                                        opts.ideal_cuts and backend == "scip")
         timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t0
         stats["binaries"] = max(stats.get("binaries", 0), int(model.n_integer))
         remaining = deadline - time.perf_counter()
@@ -891,7 +936,10 @@ def verify_vnnlib(net_or_path: Network | PathLike, spec_or_path: VnnlibSpec | Pa
     timeout_s : float
         Wall-clock budget from the call (loading and parsing included).
     backend : str
-        MILP backend ("scip" default).
+        Solver of the decision MILPs ("scip" default), or several joined by ``+``:
+        ``"scip+highs"`` runs a SCIP worker and a HiGHS worker (one thread each, so meant
+        for ``options.threads`` >= 2) that take the open disjuncts' MILPs from both ends
+        of the order and race on the last one (`_solve_disjuncts`).
     options : VnnlibOptions, optional
 
     Returns
@@ -921,7 +969,7 @@ def verify_vnnlib(net_or_path: Network | PathLike, spec_or_path: VnnlibSpec | Pa
     net = _as_network(net_or_path)
     spec = _as_spec(spec_or_path, net)
     timings["load_s"] = time.perf_counter() - start
-    get_backend(backend)  # fail early when the solver is missing
+    milp_solvers(backend)  # fail early when a solver is missing or unknown
 
     def done(result: str, check: CounterexampleCheck | None = None, by: str = "",
              message: str = "") -> VnnlibResult:

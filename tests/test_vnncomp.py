@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import csv
 import math
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,8 +26,10 @@ from milpverify import load_onnx
 from milpverify.bounds.base import Bounds
 from milpverify.cli import _vnnlib_options, build_parser, main
 from milpverify.errors import InvalidInputError
-from milpverify.vnncomp import (SPEC_NODE, FalsifierOptions, VnnlibOptions,
-                                _milp_params, _nearest_refuted_first, check_counterexample,
+from milpverify import vnncomp
+from milpverify.vnncomp import (SPEC_NODE, FalsifierOptions, VnnlibOptions, _milp_params,
+                                _nearest_refuted_first, _PropertyOutcome, check_counterexample,
+                                milp_solvers,
                                 falsify,
                                 linf_robustness_form, read_instances, run_vnncomp,
                                 shared_rho_decisions, verify_vnnlib)
@@ -127,12 +132,17 @@ def test_or_of_ands_mixing_outputs(abs_model, abs_net):
         r = verify_vnnlib(abs_net, read_vnnlib(text), timeout_s=30, options=options)
         assert r.result == "sat"
         _assert_valid(abs_model, text, *r.counterexample)
+    raced = verify_vnnlib(abs_net, read_vnnlib(text), timeout_s=30, options=split_in_threads,
+                          backend="scip+highs")
+    assert raced.result == "sat"
+    _assert_valid(abs_model, text, *raced.counterexample)
     unsat = _spec("""(assert (or (and (>= Y_0 1.5)) (and (>= Y_0 0.9) (>= Y_1 0.2))
                                  (and (>= Y_1 0.6) (<= Y_2 1.5))))""")
     # Without tightening the only MILP is the last one, the one `split_disjuncts` splits.
-    for split, objective, threads in ((False, False, 1), (True, False, 1), (False, True, 1),
-                                      (True, True, 1), (True, False, 2)):
-        r = verify_vnnlib(abs_net, read_vnnlib(unsat), timeout_s=30,
+    for split, objective, threads, backend in (
+            (False, False, 1, "scip"), (True, False, 1, "scip"), (False, True, 1, "scip"),
+            (True, True, 1, "scip"), (True, False, 2, "scip"), (True, False, 2, "scip+highs")):
+        r = verify_vnnlib(abs_net, read_vnnlib(unsat), timeout_s=30, backend=backend,
                           options=VnnlibOptions(attack=False, tighten=False, threads=threads,
                                                 split_disjuncts=split, milp_objective=objective))
         assert (r.result, r.decided_by) == ("unsat", "milp"), r.message
@@ -146,6 +156,73 @@ def test_split_milps_go_nearest_refuted_first():
     groups = [np.array([0]), np.array([1]), np.array([2, 3]), np.array([4])]
     assert _nearest_refuted_first(bounds, groups, [0, 1, 2, 3]) == [2, 3, 0, 1]
     assert _nearest_refuted_first(bounds, groups, [1, 0]) == [0, 1]
+
+
+def _scheduled(monkeypatch, n_batches, backend, threads, answer):
+    """Run `_solve_disjuncts` (split) with `_solve_batch` replaced by `answer(solver, batch,
+    cancel)`; return its outcome and the (solver, disjunct) starts in order."""
+    starts, lock = [], threading.Lock()
+
+    def fake(aug, bounds, prop, groups, batch, n_rows, net, deadline, solver, opts, timings,
+             stats, cancel):
+        with lock:
+            starts.append((solver, batch[0]))
+        time.sleep(0.05)
+        return answer(solver, batch[0], cancel)
+
+    monkeypatch.setattr(vnncomp, "_solve_batch", fake)
+    lower = -np.arange(1.0, n_batches + 1)  # nearest refuted first: 0, 1, 2, ...
+    bounds = Bounds({SPEC_NODE: (lower, np.ones(n_batches))}, {}, "test")
+    groups = [np.array([d]) for d in range(n_batches)]
+    outcome, still_open = vnncomp._solve_disjuncts(
+        SimpleNamespace(num_classes=n_batches), bounds, None, groups, list(range(n_batches)), None, time.perf_counter() + 30,
+        backend, VnnlibOptions(threads=threads), {}, {}, split=True)
+    return outcome, still_open, starts
+
+
+def test_milp_workers_take_disjuncts_from_both_ends(monkeypatch):
+    unsat = lambda solver, d, cancel: _PropertyOutcome("unsat", decided_by="milp")  # noqa: E731
+    outcome, left, starts = _scheduled(monkeypatch, 4, "scip+highs", 2, unsat)
+    assert (outcome.result, left) == ("unsat", [])
+    assert starts[:2] in ([("scip", 0), ("highs", 3)], [("highs", 3), ("scip", 0)])
+    # each solved; a second start only when nothing was left to start (a race)
+    assert sorted(set(d for _, d in starts)) == [0, 1, 2, 3] and len(starts) <= 5
+    outcome, _, starts = _scheduled(monkeypatch, 3, "scip", 1, unsat)
+    assert starts == [("scip", 0), ("scip", 1), ("scip", 2)]
+
+
+def test_milp_workers_race_on_the_last_disjunct(monkeypatch):
+    """Disjunct 1 is hard for SCIP (it waits for its cancel event) and easy for HiGHS:
+    HiGHS, done with disjunct 2 before, joins disjunct 1 and its proof stops SCIP."""
+    def answer(solver, d, cancel):
+        if solver == "scip" and d == 1:
+            assert cancel.wait(10), "the race never cancelled SCIP"
+            return _PropertyOutcome("timeout", message="cancelled")
+        return _PropertyOutcome("unsat", decided_by="milp")
+
+    outcome, left, starts = _scheduled(monkeypatch, 3, "scip+highs", 2, answer)
+    assert (outcome.result, left) == ("unsat", [])
+    assert ("highs", 1) in starts and ("scip", 1) in starts
+
+
+def test_a_counterexample_stops_every_milp_worker(monkeypatch):
+    def answer(solver, d, cancel):
+        if d == 0:
+            return _PropertyOutcome("sat", decided_by="milp")
+        assert cancel.wait(10), "the counterexample did not cancel the other MILPs"
+        return _PropertyOutcome("timeout", message="cancelled")
+
+    outcome, left, starts = _scheduled(monkeypatch, 3, "scip", 2, answer)
+    assert (outcome.result, left) == ("sat", [0])
+    assert len(starts) == 2  # no MILP starts after the counterexample
+
+
+def test_unknown_milp_solver_is_named():
+    assert milp_solvers("SCIP+highs") == ("scip", "highs")
+    with pytest.raises(InvalidInputError, match="joined by '\\+'"):
+        milp_solvers("scip+")
+    with pytest.raises(InvalidInputError, match="unknown backend 'nosuch'"):
+        milp_solvers("highs+nosuch")
 
 
 def test_root_cut_rounds_reach_scip_only_and_solver_params_win():
