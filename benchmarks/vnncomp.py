@@ -291,7 +291,9 @@ def write_summary(notes: list[str]) -> Path:
                       "`first_milp_0.3` the default before the first MILP got 10 % of the "
                       "time instead of 30 %. `joint_disjuncts` is the default before one MILP "
                       "per open disjunct and 20 root cut rounds; `rerun2` and `rerun3` run "
-                      "the default again on the six eran instances nearest the time limit.",
+                      "the default again on the six eran instances nearest the time limit; "
+                      "`scip_highs_t2` runs one instance at a time with `--backend "
+                      "scip+highs --threads 2` (a SCIP and a HiGHS MILP worker).",
                       "",
                       *table]
     devices = RESULTS / "vnncomp_devices.md"

@@ -43,7 +43,7 @@ from milpverify.witness import onnx_logits
 __all__ = [
     "CounterexampleCheck", "FalsifierOptions", "Instance", "LinfRobustnessForm",
     "RESULT_COLUMNS", "SPEC_NODE", "VnnlibOptions", "VnnlibResult", "check_counterexample",
-    "falsify", "linf_robustness_form", "read_instances", "run_vnncomp",
+    "falsify", "linf_robustness_form", "milp_solvers", "read_instances", "run_vnncomp",
     "shared_rho_decisions", "spec_network", "verify_vnnlib",
 ]
 
@@ -1283,7 +1283,7 @@ def run_vnncomp(benchdir: PathLike, out: PathLike, *,
     rerun : bool
         Run instances already in `out` again (rows are appended, not replaced).
     backend, options
-        Passed to `verify_vnnlib`.
+        Passed to `verify_vnnlib` (shared rho uses the first of several solvers).
     result_dir : path, optional
         Also write one VNN-COMP result file per instance there.
     progress : bool
@@ -1306,6 +1306,7 @@ def run_vnncomp(benchdir: PathLike, out: PathLike, *,
     base = Path(benchdir)
     if not base.is_dir():
         raise InvalidInputError(f"benchmark folder not found: {str(base)!r}")
+    milp_solvers(backend)  # a bad name is one error, not one "error" row per instance
     if isinstance(instances, (str, os.PathLike)):
         path = Path(instances)
         todo_all = read_instances(path if path.is_absolute() else base / path)
@@ -1371,7 +1372,7 @@ def run_vnncomp(benchdir: PathLike, out: PathLike, *,
             try:
                 specs = [read_vnnlib(base / i.vnnlib) for i in group]
                 answers, _ = shared_rho_decisions(network(group[0]), specs, time_limit_s=budget,
-                                                  backend=backend)
+                                                  backend=milp_solvers(backend)[0])
             except MilpVerifyError as exc:
                 answers = [None] * len(group)
                 note = f"shared rho failed: {type(exc).__name__}: {exc}"

@@ -181,12 +181,14 @@ def _scheduled(monkeypatch, n_batches, backend, threads, answer):
 
 
 def test_milp_workers_take_disjuncts_from_both_ends(monkeypatch):
-    unsat = lambda solver, d, cancel: _PropertyOutcome("unsat", decided_by="milp")  # noqa: E731
+    def unsat(solver, d, cancel):
+        return _PropertyOutcome("unsat", decided_by="milp")
+
     outcome, left, starts = _scheduled(monkeypatch, 4, "scip+highs", 2, unsat)
     assert (outcome.result, left) == ("unsat", [])
     assert starts[:2] in ([("scip", 0), ("highs", 3)], [("highs", 3), ("scip", 0)])
     # each solved; a second start only when nothing was left to start (a race)
-    assert sorted(set(d for _, d in starts)) == [0, 1, 2, 3] and len(starts) <= 5
+    assert sorted({d for _, d in starts}) == [0, 1, 2, 3] and len(starts) <= 5
     outcome, _, starts = _scheduled(monkeypatch, 3, "scip", 1, unsat)
     assert starts == [("scip", 0), ("scip", 1), ("scip", 2)]
 
@@ -382,6 +384,23 @@ def test_cli_vnnlib_threads(tmp_path, abs_model, capsys):
     assert capsys.readouterr().out.startswith("unsat")
     assert main(["vnnlib", str(model_path), str(spec_path), "--threads", "0"]) == 1
     assert "`--threads` must be >= 1; got 0" in capsys.readouterr().err
+
+
+def test_cli_scip_and_highs_workers(tmp_path, abs_model, capsys):
+    model_path = tmp_path / "abs.onnx"
+    model_path.write_bytes(abs_model.SerializeToString())
+    spec_path = tmp_path / "p.vnnlib"
+    spec_path.write_text(_spec("(assert (and (>= Y_0 0.9) (>= Y_1 0.2)))"))  # needs the MILP
+    assert main(["vnnlib", str(model_path), str(spec_path), "--threads", "2",
+                 "--backend", "scip+highs", "--no-attack"]) == 0
+    assert capsys.readouterr().out.startswith("unsat")
+    assert main(["vnnlib", str(model_path), str(spec_path), "--backend", "scip+nosuch"]) == 1
+    assert "unknown backend 'nosuch'" in capsys.readouterr().err
+    out = tmp_path / "results.csv"
+    bench = _bench(tmp_path, abs_model)
+    assert main(["vnncomp", str(bench), "--out", str(out), "--backend", "scip+"]) == 1
+    assert "joined by '+'" in capsys.readouterr().err
+    assert not out.exists()  # refused before any row
 
 
 def test_cli_disjunct_and_cut_round_flags():
