@@ -293,7 +293,8 @@ def write_summary(notes: list[str]) -> Path:
                       "per open disjunct and 20 root cut rounds; `rerun2` and `rerun3` run "
                       "the default again on the six eran instances nearest the time limit; "
                       "`scip_highs_t2` runs one instance at a time with `--backend "
-                      "scip+highs --threads 2` (a SCIP and a HiGHS MILP worker).",
+                      "scip+highs --threads 2` (a SCIP and a HiGHS MILP worker), `scip_t2` "
+                      "the same with two SCIP workers on four of those instances.",
                       "",
                       *table]
     devices = RESULTS / "vnncomp_devices.md"
