@@ -3,7 +3,8 @@
 Builds the bounds `verify_vnnlib` reaches before its last MILP (symbolic, optimised slopes,
 progressive tightening for `--tighten-s`, optimised slopes again), then solves the unsafe
 MILP of every disjunct still open on its own (`--mode each`) or one MILP with a binary per
-disjunct (`--mode joint`), with SCIP and the ideal ReLU cuts, and appends one row per MILP
+disjunct (`--mode joint`), with SCIP and the ideal ReLU cuts (or `--backend highs`, without
+them), and appends one row per MILP
 to `benchmarks/results/vnncomp_disjuncts.csv` (status, nodes, seconds, dual bound, the
 bounds' lower bound of the disjunct's rows).
 
@@ -13,6 +14,8 @@ Usage (the figures in `vnncomp_devices.md` for eran ``idx_1385``)::
         --vnnlib specs/mnist/mnist_spec_idx_1385_eps_0.01500.vnnlib --objective
     python benchmarks/vnncomp_disjuncts.py --bench eran --mode joint --time-limit-s 150 \\
         --vnnlib specs/mnist/mnist_spec_idx_1385_eps_0.01500.vnnlib
+    python benchmarks/vnncomp_disjuncts.py --bench eran --disjuncts 3 --time-limit-s 240 \
+        --vnnlib specs/mnist/mnist_spec_idx_2697_eps_0.01500.vnnlib --backend highs
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ BENCH_DIRS = {"eran": ("eran_mnist_2021", "nets/mnist_relu_9_200.onnx"),
               "mnist_fc": ("mnist_fc_2022", None)}
 OUT = REPO / "benchmarks" / "results" / "vnncomp_disjuncts.csv"
 COLUMNS = ["date", "bench", "onnx", "vnnlib", "mode", "disjuncts", "status", "nodes",
-           "seconds", "dual_bound", "spec_lower", "unstable", "objective", "solver_params"]
+           "seconds", "dual_bound", "spec_lower", "unstable", "objective", "solver_params",
+           "backend"]
 
 
 def main() -> int:
@@ -59,7 +63,9 @@ def main() -> int:
     parser.add_argument("--objective", action="store_true",
                         help="objective form (`milp_objective`): reports a dual bound")
     parser.add_argument("--solver-param", action="append", default=[], metavar="NAME=VALUE",
-                        help="SCIP parameter (integer or float value)")
+                        help="solver parameter (integer or float value)")
+    parser.add_argument("--backend", choices=("scip", "highs"), default="scip",
+                        help="MILP solver (default scip; the ideal ReLU cuts are SCIP's only)")
     parser.add_argument("--disjuncts", default=None, metavar="D,D,...",
                         help="solve only these of the open disjuncts (default: all open)")
     args = parser.parse_args()
@@ -102,9 +108,10 @@ def main() -> int:
             fh.flush()  # at once: a second run may open the file before the first row
         for batch in batches:
             model, _ = _build_milp(aug, bounds, prop, groups, batch, aug.num_classes,
-                                   SOLVER_SLACK, args.objective, ideal_cuts=True)
+                                   SOLVER_SLACK, args.objective,
+                                   ideal_cuts=args.backend == "scip")
             t1 = time.perf_counter()
-            result = get_backend("scip").solve(model, SolveOptions(
+            result = get_backend(args.backend).solve(model, SolveOptions(
                 time_limit_s=args.time_limit_s, stop_at_first_feasible=True,
                 solver_params=params))
             row = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -115,7 +122,7 @@ def main() -> int:
                    "dual_bound": result.dual_bound,
                    "spec_lower": round(max(float(spec_lower[groups[d]].max()) for d in batch), 4),
                    "unstable": bounds.unstable, "objective": args.objective,
-                   "solver_params": json.dumps(params)}
+                   "solver_params": json.dumps(params), "backend": args.backend}
             writer.writerow(row)
             fh.flush()
             print(row, flush=True)

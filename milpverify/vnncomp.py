@@ -215,10 +215,11 @@ class VnnlibOptions:
         Threads of the solvers and of torch, neurons of the bound tightening solved at once
         (`compute_bounds(threads=)`) and MILPs solved at once (each with one thread; see
         `_solve_disjuncts`: with ``backend="scip+highs"`` at least one worker per solver).
-        Scratch, eran ``idx_1385`` alone on the 2 cores with 2 threads: unsat in 174 s (550
-        unstable ReLUs after tightening; 1-thread benchmark runs, two side by side: 177-197
-        s). Two earlier 2-thread runs with test runs beside them timed out (632 and 652
-        unstable): the time-budgeted tightening suffers from any other load.
+        Not a gain so far: eran one instance at a time with 2 threads
+        (`benchmarks/results/vnncomp_eran_scip_t2.csv`, ``scip_highs_t2``) decided
+        ``idx_225`` and ``idx_2971`` faster (133 s and 101-105 s against 156-169 s) but lost
+        ``idx_1385`` and ``idx_3539``, which every 1-thread run (two side by side) decides;
+        a scratch 2-thread run of ``idx_1385`` alone was unsat in 174 s.
     solver_params : dict
         Passed to the backend (SCIP parameter names for "scip").
     falsifier : FalsifierOptions
