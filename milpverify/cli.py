@@ -289,6 +289,9 @@ def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
                              "default, unlimited)")
     parser.add_argument("--no-ideal-cuts", action="store_true",
                         help="do not let SCIP separate cuts of the ideal ReLU formulation")
+    parser.add_argument("--milp-form", choices=("objective", "feasibility"), default=None,
+                        help="decision MILPs minimise the unsafe margin ('objective') or are "
+                             "pure feasibility problems (default: VnnlibOptions.milp_objective)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="bound tightening solves N neurons at once and N split MILPs run "
                              "at once; also the solvers' and torch's thread count (default 1)")
@@ -296,12 +299,13 @@ def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
 
 def _vnnlib_options(args: argparse.Namespace) -> Any:
     from milpverify.errors import InvalidInputError
-    from milpverify.vnncomp import VnnlibOptions, root_cut_rounds_flag
+    from milpverify.vnncomp import VnnlibOptions, milp_form_flag, root_cut_rounds_flag
     if args.threads < 1:
         raise InvalidInputError(f"`--threads` must be >= 1; got {args.threads}.")
     return VnnlibOptions(threads=args.threads, attack=not args.no_attack, alpha=not args.no_alpha,
                          tighten=not args.no_tighten, split_disjuncts=not args.joint_disjuncts,
                          ideal_cuts=not args.no_ideal_cuts,
+                         **milp_form_flag(args.milp_form),
                          **root_cut_rounds_flag(args.root_cut_rounds))
 
 

@@ -204,7 +204,13 @@ class VnnlibOptions:
     milp_objective : bool
         Minimise ``t`` subject to ``s_r <= t`` for the rows of the chosen disjunct, with
         ``t <= slack`` (so the feasible set is the same), instead of a pure feasibility
-        problem: gives SCIP a dual bound and pseudo-costs to steer branching.
+        problem: SCIP's root cuts then cut off the LP point that minimises ``t`` and raise
+        a dual bound until it passes the slack; without an objective they cut off any LP
+        vertex. Measured (`benchmarks/results/vnncomp_devices.md`, ``--milp-form
+        objective``): eran ``idx_2697`` unsat in 215 s (27 of 36; a time-out in 2 of 3
+        feasibility runs), but mnist_fc 256x6 ``prop_3_0.05`` lost and three 256x4
+        instances 1.4-2.2x slower (branching: slower nodes), so feasibility stays the
+        default.
     ideal_cuts : bool
         Let the MILP backend separate cuts of the ideal ReLU formulation
         (`milpverify.encode.ideal`; SCIP only, other backends ignore them). Measured
@@ -259,6 +265,21 @@ def root_cut_rounds_flag(value: int | None) -> dict[str, int | None]:
     if value is None:
         return {}
     return {"root_cut_rounds": None if value < 0 else value}
+
+
+MILP_FORMS = ("objective", "feasibility")
+"""Values of the ``--milp-form`` flag (`VnnlibOptions.milp_objective` true or false)."""
+
+
+def milp_form_flag(value: str | None) -> dict[str, bool]:
+    """A ``--milp-form objective|feasibility`` flag as `VnnlibOptions` keywords: nothing when
+    the flag is absent (the option's default)."""
+    if value is None:
+        return {}
+    if value not in MILP_FORMS:
+        raise InvalidInputError(f"`--milp-form` must be one of {', '.join(MILP_FORMS)}; "
+                                f"got {value!r}.")
+    return {"milp_objective": value == "objective"}
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -29,10 +29,9 @@ from milpverify.errors import InvalidInputError
 from milpverify import vnncomp
 from milpverify.vnncomp import (SPEC_NODE, FalsifierOptions, VnnlibOptions, _milp_params,
                                 _nearest_refuted_first, _PropertyOutcome, check_counterexample,
-                                milp_solvers,
-                                falsify,
-                                linf_robustness_form, read_instances, run_vnncomp,
-                                shared_rho_decisions, verify_vnnlib)
+                                falsify, linf_robustness_form, milp_form_flag, milp_solvers,
+                                read_instances, run_vnncomp, shared_rho_decisions,
+                                verify_vnnlib)
 from milpverify.vnnlib import parse_result, read_vnnlib
 
 W1 = np.array([[1.0, -1.0], [-1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
@@ -403,7 +402,7 @@ def test_cli_scip_and_highs_workers(tmp_path, abs_model, capsys):
     assert not out.exists()  # refused before any row
 
 
-def test_cli_disjunct_and_cut_round_flags():
+def test_cli_disjunct_cut_round_and_milp_form_flags():
     def options(*flags: str) -> VnnlibOptions:
         return _vnnlib_options(build_parser().parse_args(["vnnlib", "m.onnx", "s.vnnlib", *flags]))
 
@@ -411,6 +410,11 @@ def test_cli_disjunct_and_cut_round_flags():
     assert options("--joint-disjuncts").split_disjuncts is False
     assert options("--root-cut-rounds", "5").root_cut_rounds == 5
     assert options("--root-cut-rounds", "-1").root_cut_rounds is None
+    assert options().milp_objective is VnnlibOptions().milp_objective
+    assert options("--milp-form", "objective").milp_objective is True
+    assert options("--milp-form", "feasibility").milp_objective is False
+    with pytest.raises(InvalidInputError, match="--milp-form"):
+        milp_form_flag("optimality")
 
 
 def _bench(tmp_path: Path, abs_model) -> Path:
