@@ -14,7 +14,7 @@ Usage (the figures in `vnncomp_devices.md` for eran ``idx_1385``)::
         --vnnlib specs/mnist/mnist_spec_idx_1385_eps_0.01500.vnnlib --objective
     python benchmarks/vnncomp_disjuncts.py --bench eran --mode joint --time-limit-s 150 \\
         --vnnlib specs/mnist/mnist_spec_idx_1385_eps_0.01500.vnnlib
-    python benchmarks/vnncomp_disjuncts.py --bench eran --disjuncts 3 --time-limit-s 240 \
+    python benchmarks/vnncomp_disjuncts.py --bench eran --disjuncts 3 --time-limit-s 240 \\
         --vnnlib specs/mnist/mnist_spec_idx_2697_eps_0.01500.vnnlib --backend highs
 """
 
