@@ -137,6 +137,7 @@ def options_from(args: argparse.Namespace) -> VnnlibOptions:
                          tighten_fraction=args.tighten_fraction,
                          split_disjuncts=not args.joint_disjuncts,
                          ideal_cuts=not args.no_ideal_cuts,
+                         disjunct_tighten_fraction=args.disjunct_tighten,
                          threads=args.threads,
                          **milp_form_flag(args.milp_form),
                          solver_params=params,
@@ -341,6 +342,11 @@ def main() -> int:
     parser.add_argument("--milp-form", choices=MILP_FORMS, default=None,
                         help="decision MILPs minimise the unsafe margin ('objective') or are "
                              "pure feasibility problems (default: VnnlibOptions.milp_objective)")
+    parser.add_argument("--disjunct-tighten", type=float,
+                        default=VnnlibOptions().disjunct_tighten_fraction, metavar="F",
+                        help="LP-tighten the bounds over each split MILP's disjunct first, for "
+                             "fraction F of the time left (default: "
+                             "VnnlibOptions.disjunct_tighten_fraction)")
     parser.add_argument("--solver-param", action="append", metavar="NAME=VALUE")
     parser.add_argument("--threads", type=int, default=1,
                         help="solver/torch threads, neurons of the tightening and split MILPs "

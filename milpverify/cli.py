@@ -292,6 +292,10 @@ def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--milp-form", choices=("objective", "feasibility"), default=None,
                         help="decision MILPs minimise the unsafe margin ('objective') or are "
                              "pure feasibility problems (default: VnnlibOptions.milp_objective)")
+    parser.add_argument("--disjunct-tighten", type=float, default=None, metavar="F",
+                        help="before each split MILP, LP-tighten the bounds over the inputs "
+                             "that satisfy its disjunct for fraction F of the time left "
+                             "(default: VnnlibOptions.disjunct_tighten_fraction, 0: off)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="bound tightening solves N neurons at once and N split MILPs run "
                              "at once; also the solvers' and torch's thread count (default 1)")
@@ -305,6 +309,8 @@ def _vnnlib_options(args: argparse.Namespace) -> Any:
     return VnnlibOptions(threads=args.threads, attack=not args.no_attack, alpha=not args.no_alpha,
                          tighten=not args.no_tighten, split_disjuncts=not args.joint_disjuncts,
                          ideal_cuts=not args.no_ideal_cuts,
+                         **({} if args.disjunct_tighten is None
+                            else {"disjunct_tighten_fraction": args.disjunct_tighten}),
                          **milp_form_flag(args.milp_form),
                          **root_cut_rounds_flag(args.root_cut_rounds))
 

@@ -270,6 +270,8 @@ class _State:
     layer_deadline: float = np.inf
     threads: int = 1  # neurons of a layer solved at once, each thread with its own sessions
     cut_short: bool = False  # some neuron was not reached for lack of time
+    constraint: OutputConstraint | None = None  # rows `C y <= d` on the network output
+    empty: bool = False  # some bounds crossed: no input of the box satisfies `constraint`
 
     def bounds(self, method: str) -> Bounds:
         shapes = {n: op.shape for n, op in self.net.items()}
@@ -321,14 +323,15 @@ def _subnetwork(net: Network, node: str) -> Network:
     return net.replace([(n, net.op(n)) for n in net.order if n in keep], node)
 
 
-def _solver_targets(net: Network) -> list[str]:
+def _solver_targets(net: Network, constrained: bool = False) -> list[str]:
     """Inputs of ReLU/MaxPool nodes with a ReLU/MaxPool among their ancestors, in order.
 
-    Without one, a node is affine in the input and its interval/symbolic bounds are exact.
+    Without one, a node is affine in the input and its interval/symbolic bounds over the
+    box are exact; under an output constraint (`constrained`) every such input counts.
     """
     wanted = {op.inputs[0] for _, op in net.items() if isinstance(op, (ops.Relu, ops.MaxPool))}
-    return [n for n in net.order if n in wanted and any(
-        isinstance(net.op(a), (ops.Relu, ops.MaxPool)) for a in nx.ancestors(net.graph, n))]
+    return [n for n in net.order if n in wanted and (constrained or any(
+        isinstance(net.op(a), (ops.Relu, ops.MaxPool)) for a in nx.ancestors(net.graph, n)))]
 
 
 def _pending(net: Network, node: str, lower: FloatArray, upper: FloatArray
@@ -360,9 +363,44 @@ def _pending(net: Network, node: str, lower: FloatArray, upper: FloatArray
 
 
 # ---------------------------------------------------------------------------- one cone
+@dataclass(frozen=True)
+class OutputConstraint:
+    """Rows ``C y <= d`` on the flat network output ``y``: `compute_bounds` then bounds
+    only the inputs of the box whose outputs satisfy them (e.g. one disjunct of an unsafe
+    set)."""
+
+    C: FloatArray  # (k, outputs)
+    d: FloatArray  # (k,)
+
+    @staticmethod
+    def of(net: Network, value: tuple[npt.ArrayLike, npt.ArrayLike]) -> OutputConstraint:
+        """Check ``(C, d)`` against `net`'s output size.
+
+        Raises
+        ------
+        InvalidInputError
+            Wrong shapes or non-finite entries.
+        """
+        try:
+            c_raw, d_raw = value
+            C = np.array(c_raw, dtype=np.float64, ndmin=2)
+            d = np.array(d_raw, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"`output_constraint` must be a pair (C, d) of numeric "
+                                    f"arrays: {exc}") from exc
+        if C.ndim != 2 or C.shape[1] != net.num_classes or d.shape != (C.shape[0],):
+            raise InvalidInputError(
+                f"`output_constraint` (C, d) needs C of shape (k, {net.num_classes}) (the "
+                f"network's outputs) and d of shape (k,); got {C.shape} and {d.shape}.")
+        if not (np.all(np.isfinite(C)) and np.all(np.isfinite(d))):
+            raise InvalidInputError("`output_constraint` has NaN or infinite entries.")
+        return OutputConstraint(C, d)
+
+
 @dataclass
 class _Cone:
-    """A node's ancestors encoded in a `MilpModel`, with only `neurons` of it as outputs."""
+    """A node's ancestors encoded in a `MilpModel`, with only `neurons` of it as outputs;
+    with an output constraint, the whole network and the constraint's rows."""
 
     model: MilpModel
     var: IntArray  # model variable of each neuron of the node (-1 if not encoded)
@@ -371,14 +409,34 @@ class _Cone:
     @staticmethod
     def build(state: _State, node: str, neurons: IntArray, exact: bool) -> _Cone:
         net = state.net
-        sub = _subnetwork(net, node)
         model = MilpModel()
         xv = model.add_vars(net.input_size, state.box[0], state.box[1], name="input")
-        outputs = np.zeros(sub.num_classes, dtype=bool)
-        outputs[neurons] = True
+        if state.constraint is None:
+            sub = _subnetwork(net, node)
+            outputs = np.zeros(sub.num_classes, dtype=bool)
+            outputs[neurons] = True
+        else:
+            sub = net
+            outputs = np.any(state.constraint.C != 0, axis=0)
         enc = encode_network(sub, state.bounds("tighten"), model, Term.of_vars(xv),
                              outputs=outputs, relax=not exact)
+        if state.constraint is not None:
+            _add_output_rows(model, enc.terms[net.output], state.constraint)
         return _Cone(model, enc.terms[node].var, xv)
+
+
+def _add_output_rows(model: MilpModel, out: Term, constraint: OutputConstraint) -> None:
+    """``C y <= d`` with the constant outputs moved to the right-hand side."""
+    is_var = out.var >= 0
+    C = constraint.C
+    moved = C[:, ~is_var] @ out.const[~is_var]
+    # rounded up, so the LP's region contains every real point with C y <= d
+    slack = 4 * np.finfo(np.float64).eps * (np.abs(constraint.d) + np.abs(C[:, ~is_var])
+                                            @ np.abs(out.const[~is_var]))
+    rhs = np.nextafter(constraint.d - moved + slack, np.inf)
+    coo = sp.coo_array(C[:, is_var])
+    model.add_rows(coo.row, out.var[is_var][coo.col], coo.data, C.shape[0], -np.inf, rhs,
+                   name="output_constraint")
 
 
 def _widen(bound: float, sense: float, slack: float) -> float:
@@ -554,17 +612,29 @@ LEVEL_RULES: dict[str, Callable[..., list[FloatArray]]] = {"lp": _lp_level, "mip
 
 
 def _refresh(state: _State) -> None:
-    """Symbolic pass intersected with the current bounds (carries gains to later layers)."""
+    """Symbolic pass intersected with the current bounds (carries gains to later layers).
+
+    Under an output constraint, a pass disjoint from the current bounds (both hold for
+    the inputs that satisfy it) shows there are none: `state.empty`, bounds unchanged.
+    """
     t0 = time.perf_counter()
-    fresh = symbolic_bounds(state.net, state.box[0], state.box[1], base=state.bounds("tighten"))
+    try:
+        fresh = symbolic_bounds(state.net, state.box[0], state.box[1],
+                                base=state.bounds("tighten"))
+    except InvalidInputError:
+        if state.constraint is None:
+            raise
+        state.empty = True
+        return
+    finally:
+        state.symbolic_s += time.perf_counter() - t0
     state.pre = _flat(fresh)
-    state.symbolic_s += time.perf_counter() - t0
 
 
 def _tighten(state: _State, levels: Sequence[str], decide_only: bool) -> None:
     """Run the solver levels layer by layer (see the module docstring)."""
     dirty = False
-    targets = _solver_targets(state.net)
+    targets = _solver_targets(state.net, constrained=state.constraint is not None)
     for k, node in enumerate(targets):
         now = time.perf_counter()
         if now >= state.deadline:
@@ -573,6 +643,8 @@ def _tighten(state: _State, levels: Sequence[str], decide_only: bool) -> None:
         if dirty:
             _refresh(state)
             dirty = False
+            if state.empty:
+                break
         # A front-loaded share of what is left, 2 / (layers left + 1): early layers matter
         # most (their gains reach every later layer) but cannot starve the later ones;
         # time a layer does not use passes on to the next.
@@ -589,8 +661,13 @@ def _tighten(state: _State, levels: Sequence[str], decide_only: bool) -> None:
             t0 = time.perf_counter()
             before = (lower.copy(), upper.copy())
             points = LEVEL_RULES[level](state, node, neurons, stoppable, stats, decide_only)
-            state.evidence.add(np.asarray(points).reshape(-1, state.net.input_size))
+            if state.constraint is None:  # solver points need not satisfy the constraint
+                state.evidence.add(np.asarray(points).reshape(-1, state.net.input_size))
             stats.time_s += time.perf_counter() - t0
+            if np.any(lower > upper):  # rigorous bounds crossed: the region is empty
+                state.empty = True
+                state.layer_deadline = np.inf
+                return
             dirty |= bool(np.any(lower > before[0]) or np.any(upper < before[1]))
     state.layer_deadline = np.inf
     if dirty:
@@ -602,7 +679,9 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
                    method: str = "progressive", time_limit_s: float | None = None,
                    per_neuron_s: float | None = None, backend: str = "highs",
                    mip_backend: str = "scip", levels: Sequence[str] = ("lp", "mip"),
-                   base: Bounds | None = None, threads: int = 1) -> Bounds:
+                   base: Bounds | None = None, threads: int = 1,
+                   output_constraint: tuple[npt.ArrayLike, npt.ArrayLike] | None = None
+                   ) -> Bounds:
     """Sound bounds of every node over the input box `[lower, upper]`.
 
     Parameters
@@ -641,6 +720,16 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
         Neurons of a layer solved at once, at every level (default 1): each thread takes
         every `threads`-th neuron, with its own solver sessions. highspy and pyscipopt's
         ``optimizeNogil`` release the GIL while they solve.
+    output_constraint : (C, d), optional
+        Bound only the inputs of the box whose outputs ``y`` satisfy ``C y <= d`` (C of
+        shape (k, outputs)), e.g. one disjunct of an unsafe set: every solve (a solver
+        method is required) runs on the whole network with these rows added, so the
+        bounds hold for those inputs only. If they cross (some lower > upper, or a symbolic
+        pass disjoint from them) no input of the box satisfies the rows:
+        ``details["empty"]`` is True and the bounds are returned as they were when that
+        was found. An infeasible LP gives no bound (HiGHS returns no duals then), so an
+        empty region is not always flagged. Solver points are not used as evidence (they
+        need not satisfy the rows).
 
     Returns
     -------
@@ -648,12 +737,14 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
         `details` has `"levels"` (per level: neurons, solves, stabilized,
         skipped_proven_unstable, time_s), `"proven_unstable"` (ReLUs some inputs drove
         both below and above zero: a floor for any method), `"symbolic_s"`, `"solves"` and
-        `"timed_out"` (some neuron was not reached within `time_limit_s`).
+        `"timed_out"` (some neuron was not reached within `time_limit_s`); with
+        `output_constraint` also `"empty"`.
 
     Raises
     ------
     InvalidInputError
-        Unknown `method` or level, non-positive limits, `threads` < 1, or a bad box.
+        Unknown `method` or level, non-positive limits, `threads` < 1, a bad box, or a
+        bad `output_constraint` (or one with a method that uses no solver).
     UnboundedError
         If the box gives non-finite bounds.
 
@@ -674,6 +765,12 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
         raise InvalidInputError(
             f"`levels` must be a non-empty sequence of {', '.join(map(repr, LEVELS))}; "
             f"got {list(levels)!r}.")
+    constraint = None
+    if output_constraint is not None:
+        if method not in ("lp", "mip", "progressive"):
+            raise InvalidInputError(f"`output_constraint` needs a solver method (lp, mip, "
+                                    f"progressive); got method {method!r}.")
+        constraint = OutputConstraint.of(net, output_constraint)
     start = time.perf_counter()
     lo, hi = check_box(net, lower, upper)
     if method == "interval":
@@ -687,18 +784,19 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
                       dict(first.details))
     chosen = {"lp": ("lp",), "mip": ("lp", "mip"), "progressive": tuple(levels)}[method]
     evidence = _Evidence(net)
-    if method == "progressive":
+    if method == "progressive" and constraint is None:
         evidence.add(_box_samples(lo, hi, EVIDENCE_SAMPLES))
     state = _State(net, (lo, hi), _flat(first), start + (np.inf if time_limit_s is None
                                                           else time_limit_s),
                    per_neuron_s, backend, mip_backend, evidence,
                    {lv: _LevelStats() for lv in chosen},
-                   symbolic_s=first.time_s, threads=threads)
+                   symbolic_s=first.time_s, threads=threads, constraint=constraint)
     if method == "mip":
         # Two passes, so that the result is inside what "lp" returns: every LP first, then
         # the MILPs starting from those bounds (bounds only ever shrink).
         _tighten(state, ("lp",), decide_only=False)
-        _tighten(state, ("mip",), decide_only=False)
+        if not state.empty:
+            _tighten(state, ("mip",), decide_only=False)
     else:
         _tighten(state, chosen, decide_only=method == "progressive")
     out = state.bounds(method)
@@ -709,6 +807,8 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
         "solves": sum(s.solves for s in state.stats.values()),
         "symbolic_s": round(state.symbolic_s, 6), "proven_unstable": proven,
         "timed_out": state.cut_short}
+    if constraint is not None:
+        details["empty"] = state.empty
     return Bounds(out.pre, out.relu_cases, method, time.perf_counter() - start, details)
 
 

@@ -147,6 +147,26 @@ def test_or_of_ands_mixing_outputs(abs_model, abs_net):
         assert (r.result, r.decided_by) == ("unsat", "milp"), r.message
 
 
+def test_disjunct_tightening_keeps_both_answers(abs_model, abs_net):
+    """LP bounds conditioned on each disjunct before its MILP: the reachable third disjunct
+    still gives a valid counterexample, the unreachable ones are refuted (by those bounds
+    or by the MILP), and the time spent is reported."""
+    options = VnnlibOptions(attack=False, tighten=False, split_disjuncts=True,
+                            disjunct_tighten_fraction=0.5)
+    text = _spec("""(assert (or
+        (and (>= Y_0 1.5))
+        (and (>= Y_1 0.6) (<= (+ Y_2 (* -1 Y_0)) 1.5) (<= Y_2 1.5))
+        (and (>= (- Y_0 Y_1) 0.3) (>= (+ Y_1 Y_2) 1.4) (>= Y_0 0.5))))""")
+    r = verify_vnnlib(abs_net, read_vnnlib(text), timeout_s=30, options=options)
+    assert r.result == "sat"
+    _assert_valid(abs_model, text, *r.counterexample)
+    unsat = _spec("""(assert (or (and (>= Y_0 1.5)) (and (>= Y_0 0.9) (>= Y_1 0.2))
+                                 (and (>= Y_1 0.6) (<= Y_2 1.5))))""")
+    r = verify_vnnlib(abs_net, read_vnnlib(unsat), timeout_s=30, options=options)
+    assert r.result == "unsat" and r.decided_by in ("bounds", "milp"), r.message
+    assert r.timings["disjunct_tighten_s"] > 0
+
+
 def test_split_milps_go_nearest_refuted_first():
     # A disjunct falls when any of its rows is positive: disjunct 2 (rows at -3 and -0.1)
     # is nearer than disjunct 0 (-1) although its smallest row is the smallest of all.
@@ -238,6 +258,9 @@ def test_root_cut_rounds_reach_scip_only_and_solver_params_win():
     ({"root_cut_rounds": -1}, r"`root_cut_rounds` must be an integer >= 0 or None"),
     ({"root_cut_rounds": 2.5}, r"`root_cut_rounds` must be an integer >= 0 or None"),
     ({"threads": 0}, r"`threads` must be an integer >= 1; got 0"),
+    ({"disjunct_tighten_fraction": 1.0},
+     r"`disjunct_tighten_fraction` must be a number in \[0, 1\); got 1.0"),
+    ({"disjunct_tighten_fraction": -0.1}, r"`disjunct_tighten_fraction` must be .* got -0.1"),
 ])
 def test_bad_options_are_named(kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
@@ -407,6 +430,10 @@ def test_cli_disjunct_cut_round_and_milp_form_flags():
         return _vnnlib_options(build_parser().parse_args(["vnnlib", "m.onnx", "s.vnnlib", *flags]))
 
     assert (options().split_disjuncts, options().root_cut_rounds) == (True, 20)
+    assert options().disjunct_tighten_fraction == VnnlibOptions().disjunct_tighten_fraction
+    assert options("--disjunct-tighten", "0.25").disjunct_tighten_fraction == 0.25
+    with pytest.raises(InvalidInputError, match="`disjunct_tighten_fraction` must be"):
+        options("--disjunct-tighten", "2")
     assert options("--joint-disjuncts").split_disjuncts is False
     assert options("--root-cut-rounds", "5").root_cut_rounds == 5
     assert options("--root-cut-rounds", "-1").root_cut_rounds is None
@@ -554,6 +581,20 @@ def test_mnist_fc_256x2_ground_truth(shared_data, prop, expected):
     got = _check_against_truth(bench, truth, "onnx/mnist-net_256x2.onnx",
                                f"vnnlib/{prop}.vnnlib", 60)
     assert got == expected
+
+
+def test_disjunct_tightening_on_a_milp_instance(shared_data):
+    """256x2 prop_8_0.03 ("holds", decided by a MILP): without the global tightening (so
+    that the split MILPs come at once), the disjunct-conditioned LP bounds before each of
+    them keep the answer."""
+    bench = shared_data.joinpath(*FC)
+    truth = _truth(bench / "results_vnncomp2022_consensus.csv")
+    assert truth[("mnist-net_256x2.onnx", "prop_8_0.03.vnnlib")] == "holds"
+    net = load_onnx(bench / "onnx" / "mnist-net_256x2.onnx")
+    r = verify_vnnlib(net, bench / "vnnlib" / "prop_8_0.03.vnnlib", timeout_s=60,
+                      options=VnnlibOptions(tighten=False, disjunct_tighten_fraction=0.3))
+    assert r.result == "unsat", r.message
+    assert r.timings["disjunct_tighten_s"] > 0
 
 
 def test_optimised_slopes_decide_by_bounds(shared_data):

@@ -175,6 +175,72 @@ def test_bad_box() -> None:
         compute_bounds(lp_net(), [0, 0, 1], [0, 0, 0], method="lp")
 
 
+# ---------------------------------------------------------------------------- output constraint
+def test_output_constraint_bounds_only_the_inputs_that_satisfy_it() -> None:
+    """lp_net: y = |x2| - x2 / 2 + 0.25, so y <= 0.5 holds exactly for x2 in [-1/6, 1/2].
+    The LP over the box with that row gives the first layer's x2 (h2) exactly those bounds
+    (a node the unconstrained methods never solve: it is affine in the input), and every
+    sampled input with y <= 0.5 stays inside all bounds; a row that never binds changes
+    nothing."""
+    net = lp_net()
+    lp = compute_bounds(net, *LP_NET_BOX, method="lp")
+    cut = compute_bounds(net, *LP_NET_BOX, method="lp", base=lp,
+                         output_constraint=([[1.0]], [0.5]))
+    assert cut.details["empty"] is False and contains(lp, cut)
+    lo, hi = cut.flat("h")
+    assert -1 / 6 - 1e-9 <= lo[2] <= -1 / 6 and 0.5 <= hi[2] <= 0.5 + 1e-9
+    np.testing.assert_allclose([lp.flat("h")[0][2], lp.flat("h")[1][2]], [-1.0, 2.0], atol=1e-9)
+    rng = np.random.default_rng(3)
+    points = sample_box(*LP_NET_BOX, 4_000, rng)
+    kept = points[net.forward(points)[:, 0] <= 0.5]
+    assert len(kept) > 300  # x2 in [-1/6, 1/2]: 2/9 of the uniform half
+    assert_inside(net, [cut], kept)
+    loose = compute_bounds(net, *LP_NET_BOX, method="lp", output_constraint=([[1.0]], [10.0]))
+    for name in net.order:
+        for a, b in zip(loose.flat(name), lp.flat(name)):
+            np.testing.assert_allclose(a, b, atol=1e-9, err_msg=name)
+
+
+def test_output_constraint_on_a_real_net(shared_data: Path) -> None:
+    """ERAN 3x50 at eps 0.02: with the row "logit 3 - logit 7 <= median over samples" (about
+    half the box's inputs), the LP bounds (10 s budget) are inside the unconstrained LP's (`base`),
+    strictly narrower somewhere, and every sampled or PGD input satisfying the row is inside
+    them."""
+    net = load(shared_data, "nets/mnist/eran/mnist_relu_3_50.onnx")
+    lo, hi = linf_box(mnist_image(shared_data, 0), 0.02)
+    rng = np.random.default_rng(17)
+    points = sample_box(lo, hi, 4_000, rng)
+    row = np.zeros(10)
+    row[3], row[7] = 1.0, -1.0
+    d = float(np.median(net.forward(points) @ row))
+    lp = compute_bounds(net, lo, hi, method="lp")
+    cut = compute_bounds(net, lo, hi, method="lp", base=lp, output_constraint=(row, [d]),
+                         time_limit_s=10.0)
+    assert contains(lp, cut) and not cut.details["empty"]
+    widths = [np.sum(lp.flat(n)[1] - lp.flat(n)[0]) - np.sum(cut.flat(n)[1] - cut.flat(n)[0])
+              for n in net.order]
+    assert max(widths) > 1e-3
+    attacks = pgd_points(net, lo, hi, widest_targets(net, cut, per_node=4), rng)
+    both = np.vstack([points, attacks])
+    kept = both[net.forward(both) @ row <= d]
+    assert len(kept) > 1_000
+    assert_inside(net, [cut], kept)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"output_constraint": ([[1.0, 2.0]], [0.0])},
+     r"C of shape \(k, 1\) .* got \(1, 2\) and \(1,\)"),
+    ({"output_constraint": ([[np.nan]], [0.0])}, r"NaN or infinite"),
+    ({"output_constraint": ([[1.0]], [0.0]), "method": "symbolic"},
+     r"`output_constraint` needs a solver method .* got method 'symbolic'"),
+    ({"output_constraint": 5}, r"pair \(C, d\) of numeric arrays"),
+    ({"output_constraint": (["a"], [0.0])}, r"pair \(C, d\) of numeric arrays"),
+])
+def test_bad_output_constraint(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        compute_bounds(lp_net(), *LP_NET_BOX, **kwargs)  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------------------- safe dual bound
 def random_lp(rng: np.random.Generator, m: int, n: int, scale: float = 1.0
               ) -> tuple[sp.csr_array, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
