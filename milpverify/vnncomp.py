@@ -218,7 +218,10 @@ class VnnlibOptions:
         the time left; 0 (default) skips it. Scratch (eran ``idx_2697``'s hardest disjunct,
         pickled bounds): one full pass (181 s) left the unstable count at 493 of 497 but
         narrowed the bounds enough for the feasibility MILP to be infeasible in 43 s at
-        2 nodes (a time-out at 240 s before).
+        2 nodes (a time-out at 240 s before). In the pipeline it loses
+        (`benchmarks/results/vnncomp_devices.md`, 0.5): eran ``idx_1385`` lost,
+        ``idx_225`` 194 s instead of 169 s, ``idx_2697`` and ``idx_2954`` still time-outs;
+        with 7-9 disjuncts open and about 125 s left a pass per disjunct does not fit.
     ideal_cuts : bool
         Let the MILP backend separate cuts of the ideal ReLU formulation
         (`milpverify.encode.ideal`; SCIP only, other backends ignore them). Measured
