@@ -88,6 +88,9 @@ LP_HIGHS_FIRST = {"solver": "ipm", "presolve": "choose"}
 #: HiGHS options of the re-solves after a cost change: the basis stays primal feasible, so
 #: primal simplex without presolve (which would drop the basis); 2-75 ms each on WK17a.
 LP_HIGHS_RESOLVE = {"solver": "simplex", "simplex_strategy": 4, "presolve": "off"}
+#: HiGHS options of a re-solve of an infeasible LP: dual simplex without presolve returns a
+#: dual ray (interior point, presolve and primal simplex do not), checked by `proves_empty`.
+LP_HIGHS_RAY = {"solver": "simplex", "simplex_strategy": 1, "presolve": "off"}
 #: A forward-pass value counts as a sign only beyond this (float64 forward pass is inexact).
 EVIDENCE_TOL = 1e-9
 
@@ -123,6 +126,13 @@ class DualBounder:
     @staticmethod
     def of_model(model: MilpModel) -> DualBounder:
         return DualBounder.of(model.A, model.row_lower, model.row_upper, model.lower, model.upper)
+
+    def proves_empty(self, ray: npt.ArrayLike) -> bool:
+        """Whether `ray` (or its negative) rigorously proves the LP infeasible: a positive
+        `bound` of ``min 0``."""
+        zero = np.zeros(self.lo.size)
+        y = np.asarray(ray, dtype=np.float64)
+        return bool(self.bound(zero, y) > 0 or self.bound(zero, -y) > 0)
 
     def bound(self, cost: npt.ArrayLike, row_dual: npt.ArrayLike) -> float:
         """The rigorous lower bound of `min cost^T x` given by `row_dual` (see `safe_dual_bound`)."""
@@ -522,11 +532,19 @@ def _lp_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArra
         with get_backend(state.backend).session(cone.model) as session:
 
             def solve(j: int, sense: float) -> tuple[float, FloatArray | None] | None:
+                if state.empty:
+                    return None
                 var = int(cone.var[j])
                 params = (LP_HIGHS_RESOLVE if solved[0] else LP_HIGHS_FIRST) if highs else {}
                 solved[0] += 1
                 res = session.minimize(np.array([var]), np.array([sense]),
                                        _options(state, state.per_neuron_s, solver_params=params))
+                if highs and res.status is SolveStatus.INFEASIBLE and res.dual_ray is None:
+                    res = session.minimize(np.array([var]), np.array([sense]), _options(
+                        state, state.per_neuron_s, solver_params=LP_HIGHS_RAY))
+                if res.dual_ray is not None and bounder.proves_empty(res.dual_ray):
+                    state.empty = True  # the region is empty: crossed bounds, `_tighten` stops
+                    return sense * np.inf, None
                 duals = res.row_duals
                 point = None if res.x is None else res.x[cone.inputs]
                 if duals is not None:
@@ -727,9 +745,10 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
         bounds hold for those inputs only. If they cross (some lower > upper, or a symbolic
         pass disjoint from them) no input of the box satisfies the rows:
         ``details["empty"]`` is True and the bounds are returned as they were when that
-        was found. An infeasible LP gives no bound (HiGHS returns no duals then), so an
-        empty region is not always flagged. Solver points are not used as evidence (they
-        need not satisfy the rows).
+        was found. An infeasible LP is solved again by dual simplex for HiGHS's dual ray,
+        which flags the region empty once `DualBounder.proves_empty` confirms it
+        rigorously (backend "scip": no ray, an infeasible LP only gives no bound). Solver
+        points are not used as evidence (they need not satisfy the rows).
 
     Returns
     -------

@@ -163,6 +163,9 @@ class SolveResult:
     row_duals : ndarray of float64, shape (n_rows,), or None
         Dual values of the rows for an LP whose solver reports valid duals (HiGHS), else
         None. Any vector is usable for a rigorous bound (`milpverify.tighten`).
+    dual_ray : ndarray of float64, shape (n_rows,), or None
+        For an LP the solver found INFEASIBLE (HiGHS), its dual (Farkas) ray if it gave
+        one, else None; `milpverify.tighten` checks it rigorously before trusting it.
     """
 
     status: SolveStatus
@@ -174,6 +177,7 @@ class SolveResult:
     backend: str
     message: str
     row_duals: NDArray[np.float64] | None = None
+    dual_ray: NDArray[np.float64] | None = None
 
     @property
     def has_solution(self) -> bool:
@@ -230,7 +234,8 @@ class Backend(Protocol):
 def finish_result(status: SolveStatus, objective: float | None, dual_bound: float,
                   x: NDArray[np.float64] | None, options: SolveOptions, *,
                   nodes: int, solve_time_s: float, backend: str, message: str,
-                  row_duals: NDArray[np.float64] | None = None) -> SolveResult:
+                  row_duals: NDArray[np.float64] | None = None,
+                  dual_ray: NDArray[np.float64] | None = None) -> SolveResult:
     """Build a `SolveResult`, applying the cutoff rules of the module docstring uniformly.
 
     Backends call it with the solver's raw outcome mapped to a status, where INFEASIBLE
@@ -279,7 +284,7 @@ def finish_result(status: SolveStatus, objective: float | None, dual_bound: floa
     return SolveResult(status=status, objective=None if objective is None else float(objective),
                        dual_bound=float(dual_bound), x=x, nodes=int(nodes),
                        solve_time_s=float(solve_time_s), backend=backend, message=message,
-                       row_duals=row_duals)
+                       row_duals=row_duals, dual_ray=dual_ray)
 
 
 def warn_unknown_param(backend: str, name: str, reason: str = "") -> None:

@@ -181,9 +181,14 @@ def _run(h: Any, n: int, is_mip: bool, options: SolveOptions, t0: float) -> Solv
         message += f"; {note}"
     if math.isnan(dual):
         dual = -math.inf
+    dual_ray = None
+    if not is_mip and status is SolveStatus.INFEASIBLE:
+        _, has_ray, ray = h.getDualRay()
+        if has_ray:
+            dual_ray = np.array(ray, dtype=np.float64)
     return finish_result(status, objective, dual, x, options, nodes=nodes,
                          solve_time_s=time.perf_counter() - t0, backend="highs", message=message,
-                         row_duals=row_duals)
+                         row_duals=row_duals, dual_ray=dual_ray)
 
 
 def _disambiguate(h: Any, n: int) -> tuple[SolveStatus, str]:

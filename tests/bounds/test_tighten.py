@@ -201,6 +201,21 @@ def test_output_constraint_bounds_only_the_inputs_that_satisfy_it() -> None:
             np.testing.assert_allclose(a, b, atol=1e-9, err_msg=name)
 
 
+def test_output_constraint_that_no_input_meets_is_flagged_empty() -> None:
+    """lp_net's y is at least 0.25 and its LP relaxation is exact there: y <= 0.249 makes
+    the first LP infeasible, HiGHS's dual ray (re-solved with dual simplex) proves it
+    rigorously, and the bounds come back crossed with `empty`; y <= 0.26 (inputs with x2
+    near 0) is not empty."""
+    net = lp_net()
+    empty = compute_bounds(net, *LP_NET_BOX, method="lp", output_constraint=([[1.0]], [0.249]))
+    assert empty.details["empty"] is True
+    assert any(np.any(empty.flat(n)[0] > empty.flat(n)[1]) for n in net.order)
+    thin = compute_bounds(net, *LP_NET_BOX, method="lp", output_constraint=([[1.0]], [0.26]))
+    assert thin.details["empty"] is False
+    lo, hi = thin.flat("h")
+    assert -0.02 / 3 - 1e-9 <= lo[2] <= -0.02 / 3 and 0.02 <= hi[2] <= 0.02 + 1e-9
+
+
 def test_output_constraint_on_a_real_net(shared_data: Path) -> None:
     """ERAN 3x50 at eps 0.02: with the row "logit 3 - logit 7 <= median over samples" (about
     half the box's inputs), the LP bounds (10 s budget) are inside the unconstrained LP's (`base`),
