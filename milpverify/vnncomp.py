@@ -216,9 +216,10 @@ class VnnlibOptions:
         the inputs whose spec outputs satisfy that disjunct (`compute_bounds(method="lp",
         output_constraint=)`, the disjunct's rows added to every LP) for this fraction of
         the time left; 0 (default) skips it. Scratch (eran ``idx_2697``'s hardest disjunct,
-        pickled bounds): one full pass (181 s) left the unstable count at 493 of 497 but
-        narrowed the bounds enough for the feasibility MILP to be infeasible in 43 s at
-        2 nodes (a time-out at 240 s before). In the pipeline it loses
+        pickled bounds): a first hand-written pass (181 s) left 493 of 497 ReLUs unstable
+        and the feasibility MILP was then infeasible in 43 s at 2 nodes (a time-out at
+        240 s before), but this function's pass (44 s and 84 s: 491 and 485 unstable) left
+        it a time-out at 150 s, so that 43 s may be SCIP's variability. In the pipeline it loses
         (`benchmarks/results/vnncomp_devices.md`, 0.5): eran ``idx_1385`` lost,
         ``idx_225`` 194 s instead of 169 s, ``idx_2697`` and ``idx_2954`` still time-outs;
         with 7-9 disjuncts open and about 125 s left a pass per disjunct does not fit.
