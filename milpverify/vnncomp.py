@@ -772,8 +772,9 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
     solver = get_backend(backend)
     message = ""
     if len(batch) == 1 and opts.disjunct_tighten_fraction > 0:
-        bounds = _disjunct_bounds(aug, bounds, prop, groups[batch[0]], n_rows, deadline, opts,
-                                  timings)
+        bounds = _disjunct_bounds(aug, bounds, prop, _selection(groups, batch, n_rows,
+                                                                SOLVER_SLACK)[0], deadline,
+                                  opts, timings)
         if bounds is None:
             return _PropertyOutcome("unsat", decided_by="bounds")
     # s <= SOLVER_SLACK: infeasible proves unsat although SCIP accepts ~1e-6 violations;
@@ -820,27 +821,22 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
                                                f"{message}")
 
 
-def _disjunct_bounds(aug: Network, bounds: Any, prop: VnnlibProperty, rows: Any, n_rows: int,
+def _disjunct_bounds(aug: Network, bounds: Any, prop: VnnlibProperty, disjunct: Disjunct,
                      deadline: float, opts: VnnlibOptions, timings: dict[str, float]) -> Any:
-    """`bounds` LP-tightened over the inputs whose spec outputs satisfy ``s_r <=
-    SOLVER_SLACK`` for `rows` (one disjunct; valid for its MILP at either right-hand
-    side), for `disjunct_tighten_fraction` of the time left; None if they prove no input
-    does."""
+    """`bounds` LP-tightened over the inputs whose spec outputs satisfy `disjunct` (at
+    ``SOLVER_SLACK``, so valid for its MILP at either right-hand side), for
+    `disjunct_tighten_fraction` of the time left; None if they prove no input does."""
     budget = opts.disjunct_tighten_fraction * (deadline - time.perf_counter())
     if budget <= 0:
         return bounds
-    select = np.zeros((len(rows), n_rows))
-    select[np.arange(len(rows)), rows] = 1.0
     t0 = time.perf_counter()
     out = compute_bounds(aug, prop.input_lower, prop.input_upper, method="lp", base=bounds,
                          time_limit_s=budget, threads=opts.threads,
-                         output_constraint=(select, np.full(len(rows), SOLVER_SLACK)))
+                         output_constraint=(disjunct.A, disjunct.b))
     timings["disjunct_tighten_s"] = (timings.get("disjunct_tighten_s", 0.0)
                                      + time.perf_counter() - t0)
-    if out.details.get("empty"):
-        return None
-    lower = out.flat(SPEC_NODE)[0]
-    if np.max(lower[rows]) > SOLVER_SLACK:
+    lower = out.flat(SPEC_NODE)[0]  # A selects rows (0/1): A @ lower bounds A s below
+    if out.details["empty"] or np.any(disjunct.A @ lower > disjunct.b):
         return None
     return out
 
