@@ -219,10 +219,9 @@ class VnnlibOptions:
         pickled bounds): a first hand-written pass (181 s) left 493 of 497 ReLUs unstable
         and the feasibility MILP was then infeasible in 43 s at 2 nodes (a time-out at
         240 s before, and with 4 other SCIP seeds); this function's pass with 250 s proved
-        that disjunct empty by its LP bounds in 190 s, and made ``idx_1385``'s hardest one
-        infeasible in 40 s after 200 s (shorter passes, 44-84 s, did not). In the pipeline,
-        with about 125 s left for all open disjuncts, it loses
-        (`benchmarks/results/vnncomp_devices.md`, 0.5): eran ``idx_1385`` lost,
+        that disjunct empty by its LP bounds in 190 s (passes of 44-84 s did not help), and
+        made ``idx_1385``'s hardest one infeasible in 40 s after 200 s. In the pipeline it
+        loses (`benchmarks/results/vnncomp_devices.md`, 0.5): eran ``idx_1385`` lost,
         ``idx_225`` 194 s instead of 169 s, ``idx_2697`` and ``idx_2954`` still time-outs;
         with 7-9 disjuncts open and about 125 s left a pass per disjunct does not fit.
     ideal_cuts : bool
