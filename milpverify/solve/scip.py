@@ -35,7 +35,8 @@ Options
 Every solve sets ``limits/time``, ``limits/gap``, ``limits/solutions`` (1 with
 ``stop_at_first_feasible``, else -1), ``randomization/randomseedshift`` (seed),
 ``parallel/maxnthreads`` and ``lp/threads`` (threads), ``display/verblevel`` (0 unless
-verbose). SCIP's ``optimize()`` is sequential: ``threads`` only reaches the LP solver and
+verbose); ``solver_params`` may also hold SCIP's meta settings (`META_SETTINGS`, e.g.
+``{"heuristics/emphasis": "off"}``). SCIP's ``optimize()`` is sequential: ``threads`` only reaches the LP solver and
 SCIP's concurrent mode, which is not used. Solves run through ``optimizeNogil`` where
 pyscipopt has it, so models solved in different threads run in parallel;
 ``SolveOptions.cancel`` interrupts a solve from another thread.
@@ -294,11 +295,28 @@ def _apply_options(scip: Any, options: SolveOptions, backend: str = "scip") -> N
     cutoff = options.objective_cutoff
     scip.setObjlimit(SCIP_INFINITY if cutoff is None else
                      float(np.clip(cutoff, -SCIP_INFINITY, SCIP_INFINITY)))
-    for key, value in options.solver_params.items():
+    params = dict(options.solver_params)
+    for key in [k for k in params if k in META_SETTINGS]:  # first: plain names override them
+        value = str(params.pop(key)).lower()
+        if value not in META_VALUES:
+            warn_unknown_param(backend, key, f"give one of {', '.join(META_VALUES)}")
+            continue
+        getattr(scip, META_SETTINGS[key])(getattr(_pyscipopt().SCIP_PARAMSETTING,
+                                                  value.upper()))
+    for key, value in params.items():
         try:
             set_param(key, value)
         except (KeyError, LookupError, ValueError, TypeError) as exc:
             warn_unknown_param(backend, key, str(exc))
+
+
+META_SETTINGS = {"heuristics/emphasis": "setHeuristics", "presolving/emphasis": "setPresolve",
+                 "separating/emphasis": "setSeparating"}
+"""SCIP's meta settings, accepted in ``solver_params`` as e.g. ``{"heuristics/emphasis":
+"off"}``: each sets a group of parameters at once (pyscipopt's ``setHeuristics`` etc.),
+before the other ``solver_params``, which can override single members."""
+META_VALUES = ("default", "aggressive", "fast", "off")
+"""Values of a meta setting (``SCIP_PARAMSETTING``)."""
 
 
 CANCEL_POLL_S = 0.05

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -87,6 +88,34 @@ def test_progressive_decides_signs() -> None:
     assert levels["lp"]["stabilized"] == 1 and levels["mip"]["stabilized"] == 1
     lo, hi = b.flat("g")
     assert hi[0] <= 0 and lo[1] >= 0
+
+
+@pytest.mark.parametrize("mip_backend", ["scip", "highs"])
+def test_progressive_sign_milps_skip_presolve_and_heuristics(monkeypatch, mip_backend) -> None:
+    """Every sign MILP of "progressive" gets its backend's `SIGN_MILP_PARAMS` (they are valid
+    names: no warning), and the signs are decided as before."""
+    seen: list[dict[str, object]] = []
+    backend = get_backend(mip_backend)
+    real_session = type(backend).session
+
+    def recording_session(self, model):
+        session = real_session(self, model)
+        real_minimize = session.minimize
+
+        def minimize(cols, vals, options=SolveOptions()):
+            if model.n_integer:  # the sign MILPs, not the LPs (also HiGHS sessions)
+                seen.append(dict(options.solver_params))
+            return real_minimize(cols, vals, options)
+
+        session.minimize = minimize
+        return session
+
+    monkeypatch.setattr(type(backend), "session", recording_session)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        b = compute_bounds(lp_net(), *LP_NET_BOX, mip_backend=mip_backend)
+    assert b.details["levels"]["mip"]["stabilized"] == 1
+    assert seen and all(p == tighten.SIGN_MILP_PARAMS[mip_backend] for p in seen)
 
 
 def test_progressive_lp_only_and_scip_backend() -> None:

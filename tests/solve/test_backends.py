@@ -329,6 +329,26 @@ def test_known_solver_params_are_applied() -> None:
     assert res.status in (SolveStatus.OTHER_LIMIT, SolveStatus.OPTIMAL)
 
 
+def test_scip_meta_settings() -> None:
+    """SCIP's meta settings in `solver_params` set their group first; plain names override
+    single members; a bad value is named in a warning; the answer does not change."""
+    from milpverify.solve.scip import _apply_options
+    import pyscipopt
+    scip = pyscipopt.Model()
+    _apply_options(scip, SolveOptions(solver_params={
+        "heuristics/rens/freq": 5, "heuristics/emphasis": "off", "presolving/emphasis": "OFF"}))
+    assert scip.getParam("heuristics/shiftandpropagate/freq") == -1
+    assert scip.getParam("heuristics/rens/freq") == 5
+    assert scip.getParam("presolving/maxrounds") == 0
+    with pytest.warns(RuntimeWarning, match="'heuristics/emphasis'.*give one of default, "):
+        _apply_options(scip, SolveOptions(solver_params={"heuristics/emphasis": "none"}))
+    plain = get_backend("scip").solve(multi_knapsack(), SolveOptions())
+    bare = get_backend("scip").solve(multi_knapsack(), SolveOptions(solver_params={
+        "heuristics/emphasis": "off", "presolving/emphasis": "off"}))
+    assert plain.status is bare.status is SolveStatus.OPTIMAL
+    assert bare.objective == pytest.approx(plain.objective, abs=1e-9)
+
+
 def test_options_validation() -> None:
     with pytest.raises(InvalidInputError, match="time_limit_s"):
         SolveOptions(time_limit_s=0)
