@@ -102,7 +102,8 @@ def test_progressive_sign_milps_skip_presolve_and_heuristics(monkeypatch, mip_ba
         session = real_session(self, model)
         real_minimize = session.minimize
 
-        def minimize(cols, vals, options=SolveOptions()):
+        def minimize(cols, vals, options=None):
+            options = options or SolveOptions()
             if model.n_integer:  # the sign MILPs, not the LPs (also HiGHS sessions)
                 seen.append(dict(options.solver_params))
             return real_minimize(cols, vals, options)

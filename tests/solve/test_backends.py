@@ -332,8 +332,9 @@ def test_known_solver_params_are_applied() -> None:
 def test_scip_meta_settings() -> None:
     """SCIP's meta settings in `solver_params` set their group first; plain names override
     single members; a bad value is named in a warning; the answer does not change."""
-    from milpverify.solve.scip import _apply_options
     import pyscipopt
+
+    from milpverify.solve.scip import _apply_options
     scip = pyscipopt.Model()
     _apply_options(scip, SolveOptions(solver_params={
         "heuristics/rens/freq": 5, "heuristics/emphasis": "off", "presolving/emphasis": "OFF"}))
