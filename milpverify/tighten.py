@@ -84,10 +84,11 @@ PROGRESSIVE_MIP_NEURON_S = 0.5
 #: Solver parameters of `"progressive"`'s sign MILPs, per MILP backend: no presolve and no
 #: primal heuristics. In a half-second solve that asks "can this neuron cross zero?", both
 #: took about half the time (SCIP, eran 9x200 `idx_3539`: presolve 27%, heuristics 29%),
-#: while a crossing point is what the box samples and LP points already look for. Measured
-#: there with 60 s of tightening: 62 of 129 sign MILPs stabilised their neuron, 376 ReLUs
-#: left unstable, against 26 of 101 and 534 with SCIP's defaults
-#: (`benchmarks/results/vnncomp_devices.md`).
+#: while a crossing point is what the box samples and LP points already look for. With
+#: 60 s of tightening on `idx_3539` 62 of 128 sign MILPs stabilised their neuron and 379
+#: ReLUs stayed unstable (of 753), against 31 of 103 and 499 with SCIP's defaults
+#: (`python benchmarks/sign_milps.py --idx 3539 2697 --budget 60`,
+#: `benchmarks/results/sign_milps.md`).
 SIGN_MILP_PARAMS: dict[str, dict[str, object]] = {
     "scip": {"presolving/emphasis": "off", "heuristics/emphasis": "off"},
     "highs": {"presolve": "off", "mip_heuristic_effort": 0.0},
