@@ -36,8 +36,8 @@ Every solve sets ``limits/time``, ``limits/gap``, ``limits/solutions`` (1 with
 ``stop_at_first_feasible``, else -1), ``randomization/randomseedshift`` (seed),
 ``parallel/maxnthreads`` and ``lp/threads`` (threads), ``display/verblevel`` (0 unless
 verbose); ``solver_params`` may also hold SCIP's meta settings (`META_SETTINGS`, e.g.
-``{"heuristics/emphasis": "off"}``). SCIP's ``optimize()`` is sequential: ``threads`` only reaches the LP solver and
-SCIP's concurrent mode, which is not used. Solves run through ``optimizeNogil`` where
+``{"heuristics/emphasis": "off"}``). SCIP's ``optimize()`` is sequential: ``threads``
+only reaches the LP solver and SCIP's concurrent mode, which is not used. Solves run through ``optimizeNogil`` where
 pyscipopt has it, so models solved in different threads run in parallel;
 ``SolveOptions.cancel`` interrupts a solve from another thread.
 
