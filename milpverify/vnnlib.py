@@ -27,6 +27,10 @@ closure of the unsafe set, which is sound (a proof of ``unsat`` for the closure 
 ``unsat`` for the open set) but may report as ``sat`` a point on the boundary of a strict
 inequality. Atoms without variables are evaluated: a true one is dropped, a false one
 removes its disjunct.
+
+Why not the PyPI ``vnnlib`` package: its 1.x releases (1.0.2 checked) parse the VNN-LIB 2.0
+format only; on a VNN-COMP 1.0 file (eran ``mnist_spec_idx_1013_eps_0.01500.vnnlib``) it
+stops with ``Parse error: syntax error at line 4``.
 """
 
 from __future__ import annotations
