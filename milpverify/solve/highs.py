@@ -14,7 +14,9 @@ defaults, 1e-4 and 1e-6, would stop before optimality is proven).
 
 Options: ``time_limit``, ``threads`` (HiGHS sizes its thread pool once per process, at the
 first solve), ``random_seed``, ``objective_bound`` (the cutoff), ``mip_max_improving_sols``
-(1 for ``stop_at_first_feasible``), ``output_flag`` (verbose). ``SolveOptions.cancel`` is
+(1 for ``stop_at_first_feasible``), ``output_flag`` (verbose), then ``solver_params``; every
+solve starts from HiGHS's defaults, so a session's solve does not inherit the
+``solver_params`` of the one before. ``SolveOptions.cancel`` is
 read by HiGHS's interrupt callbacks (MIP, simplex, interior point), which interrupt the
 solve once the event is set. highspy releases the GIL while HiGHS runs, so solves in
 different threads run at the same time.
@@ -89,6 +91,7 @@ def unknown_options(names: list[str]) -> list[str]:
 
 def _apply_options(h: Any, options: SolveOptions) -> None:
     hp = _highspy()
+    h.resetOptions()  # a session's options persist: none of the last solve's solver_params
     values: dict[str, object] = {
         "output_flag": bool(options.verbose),
         "time_limit": float(options.time_limit_s) if options.time_limit_s else math.inf,

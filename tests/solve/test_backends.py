@@ -271,6 +271,18 @@ def test_session_equals_fresh_solves(backend: Backend, relax: bool) -> None:
         assert free.status is SolveStatus.OPTIMAL and free.objective == pytest.approx(-1.0)
 
 
+def test_highs_session_solver_params_last_one_solve() -> None:
+    """A session solve's `solver_params` do not carry over to the next solve (HiGHS keeps
+    options; progressive tightening's iteration-limited re-solves once leaked their limit)."""
+    model = multi_knapsack(n=15, k=3, seed=2).relaxed()
+    with get_backend("highs").session(model) as session:
+        limited = session.minimize([0, 3], [-1.0, -2.0], SolveOptions(
+            solver_params={"solver": "simplex", "presolve": "off", "simplex_iteration_limit": 0}))
+        assert limited.status is SolveStatus.OTHER_LIMIT
+        again = session.minimize([1, 4], [-1.0, -3.0])
+        assert again.status is SolveStatus.OPTIMAL
+
+
 def test_highs_session_add_rows_equals_a_model_built_with_them() -> None:
     """Rows appended to a live LP session give the optimum of the model built with them."""
     rng = np.random.default_rng(3)
