@@ -33,12 +33,13 @@ later, the input part of every LP/MILP solution) are run through the network: a 
 seen both below and above zero is *proven unstable* and no solver touches it, and a side
 some input already crossed is never solved. Layer by layer, each remaining unstable
 neuron gets an LP on the side nearer to zero, then on the other side unless it became
-stable; then (level "mip") a MILP for those still undecided, asking only whether the
-neuron can cross zero (objective cutoff `MIP_SIGN_CUTOFF`, stop at the first solution,
-`PROGRESSIVE_MIP_NEURON_S` per solve, no presolve and no primal heuristics:
-`SIGN_MILP_PARAMS`). Under `time_limit_s` each layer may use
-`2 / (layers left + 1)` of the time left, the most promising neurons (smallest side
-relative to the width) first.
+stable (each LP warm-starts from the previous one's basis; one that stalls is solved
+again from scratch, `LP_RESOLVE_ITERATIONS_PER_DIM`); then (level "mip") a MILP for those
+still undecided, asking only whether the neuron can cross zero (objective cutoff
+`MIP_SIGN_CUTOFF`, stop at the first solution, `PROGRESSIVE_MIP_NEURON_S` per solve, no
+presolve and no primal heuristics: `SIGN_MILP_PARAMS`). Under `time_limit_s` each layer
+may use `2 / (layers left + 1)` of the time left, the most promising neurons (smallest
+side relative to the width) first.
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ LP_HIGHS_FIRST = {"solver": "ipm", "presolve": "choose"}
 #: HiGHS options of the re-solves after a cost change: the basis stays primal feasible, so
 #: primal simplex without presolve (which would drop the basis); 2-75 ms each on WK17a.
 LP_HIGHS_RESOLVE = {"solver": "simplex", "simplex_strategy": 4, "presolve": "off"}
+#: Simplex iterations a re-solve may take, per row and column of its LP; one that reaches
+#: the limit is solved again with `LP_HIGHS_FIRST` (from scratch, a fresh basis for the
+#: next ones). Scratch, eran 9x200 `idx_3539`: re-solves took at most 1,033 iterations on
+#: LPs of 1,167-6,261 rows and columns, while one (two threads, so warm-started from another
+#: neuron's basis) ran 1.6 million iterations (66 s) on a 209-row LP until its time limit.
+LP_RESOLVE_ITERATIONS_PER_DIM = 10
 #: HiGHS options of a re-solve of an infeasible LP: dual simplex without presolve returns a
 #: dual ray (interior point, presolve and primal simplex do not), checked by `proves_empty`.
 LP_HIGHS_RAY = {"solver": "simplex", "simplex_strategy": 1, "presolve": "off"}
@@ -262,18 +269,20 @@ class _LevelStats:
     solves: int = 0
     stabilized: int = 0
     skipped_proven_unstable: int = 0
+    restarts: int = 0  # LP re-solves that stalled and were solved again from scratch
     time_s: float = 0.0
 
     def as_dict(self) -> dict[str, float | int]:
         return {"neurons": self.neurons, "solves": self.solves, "stabilized": self.stabilized,
                 "skipped_proven_unstable": self.skipped_proven_unstable,
-                "time_s": round(self.time_s, 6)}
+                "restarts": self.restarts, "time_s": round(self.time_s, 6)}
 
     def add_counts(self, other: _LevelStats) -> None:
-        """Add `other`'s neuron, solve and stabilised counts (a thread's share of a level)."""
+        """Add `other`'s neuron, solve, stabilised and restart counts (a thread's share)."""
         self.neurons += other.neurons
         self.solves += other.solves
         self.stabilized += other.stabilized
+        self.restarts += other.restarts
 
 
 @dataclass
@@ -524,7 +533,8 @@ def _options(state: _State, limit: float | None, **kw: Any) -> SolveOptions:
 def _lp_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArray[np.bool_],
               stats: _LevelStats, decide_only: bool) -> list[FloatArray]:
     """LP-tighten `neurons` of `node`: one relaxed model of the cone, warm-started re-solves
-    (HiGHS: `LP_HIGHS_FIRST`, then `LP_HIGHS_RESOLVE`).
+    (HiGHS: `LP_HIGHS_FIRST`, then `LP_HIGHS_RESOLVE` with at most
+    `LP_RESOLVE_ITERATIONS_PER_DIM` iterations per row and column, else again from scratch).
 
     Each bound is `safe_dual_bound` of the returned row duals (or, without duals, the
     solver's bound widened by `LP_FALLBACK_SLACK`).
@@ -538,6 +548,8 @@ def _lp_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArra
     cone = _Cone.build(state, node, neurons, exact=False)
     bounder = DualBounder.of_model(cone.model)
     highs = state.backend == "highs"
+    resolve = {**LP_HIGHS_RESOLVE, "simplex_iteration_limit": int(
+        LP_RESOLVE_ITERATIONS_PER_DIM * (cone.model.n_vars + cone.model.n_rows))}
 
     def tighten_share(share: IntArray, share_stats: _LevelStats) -> list[FloatArray]:
         """`share` of the neurons in a session of its own (warm starts stay per session)."""
@@ -548,10 +560,14 @@ def _lp_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArra
                 if state.empty:
                     return None
                 var = int(cone.var[j])
-                params = (LP_HIGHS_RESOLVE if solved[0] else LP_HIGHS_FIRST) if highs else {}
+                params = (resolve if solved[0] else LP_HIGHS_FIRST) if highs else {}
                 solved[0] += 1
                 res = session.minimize(np.array([var]), np.array([sense]),
                                        _options(state, state.per_neuron_s, solver_params=params))
+                if params is resolve and res.status is SolveStatus.OTHER_LIMIT:  # stalled
+                    share_stats.restarts += 1
+                    res = session.minimize(np.array([var]), np.array([sense]), _options(
+                        state, state.per_neuron_s, solver_params=LP_HIGHS_FIRST))
                 if highs and res.status is SolveStatus.INFEASIBLE and res.dual_ray is None:
                     res = session.minimize(np.array([var]), np.array([sense]), _options(
                         state, state.per_neuron_s, solver_params=LP_HIGHS_RAY))
