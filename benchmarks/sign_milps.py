@@ -1,18 +1,19 @@
 """Progressive tightening's sign MILPs: `SIGN_MILP_PARAMS` (no presolve, no primal
-heuristics) against SCIP's defaults, on VNN-COMP eran instances.
+heuristics) against SCIP's defaults, and one thread against two, on VNN-COMP eran instances.
 
 For each instance: the spec network and bounds as the VNN-COMP pipeline builds them
 before its tightening (symbolic, then optimised slopes), then `compute_bounds(...,
 method="progressive", time_limit_s=T)` once per variant, one after the other in the same
 process (nothing else should run beside it). Reported: ReLUs left unstable, and per level
-the neurons solved and stabilised.
+the neurons solved and stabilised and the seconds spent.
 
 Writes `benchmarks/results/sign_milps.csv` (one row per instance x variant, appended) and
 `benchmarks/results/sign_milps.md` (the machine, versions and a table of all rows).
 
 Usage::
 
-    /work/venv/bin/python benchmarks/sign_milps.py --idx 3539 2697 --budget 60   # ~5 min
+    /work/venv/bin/python benchmarks/sign_milps.py --idx 3539 2697 --budget 60   # ~7 min
+    /work/venv/bin/python benchmarks/sign_milps.py --idx 3539 --variants sign_params threads_2
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import csv
 import datetime
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,10 +41,13 @@ from milpverify.vnnlib import read_vnnlib  # noqa: E402
 
 ERAN = REPO.parent / "shared" / "data" / "vnncomp" / "eran_mnist_2021"
 RESULTS = REPO / "benchmarks" / "results"
-COLUMNS = ("date", "instance", "variant", "budget_s", "seconds", "unstable_before", "unstable",
-           "lp_solves", "lp_stabilized", "mip_solves", "mip_stabilized")
-#: The variants: the sign MILPs' parameters per MILP backend.
-VARIANTS = {"sign_params": dict(tighten.SIGN_MILP_PARAMS), "solver_defaults": {}}
+COLUMNS = ("date", "code", "instance", "variant", "threads", "budget_s", "seconds",
+           "unstable_before", "unstable", "lp_solves", "lp_stabilized", "lp_s", "mip_solves",
+           "mip_stabilized", "mip_s")
+#: The variants: the sign MILPs' parameters per MILP backend, and `compute_bounds(threads=)`.
+VARIANTS = {"sign_params": (dict(tighten.SIGN_MILP_PARAMS), 1),
+            "solver_defaults": ({}, 1),
+            "threads_2": (dict(tighten.SIGN_MILP_PARAMS), 2)}
 
 
 def start(idx: int) -> tuple:
@@ -60,54 +65,70 @@ def start(idx: int) -> tuple:
     return aug, prop.input_lower, prop.input_upper, alpha
 
 
+def code_version() -> str:
+    """The repository's commit, with ``+`` when the working tree has changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,
+                              text=True, check=False).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") + ("+" if git("status", "--porcelain") else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idx", type=int, nargs="+", default=[3539, 2697],
                         help="eran spec indices (mnist_spec_idx_<i>_eps_0.01500)")
     parser.add_argument("--budget", type=float, default=60.0, help="tightening seconds")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     args = parser.parse_args()
     if not ERAN.is_dir():
         sys.exit(f"error: {ERAN} not found (the shared VNN-COMP data)")
     out = RESULTS / "sign_milps.csv"
-    new = not out.exists()
-    with out.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, COLUMNS)
-        if new:
-            writer.writeheader()
+    old = list(csv.DictReader(out.open())) if out.exists() else []
+    with out.open("w", newline="") as fh:  # rewritten: rows of older columns get blanks
+        writer = csv.DictWriter(fh, COLUMNS, restval="")
+        writer.writeheader()
+        writer.writerows({k: v for k, v in r.items() if k in COLUMNS} for r in old)
+        code = code_version()
         for idx in args.idx:
             aug, lo, hi, base = start(idx)
-            for variant, params in VARIANTS.items():
-                tighten.SIGN_MILP_PARAMS = params
+            for variant in args.variants:
+                tighten.SIGN_MILP_PARAMS, threads = VARIANTS[variant]
                 t0 = time.perf_counter()
                 b = tighten.compute_bounds(aug, lo, hi, method="progressive", base=base,
-                                           time_limit_s=args.budget)
+                                           time_limit_s=args.budget, threads=threads)
                 levels = b.details["levels"]
                 row = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-                       "instance": f"idx_{idx}", "variant": variant, "budget_s": args.budget,
-                       "seconds": round(time.perf_counter() - t0, 1),
+                       "code": code, "instance": f"idx_{idx}", "variant": variant,
+                       "threads": threads,
+                       "budget_s": args.budget, "seconds": round(time.perf_counter() - t0, 1),
                        "unstable_before": base.unstable, "unstable": b.unstable,
-                       "lp_solves": levels["lp"]["solves"],
-                       "lp_stabilized": levels["lp"]["stabilized"],
-                       "mip_solves": levels["mip"]["solves"],
-                       "mip_stabilized": levels["mip"]["stabilized"]}
+                       **{f"{level}_{key}": levels[level][key]
+                          for level in ("lp", "mip") for key in ("solves", "stabilized")},
+                       **{f"{level}_s": round(levels[level]["time_s"], 1)
+                          for level in ("lp", "mip")}}
                 writer.writerow(row)
                 fh.flush()
                 print(row, flush=True)
-    tighten.SIGN_MILP_PARAMS = VARIANTS["sign_params"]
+    tighten.SIGN_MILP_PARAMS = VARIANTS["sign_params"][0]
     with out.open() as fh:
         rows = list(csv.DictReader(fh))
-    lines = ["# Sign MILPs of progressive tightening: no presolve / heuristics vs defaults", "",
+    lines = ["# Progressive tightening: sign-MILP parameters and threads", "",
              f"- updated: {datetime.datetime.now().isoformat(timespec='seconds')}",
              f"- {machine()}",
              "- `python benchmarks/sign_milps.py --idx ... --budget T`: eran 9x200 spec "
              "network after symbolic + optimised-slope bounds, then progressive tightening "
-             "for T s per variant, one after the other, one thread.", "",
-             "| date | instance | variant | budget s | unstable before | unstable after | "
-             "sign MILPs | stabilised by them | LPs | stabilised by LPs |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['date']} | {r['instance']} | {r['variant']} | {r['budget_s']} | "
-              f"{r['unstable_before']} | {r['unstable']} | {r['mip_solves']} | "
-              f"{r['mip_stabilized']} | {r['lp_solves']} | {r['lp_stabilized']} |" for r in rows]
+             "for T s per variant, one after the other (`sign_params`: `SIGN_MILP_PARAMS`, "
+             "`solver_defaults`: SCIP's defaults, `threads_2`: `SIGN_MILP_PARAMS` with "
+             "`threads=2`; blank threads / seconds: rows from before those columns, 1 thread).",
+             "",
+             "| date | code | instance | variant | threads | budget s | unstable before | "
+             "unstable after | sign MILPs | stabilised by them | MILP s | LPs | "
+             "stabilised by LPs | LP s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['date']} | {r['code']} | {r['instance']} | {r['variant']} | {r['threads']} | "
+              f"{r['budget_s']} | {r['unstable_before']} | {r['unstable']} | {r['mip_solves']} | "
+              f"{r['mip_stabilized']} | {r['mip_s']} | {r['lp_solves']} | {r['lp_stabilized']} | "
+              f"{r['lp_s']} |" for r in rows]
     (RESULTS / "sign_milps.md").write_text("\n".join(lines) + "\n")
 
 
