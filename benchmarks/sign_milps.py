@@ -79,16 +79,21 @@ def main() -> None:
                         help="eran spec indices (mnist_spec_idx_<i>_eps_0.01500)")
     parser.add_argument("--budget", type=float, default=60.0, help="tightening seconds")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--summarize-only", action="store_true",
+                        help="only rebuild sign_milps.md from the CSV")
     args = parser.parse_args()
+    out = RESULTS / "sign_milps.csv"
+    if args.summarize_only:
+        summarize(out)
+        return
     if not ERAN.is_dir():
         sys.exit(f"error: {ERAN} not found (the shared VNN-COMP data)")
-    out = RESULTS / "sign_milps.csv"
     old = list(csv.DictReader(out.open())) if out.exists() else []
+    code = code_version()  # before the CSV is rewritten (which would count as a change)
     with out.open("w", newline="") as fh:  # rewritten: rows of older columns get blanks
         writer = csv.DictWriter(fh, COLUMNS, restval="")
         writer.writeheader()
         writer.writerows({k: v for k, v in r.items() if k in COLUMNS} for r in old)
-        code = code_version()
         for idx in args.idx:
             aug, lo, hi, base = start(idx)
             for variant in args.variants:
@@ -110,6 +115,11 @@ def main() -> None:
                 fh.flush()
                 print(row, flush=True)
     tighten.SIGN_MILP_PARAMS = VARIANTS["sign_params"][0]
+    summarize(out)
+
+
+def summarize(out: Path) -> None:
+    """Write `sign_milps.md`: the machine, versions and a table of every row of `out`."""
     with out.open() as fh:
         rows = list(csv.DictReader(fh))
     lines = ["# Progressive tightening: sign-MILP parameters and threads", "",
