@@ -234,11 +234,14 @@ class VnnlibOptions:
         Threads of the solvers and of torch, neurons of the bound tightening solved at once
         (`compute_bounds(threads=)`) and MILPs solved at once (each with one thread; see
         `_solve_disjuncts`: with ``backend="scip+highs"`` at least one worker per solver).
-        Not a gain so far: eran one instance at a time with 2 threads
+        Before the stalled-LP restart of the tightening (`tighten.LP_RESOLVE_ITERATIONS_PER_DIM`,
+        7e76ed6) not a gain: eran one instance at a time with 2 threads
         (`benchmarks/results/vnncomp_eran_scip_t2.csv`, ``scip_highs_t2``) decided
         ``idx_225`` and ``idx_2971`` faster (133 s and 101-105 s against 156-169 s) but lost
-        ``idx_1385`` and ``idx_3539``, which every 1-thread run (two side by side) decides;
-        a scratch 2-thread run of ``idx_1385`` alone was unsat in 174 s.
+        ``idx_1385`` and ``idx_3539``. After it (``vnncomp_eran_t2_lp_restart.csv``, the four
+        slowest solved and the eight time-outs of the 1-thread default): ``idx_3539``,
+        ``idx_1385``, ``idx_2697``, ``idx_2954`` in 118-146 s (163-173 s with one thread, two
+        instances side by side), the time-outs stay. Not yet measured on every instance.
     solver_params : dict
         Passed to the backend (SCIP parameter names for "scip").
     falsifier : FalsifierOptions
