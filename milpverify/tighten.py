@@ -65,7 +65,7 @@ from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray, IntArray
 from milpverify.solve import get_backend
-from milpverify.solve.base import SolveOptions, SolveStatus
+from milpverify.solve.base import SolveOptions, SolveResult, SolveStatus
 
 METHODS = ("interval", "symbolic", "alpha", "lp", "mip", "progressive")
 LEVELS = ("lp", "mip")
@@ -560,17 +560,19 @@ def _lp_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArra
                 if state.empty:
                     return None
                 var = int(cone.var[j])
+
+                def run(params: dict[str, object]) -> SolveResult:
+                    return session.minimize(np.array([var]), np.array([sense]), _options(
+                        state, state.per_neuron_s, solver_params=params))
+
                 params = (resolve if solved[0] else LP_HIGHS_FIRST) if highs else {}
                 solved[0] += 1
-                res = session.minimize(np.array([var]), np.array([sense]),
-                                       _options(state, state.per_neuron_s, solver_params=params))
+                res = run(params)
                 if params is resolve and res.status is SolveStatus.OTHER_LIMIT:  # stalled
                     share_stats.restarts += 1
-                    res = session.minimize(np.array([var]), np.array([sense]), _options(
-                        state, state.per_neuron_s, solver_params=LP_HIGHS_FIRST))
+                    res = run(LP_HIGHS_FIRST)
                 if highs and res.status is SolveStatus.INFEASIBLE and res.dual_ray is None:
-                    res = session.minimize(np.array([var]), np.array([sense]), _options(
-                        state, state.per_neuron_s, solver_params=LP_HIGHS_RAY))
+                    res = run(LP_HIGHS_RAY)
                 if res.dual_ray is not None and bounder.proves_empty(res.dual_ray):
                     state.empty = True  # the region is empty: crossed bounds, `_tighten` stops
                     return sense * np.inf, None

@@ -37,9 +37,9 @@ Every solve sets ``limits/time``, ``limits/gap``, ``limits/solutions`` (1 with
 ``parallel/maxnthreads`` and ``lp/threads`` (threads), ``display/verblevel`` (0 unless
 verbose); ``solver_params`` may also hold SCIP's meta settings (`META_SETTINGS`, e.g.
 ``{"heuristics/emphasis": "off"}``). SCIP's ``optimize()`` is sequential: ``threads``
-only reaches the LP solver and SCIP's concurrent mode, which is not used. Solves run through ``optimizeNogil`` where
-pyscipopt has it, so models solved in different threads run in parallel;
-``SolveOptions.cancel`` interrupts a solve from another thread.
+only reaches the LP solver and SCIP's concurrent mode, which is not used. Solves run
+through ``optimizeNogil`` where pyscipopt has it, so models solved in different threads
+run in parallel; ``SolveOptions.cancel`` interrupts a solve from another thread.
 
 Separators
 ----------
