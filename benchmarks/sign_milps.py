@@ -1,5 +1,6 @@
 """Progressive tightening's sign MILPs: `SIGN_MILP_PARAMS` (no presolve, no primal
-heuristics) against SCIP's defaults, and one thread against two, on VNN-COMP eran instances.
+heuristics) against SCIP's defaults, one thread against two, and two threads without the
+restart of stalled LP re-solves (`LP_RESOLVE_ITERATIONS_PER_DIM`), on VNN-COMP eran instances.
 
 For each instance: the spec network and bounds as the VNN-COMP pipeline builds them
 before its tightening (symbolic, then optimised slopes), then `compute_bounds(...,
@@ -13,7 +14,7 @@ rows already there) and
 
 Usage::
 
-    /work/venv/bin/python benchmarks/sign_milps.py --idx 3539 2697 --budget 60   # ~7 min
+    /work/venv/bin/python benchmarks/sign_milps.py --idx 3539 2697 --budget 60   # ~10 min
     /work/venv/bin/python benchmarks/sign_milps.py --idx 3539 --variants sign_params threads_2
 """
 
@@ -46,12 +47,17 @@ ERAN = REPO.parent / "shared" / "data" / "vnncomp" / "eran_mnist_2021"
 ERAN_TIMEOUT_S = 300.0
 RESULTS = REPO / "benchmarks" / "results"
 COLUMNS = ("date", "code", "instance", "variant", "threads", "budget_s", "seconds",
-           "unstable_before", "unstable", "lp_solves", "lp_stabilized", "lp_s", "mip_solves",
-           "mip_stabilized", "mip_s")
-#: The variants: the sign MILPs' parameters per MILP backend, and `compute_bounds(threads=)`.
-VARIANTS = {"sign_params": (dict(tighten.SIGN_MILP_PARAMS), 1),
-            "solver_defaults": ({}, 1),
-            "threads_2": (dict(tighten.SIGN_MILP_PARAMS), 2)}
+           "unstable_before", "unstable", "lp_solves", "lp_stabilized", "lp_restarts", "lp_s",
+           "mip_solves", "mip_stabilized", "mip_s")
+#: Iterations per row and column that no LP re-solve reaches: no restarts.
+NO_RESTART = 10**9
+#: The variants: the sign MILPs' parameters per MILP backend, `compute_bounds(threads=)` and
+#: `LP_RESOLVE_ITERATIONS_PER_DIM`.
+_SIGN, _LIMIT = dict(tighten.SIGN_MILP_PARAMS), tighten.LP_RESOLVE_ITERATIONS_PER_DIM
+VARIANTS = {"sign_params": (_SIGN, 1, _LIMIT),
+            "solver_defaults": ({}, 1, _LIMIT),
+            "threads_2": (_SIGN, 2, _LIMIT),
+            "threads_2_no_restart": (_SIGN, 2, NO_RESTART)}
 
 
 def start(idx: int) -> tuple:
@@ -97,7 +103,8 @@ def main() -> None:
     try:
         run(args, out, old, code)
     finally:
-        tighten.SIGN_MILP_PARAMS = VARIANTS["sign_params"][0]
+        tighten.SIGN_MILP_PARAMS, _, tighten.LP_RESOLVE_ITERATIONS_PER_DIM = (
+            VARIANTS["sign_params"])
     summarize(out)
 
 
@@ -111,7 +118,8 @@ def run(args: argparse.Namespace, out: Path, old: list[dict[str, str]], code: st
         for idx in args.idx:
             aug, lo, hi, base = start(idx)
             for variant in args.variants:
-                tighten.SIGN_MILP_PARAMS, threads = VARIANTS[variant]
+                tighten.SIGN_MILP_PARAMS, threads, tighten.LP_RESOLVE_ITERATIONS_PER_DIM = (
+                    VARIANTS[variant])
                 t0 = time.perf_counter()
                 b = tighten.compute_bounds(aug, lo, hi, method="progressive", base=base,
                                            time_limit_s=args.budget, threads=threads)
@@ -123,6 +131,7 @@ def run(args: argparse.Namespace, out: Path, old: list[dict[str, str]], code: st
                        "unstable_before": base.unstable, "unstable": b.unstable,
                        **{f"{level}_{key}": levels[level][key]
                           for level in ("lp", "mip") for key in ("solves", "stabilized")},
+                       "lp_restarts": levels["lp"]["restarts"],
                        **{f"{level}_s": round(levels[level]["time_s"], 1)
                           for level in ("lp", "mip")}}
                 writer.writerow(row)
@@ -141,16 +150,18 @@ def summarize(out: Path) -> None:
              "network after symbolic + optimised-slope bounds, then progressive tightening "
              "for T s per variant, one after the other (`sign_params`: `SIGN_MILP_PARAMS`, "
              "`solver_defaults`: SCIP's defaults, `threads_2`: `SIGN_MILP_PARAMS` with "
-             "`threads=2`; blank threads / seconds: rows from before those columns, 1 thread).",
+             "`threads=2`, `threads_2_no_restart`: the same without restarting stalled LP "
+             "re-solves; blank threads / seconds / restarts: rows from before those columns, "
+             "1 thread).",
              "",
              "| date | code | instance | variant | threads | budget s | unstable before | "
              "unstable after | sign MILPs | stabilised by them | MILP s | LPs | "
-             "stabilised by LPs | LP s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "stabilised by LPs | LP restarts | LP s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['date']} | {r['code']} | {r['instance']} | {r['variant']} | {r['threads']} | "
               f"{r['budget_s']} | {r['unstable_before']} | {r['unstable']} | {r['mip_solves']} | "
               f"{r['mip_stabilized']} | {r['mip_s']} | {r['lp_solves']} | {r['lp_stabilized']} | "
-              f"{r['lp_s']} |" for r in rows]
+              f"{r['lp_restarts']} | {r['lp_s']} |" for r in rows]
     (RESULTS / "sign_milps.md").write_text("\n".join(lines) + "\n")
 
 
