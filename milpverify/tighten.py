@@ -66,6 +66,7 @@ from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray, IntArray
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveResult, SolveStatus
+from milpverify.solve.highs import HIGHS_INT_MAX
 
 METHODS = ("interval", "symbolic", "alpha", "lp", "mip", "progressive")
 LEVELS = ("lp", "mip")
@@ -548,8 +549,8 @@ def _lp_level(state: _State, node: str, neurons: IntArray, stoppable: npt.NDArra
     cone = _Cone.build(state, node, neurons, exact=False)
     bounder = DualBounder.of_model(cone.model)
     highs = state.backend == "highs"
-    resolve = {**LP_HIGHS_RESOLVE, "simplex_iteration_limit": int(
-        LP_RESOLVE_ITERATIONS_PER_DIM * (cone.model.n_vars + cone.model.n_rows))}
+    resolve = {**LP_HIGHS_RESOLVE, "simplex_iteration_limit": int(min(
+        LP_RESOLVE_ITERATIONS_PER_DIM * (cone.model.n_vars + cone.model.n_rows), HIGHS_INT_MAX))}
 
     def tighten_share(share: IntArray, share_stats: _LevelStats) -> list[FloatArray]:
         """`share` of the neurons in a session of its own (warm starts stay per session)."""

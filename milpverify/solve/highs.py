@@ -39,7 +39,8 @@ from milpverify.solve.base import (SolveOptions, SolveResult, SolveStatus, bound
 
 __all__ = ["HighsBackend", "HighsSession", "build_highs", "unknown_options"]
 
-_INT_MAX = 2147483647
+HIGHS_INT_MAX = 2147483647
+"""The largest value of HiGHS's integer options (32-bit)."""
 
 
 def _highspy() -> Any:
@@ -101,7 +102,7 @@ def _apply_options(h: Any, options: SolveOptions) -> None:
         "mip_abs_gap": 0.0,
         "objective_bound": (math.inf if options.objective_cutoff is None
                             else float(options.objective_cutoff)),
-        "mip_max_improving_sols": 1 if options.stop_at_first_feasible else _INT_MAX,
+        "mip_max_improving_sols": 1 if options.stop_at_first_feasible else HIGHS_INT_MAX,
         "primal_feasibility_tolerance": 1e-7,
         "dual_feasibility_tolerance": 1e-7,
         "mip_feasibility_tolerance": 1e-6,

@@ -134,6 +134,16 @@ def test_stalled_lp_resolve_restarts_from_scratch(monkeypatch: pytest.MonkeyPatc
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9, err_msg=name)
 
 
+def test_lp_resolve_limit_out_of_reach_is_clamped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A limit beyond HiGHS's 32-bit options (no restarts, as `benchmarks/sign_milps.py`'s
+    `threads_2_no_restart` sets it) is clamped, not rejected with a warning."""
+    monkeypatch.setattr(tighten, "LP_RESOLVE_ITERATIONS_PER_DIM", 10**9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        b = compute_bounds(lp_net(), *LP_NET_BOX, method="lp")
+    assert b.details["levels"]["lp"]["restarts"] == 0
+
+
 def test_progressive_lp_only_and_scip_backend() -> None:
     net = lp_net()
     b = compute_bounds(net, *LP_NET_BOX, levels=("lp",))
