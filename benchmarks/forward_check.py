@@ -1,7 +1,8 @@
 """Forward check of every shared network: milpverify's float64 `Network.forward` vs onnxruntime.
 
 For each ONNX file under `shared/data/nets` and `shared/data/vnncomp` (preprocessing from
-`manifest.json`), on the first N test images: max |diff|, the relative difference
+`manifest.json`), on the first N test images (for the control networks without a data set,
+`"dataset": null`, on N points of the input boxes of their VNN-LIB specs): max |diff|, the relative difference
 `max |diff| / max(1, max_j |logit_j|)` per sample (and per logit), the load time, and how many
 of the N images each side classifies correctly. Writes a markdown table.
 
@@ -26,6 +27,7 @@ import onnxruntime as ort  # noqa: E402
 
 import milpverify  # noqa: E402
 from milpverify import load_onnx  # noqa: E402
+from milpverify.vnnlib import read_vnnlib  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,13 +40,31 @@ def preprocess(images: np.ndarray, entry: dict) -> np.ndarray:
     return ((x - mean) / std).astype(np.float32)
 
 
-def check(shared: Path, entry: dict, data: dict, n: int) -> dict:
-    """One table row for the network of manifest `entry`."""
+def box_points(shared: Path, rel_path: str, n: int, seed: int = 0) -> np.ndarray:
+    """`n` points of the VNN-LIB input boxes paired with `rel_path` in its `instances.csv`."""
+    bench, onnx_name = rel_path.split("/onnx/")
+    rows = [line.split(",") for line in (shared / bench / "instances.csv").read_text().splitlines()]
+    specs = sorted({r[1].strip() for r in rows if r[0].strip() == f"onnx/{onnx_name}"})
+    boxes = [(p.input_lower, p.input_upper) for s in specs
+             for p in read_vnnlib(shared / bench / s).properties]
+    rng = np.random.default_rng(seed)
+    points = [(lo + hi) / 2 for lo, hi in boxes]
+    while len(points) < n:
+        lo, hi = boxes[len(points) % len(boxes)]
+        points.append(rng.uniform(lo, hi))
+    return np.stack(points[:n]).astype(np.float32)
+
+
+def check(shared: Path, entry: dict, data: dict | None, n: int) -> dict:
+    """One table row for the network of manifest `entry` (`data` None: VNN-LIB box points)."""
     start = time.perf_counter()
     net = load_onnx(shared / entry["file"])
     load_s = time.perf_counter() - start
-    images, labels = data["images"][:n], data["labels"][:n]
-    x = preprocess(images, entry)
+    if data is None:
+        x, labels = box_points(shared, entry["file"], n), None
+    else:
+        labels = data["labels"][:n]
+        x = preprocess(data["images"][:n], entry)
     session = ort.InferenceSession(net.origin.onnx_bytes, providers=["CPUExecutionProvider"])
     name, shape = net.origin.input_name, net.origin.input_shape
     # Most shared nets fix the batch size to 1: run onnxruntime image by image.
@@ -60,14 +80,17 @@ def check(shared: Path, entry: dict, data: dict, n: int) -> dict:
             "rel_diff_logit": float((diff / np.maximum(1.0, np.abs(expected))).max()),
             "max_abs_logit": float(np.abs(expected).max()), "load_s": load_s,
             "forward_s": forward_s,
-            "correct_ours": int((got.argmax(axis=1) == labels).sum()),
-            "correct_ort": int((expected.argmax(axis=1) == labels).sum())}
+            "correct_ours": None if labels is None else int((got.argmax(axis=1) == labels).sum()),
+            "correct_ort": None if labels is None else int((expected.argmax(axis=1) == labels).sum()),
+            "same_argmax": int((got.argmax(axis=1) == expected.argmax(axis=1)).sum())}
 
 
 def to_markdown(rows: list[dict], n: int, command: str) -> str:
     lines = [
         "# Forward check: milpverify `Network.forward` (float64) vs onnxruntime (float32)", "",
-        f"First {n} test images of each network's data set, preprocessed as `manifest.json` says. "
+        f"First {n} test images of each network's data set, preprocessed as `manifest.json` says "
+        f"(control networks without a data set: {n} points of their VNN-LIB input boxes; `correct` "
+        "is then `-` and `same argmax` counts the points where both sides pick the same output). "
         "`rel (sample)` = max |diff| / max(1, max_j |logit_j|) over the sample's logits (the test "
         "threshold is 1e-5); `rel (logit)` divides by max(1, |logit|) of each logit. `load s` is "
         "`load_onnx` including simplification (the first row also pays for importing onnx).", "",
@@ -75,13 +98,14 @@ def to_markdown(rows: list[dict], n: int, command: str) -> str:
         f"{np.__version__}, Python {platform.python_version()}, {platform.machine()}.", "",
         f"Command: `{command}`", "",
         "| network | nodes | max abs diff | rel (sample) | rel (logit) | max abs logit | load s "
-        "| forward s | correct ours / ort |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "| forward s | correct ours / ort | same argmax |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
+        correct = "-" if r["correct_ours"] is None else f"{r['correct_ours']} / {r['correct_ort']}"
         lines.append(f"| `{r['net']}` | {r['nodes']} | {r['max_abs_diff']:.2e} | "
                      f"{r['rel_diff_sample']:.2e} | {r['rel_diff_logit']:.2e} | "
                      f"{r['max_abs_logit']:.1f} | {r['load_s']:.3f} | {r['forward_s']:.3f} | "
-                     f"{r['correct_ours']} / {r['correct_ort']} |")
+                     f"{correct} | {r['same_argmax']} |")
     worst = max(rows, key=lambda r: r["rel_diff_sample"])
     lines += ["", f"Worst relative difference: {worst['rel_diff_sample']:.2e} (`{worst['net']}`).",
               ""]
@@ -108,7 +132,8 @@ def main() -> None:
         raise SystemExit(f"not in manifest.json: {missing}")
     rows = []
     for file in files:
-        row = check(args.shared, entries[file], datasets[entries[file]["dataset"]], args.n)
+        dataset = entries[file]["dataset"]
+        row = check(args.shared, entries[file], datasets[dataset] if dataset else None, args.n)
         rows.append(row)
         print(f"{file:55s} diff {row['max_abs_diff']:.2e} rel {row['rel_diff_sample']:.2e} "
               f"(per logit {row['rel_diff_logit']:.2e}) load {row['load_s']:.3f} s")

@@ -162,3 +162,26 @@ def random_mlp(rng: np.random.Generator, sizes: list[int]) -> tuple[Network, lis
     weights = [(rng.normal(size=(o, i)), rng.normal(size=o) * 0.5)
                for i, o in itertools.pairwise(sizes)]
     return mlp(weights, (sizes[0],)), weights
+
+
+def vnnlib_box_points(shared_data, rel_path: str, n: int, seed: int = 0) -> np.ndarray:
+    """`n` float32 points for the shared network `rel_path` that has no image data set.
+
+    The points are drawn from the input boxes of the VNN-LIB specs that `instances.csv` of the
+    network's benchmark folder pairs with it: each box's centre and lower corner first, then
+    uniform samples, cycling over the boxes. Shape ``(n, n_inputs)``.
+    """
+    from milpverify.vnnlib import read_vnnlib
+
+    bench = shared_data / rel_path.split("/onnx/")[0]
+    onnx_name = rel_path.split("/onnx/")[1]
+    specs = [line.split(",")[1] for line in (bench / "instances.csv").read_text().splitlines()
+             if line.split(",")[0].strip() == f"onnx/{onnx_name}"]
+    boxes = [(p.input_lower, p.input_upper) for spec in sorted(set(specs))
+             for p in read_vnnlib(bench / spec.strip()).properties]
+    rng = np.random.default_rng(seed)
+    points = [(lo + hi) / 2 for lo, hi in boxes] + [lo for lo, _ in boxes]
+    while len(points) < n:
+        lo, hi = boxes[len(points) % len(boxes)]
+        points.append(rng.uniform(lo, hi))
+    return np.stack(points[:n]).astype(np.float32)
