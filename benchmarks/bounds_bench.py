@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _common import cpu_name  # noqa: E402
+
 import milpverify  # noqa: E402
 from milpverify.bounds import bounds_for_box  # noqa: E402
 from milpverify.ir.network import Network  # noqa: E402

@@ -43,10 +43,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _common import cpu_name  # noqa: E402
+
 import milpverify  # noqa: E402
+from milpverify.bounds.tighten import compute_bounds
 from milpverify.ir.network import Network  # noqa: E402
-from milpverify.tighten import compute_bounds  # noqa: E402  (public as milpverify.bounds)
-from milpverify.verify import rho  # noqa: E402
+from milpverify.verify import rho
 
 
 @dataclass(frozen=True)

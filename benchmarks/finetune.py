@@ -2,7 +2,7 @@
 
 1. Fine-tune the base network (default the embedded 784-32-16-10 MLP, trained on MNIST test
    images 2000-9999) on MNIST test images 2000-9999 (/255) with each `--methods` method for
-   `--rounds` rounds (`milpverify.finetune.finetune`, margin alpha = 3, lr-scale 0.1,
+   `--rounds` rounds (`milpverify.runs.finetune.finetune`, margin alpha = 3, lr-scale 0.1,
    `--examples-per-round` random training points attacked per round); the network after
    every round T = 1..rounds is saved as ONNX.
 2. Measure the original and every fine-tuned network on test images 0..N-1: accuracy, and
@@ -10,7 +10,7 @@
    "second") and by exact rho (`rho(net, x, eps_cap=eps, time_limit_s=...)`).
 3. phi(eps) = fraction of the N test points with rho <= eps, mu(eps) = mean rho over those
    (population "all": every test point, rho measured against the network's own prediction,
-   as in the paper and `milpverify.metrics`' default). For exact rho on a time limit, phi is
+   as in the paper and `milpverify.runs.metrics`' default). For exact rho on a time limit, phi is
    an interval [proven <= eps, possibly <= eps] and mu uses the proven points' upper bounds.
 
 Writes `<out-dir>/finetune.csv` (one row per network x point x estimator),
@@ -53,9 +53,9 @@ def _finetune_job(job: tuple[str, str, int, int, int, str, int]) -> list[tuple[s
     import torch
     torch.set_num_threads(1)
     from milpverify import load_onnx
-    from milpverify.datasets import load_npz
-    from milpverify.finetune import finetune
-    from milpverify.torchnet import export_onnx
+    from milpverify.frontends.torchnet import export_onnx
+    from milpverify.runs.datasets import load_npz
+    from milpverify.runs.finetune import finetune
     images, labels = load_npz(DATA, indices="2000:10000")
     saved: list[tuple[str, str]] = []
 
@@ -77,9 +77,9 @@ def _measure_job(job: tuple[str, str, int, float, float]) -> list[dict]:
     import torch
     torch.set_num_threads(1)
     from milpverify import load_onnx
-    from milpverify.attacks import fgsm, lbfgs, pgd
-    from milpverify.datasets import load_npz
-    from milpverify.restriction import lp_restriction
+    from milpverify.core.attacks import fgsm, lbfgs, pgd
+    from milpverify.core.restriction import lp_restriction
+    from milpverify.runs.datasets import load_npz
     from milpverify.verify import rho
     net = load_onnx(path)
     images, labels = load_npz(DATA, indices=[index])
@@ -195,10 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                                        for s_ in {r["status"] for r in rows}}.items()))
                       for n, _ in networks}
     exact_statuses = {n: {k: v for k, v in d.items() if v} for n, d in exact_statuses.items()}
-    import milpverify
     import onnxruntime
     import pyscipopt
     import torch
+
+    import milpverify
     logs = {m: json.loads((model_dir / f"mlp_{m}.finetune.json").read_text())["rounds"]
             for m in methods}
     md = [

@@ -27,7 +27,7 @@ import onnxruntime as ort  # noqa: E402
 
 import milpverify  # noqa: E402
 from milpverify import load_onnx  # noqa: E402
-from milpverify.vnnlib import read_vnnlib  # noqa: E402
+from milpverify.vnn.spec import read_vnnlib
 
 REPO = Path(__file__).resolve().parents[1]
 

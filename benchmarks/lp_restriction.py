@@ -27,11 +27,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from _common import machine  # noqa: E402
 
 import milpverify  # noqa: E402
-from _common import machine  # noqa: E402
-from milpverify import attacks  # noqa: E402
-from milpverify.restriction import lp_restriction  # noqa: E402
+from milpverify.core import attacks
+from milpverify.core.restriction import lp_restriction
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NETS = {"wk17a": "nets/mnist/wk17a_linf0.1.onnx",

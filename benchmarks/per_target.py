@@ -26,11 +26,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+from _common import machine  # noqa: E402
 
 import milpverify  # noqa: E402
-from _common import machine  # noqa: E402
-from milpverify.datasets import load_default  # noqa: E402
-from milpverify.verify import DEFAULT_TOLERANCE, rho  # noqa: E402
+from milpverify.runs.datasets import load_default
+from milpverify.verify import DEFAULT_TOLERANCE, rho
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).parent / "results"

@@ -1,6 +1,6 @@
 """Build and solve time of the Pyomo path against the native path (and OMLT) on one MILP.
 
-For each query (the certify MILP of `milpverify.export.build_query`: "is there an
+For each query (the certify MILP of `milpverify.core.export.build_query`: "is there an
 adversarial point within eps?", a feasibility model) the same `MilpModel` is handed to
 
 * ``scip``               pyscipopt model built directly (`build_scip`) and solved;
@@ -37,11 +37,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-
 from _common import machine  # noqa: E402
+
 import milpverify  # noqa: E402
+from milpverify.core.export import QueryProblem, build_query
 from milpverify.encode.model import MilpModel  # noqa: E402
-from milpverify.export import QueryProblem, build_query  # noqa: E402
 from milpverify.solve import get_backend  # noqa: E402
 from milpverify.solve.base import SolveOptions  # noqa: E402
 from milpverify.solve.highs import build_highs  # noqa: E402
@@ -110,8 +110,8 @@ def omlt_query(net: milpverify.Network, x: np.ndarray, eps: float, label: int) -
     from omlt.neuralnet import NetworkDefinition, ReluBigMFormulation
     from omlt.neuralnet.layer import DenseLayer, InputLayer
 
+    from milpverify.core.query import SOLVER_SLACK
     from milpverify.ir import ops
-    from milpverify.verify import SOLVER_SLACK
 
     items = list(net.items())
     if not all(isinstance(op, (ops.Input, ops.Affine, ops.Relu)) for _, op in items):

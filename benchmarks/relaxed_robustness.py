@@ -33,15 +33,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-
 from _common import machine  # noqa: E402
+
 import milpverify  # noqa: E402
-from milpverify.properties import (Affinity, RelaxedTopK, build_property_problem,  # noqa: E402
-                                   certify_properties, plan_pairs, property_bounds,
-                                   topk_query)
+from milpverify.core.decide import SCIP_DEFAULTS
+from milpverify.properties.certify import certify_properties
+from milpverify.properties.encoding import build_property_problem
+from milpverify.properties.pairs import plan_pairs, property_bounds
+from milpverify.properties.query import topk_query
+from milpverify.properties.spec import Affinity, RelaxedTopK
 from milpverify.solve import get_backend  # noqa: E402
 from milpverify.solve.base import SolveOptions  # noqa: E402
-from milpverify.verify import SCIP_DEFAULTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

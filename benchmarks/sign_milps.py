@@ -36,10 +36,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _common import machine  # noqa: E402
-from milpverify import load_onnx, tighten  # noqa: E402
+
+from milpverify import load_onnx
 from milpverify.bounds import alpha_bounds  # noqa: E402
-from milpverify.vnncomp import VnnlibOptions, _rows, spec_network  # noqa: E402
-from milpverify.vnnlib import read_vnnlib  # noqa: E402
+from milpverify.bounds.tighten import compute_bounds, lp, mip
+from milpverify.vnn.check import _rows
+from milpverify.vnn.decide import spec_network
+from milpverify.vnn.options import VnnlibOptions
+from milpverify.vnn.spec import read_vnnlib
 
 ERAN = REPO.parent / "shared" / "data" / "vnncomp" / "eran_mnist_2021"
 #: eran's official per-instance timeout; the pipeline gives the optimised slopes
@@ -53,7 +57,7 @@ COLUMNS = ("date", "code", "instance", "variant", "threads", "budget_s", "second
 NO_RESTART = 10**9
 #: The variants: the sign MILPs' parameters per MILP backend, `compute_bounds(threads=)` and
 #: `LP_RESOLVE_ITERATIONS_PER_DIM`.
-_SIGN, _LIMIT = dict(tighten.SIGN_MILP_PARAMS), tighten.LP_RESOLVE_ITERATIONS_PER_DIM
+_SIGN, _LIMIT = dict(mip.SIGN_MILP_PARAMS), lp.LP_RESOLVE_ITERATIONS_PER_DIM
 VARIANTS = {"sign_params": (_SIGN, 1, _LIMIT),
             "solver_defaults": ({}, 1, _LIMIT),
             "threads_2": (_SIGN, 2, _LIMIT),
@@ -68,7 +72,7 @@ def start(idx: int) -> tuple:
     prop = spec.properties[0]
     a, b, _ = _rows(prop)
     aug = spec_network(net, a, b)
-    symbolic = tighten.compute_bounds(aug, prop.input_lower, prop.input_upper,
+    symbolic = compute_bounds(aug, prop.input_lower, prop.input_upper,
                                       method="symbolic")
     alpha = alpha_bounds(aug, prop.input_lower, prop.input_upper, base=symbolic,
                          time_limit_s=VnnlibOptions().alpha_fraction * ERAN_TIMEOUT_S)
@@ -103,7 +107,7 @@ def main() -> None:
     try:
         run(args, out, old, code)
     finally:
-        tighten.SIGN_MILP_PARAMS, _, tighten.LP_RESOLVE_ITERATIONS_PER_DIM = (
+        mip.SIGN_MILP_PARAMS, _, lp.LP_RESOLVE_ITERATIONS_PER_DIM = (
             VARIANTS["sign_params"])
     summarize(out)
 
@@ -118,10 +122,10 @@ def run(args: argparse.Namespace, out: Path, old: list[dict[str, str]], code: st
         for idx in args.idx:
             aug, lo, hi, base = start(idx)
             for variant in args.variants:
-                tighten.SIGN_MILP_PARAMS, threads, tighten.LP_RESOLVE_ITERATIONS_PER_DIM = (
+                mip.SIGN_MILP_PARAMS, threads, lp.LP_RESOLVE_ITERATIONS_PER_DIM = (
                     VARIANTS[variant])
                 t0 = time.perf_counter()
-                b = tighten.compute_bounds(aug, lo, hi, method="progressive", base=base,
+                b = compute_bounds(aug, lo, hi, method="progressive", base=base,
                                            time_limit_s=args.budget, threads=threads)
                 levels = b.details["levels"]
                 row = {"date": datetime.datetime.now().isoformat(timespec="seconds"),

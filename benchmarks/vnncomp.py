@@ -1,6 +1,6 @@
 """VNN-COMP benchmark: `mnist_fc` (2022, 90 instances) and the ReLU half of `eran` (2021, 36).
 
-Runs `milpverify.vnncomp.run_vnncomp` with the official per-instance timeouts and compares
+Runs `milpverify.runs.vnncomp.run_vnncomp` with the official per-instance timeouts and compares
 the answers with the consensus ground truth in `shared/data/vnncomp/*/results_*_consensus.csv`
 (`violated` = sat, `holds` = unsat) and with the published VNN-COMP tool results.
 
@@ -41,12 +41,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
-
 from _common import cpu_name  # noqa: E402
+
 import milpverify  # noqa: E402
-from milpverify.vnncomp import (MILP_FORMS, FalsifierOptions, Instance,  # noqa: E402
-                                VnnlibOptions, milp_form_flag, read_instances,
-                                root_cut_rounds_flag, run_vnncomp)
+from milpverify.runs.vnncomp import Instance, read_instances, run_vnncomp
+from milpverify.vnn.falsify import FalsifierOptions
+from milpverify.vnn.options import (
+    MILP_FORMS,
+    VnnlibOptions,
+    milp_form_flag,
+    root_cut_rounds_flag,
+)
 
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"
@@ -87,9 +92,9 @@ def easy_first(base: Path, instances: list[Instance]) -> list[Instance]:
     """Order by the number of unstable ReLUs under symbolic bounds (about 1 s each), so a
     run capped by `--max-minutes` spends its time on the instances it can decide."""
     from milpverify import load_onnx
-    from milpverify.tighten import compute_bounds
-    from milpverify.vnncomp import spec_network
-    from milpverify.vnnlib import read_vnnlib
+    from milpverify.bounds.tighten import compute_bounds
+    from milpverify.vnn.decide import spec_network
+    from milpverify.vnn.spec import read_vnnlib
     nets: dict[str, milpverify.Network] = {}
     keys = []
     for inst in instances:

@@ -33,12 +33,13 @@ sys.path.insert(0, str(REPO))
 
 from milpverify import load_onnx  # noqa: E402
 from milpverify.bounds import alpha_bounds  # noqa: E402
+from milpverify.bounds.tighten import compute_bounds
+from milpverify.core.query import SOLVER_SLACK
 from milpverify.solve import get_backend  # noqa: E402
 from milpverify.solve.base import SolveOptions  # noqa: E402
-from milpverify.tighten import compute_bounds  # noqa: E402
-from milpverify.vnncomp import (SOLVER_SLACK, SPEC_NODE, _build_milp, _possible,  # noqa: E402
-                                _rows, spec_network)
-from milpverify.vnnlib import read_vnnlib  # noqa: E402
+from milpverify.vnn.check import _rows
+from milpverify.vnn.decide import SPEC_NODE, _build_milp, _possible, spec_network
+from milpverify.vnn.spec import read_vnnlib
 
 DATA = REPO.parent / "shared" / "data" / "vnncomp"
 BENCH_DIRS = {"eran": ("eran_mnist_2021", "nets/mnist_relu_9_200.onnx"),

@@ -25,10 +25,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-
 from _common import machine  # noqa: E402
+
 import milpverify  # noqa: E402
-from milpverify.verify import rho  # noqa: E402
+from milpverify.verify import rho
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FIELDS = ["index", "label", "pred", "status", "lower", "upper", "witness_verified",

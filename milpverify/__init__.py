@@ -7,13 +7,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from milpverify.errors import (InvalidInputError, InvalidModelError, MilpVerifyError,
-                               SolverError, UnboundedError, UnsupportedModelError)
+from milpverify.bounds.tighten import compute_bounds
+from milpverify.core.restriction import lp_restriction
+from milpverify.core.results import Certificate, RhoResult, RhoStatus, Verdict
+from milpverify.errors import (
+    InvalidInputError,
+    InvalidModelError,
+    MilpVerifyError,
+    SolverError,
+    UnboundedError,
+    UnsupportedModelError,
+)
 from milpverify.frontends.onnx import load_onnx
 from milpverify.ir.network import Network
-from milpverify.restriction import lp_restriction
-from milpverify.results import Certificate, RhoResult, RhoStatus, Verdict
-from milpverify.tighten import compute_bounds
 from milpverify.verify import certify, rho
 
 # `milpverify.bounds(net, lower, upper, method=...)` is the public bound-tightening entry
@@ -22,7 +28,7 @@ from milpverify.verify import certify, rho
 # `milpverify.bounds.interval` imports still resolve through sys.modules.
 bounds = compute_bounds
 
-__version__ = "0.1.0"
+from milpverify._version import __version__  # noqa: E402
 
 
 def from_torch(module: Any, input_shape: tuple[int, ...]) -> Network:
@@ -33,15 +39,15 @@ def from_torch(module: Any, input_shape: tuple[int, ...]) -> Network:
 
 def to_pyomo(net: Network, x: Any, **options: Any) -> Any:
     """The Pyomo `ConcreteModel` of one rho/certify query (pyomo imported lazily); see
-    `milpverify.export.to_pyomo`."""
-    from milpverify.export import to_pyomo as _to_pyomo
+    `milpverify.core.export.to_pyomo`."""
+    from milpverify.core.export import to_pyomo as _to_pyomo
     return _to_pyomo(net, x, **options)
 
 
 def evaluate(model: Any, **options: Any) -> Any:
     """rho by several estimators over a data set into a resumable run directory (imported
-    lazily); see `milpverify.evaluation.evaluate`."""
-    from milpverify.evaluation import evaluate as _evaluate
+    lazily); see `milpverify.runs.evaluate.evaluate`."""
+    from milpverify.runs.evaluate import evaluate as _evaluate
     return _evaluate(model, **options)
 
 

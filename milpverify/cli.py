@@ -46,7 +46,7 @@ def register_subcommand(name: str, help: str,
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per registered subcommand."""
-    from milpverify import __version__
+    from milpverify._version import __version__
     parser = argparse.ArgumentParser(
         prog=PROG, description="Exact pointwise robustness of ReLU networks with MILP.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -97,7 +97,7 @@ def _add_info_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _model_path(model: str) -> str:
     if model == "default" or model.startswith("default:"):
-        from milpverify.datasets import DEFAULT_NET, embedded_net
+        from milpverify.runs.datasets import DEFAULT_NET, embedded_net
         return str(embedded_net(model.partition(":")[2] or DEFAULT_NET).path)
     return model
 
@@ -213,8 +213,14 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _export_sample(args: argparse.Namespace) -> Any:
     """The image `--index` of `--data` (or of the embedded images), scaled."""
-    from milpverify.datasets import DATA_DIR, DEFAULT_IMAGES, DEFAULT_NET, embedded_net, load_npz
     from milpverify.errors import InvalidInputError
+    from milpverify.runs.datasets import (
+        DATA_DIR,
+        DEFAULT_IMAGES,
+        DEFAULT_NET,
+        embedded_net,
+        load_npz,
+    )
     divisor = args.pixel_divisor
     data = args.data
     if args.model == "default" or args.model.startswith("default:"):
@@ -233,9 +239,10 @@ def _export_sample(args: argparse.Namespace) -> Any:
 def _run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from milpverify.core.export import write_query
     from milpverify.errors import InvalidInputError
-    from milpverify.export import FORMATS, write_query
     from milpverify.frontends.onnx import load_onnx
+    from milpverify.solve.files import FORMATS
     fmt = (args.format or Path(args.out).suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
         got = (f"got {args.format!r}" if args.format else
@@ -303,7 +310,11 @@ def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
 
 def _vnnlib_options(args: argparse.Namespace) -> Any:
     from milpverify.errors import InvalidInputError
-    from milpverify.vnncomp import VnnlibOptions, milp_form_flag, root_cut_rounds_flag
+    from milpverify.vnn.options import (
+        VnnlibOptions,
+        milp_form_flag,
+        root_cut_rounds_flag,
+    )
     if args.threads < 1:
         raise InvalidInputError(f"`--threads` must be >= 1; got {args.threads}.")
     return VnnlibOptions(threads=args.threads, attack=not args.no_attack, alpha=not args.no_alpha,
@@ -317,7 +328,8 @@ def _vnnlib_options(args: argparse.Namespace) -> Any:
 
 def _run_vnnlib(args: argparse.Namespace) -> int:
     from milpverify.errors import InvalidInputError
-    from milpverify.vnncomp import VnnlibResult, verify_vnnlib
+    from milpverify.vnn.results import VnnlibResult
+    from milpverify.vnn.verify import verify_vnnlib
     if not (args.timeout > 0):
         raise InvalidInputError(f"`--timeout` must be > 0; got {args.timeout}.")
     try:
@@ -356,7 +368,7 @@ def _add_vnncomp_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_vnncomp(args: argparse.Namespace) -> int:
-    from milpverify.vnncomp import run_vnncomp
+    from milpverify.runs.vnncomp import run_vnncomp
     rows = run_vnncomp(args.benchdir, args.out, instances=args.instances,
                        shared_rho=args.shared_rho, rerun=args.rerun, backend=args.backend,
                        options=_vnnlib_options(args), result_dir=args.result_dir,
@@ -377,7 +389,7 @@ register_subcommand("vnncomp", "run every instance of a VNN-COMP benchmark folde
 
 # ---------------------------------------------------------------------------- evaluate, rho
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by `evaluate` and `rho` (one runner, see `milpverify.evaluation`)."""
+    """Flags shared by `evaluate` and `rho` (one runner, see `milpverify.runs.evaluate`)."""
     parser.add_argument("model", metavar="MODEL",
                         help="ONNX file, or 'default' ('default:NAME') for an embedded net")
     parser.add_argument("--data", metavar="FILE.npz",
@@ -408,7 +420,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    from milpverify.evaluation import DEFAULT_METHODS, METHODS
+    from milpverify.runs.tasks import DEFAULT_METHODS, METHODS
     _add_run_arguments(parser)
     parser.add_argument("--eps", type=float, required=True, metavar="E",
                         help="threshold of phi(eps) and mu(eps), in input units (pixels / D)")
@@ -422,7 +434,7 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from milpverify.evaluation import evaluate
+    from milpverify.runs.evaluate import evaluate
     result = evaluate(args.model, eps=args.eps, out=args.out, data=args.data,
                       indices=args.indices, methods=args.methods,
                       time_limit_s=args.time_limit_s, pixel_divisor=args.pixel_divisor,
@@ -445,7 +457,7 @@ def _add_rho_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_rho(args: argparse.Namespace) -> int:
-    from milpverify.evaluation import rho_table
+    from milpverify.runs.evaluate import rho_table
     result = rho_table(args.model, out=args.out, data=args.data, indices=args.indices,
                        eps_cap=args.eps_cap, time_limit_s=args.time_limit_s,
                        pixel_divisor=args.pixel_divisor, backend=args.backend,
@@ -495,7 +507,7 @@ def _add_finetune_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_finetune(args: argparse.Namespace) -> int:
-    from milpverify.finetune import finetune_file
+    from milpverify.runs.finetune import finetune_file
     model = _model_path(args.model)
     path, log_file, log = finetune_file(
         model, args.data, args.out, indices=args.indices, pixel_divisor=args.pixel_divisor,

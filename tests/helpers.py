@@ -171,7 +171,7 @@ def vnnlib_box_points(shared_data, rel_path: str, n: int, seed: int = 0) -> np.n
     network's benchmark folder pairs with it: each box's centre and lower corner first, then
     uniform samples, cycling over the boxes. Shape ``(n, n_inputs)``.
     """
-    from milpverify.vnnlib import read_vnnlib
+    from milpverify.vnn.spec import read_vnnlib
 
     bench = shared_data / rel_path.split("/onnx/")[0]
     onnx_name = rel_path.split("/onnx/")[1]

@@ -16,10 +16,10 @@ import pytest
 pytest.importorskip("torch")
 
 import milpverify  # noqa: E402
-from milpverify.attacks import fgsm, lbfgs, pgd  # noqa: E402
+from milpverify.core.attacks import fgsm, lbfgs, pgd
+from milpverify.core.results import RhoResult, RhoStatus
+from milpverify.core.witness import check_witness, onnx_logits
 from milpverify.errors import InvalidInputError  # noqa: E402
-from milpverify.results import RhoResult, RhoStatus  # noqa: E402
-from milpverify.witness import check_witness, onnx_logits  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WK17A = SHARED_DATA / "nets" / "mnist" / "wk17a_linf0.1.onnx"

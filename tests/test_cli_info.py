@@ -12,7 +12,7 @@ import pytest
 from helpers import make_onnx, node
 
 from milpverify import cli
-from milpverify.datasets import EMBEDDED_NETS
+from milpverify.runs.datasets import EMBEDDED_NETS
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import csv
 import pytest
 
 from milpverify import cli
-from milpverify.datasets import embedded_net
-from milpverify.evaluation import COLUMNS
+from milpverify.runs.datasets import embedded_net
+from milpverify.runs.results_file import COLUMNS
 
 # Small caps keep the exact method fast: the bounds alone settle most of these images.
 RHO_FAST = ["--eps-cap", "0.02", "--time-limit-s", "20", "--quiet"]

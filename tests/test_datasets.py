@@ -1,4 +1,4 @@
-"""`milpverify.datasets`: the embedded default, `.npz` loading and index parsing."""
+"""`milpverify.runs.datasets`: the embedded default, `.npz` loading and index parsing."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from milpverify import InvalidInputError, Network
-from milpverify.datasets import (DATA_DIR, EMBEDDED_NETS, embedded_net, load_default, load_npz,
-                                 parse_indices)
+from milpverify.runs.datasets import (
+    DATA_DIR,
+    EMBEDDED_NETS,
+    embedded_net,
+    load_default,
+    load_npz,
+    parse_indices,
+)
 
 
 def test_load_default_is_the_mlp():

@@ -22,8 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from milpverify import InvalidInputError, evaluation
-from milpverify.evaluation import COLUMNS, TIMING_COLUMNS, evaluate
+from milpverify import InvalidInputError
+from milpverify.runs import tasks
+from milpverify.runs.datasets import embedded_net
+from milpverify.runs.evaluate import evaluate
+from milpverify.runs.results_file import COLUMNS, TIMING_COLUMNS
 
 MODEL = "default:mnist_mlp_32_16"
 OPTIONS = {"eps": 0.05, "indices": "0:6", "methods": "pgd,fgsm",
@@ -140,7 +143,7 @@ def _wait_for_rows(path: Path, proc: subprocess.Popen, n: int, timeout_s: float)
 
 def test_sigkill_then_resume_equals_uninterrupted_run(reference, tmp_path):
     out = tmp_path / "run"
-    script = (f"from milpverify.evaluation import evaluate\n"
+    script = (f"from milpverify.runs.evaluate import evaluate\n"
               f"evaluate({MODEL!r}, out={str(out)!r}, quiet=True, **{OPTIONS!r})\n")
     proc = subprocess.Popen([sys.executable, "-c", script], env=child_env(), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -167,8 +170,9 @@ def test_killed_mid_write_loses_only_that_row(reference, tmp_path):
     out = tmp_path / "run"
     script = textwrap.dedent(f"""
         import os, signal
-        from milpverify import evaluation
-        original = evaluation.ResultsFile.append
+        from milpverify.runs import evaluate as evaluation
+        from milpverify.runs.results_file import ResultsFile
+        original = ResultsFile.append
         calls = []
         def append(self, row):
             calls.append(row)
@@ -177,7 +181,7 @@ def test_killed_mid_write_loses_only_that_row(reference, tmp_path):
                 self._file.flush(); os.fsync(self._file.fileno())
                 os.kill(os.getpid(), signal.SIGKILL)
             original(self, row)
-        evaluation.ResultsFile.append = append
+        ResultsFile.append = append
         evaluation.evaluate({MODEL!r}, out={str(out)!r}, eps=0.05, indices="0:6",
                             methods="fgsm", quiet=True)
     """).replace("ROW_PREFIX", "2,1,1,fgsm,0.0,0.05")
@@ -228,7 +232,7 @@ def test_estimator_exception_becomes_an_error_row(tmp_path, monkeypatch):
     def broken(net, x, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(evaluation, "method_function", lambda method, prop=None: (broken, {}))
+    monkeypatch.setattr(tasks, "method_function", lambda method, prop=None: (broken, {}))
     result = evaluate(MODEL, out=tmp_path / "run", eps=0.05, indices="0", methods="fgsm",
                       quiet=True)
     (row,) = result.rows
@@ -268,6 +272,6 @@ def test_invalid_options(tmp_path, kwargs, message):
 
 
 def test_model_file_without_data_is_refused(tmp_path):
-    model = evaluation.embedded_net("mnist_mlp_32_16").path
+    model = embedded_net("mnist_mlp_32_16").path
     with pytest.raises(InvalidInputError, match="`data` is required"):
         evaluate(model, out=tmp_path / "run", eps=0.05, methods="fgsm")

@@ -1,4 +1,4 @@
-"""Query export (`milpverify.export`, `milpverify export`) and the Pyomo path end to end.
+"""Query export (`milpverify.core.export`, `milpverify export`) and the Pyomo path end to end.
 
 The same query solved natively by SCIP, through Pyomo + HiGHS, and by SCIP reading the
 exported LP/MPS file must give the same optimum; rho through ``backend="pyomo:appsi_highs"``
@@ -15,8 +15,8 @@ import pytest
 from helpers import random_mlp
 
 from milpverify import cli
+from milpverify.core.export import QueryProblem, build_query, to_pyomo, write_query
 from milpverify.errors import InvalidInputError, SolverError
-from milpverify.export import QueryProblem, build_query, to_pyomo, write_query
 from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.solve import get_backend
@@ -283,7 +283,7 @@ def test_cli_export_writes_a_readable_file(tmp_path, capsys) -> None:
 
 
 def test_cli_export_with_data_file(tmp_path, capsys) -> None:
-    from milpverify.datasets import DATA_DIR, EMBEDDED_NETS
+    from milpverify.runs.datasets import DATA_DIR, EMBEDDED_NETS
     with np.load(DATA_DIR / "mnist_test_first10.npz") as data:
         np.savez(tmp_path / "d.npz", images=data["images"][:3], labels=data["labels"][:3])
     model = str(EMBEDDED_NETS["mnist_mlp_32_16"].path)
@@ -326,7 +326,7 @@ def test_cli_export_usage_errors_exit_2(capsys) -> None:
 @pytest.mark.slow
 @needs_pyomo_highs
 def test_embedded_mnist_mlp_same_optimum_native_pyomo_file(tmp_path) -> None:
-    from milpverify.datasets import load_default
+    from milpverify.runs.datasets import load_default
     net, images, _ = load_default("mnist_mlp_32_16")
     query = build_query(net, images[1], eps_cap=0.02)
     native = get_backend("scip").solve(query.model)

@@ -1,4 +1,4 @@
-"""`milpverify.finetune` and `milpverify finetune`: valid ONNX out, log, one-line errors."""
+"""`milpverify.runs.finetune` and `milpverify finetune`: valid ONNX out, log, one-line errors."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("torch")
 
 from milpverify import cli, load_onnx  # noqa: E402
-from milpverify.datasets import DATA_DIR, embedded_net, load_npz  # noqa: E402
 from milpverify.errors import InvalidInputError  # noqa: E402
-from milpverify.finetune import finetune, finetune_file, log_path  # noqa: E402
+from milpverify.runs.datasets import DATA_DIR, embedded_net, load_npz
+from milpverify.runs.finetune import finetune, finetune_file, log_path
 
 MLP = embedded_net("mnist_mlp_32_16").path
 DATA = DATA_DIR / "mnist_test_first10.npz"
@@ -35,7 +35,7 @@ def _ort_logits(path, x):
 def test_one_round_exports_equal_onnx(mlp_data, tmp_path):
     import torch
 
-    from milpverify.torchnet import export_onnx, to_torch
+    from milpverify.frontends.torchnet import export_onnx, to_torch
     net, images, labels = mlp_data
     seen = []
     new, log = finetune(net, images, labels, method="fgsm", rounds=1, examples_per_round=10,

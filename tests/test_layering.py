@@ -13,28 +13,53 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "milpverify"
 
-# layer (module prefix) -> milpverify modules it may import. Longest matching prefix wins.
-INTERNAL_RULES: dict[str, tuple[str, ...]] = {
-    "milpverify.errors": (),
-    "milpverify.ir": ("milpverify.errors", "milpverify.ir"),
-    "milpverify.frontends": ("milpverify.errors", "milpverify.ir", "milpverify.frontends"),
-    "milpverify.bounds": ("milpverify.errors", "milpverify.ir", "milpverify.bounds"),
-    "milpverify.encode": ("milpverify.errors", "milpverify.ir", "milpverify.bounds",
-                          "milpverify.encode"),
+# The layers, lowest first. A module may import modules of its own layer or of an earlier one;
+# a module's layer is the longest prefix that names it. `bounds.tighten` needs the encoder and
+# the solvers, so it sits above them while the solver-free bounds sit below the encoder. The
+# package root only re-exports: nothing inside the package imports it.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("milpverify.errors", "milpverify._version"),
+    ("milpverify.ir",),
+    ("milpverify.frontends",),
+    ("milpverify.bounds",),
+    ("milpverify.encode",),
+    ("milpverify.solve",),
+    ("milpverify.bounds.tighten",),
+    ("milpverify.core", "milpverify.core.results"),
+    ("milpverify.core.witness",),
+    ("milpverify.core.query",),
+    ("milpverify.core.spec_bounds",),
+    ("milpverify.core.restriction",),
+    ("milpverify.core.attacks",),
+    ("milpverify.core.decide",),
+    ("milpverify.core.bracket",),
+    ("milpverify.core.export",),
+    ("milpverify.verify",),
+    ("milpverify.properties",),
+    ("milpverify.vnn",),
+    ("milpverify.runs",),
+    ("milpverify.cli", "milpverify.__main__"),
+)
+
+# Narrower rules inside the order: the solvers see only the model they solve, the encoder only
+# the bound container.
+ONLY: dict[str, tuple[str, ...]] = {
     "milpverify.solve": ("milpverify.errors", "milpverify.encode.model", "milpverify.solve"),
+    "milpverify.encode": ("milpverify.errors", "milpverify.ir", "milpverify.bounds.base",
+                          "milpverify.encode"),
 }
 
 # third-party top-level package -> the only milpverify modules that may import it.
 THIRD_PARTY_RULES: dict[str, tuple[str, ...]] = {
-    "onnx": ("milpverify.frontends.onnx", "milpverify.torchnet"),
-    "torch": ("milpverify.frontends.torch", "milpverify.bounds.alpha", "milpverify.torchnet",
-              "milpverify.attacks",
-              "milpverify.finetune"),
+    "onnx": ("milpverify.frontends.onnx", "milpverify.frontends.torchnet"),
+    "torch": ("milpverify.frontends.torch", "milpverify.bounds.alpha",
+              "milpverify.frontends.torchnet", "milpverify.core.attacks",
+              "milpverify.runs.finetune"),
     "pyscipopt": ("milpverify.solve.scip",),
     "pyomo": ("milpverify.solve.pyomo",),
     "highspy": ("milpverify.solve.highs",),
-    "onnxruntime": ("milpverify.witness",),
-    "matplotlib": ("milpverify.plots",),
+    "onnxruntime": ("milpverify.core.witness",),
+    "matplotlib": ("milpverify.runs.plots",),
 }
 
 
@@ -71,9 +96,15 @@ def _allowed(target: str, prefixes: tuple[str, ...]) -> bool:
     return any(target == p or target.startswith(p + ".") for p in prefixes)
 
 
-def _layer(module: str) -> str | None:
-    matches = [p for p in INTERNAL_RULES if _allowed(module, (p,))]
-    return max(matches, key=len) if matches else None
+def _layer(module: str) -> int | None:
+    """Index in LAYERS of the longest prefix naming `module` (None: the package root)."""
+    matches = [(len(p), i) for i, layer in enumerate(LAYERS) for p in layer if _allowed(module, (p,))]
+    return max(matches)[1] if matches else None
+
+
+def _only(module: str) -> tuple[str, ...] | None:
+    matches = [p for p in ONLY if _allowed(module, (p,))]
+    return ONLY[max(matches, key=len)] if matches else None
 
 
 def _package_modules() -> list[tuple[str, Path]]:
@@ -90,9 +121,16 @@ def violations() -> list[str]:
         for target in sorted(targets):
             top = target.split(".")[0]
             if top == "milpverify":
-                if layer is not None and not _allowed(target, INTERNAL_RULES[layer]):
-                    problems.append(f"{module} imports {target}; {layer} may import only "
-                                    f"{list(INTERNAL_RULES[layer]) or 'nothing from milpverify'}")
+                target_layer = _layer(target)
+                only = _only(module)
+                if target_layer is None:
+                    problems.append(f"{module} imports the package root {target}; import the "
+                                    "module that defines the name")
+                elif layer is not None and target_layer > layer:
+                    problems.append(f"{module} imports {target}, a later layer "
+                                    f"({LAYERS[target_layer][0]} after {LAYERS[layer][0]})")
+                elif only is not None and not _allowed(target, only):
+                    problems.append(f"{module} imports {target}; it may import only {list(only)}")
             elif top in THIRD_PARTY_RULES and module not in THIRD_PARTY_RULES[top]:
                 problems.append(f"{module} imports {target}; {top} is confined to "
                                 f"{list(THIRD_PARTY_RULES[top])}")
@@ -138,7 +176,7 @@ def test_import_milpverify_is_light_and_fast():
     """`import milpverify` (and its CLI and datasets modules) loads neither torch nor pyscipopt."""
     code = ("import sys, time\nt = time.perf_counter()\nimport milpverify\n"
             "elapsed = time.perf_counter() - t\n"
-            "import milpverify.cli, milpverify.datasets\n"
+            "import milpverify.cli, milpverify.runs.datasets\n"
             "heavy = [m for m in ('torch', 'pyscipopt') if m in sys.modules]\n"
             "print(f'{elapsed:.3f} {heavy}')\n"
             "assert 'torch' not in sys.modules and 'pyscipopt' not in sys.modules, heavy\n")

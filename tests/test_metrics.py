@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from milpverify import metrics
-from milpverify.metrics import Interval, brackets
+from milpverify.runs import metrics
+from milpverify.runs.metrics import Interval, brackets
 
 
 def row(status, lower, upper, *, method="exact", label=1, pred=1, index=0, seconds=1.0):

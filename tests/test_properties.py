@@ -17,17 +17,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import activation_regions, make_onnx, node, random_mlp, run_ort
 from scipy.optimize import linprog
 
 import milpverify
-from helpers import activation_regions, make_onnx, node, random_mlp, run_ort
 from milpverify.encode.milp import Term, encode_network
 from milpverify.encode.model import MilpModel
 from milpverify.errors import InvalidInputError
-from milpverify.properties import (Affinity, RelaxedTopK, add_topk_changed, certify_affinity,
-                                   certify_properties, certify_topk, check_property_witness,
-                                   load_groups, parse_property, plan_pairs, property_bounds,
-                                   rho_affinity, rho_property, rho_topk, topk_query)
+from milpverify.properties.certify import (
+    certify_affinity,
+    certify_properties,
+    certify_topk,
+)
+from milpverify.properties.encoding import add_topk_changed
+from milpverify.properties.pairs import plan_pairs, property_bounds
+from milpverify.properties.query import check_property_witness, topk_query
+from milpverify.properties.rho import rho_affinity, rho_property, rho_topk
+from milpverify.properties.spec import (
+    Affinity,
+    RelaxedTopK,
+    load_groups,
+    parse_property,
+)
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveStatus
 from milpverify.verify import rho
@@ -93,7 +104,7 @@ def order_at(net: milpverify.Network, x: np.ndarray) -> list[int]:
     return [int(c) for c in np.argsort(-net.forward(x)[0], kind="stable")]
 
 
-def assert_radius(result: milpverify.results.RhoResult, expected: float) -> None:
+def assert_radius(result: milpverify.core.results.RhoResult, expected: float) -> None:
     if math.isinf(expected):
         assert result.status == "robust_at_cap" and math.isinf(result.lower), result
         return

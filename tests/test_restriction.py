@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import milpverify
-from milpverify.restriction import VIOLATION_TOL, lp_restriction, region_of
-from milpverify.witness import onnx_logits
+from milpverify.core.restriction import VIOLATION_TOL, lp_restriction, region_of
+from milpverify.core.witness import onnx_logits
 
 
 def _phases_kept(net: milpverify.Network, x: np.ndarray, w: np.ndarray) -> bool:

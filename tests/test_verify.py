@@ -7,15 +7,15 @@ import time
 
 import numpy as np
 import pytest
+from helpers import activation_regions, random_mlp
 from scipy.optimize import linprog
 
 import milpverify
-from helpers import activation_regions, random_mlp
+from milpverify.core.restriction import lp_restriction
+from milpverify.core.witness import check_witness
 from milpverify.ir import ops
 from milpverify.ir.network import Network
-from milpverify.restriction import lp_restriction
 from milpverify.verify import certify, rho
-from milpverify.witness import check_witness
 
 
 def brute_force_rho(weights: list, x: np.ndarray, label: int,
@@ -60,7 +60,8 @@ def test_rho_matches_brute_force_on_tiny_nets(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(6))
 def test_certified_radius_is_a_sound_lower_bound(seed: int) -> None:
     """The time-out salvage (symbolic bisection) never claims more than the true rho."""
-    from milpverify.verify import _certified_radius, validate_query
+    from milpverify.core.bracket import _certified_radius
+    from milpverify.core.query import validate_query
     rng = np.random.default_rng(seed)
     net, weights = random_mlp(rng, [2, 5, 4, 4])
     x = rng.uniform(0.2, 0.8, size=2)
@@ -245,8 +246,9 @@ def test_mnist_fc_256x2_rho_against_ground_truth(shared_data, prop: int) -> None
     import csv
     from pathlib import Path
 
-    from milpverify.vnncomp import check_counterexample, linf_robustness_form
-    from milpverify.vnnlib import read_vnnlib
+    from milpverify.vnn.check import check_counterexample
+    from milpverify.vnn.shared_rho import linf_robustness_form
+    from milpverify.vnn.spec import read_vnnlib
 
     bench = shared_data / "vnncomp/mnist_fc_2022"
     with open(bench / "results_vnncomp2022_consensus.csv", newline="") as fh:

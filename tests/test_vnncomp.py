@@ -26,13 +26,22 @@ from milpverify import load_onnx
 from milpverify.bounds.base import Bounds
 from milpverify.cli import _vnnlib_options, build_parser, main
 from milpverify.errors import InvalidInputError
-from milpverify import vnncomp
-from milpverify.vnncomp import (SPEC_NODE, FalsifierOptions, VnnlibOptions, _milp_params,
-                                _nearest_refuted_first, _PropertyOutcome, check_counterexample,
-                                falsify, linf_robustness_form, milp_form_flag, milp_solvers,
-                                read_instances, run_vnncomp, shared_rho_decisions,
-                                verify_vnnlib)
-from milpverify.vnnlib import parse_result, read_vnnlib
+from milpverify.runs.vnncomp import read_instances, run_vnncomp
+from milpverify.vnn import decide as vnn_decide
+from milpverify.vnn.check import check_counterexample
+from milpverify.vnn.decide import (
+    SPEC_NODE,
+    _milp_params,
+    _nearest_refuted_first,
+    _PropertyOutcome,
+    milp_solvers,
+)
+from milpverify.vnn.falsify import FalsifierOptions, falsify
+from milpverify.vnn.options import VnnlibOptions, milp_form_flag
+from milpverify.vnn.results import parse_result
+from milpverify.vnn.shared_rho import linf_robustness_form, shared_rho_decisions
+from milpverify.vnn.spec import read_vnnlib
+from milpverify.vnn.verify import verify_vnnlib
 
 W1 = np.array([[1.0, -1.0], [-1.0, 1.0], [1.0, 1.0], [1.0, 1.0]])
 B1 = np.array([0.0, 0.0, -1.0, 0.0])
@@ -189,11 +198,11 @@ def _scheduled(monkeypatch, n_batches, backend, threads, answer):
         time.sleep(0.05)
         return answer(solver, batch[0], cancel)
 
-    monkeypatch.setattr(vnncomp, "_solve_batch", fake)
+    monkeypatch.setattr(vnn_decide, "_solve_batch", fake)
     lower = -np.arange(1.0, n_batches + 1)  # nearest refuted first: 0, 1, 2, ...
     bounds = Bounds({SPEC_NODE: (lower, np.ones(n_batches))}, {}, "test")
     groups = [np.array([d]) for d in range(n_batches)]
-    outcome, still_open = vnncomp._solve_disjuncts(
+    outcome, still_open = vnn_decide._solve_disjuncts(
         SimpleNamespace(num_classes=n_batches), bounds, None, groups, list(range(n_batches)), None, time.perf_counter() + 30,
         backend, VnnlibOptions(threads=threads), {}, {}, split=True)
     return outcome, still_open, starts
@@ -353,7 +362,7 @@ def test_falsifier_starts_attack_their_own_disjunct(abs_net):
 
 
 def test_input_gradient_matches_finite_differences(rng):
-    from milpverify.vnncomp import _input_gradient
+    from milpverify.vnn.falsify import _input_gradient
     layers = [(rng.normal(size=(6, 3)), rng.normal(size=6)), (rng.normal(size=(2, 6)),
                                                                 rng.normal(size=2))]
     net = load_onnx(_mlp_onnx(layers, (3,)))

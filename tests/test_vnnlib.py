@@ -1,4 +1,4 @@
-"""Tests of milpverify.vnnlib: VNN-LIB parsing and VNN-COMP result files."""
+"""Tests of milpverify.vnn.spec: VNN-LIB parsing and VNN-COMP result files."""
 
 from __future__ import annotations
 
@@ -11,13 +11,9 @@ import numpy as np
 import pytest
 
 from milpverify.errors import InvalidInputError
-from milpverify.vnnlib import (
-    OutputConstraint,
-    format_counterexample,
-    parse_result,
-    read_vnnlib,
-    write_result,
-)
+from milpverify.ir.constraints import OutputConstraint
+from milpverify.vnn.results import format_counterexample, parse_result, write_result
+from milpverify.vnn.spec import read_vnnlib
 
 HERE = Path(__file__).resolve().parent
 SPECS = HERE / "data" / "vnnlib"

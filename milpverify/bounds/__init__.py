@@ -26,9 +26,12 @@ import numpy.typing as npt
 
 from milpverify.bounds.base import Bounds, contains, relu_case_counts
 from milpverify.bounds.interval import INTERVAL_RULES, interval_bounds
-from milpverify.bounds.symbolic import (BOUND_METHODS, LinearRelaxation, bounds_for_box,
-                                        symbolic_bounds)
-
+from milpverify.bounds.symbolic import (
+    BOUND_METHODS,
+    LinearRelaxation,
+    bounds_for_box,
+    symbolic_bounds,
+)
 from milpverify.ir.network import Network
 
 

@@ -37,9 +37,18 @@ import torch
 
 from milpverify.bounds.base import Bounds
 from milpverify.bounds.interval import Interval, centre_radius, check_box
-from milpverify.bounds.symbolic import (BACKWARD_RULES, BackwardRule, SymbolicContext,
-                                        ancestors, back_add, back_concat, back_linear,
-                                        back_relaxed, symbolic_bounds, symbolic_pass)
+from milpverify.bounds.symbolic import (
+    BACKWARD_RULES,
+    BackwardRule,
+    SymbolicContext,
+    ancestors,
+    back_add,
+    back_concat,
+    back_linear,
+    back_relaxed,
+    symbolic_bounds,
+    symbolic_pass,
+)
 from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
 from milpverify.ir.network import Network

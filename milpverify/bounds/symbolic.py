@@ -76,9 +76,19 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from milpverify.bounds.base import Bounds
-from milpverify.bounds.interval import (Interval, absolute, centre_radius, check_box,
-                                        interval_bounds, make_bounds, matvec, propagate,
-                                        round_down, round_up, sound_affine_range)
+from milpverify.bounds.interval import (
+    Interval,
+    absolute,
+    centre_radius,
+    check_box,
+    interval_bounds,
+    make_bounds,
+    matvec,
+    propagate,
+    round_down,
+    round_up,
+    sound_affine_range,
+)
 from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
 from milpverify.ir.network import Network

@@ -16,7 +16,11 @@ from typing import Any, Union
 
 import numpy as np
 
-from milpverify.errors import InvalidInputError, InvalidModelError, UnsupportedModelError
+from milpverify.errors import (
+    InvalidInputError,
+    InvalidModelError,
+    UnsupportedModelError,
+)
 from milpverify.ir import ops
 from milpverify.ir.network import Network, Origin
 from milpverify.ir.ops import FloatArray, size_of
@@ -543,7 +547,6 @@ def load_onnx(source: str | os.PathLike[str] | Any, *, simplify_graph: bool = Tr
     -------
     >>> net = load_onnx("mnist_relu_3_50.onnx")
     """
-    import onnx
     model, description = _read_model(source)
     graph = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)

@@ -1,4 +1,6 @@
-"""`Network`: the one IR, a networkx DiGraph of canonical ops, with the float64 reference forward pass."""
+"""`Network`: the one IR, a networkx DiGraph of canonical ops, with the float64 reference forward
+pass.
+"""
 
 from __future__ import annotations
 

@@ -162,10 +162,10 @@ class SolveResult:
         The solver's raw status and any notes, for humans.
     row_duals : ndarray of float64, shape (n_rows,), or None
         Dual values of the rows for an LP whose solver reports valid duals (HiGHS), else
-        None. Any vector is usable for a rigorous bound (`milpverify.tighten`).
+        None. Any vector is usable for a rigorous bound (`milpverify.bounds.tighten`).
     dual_ray : ndarray of float64, shape (n_rows,), or None
         For an LP the solver found INFEASIBLE (HiGHS), its dual (Farkas) ray if it gave
-        one, else None; `milpverify.tighten` checks it rigorously before trusting it.
+        one, else None; `milpverify.bounds.tighten` checks it rigorously before trusting it.
     """
 
     status: SolveStatus

@@ -34,8 +34,15 @@ from numpy.typing import ArrayLike
 
 from milpverify.encode.model import MilpModel
 from milpverify.errors import InvalidInputError, SolverError
-from milpverify.solve.base import (SolveOptions, SolveResult, SolveStatus, bounds_args,
-                                   finish_result, objective_terms, warn_unknown_param)
+from milpverify.solve.base import (
+    SolveOptions,
+    SolveResult,
+    SolveStatus,
+    bounds_args,
+    finish_result,
+    objective_terms,
+    warn_unknown_param,
+)
 
 __all__ = ["HighsBackend", "HighsSession", "build_highs", "unknown_options"]
 

@@ -9,12 +9,22 @@ import pytest
 
 from milpverify.bounds import alpha_bounds, bounds_for_box, contains, symbolic_bounds
 from milpverify.bounds.symbolic import SymbolicContext, backsubstitute, relax_relu
+from milpverify.bounds.tighten import compute_bounds
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
-from milpverify.tighten import compute_bounds
-from milpverify.vnnlib import VnnlibProperty
-from tests.bounds.test_symbolic import (SHARED, assert_inside, check_soundness, linf_box, load,
-                                        mnist, needs_shared, residual_net, sample_box, skip_net)
+from milpverify.vnn.spec import VnnlibProperty
+from tests.bounds.test_symbolic import (
+    SHARED,
+    assert_inside,
+    check_soundness,
+    linf_box,
+    load,
+    mnist,
+    needs_shared,
+    residual_net,
+    sample_box,
+    skip_net,
+)
 
 
 def test_skip_net_reaches_the_true_minimum() -> None:
@@ -72,8 +82,8 @@ def mnist_fc_spec_net(onnx_name: str, vnnlib_name: str) -> tuple[Network, Vnnlib
     """The spec network (`spec_network`: net + spec rows) of a mnist_fc instance, and its
     first property."""
     from milpverify import load_onnx
-    from milpverify.vnncomp import spec_network
-    from milpverify.vnnlib import read_vnnlib
+    from milpverify.vnn.decide import spec_network
+    from milpverify.vnn.spec import read_vnnlib
     root = SHARED / "vnncomp" / "mnist_fc_2022"
     net = load_onnx(root / "onnx" / onnx_name)
     prop = read_vnnlib(root / "vnnlib" / vnnlib_name).properties[0]
@@ -86,7 +96,7 @@ def mnist_fc_spec_net(onnx_name: str, vnnlib_name: str) -> tuple[Network, Vnnlib
 def test_vnncomp_spec_bounds_much_tighter() -> None:
     """mnist_fc 256x4 prop_6 eps 0.03 (a time-out of the MILP): measured, the spec rows'
     lower bounds rise from about -12 (CROWN) to about -3, and unstable ReLUs fall 488 -> 378."""
-    from milpverify.vnncomp import SPEC_NODE
+    from milpverify.vnn.decide import SPEC_NODE
     aug, prop = mnist_fc_spec_net("mnist-net_256x4.onnx", "prop_6_0.03.vnnlib")
     sym = symbolic_bounds(aug, prop.input_lower, prop.input_upper)
     opt = alpha_bounds(aug, prop.input_lower, prop.input_upper)
@@ -103,7 +113,7 @@ def test_alpha_on_tightened_bounds_is_inside_and_sound() -> None:
     CROWN's slopes after tightening), and sampled points stay inside. On mnist_fc 256x2 the
     gain is small (measured 1.3e-3: LP leaves its 47 unstable ReLUs unstable); on eran's 9x200
     net the pass decided idx_3857 (benchmarks/results/vnncomp_devices.md)."""
-    from milpverify.vnncomp import SPEC_NODE
+    from milpverify.vnn.decide import SPEC_NODE
     aug, prop = mnist_fc_spec_net("mnist-net_256x2.onnx", "prop_6_0.03.vnnlib")
     lo, hi = prop.input_lower, prop.input_upper
     first = alpha_bounds(aug, lo, hi)

@@ -13,10 +13,20 @@ import pytest
 import torch
 
 import milpverify
-from milpverify.bounds import (Bounds, alpha_bounds, bounds_for_box, contains, interval_bounds,
-                               symbolic_bounds)
-from milpverify.bounds.symbolic import (bound_vertices, relax_maxpool, relax_relu,
-                                        symbolic_targets)
+from milpverify.bounds import (
+    Bounds,
+    alpha_bounds,
+    bounds_for_box,
+    contains,
+    interval_bounds,
+    symbolic_bounds,
+)
+from milpverify.bounds.symbolic import (
+    bound_vertices,
+    relax_maxpool,
+    relax_relu,
+    symbolic_targets,
+)
 from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
 from milpverify.ir.network import Network

@@ -12,17 +12,26 @@ import pytest
 import scipy.sparse as sp
 
 import milpverify
-from bounds.test_symbolic import (affine, assert_inside, pgd_points, residual_net, sample_box,
-                                  widest_targets)
-from milpverify import tighten
+from bounds.test_symbolic import (
+    affine,
+    assert_inside,
+    pgd_points,
+    residual_net,
+    sample_box,
+    widest_targets,
+)
 from milpverify.bounds import Bounds, contains, interval_bounds, symbolic_bounds
+from milpverify.bounds.tighten import compute_bounds
+from milpverify.bounds.tighten import lp as tighten_lp
+from milpverify.bounds.tighten import mip as tighten_mip
+from milpverify.bounds.tighten.lp import safe_dual_bound
+from milpverify.bounds.tighten.mip import MIP_BOUND_SLACK
 from milpverify.encode.model import MilpModel
 from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveResult, SolveStatus
-from milpverify.tighten import MIP_BOUND_SLACK, compute_bounds, safe_dual_bound
 
 SOLVER_METHODS = ("lp", "mip", "progressive")
 
@@ -116,7 +125,7 @@ def test_progressive_sign_milps_skip_presolve_and_heuristics(monkeypatch, mip_ba
         warnings.simplefilter("error", RuntimeWarning)
         b = compute_bounds(lp_net(), *LP_NET_BOX, mip_backend=mip_backend)
     assert b.details["levels"]["mip"]["stabilized"] == 1
-    assert seen and all(p == tighten.SIGN_MILP_PARAMS[mip_backend] for p in seen)
+    assert seen and all(p == tighten_mip.SIGN_MILP_PARAMS[mip_backend] for p in seen)
 
 
 def test_stalled_lp_resolve_restarts_from_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -126,7 +135,7 @@ def test_stalled_lp_resolve_restarts_from_scratch(monkeypatch: pytest.MonkeyPatc
     same bounds, counted."""
     reference = compute_bounds(lp_net(), *LP_NET_BOX, method="lp")
     assert reference.details["levels"]["lp"]["restarts"] == 0
-    monkeypatch.setattr(tighten, "LP_RESOLVE_ITERATIONS_PER_DIM", 0)  # every re-solve stops at once
+    monkeypatch.setattr(tighten_lp, "LP_RESOLVE_ITERATIONS_PER_DIM", 0)  # every re-solve stops at once
     restarted = compute_bounds(lp_net(), *LP_NET_BOX, method="lp")
     assert restarted.details["levels"]["lp"]["restarts"] > 0
     for name in ("h", "g"):
@@ -137,7 +146,7 @@ def test_stalled_lp_resolve_restarts_from_scratch(monkeypatch: pytest.MonkeyPatc
 def test_lp_resolve_limit_out_of_reach_is_clamped(monkeypatch: pytest.MonkeyPatch) -> None:
     """A limit beyond HiGHS's 32-bit options (no restarts, as `benchmarks/sign_milps.py`'s
     `threads_2_no_restart` sets it) is clamped, not rejected with a warning."""
-    monkeypatch.setattr(tighten, "LP_RESOLVE_ITERATIONS_PER_DIM", 10**9)
+    monkeypatch.setattr(tighten_lp, "LP_RESOLVE_ITERATIONS_PER_DIM", 10**9)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         b = compute_bounds(lp_net(), *LP_NET_BOX, method="lp")
@@ -189,7 +198,8 @@ class FailingBackend:
 
 
 def test_failed_solves_leave_bounds_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tighten, "get_backend", lambda name: FailingBackend())
+    for level in (tighten_lp, tighten_mip):
+        monkeypatch.setattr(level, "get_backend", lambda name: FailingBackend())
     net = lp_net()
     sb = symbolic_bounds(net, *LP_NET_BOX)
     for method in SOLVER_METHODS:

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 from helpers import make_onnx, node
 
-from milpverify import (InvalidInputError, InvalidModelError, MilpVerifyError,
-                        UnsupportedModelError, load_onnx)
+from milpverify import (
+    InvalidInputError,
+    InvalidModelError,
+    MilpVerifyError,
+    UnsupportedModelError,
+    load_onnx,
+)
 from milpverify.frontends.onnx import supported_ops
 
 

@@ -20,8 +20,8 @@ F = torch.nn.functional
 import milpverify  # noqa: E402
 from milpverify.errors import InvalidInputError, UnsupportedModelError  # noqa: E402
 from milpverify.frontends.torch import from_torch  # noqa: E402
+from milpverify.frontends.torchnet import TORCH_RULES, export_onnx, to_network, to_torch
 from milpverify.ir import ops  # noqa: E402
-from milpverify.torchnet import TORCH_RULES, export_onnx, to_network, to_torch  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SHARED_NETS = [
@@ -265,7 +265,7 @@ class _Square(nn.Module):
 
 
 def test_importing_milpverify_does_not_import_torch():
-    code = ("import sys, milpverify, milpverify.attacks\n"
+    code = ("import sys, milpverify, milpverify.core.attacks\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, cwd=Path(__file__).resolve().parents[2])
@@ -309,7 +309,7 @@ def test_parameters_are_trainable_and_written_back():
     np.testing.assert_allclose(trained.forward(x.numpy()), expected, rtol=0, atol=1e-9)
     assert not np.allclose(trained.forward(x.numpy()), net.forward(x.numpy()))
     # the new origin holds the trained weights in float32 ONNX, for witness checks
-    from milpverify.witness import onnx_logits
+    from milpverify.core.witness import onnx_logits
     np.testing.assert_allclose(onnx_logits(trained, x.numpy()[:2]), expected[:2], atol=1e-4)
 
 

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_IMAGES = "mnist_test_first10.npz"
 
 Indices = Union[str, int, Sequence[int], npt.NDArray[np.integer], slice, None]

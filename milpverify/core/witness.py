@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from milpverify.core.results import norm_distance
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
-from milpverify.results import norm_distance
 
 log = logging.getLogger(__name__)
 

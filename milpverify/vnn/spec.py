@@ -1,4 +1,4 @@
-"""Read VNN-LIB specifications and read/write VNN-COMP result files.
+"""Read VNN-LIB specifications (result files are `milpverify.vnn.results`).
 
 Only the VNN-LIB 1.0 subset used by VNN-COMP (2021-2024) is supported:
 
@@ -47,59 +47,53 @@ from typing import Union
 import numpy as np
 
 from milpverify.errors import InvalidInputError
-
-__all__ = [
-    "OutputConstraint",
-    "VnnlibProperty",
-    "VnnlibSpec",
-    "read_vnnlib",
-    "write_result",
-    "format_counterexample",
-    "parse_result",
-    "RESULTS",
-    "MAX_DISJUNCTS",
-]
+from milpverify.ir.constraints import OutputConstraint
 
 PathLike = Union[str, "os.PathLike[str]"]
-RESULTS = ("sat", "unsat", "timeout", "unknown", "error")
+
+
 MAX_DISJUNCTS = 100_000
+
 
 _SUPPORTED = (
     "supported: (declare-const X_i Real), (declare-const Y_j Real), (assert F) with F built "
     "from and/or and <=, >=, <, > over linear terms (numbers, variables, +, -, * and / by "
     "constants); each atom bounds a single X_i or constrains only Y variables"
 )
+
+
 _TOKEN = re.compile(r"[()]|[^\s()]+")
+
+
 _COMMENT = re.compile(r";[^\n]*")
+
+
 _VAR = re.compile(r"([XY])_(0|[1-9][0-9]*)\Z")
+
+
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+
+
 _IGNORED_COMMANDS = frozenset(
     {"set-logic", "set-info", "set-option", "check-sat", "get-model", "exit"}
 )
+
+
 _COMPARISONS = {"<=": 1.0, "<": 1.0, ">=": -1.0, ">": -1.0}
 
+
 SExpr = Union[str, list]
+
+
 # A linear form: ({variable name: coefficient}, constant).
 Linear = tuple[dict[str, float], float]
+
+
 # An atom, normalised to "... <= 0": ("x", index, is_upper, value) or ("y", coeffs, const).
 Atom = tuple
+
+
 Conj = list  # list[Atom]
-
-
-@dataclass(frozen=True, slots=True)
-class OutputConstraint:
-    """One conjunction of linear output constraints, ``A @ y <= b`` (one row per atom).
-
-    Attributes
-    ----------
-    A : np.ndarray
-        ``(k, n_outputs)`` float64. ``k = 0`` means the constraint holds for every ``y``.
-    b : np.ndarray
-        ``(k,)`` float64.
-    """
-
-    A: np.ndarray
-    b: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,115 +462,3 @@ def read_vnnlib(
             arr.setflags(write=False)
     props = tuple(VnnlibProperty(lo, hi, tuple(cs)) for lo, hi, cs in groups.values())
     return VnnlibSpec(n_inputs=nx, n_outputs=ny, properties=props, path=path)
-
-
-# --------------------------------------------------------------------------- results
-
-
-def _finite_vector(v: np.ndarray, name: str) -> np.ndarray:
-    a = np.asarray(v, dtype=np.float64).reshape(-1)
-    if a.size == 0 or not np.all(np.isfinite(a)):
-        raise InvalidInputError(f"counterexample {name} must be a non-empty finite vector")
-    return a
-
-
-def format_counterexample(x: np.ndarray, y: np.ndarray) -> str:
-    """Format a counterexample as the VNN-COMP s-expression ``((X_0 v)\\n (X_1 v)\\n ... (Y_m v))``.
-
-    ``x`` and ``y`` are flattened (C order) to float64; values are written with
-    ``repr(float(v))`` so that reading them back gives the same float64 bits.
-    """
-    xs, ys = _finite_vector(x, "x"), _finite_vector(y, "y")
-    items = [f"(X_{i} {float(v)!r})" for i, v in enumerate(xs)]
-    items += [f"(Y_{j} {float(v)!r})" for j, v in enumerate(ys)]
-    return "(" + "\n ".join(items) + ")"
-
-
-def write_result(
-    path: PathLike,
-    result: str,
-    counterexample: tuple[np.ndarray, np.ndarray] | None = None,
-) -> None:
-    """Write a VNN-COMP result file.
-
-    The first line is ``result`` (one of `RESULTS`). For ``sat`` the counterexample
-    ``(x, y)`` follows in `format_counterexample` format; VNN-COMP scores a ``sat``
-    without counterexample as incorrect, but it may be omitted here.
-
-    Raises
-    ------
-    InvalidInputError
-        Unknown result, a counterexample given for a result other than ``sat``, or a
-        non-finite counterexample.
-    """
-    if result not in RESULTS:
-        raise InvalidInputError(f"result must be one of {RESULTS}, got {result!r}")
-    text = result + "\n"
-    if counterexample is not None:
-        if result != "sat":
-            raise InvalidInputError(f"a counterexample only goes with 'sat', not {result!r}")
-        text += format_counterexample(*counterexample) + "\n"
-    Path(path).write_text(text, encoding="utf-8")
-
-
-_PAIR = re.compile(r"\(\s*([XY])_(\d+)\s+([^\s()]+)\s*\)")
-_ALIASES = {"violated": "sat", "holds": "unsat"}
-_RESULT_WORDS = frozenset(RESULTS) | frozenset(_ALIASES)
-
-
-def parse_result(path_or_text: PathLike) -> tuple[str, np.ndarray | None, np.ndarray | None]:
-    """Read a VNN-COMP result file (or its text).
-
-    Parameters
-    ----------
-    path_or_text : str or os.PathLike
-        A path, or the text itself (a ``str`` containing a newline or ``(``, or equal to a
-        bare result word).
-
-    Returns
-    -------
-    (result, x, y)
-        ``result`` is one of `RESULTS` (VNN-COMP 2021's ``violated``/``holds`` are mapped
-        to ``sat``/``unsat``). ``x`` and ``y`` are float64 vectors of the counterexample
-        for ``sat`` with one, else None. Every ``(X_i v)``/``(Y_j v)`` pair is read, so
-        both ``((X_0 v) ...)`` and one-pair-per-line layouts are accepted.
-
-    Raises
-    ------
-    InvalidInputError
-        Missing file, unknown result word, or a malformed counterexample.
-    """
-    s = path_or_text
-    if isinstance(s, str) and ("\n" in s or "(" in s or s.strip().lower() in _RESULT_WORDS):
-        source, text = "<result text>", s
-    else:
-        source = str(Path(s))
-        try:
-            text = Path(s).read_text(encoding="utf-8")
-        except FileNotFoundError as e:
-            raise InvalidInputError(f"result file not found: {source!r}") from e
-        except (OSError, UnicodeDecodeError) as e:
-            raise InvalidInputError(f"cannot read result file {source!r}: {e}") from e
-    first, _, rest = text.strip().partition("\n")
-    result = _ALIASES.get(first.strip().lower(), first.strip().lower())
-    if result not in RESULTS:
-        raise InvalidInputError(
-            f"{source}: first line must be one of {RESULTS}, got {first.strip()[:40]!r}")
-    if result != "sat" or not rest.strip():
-        return result, None, None
-    values: dict[str, dict[int, float]] = {"X": {}, "Y": {}}
-    for kind, idx, val in _PAIR.findall(rest):
-        try:
-            values[kind][int(idx)] = float(val)
-        except ValueError as e:
-            raise InvalidInputError(f"{source}: bad value {val!r} for {kind}_{idx}") from e
-    if rest.count("(") != rest.count(")"):
-        raise InvalidInputError(f"{source}: unbalanced parentheses in the counterexample")
-    out = []
-    for kind in ("X", "Y"):
-        d = values[kind]
-        if sorted(d) != list(range(len(d))) or not d:
-            raise InvalidInputError(
-                f"{source}: counterexample must give {kind}_0..{kind}_n-1 without gaps")
-        out.append(np.array([d[i] for i in range(len(d))], dtype=np.float64))
-    return result, out[0], out[1]

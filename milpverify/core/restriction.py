@@ -28,17 +28,16 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import scipy.sparse as sp
 
+from milpverify.core.results import RhoResult, RhoStatus
+from milpverify.core.witness import repair_witness
 from milpverify.encode.model import MilpModel
 from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray, IntArray, Op
-from milpverify.results import RhoResult, RhoStatus
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveStatus
-from milpverify.witness import check_witness, repair_witness
 
 #: A region row counts as violated when it is off by more than this. Zero: on ERAN convSmall
 #: a tolerance of 1e-7 let the lazy LP stop at points up to 6e-8 outside rows it never

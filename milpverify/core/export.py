@@ -16,19 +16,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.bounds.tighten import METHODS as BOUNDS_METHODS
+from milpverify.core.query import (
+    SOLVER_SLACK,
+    check_positive,
+    max_radius,
+    query_box,
+    validate_query,
+)
+from milpverify.core.spec_bounds import query_bounds
 from milpverify.encode.model import MilpModel
 from milpverify.encode.objective import RobustnessProblem, build_robustness_problem
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
 from milpverify.ir.ops import IntArray
-from milpverify.tighten import METHODS as BOUNDS_METHODS
-from milpverify.verify import (SOLVER_SLACK, query_box, check_positive, max_radius, query_bounds,
-                               validate_query)
-
-__all__ = ["FORMATS", "QueryProblem", "build_query", "to_pyomo", "write_query"]
-
-#: File formats of `write_query` (CPLEX LP and free MPS, as `milpverify.solve.scip.write_model`).
-FORMATS = ("lp", "mps")
+from milpverify.solve.files import _format
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class QueryProblem:
         True when the bounds alone already exclude every label: the model then encodes all
         other labels (or `target`) and is infeasible; a solver confirms it quickly.
     bounds_method : str
-        How the big-M bounds were computed (see `milpverify.tighten.compute_bounds`).
+        How the big-M bounds were computed (see `milpverify.bounds.tighten.compute_bounds`).
     """
 
     problem: RobustnessProblem
@@ -105,21 +107,6 @@ class QueryProblem:
         fmt = _format(path, format)
         from milpverify.solve.scip import write_model
         return write_model(self.problem.model, path, fmt, generic_names=generic_names)
-
-
-def _format(path: str | os.PathLike[str], format: str | None) -> str:
-    """The file format: `format`, or the suffix of `path`; must be one of `FORMATS`."""
-    if format is None:
-        fmt = Path(path).suffix.lstrip(".").lower()
-        if fmt not in FORMATS:
-            raise InvalidInputError(
-                f"cannot tell the file format from {str(path)!r}; pass `format` "
-                f"({' or '.join(repr(f) for f in FORMATS)}) or use a .lp/.mps suffix.")
-        return fmt
-    if not isinstance(format, str) or format.lower() not in FORMATS:
-        raise InvalidInputError(
-            f"`format` must be {' or '.join(repr(f) for f in FORMATS)}; got {format!r}.")
-    return format.lower()
 
 
 def build_query(net: Network, x: npt.ArrayLike, *, eps: float | None = None,
@@ -171,7 +158,7 @@ def build_query(net: Network, x: npt.ArrayLike, *, eps: float | None = None,
 
     Example
     -------
-    >>> net, images, _ = milpverify.datasets.load_default()
+    >>> net, images, _ = milpverify.runs.datasets.load_default()
     >>> q = build_query(net, images[0], eps=0.05)
     >>> q.kind, q.model.n_integer
     """

@@ -52,9 +52,9 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
 def attack_function(method: str) -> Callable[..., Any]:
     """The estimator behind `method` as `f(net, x, label=, margin=, **options) -> RhoResult`."""
     if method == "lp":
-        from milpverify.restriction import lp_restriction
+        from milpverify.core.restriction import lp_restriction
         return lp_restriction
-    from milpverify import attacks
+    from milpverify.core import attacks
     if method in ("pgd", "fgsm", "lbfgs"):
         return getattr(attacks, method)
     raise InvalidInputError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}.")
@@ -159,7 +159,7 @@ def finetune(net: Network, images: npt.ArrayLike, labels: npt.ArrayLike, *, meth
     import torch
     from tqdm import tqdm
 
-    from milpverify.torchnet import to_network, to_torch
+    from milpverify.frontends.torchnet import to_network, to_torch
 
     attack = attack_function(method)
     options = {**DEFAULT_OPTIONS[method], **dict(method_options or {})}
@@ -262,9 +262,9 @@ def finetune_file(model: str | os.PathLike[str], data: str | os.PathLike[str], o
 
     Returns ``(onnx_path, log_path, log)``. `kwargs` go to `finetune`.
     """
-    from milpverify import load_onnx
-    from milpverify.datasets import load_npz
-    from milpverify.torchnet import export_onnx
+    from milpverify.frontends.onnx import load_onnx
+    from milpverify.frontends.torchnet import export_onnx
+    from milpverify.runs.datasets import load_npz
     if not str(out).endswith(".onnx"):
         raise InvalidInputError(f"`--out` must name an .onnx file; got {str(out)!r}.")
     if not Path(model).is_file():

@@ -4,7 +4,7 @@ Every attack returns a `RhoResult` with ``status="upper_bound"`` and ``lower=0``
 bound is the L-inf distance of a witness that passed `check_witness` (numpy float64 and
 onnxruntime on the original model, after rounding to float32). A candidate that fails the
 check is never reported; the attack tries the next one, and returns ``status="not_found"``
-(``upper=inf``) when nothing passes. Gradients come from `milpverify.torchnet.to_torch(net)`
+(``upper=inf``) when nothing passes. Gradients come from `milpverify.frontends.torchnet.to_torch(net)`
 (float64), so the attacks and the exact methods share one IR.
 
 torch is imported lazily (inside the functions).
@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.core.results import RhoResult, RhoStatus
+from milpverify.core.witness import WitnessCheck, check_witness
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
-from milpverify.results import RhoResult, RhoStatus
-from milpverify.witness import WitnessCheck, check_witness
 
 Domain = tuple[float, float] | None
 
@@ -54,7 +54,8 @@ class _Problem:
     def __init__(self, net: Network, x: npt.ArrayLike, label: int | None, domain: Domain,
                  target: int | None = None, margin: float = 0.0) -> None:
         import torch
-        from milpverify.torchnet import to_torch
+
+        from milpverify.frontends.torchnet import to_torch
         if not isinstance(net, Network):
             raise InvalidInputError(f"expected a Network; got {type(net).__name__}.")
         self.net = net

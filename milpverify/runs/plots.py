@@ -17,7 +17,7 @@ import numpy.typing as npt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from milpverify.metrics import brackets, cdf_band, select
+from milpverify.runs.metrics import brackets, cdf_band, select
 
 #: One colour per method, stable across figures.
 METHOD_COLORS = {"exact": "black", "lp": "tab:blue", "pgd": "tab:red", "fgsm": "tab:orange",
@@ -43,7 +43,7 @@ def plot_rho_cdf(rows: Sequence[Mapping[str, Any]], *, methods: Sequence[str] | 
 
     Points whose bracket is open (exact solves that timed out) make the curve a band
     between "certainly <= eps" and "possibly <= eps" (`metrics.cdf_band`). The population
-    is the paper's (all points; see `milpverify.metrics`) unless `population="correct"`.
+    is the paper's (all points; see `milpverify.runs.metrics`) unless `population="correct"`.
 
     Parameters
     ----------

@@ -1,0 +1,134 @@
+"""Decide one robustness query at one radius: MILP feasibility with a relaxed row (infeasible =
+proof), then a strict re-solve and a verified witness.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from milpverify.core.query import SOLVER_SLACK, WITNESS_MARGIN, Query
+from milpverify.core.restriction import Region
+from milpverify.core.results import Verdict
+from milpverify.core.spec_bounds import QueryBounds
+from milpverify.core.witness import WitnessCheck, check_witness, repair_witness
+from milpverify.encode.objective import RobustnessProblem, build_robustness_problem
+from milpverify.ir.network import Network
+from milpverify.ir.ops import FloatArray
+from milpverify.solve import get_backend
+from milpverify.solve.base import SolveOptions
+
+#: SCIP parameters used by default (measured in benchmarks/wk17a_first100.py and by the
+#: backend benchmark: the aggregation separator spent most of the time on ReLU big-M rows).
+SCIP_DEFAULTS: dict[str, object] = {"separating/aggregation/freq": -1}
+
+
+def solver_parameters(backend: str, given: dict[str, object] | None, tolerance: float | None
+                   ) -> dict[str, object]:
+    """SCIP defaults (+ an absolute gap of half the tolerance for rho) under the user's params.
+
+    The absolute gap only stops the search once `primal - dual <= tolerance / 2`; the dual
+    bound stays proven, so the reported bracket is still sound.
+    """
+    params: dict[str, object] = {}
+    if backend == "scip":
+        params.update(SCIP_DEFAULTS)
+        if tolerance is not None:
+            params["limits/absgap"] = tolerance / 2
+    params.update(given or {})
+    return params
+
+
+def _check_point(net: Network, q: Query, point: npt.ArrayLike) -> WitnessCheck:
+    """`check_witness` of a candidate point against the query (label, domain, norm, margin)."""
+    return check_witness(net, q.x, np.asarray(point, dtype=np.float64).reshape(-1),
+                         label=q.label, domain=q.domain, norm=q.norm,
+                         required_margin=q.margin, target=q.target)
+
+
+def _solution_region(net: Network, problem: RobustnessProblem, solution: FloatArray,
+                     point: FloatArray) -> Region:
+    """The activation region the MILP solution chose: its binaries, else the point's signs.
+
+    At an optimum a pre-activation is often exactly 0 (a kink), where the sign of the
+    float64 value picks an arbitrary neighbouring region; the binaries do not.
+    """
+    from milpverify.core.restriction import Region, region_of
+    region, _ = region_of(net, point)
+    active = {k: v.copy() for k, v in region.active.items()}
+    for name, binaries in problem.encoding.relu_active.items():
+        chosen = binaries >= 0
+        active[name][chosen] = solution[binaries[chosen]] > 0.5
+    argmax = {k: v.copy() for k, v in region.argmax.items()}
+    for name, choices in problem.encoding.maxpool_choice.items():
+        for k, inputs, binaries in choices:
+            argmax[name][k] = inputs[int(np.argmax(solution[binaries]))]
+    return Region(active, argmax)
+
+
+def _region_repair(net: Network, q: Query, point: FloatArray,
+                   region: Region | None = None) -> WitnessCheck | None:
+    """Nearest verified adversarial point of an activation region (default: the point's)."""
+    from milpverify.core.restriction import lp_restriction
+    targets = [q.target] if q.target is not None else [j for j in range(net.num_classes)
+                                                       if j != q.label]
+    local = lp_restriction(net, q.x, target=targets, margin=q.margin, domain=q.domain,
+                           label=q.label, norm=q.norm, region_point=point, region=region)
+    if local.witness is None:
+        return None
+    check = _check_point(net, q, local.witness)
+    return check if check.verified else None
+
+
+def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, FloatArray],
+            eps: float, deadline: float, backend: str, threads: int,
+            solver_params: dict[str, object] | None, timings: dict[str, float],
+            stats: dict[str, Any]) -> tuple[Verdict, WitnessCheck | None, str]:
+    """Is there an adversarial point in `box` (radius `eps`)? A feasibility MILP.
+
+    First with the misclassification relaxed by SOLVER_SLACK: infeasible proves robust.
+    A point found that way may only tie within tolerance; then a second solve asks for a
+    strict margin (WITNESS_MARGIN) so the witness survives the float64/onnxruntime re-check.
+    """
+    message = "time limit reached"
+    for attempt, row_margin in enumerate((q.margin - SOLVER_SLACK, q.margin + WITNESS_MARGIN)):
+        t1 = time.perf_counter()
+        problem = build_robustness_problem(net, q.x, q.label, qb.bounds, box[0], box[1],
+                                           norm=q.norm, radius=eps, margin=row_margin,
+                                           candidates=qb.candidates, with_distance=False,
+                                           margin_lower=qb.margin_lower)
+        timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t1
+        stats["binaries"] = int(problem.model.n_integer)
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            break
+        options = SolveOptions(time_limit_s=remaining, threads=threads,
+                               stop_at_first_feasible=True,
+                               solver_params=solver_parameters(backend, solver_params, None))
+        t2 = time.perf_counter()
+        result = get_backend(backend).solve(problem.model, options)
+        timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
+        stats["nodes"] = stats.get("nodes", 0) + result.nodes
+        if result.status.no_solution_proven:
+            if attempt == 0:
+                return Verdict.ROBUST, None, "MILP infeasible"
+            message = (f"adversarial points exist only within {WITNESS_MARGIN:g} of the "
+                       "decision boundary (not resolved)")
+            break
+        if result.x is None:
+            message = f"solver stopped: {result.status.value}"
+            break
+        point = result.x[problem.input_vars]
+        found = repair_witness(net, q.x, point, label=q.label, domain=q.domain, norm=q.norm,
+                               required_margin=q.margin, target=q.target, box=box)
+        if found is None or found.distance > eps:
+            # Row tolerances add up through the layers; the exact LP in the activation
+            # region the solver chose gives a verified point if that region holds one.
+            found = _region_repair(net, q, point, _solution_region(net, problem, result.x, point))
+        if found is not None and found.distance <= eps * (1 + 1e-12):
+            return Verdict.NOT_ROBUST, found, ""
+        message = "the solver's point failed the witness re-check"
+    return Verdict.UNKNOWN, None, message

@@ -1,0 +1,219 @@
+"""Certify relaxed properties at a radius, sharing bounds, attacks and proofs across the values of
+K.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy.typing as npt
+
+from milpverify.bounds.base import Bounds
+from milpverify.core.query import (
+    SOLVER_SLACK,
+    check_positive,
+    query_box,
+    validate_query,
+)
+from milpverify.core.results import (
+    Certificate,
+    Verdict,
+)
+from milpverify.core.witness import WitnessCheck
+from milpverify.ir.network import Network
+from milpverify.ir.ops import FloatArray
+from milpverify.properties.pairs import (
+    OutputBounds,
+    PairPlan,
+    plan_pairs,
+    property_bounds,
+)
+from milpverify.properties.query import _pgd, check_property_witness, topk_query
+from milpverify.properties.rho import _check_options, _decide
+from milpverify.properties.spec import Property, RelaxedTopK, _affinity
+from milpverify.solve import get_backend
+
+
+# ============================================================================ certify
+def certify_properties(net: Network, x: npt.ArrayLike, props: Sequence[Property], eps: float,
+                       *, time_limit_s: float = 60.0, norm: str = "linf",
+                       domain: tuple[float, float] = (0.0, 1.0), backend: str = "scip",
+                       bounds_method: str = "progressive", attack: str | None = "pgd",
+                       encoding: str = "pairs", difference_bounds: bool = True,
+                       threads: int = 1, solver_params: dict[str, object] | None = None
+                       ) -> list[Certificate]:
+    """Decide several properties at one (x, eps), sharing the attack and the bounds.
+
+    Per property as `milpverify.verify.certify`: "not_robust" only with a witness that
+    passed `check_property_witness`; "robust" only with a proof (bounds, or an infeasible
+    MILP whose rows were relaxed by `SOLVER_SLACK`); "unknown" otherwise. Shared work:
+    every verified witness is re-checked against every property; bounds on the eps-box are
+    computed once (symbolic first, then `bounds_method` if still needed); a proof for a
+    property whose certifying k's are a subset of another's proves that one too (some k of
+    the subset survives everywhere); and properties with the same certifying k's at x
+    (e.g. RTK-3 and an affinity whose groups fit T_1..T_3) share one answer. Both are noted
+    in `stats["implied_by"]`.
+
+    Parameters
+    ----------
+    net : Network
+    x : array
+    props : list of RelaxedTopK / Affinity
+    eps : float
+    time_limit_s : float
+        Budget per property: the shared steps (attack, bounds; bounds get at most half of
+        it) count against each property's MILP, other properties' solves do not.
+    norm, domain, backend, bounds_method, threads, solver_params
+        As in `milpverify.verify.certify`.
+    attack : {"pgd", None}
+        L-inf PGD on the violation (30 signed-gradient steps from x) for what the symbolic
+        bounds leave open, before the (costlier) `bounds_method` bounds.
+    encoding, difference_bounds
+        As in `rho_property`.
+
+    Returns
+    -------
+    list of Certificate
+        In the order of `props`; `label` is the top-1 label at x.
+
+    Example
+    -------
+    >>> [c.verdict for c in certify_properties(net, x, [RelaxedTopK(1), RelaxedTopK(3)], 0.1)]
+    ['not_robust', 'robust']
+    """
+    check_positive("eps", eps, allow_none=False)
+    check_positive("time_limit_s", time_limit_s, allow_none=False)
+    q = validate_query(net, x, norm=norm, domain=domain, margin=0.0, target=None, label=None)
+    queries = [topk_query(net, q.x, p) for p in props]
+    _check_options(attack, encoding, bounds_method)
+    solver = get_backend(backend)
+    start = time.perf_counter()
+    shared: dict[str, float] = {}
+    done: dict[int, Certificate] = {}
+    own: dict[int, dict[str, float]] = {n: {} for n in range(len(queries))}
+    stats: dict[int, dict[str, Any]] = {n: {"property": qu.name, "certifying_ks": list(qu.ks)}
+                                        for n, qu in enumerate(queries)}
+    witnesses: list[FloatArray] = [q.x]
+
+    def settle(n: int, verdict: Verdict, witness: WitnessCheck | None, message: str = "") -> None:
+        timings = dict(shared)
+        timings.update(own[n])
+        timings["total_s"] = time.perf_counter() - start
+        done[n] = Certificate(verdict, float(eps), queries[n].order[0],
+                              None if witness is None else witness.witness, witness is not None,
+                              None if witness is None else witness.adversarial_label, timings,
+                              stats[n], message)
+        for m, other in enumerate(queries):
+            same = set(queries[n].ks) == set(other.ks)
+            if m not in done and (same or (verdict == Verdict.ROBUST
+                                           and set(queries[n].ks) <= set(other.ks))):
+                # Same certifying k's at this x: the same property here, whatever the verdict.
+                stats[m]["implied_by"] = queries[n].name
+                reason = message.split(": ", 1)[-1] if message.startswith("implied by") \
+                    else message
+                settle(m, verdict, witness,
+                       f"implied by {queries[n].name}" + (f": {reason}" if reason else ""))
+
+    def try_witnesses() -> None:
+        for n, qu in enumerate(queries):
+            for w in witnesses:
+                if n in done:
+                    break
+                check = check_property_witness(net, q.x, w, qu, domain=q.domain, norm=q.norm)
+                if check.verified and check.distance <= eps * (1 + 1e-12):
+                    settle(n, Verdict.NOT_ROBUST, check)
+
+    def pending(reverse: bool = False) -> list[int]:
+        return sorted((n for n in range(len(queries)) if n not in done),
+                      key=lambda n: len(queries[n].ks), reverse=reverse)
+
+    def bound(method: str) -> tuple[Bounds, OutputBounds]:
+        t0 = time.perf_counter()
+        budget = max(0.5 * time_limit_s - (t0 - start), 1e-3)
+        found = property_bounds(net, box, method, time_limit_s=budget,
+                                differences=difference_bounds)
+        for n in pending():
+            plans[n] = plan_pairs(queries[n], found[1], -SOLVER_SLACK)
+            stats[n].update(plans[n].stats)
+            stats[n]["unstable_relus"] = found[0].unstable
+        shared["bounds_s"] = shared.get("bounds_s", 0.0) + time.perf_counter() - t0
+        for n in pending():
+            if n not in done and plans[n].impossible is not None:
+                settle(n, Verdict.ROBUST, None, "proven by bounds alone")
+        return found
+
+    box = query_box(q, eps)
+    plans: dict[int, PairPlan] = {}
+    try_witnesses()
+    # 1. Symbolic bounds (cheap) may prove everything; 2. the attack looks for witnesses,
+    # once per distinct set of certifying k's, most k's first (its witness also breaks
+    # every property with fewer k's); 3. the requested bounds for what is left.
+    found_bounds = bound("symbolic") if pending() else None
+    if attack == "pgd" and norm == "linf" and pending():
+        t0 = time.perf_counter()
+        tried: set[tuple[int, ...]] = set()
+        for n in pending(reverse=True):
+            if n not in done and queries[n].ks not in tried:
+                tried.add(queries[n].ks)
+                found = _pgd(net, q, queries[n], eps, restarts=1)
+                if found is not None:
+                    witnesses.append(found.witness)
+                    try_witnesses()
+        shared["attack_s"] = time.perf_counter() - t0
+    if pending() and bounds_method != "symbolic":
+        found_bounds = bound(bounds_method)
+
+    shared_s = time.perf_counter() - start
+    for n in pending():
+        if n in done:
+            continue
+        assert found_bounds is not None
+        deadline = time.perf_counter() + time_limit_s - shared_s
+        verdict, witness, message = _decide(net, q, queries[n], *found_bounds, plans[n], box,
+                                            eps, deadline, solver, backend, encoding, threads,
+                                            solver_params, own[n], stats[n])
+        if witness is not None:
+            witnesses.append(witness.witness)
+        settle(n, verdict, witness, message)
+        try_witnesses()
+    return [done[n] for n in range(len(queries))]
+
+
+def certify_property(net: Network, x: npt.ArrayLike, prop: Property, eps: float,
+                     **options: Any) -> Certificate:
+    """Decide one property at radius eps (`certify_properties` with one property).
+
+    Example
+    -------
+    >>> certify_property(net, x, RelaxedTopK(2), 0.1).verdict
+    'robust'
+    """
+    return certify_properties(net, x, [prop], eps, **options)[0]
+
+
+def certify_topk(net: Network, x: npt.ArrayLike, K: int, eps: float, **options: Any
+                 ) -> Certificate:
+    """Decide relaxed top-K robustness at radius eps (options of `certify_properties`).
+
+    Example
+    -------
+    >>> certify_topk(net, x, 3, 2 / 255, time_limit_s=20).verdict
+    'robust'
+    """
+    return certify_property(net, x, RelaxedTopK(K), eps, **options)
+
+
+def certify_affinity(net: Network, x: npt.ArrayLike,
+                     groups: Sequence[Sequence[int]] | str | Path, eps: float, *,
+                     semantics: str = "subset", **options: Any) -> Certificate:
+    """Decide affinity robustness at radius eps; `groups` as in `rho_affinity`.
+
+    Example
+    -------
+    >>> certify_affinity(net, x, [[0, 1, 8, 9], [2, 3, 4, 5, 6, 7]], 2 / 255).verdict
+    'robust'
+    """
+    return certify_property(net, x, _affinity(groups, semantics), eps, **options)

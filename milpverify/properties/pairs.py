@@ -1,0 +1,120 @@
+"""Bounds on output differences y_j - y_i and the plan of which (i, j) pairs can still change a
+top-K set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from milpverify.bounds import symbolic_bounds
+from milpverify.bounds.base import Bounds
+from milpverify.bounds.tighten import compute_bounds
+from milpverify.ir import ops
+from milpverify.ir.network import Network
+from milpverify.ir.ops import FloatArray
+from milpverify.properties.query import TopKQuery
+
+
+# ============================================================================ the MILP
+@dataclass
+class PairPlan:
+    """Which pairs can still change which top-k sets in a box (from output bounds).
+
+    `diff_lower[j, i] <= y_j - y_i <= diff_upper[j, i]` over the box. `pairs[k]` lists the
+    pairs (i, j) that can change T_k (`diff_upper >= margin`). `ks` are the k still to be
+    changed (a k with a pair whose `diff_lower >= margin` changes everywhere and is dropped);
+    `impossible` names a k that no pair can change (then the property holds in the box).
+    """
+
+    ks: list[int]
+    pairs: dict[int, list[tuple[int, int]]]
+    diff_lower: FloatArray
+    diff_upper: FloatArray
+    out_lower: FloatArray
+    out_upper: FloatArray
+    impossible: int | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutputBounds:
+    """Bounds of the logits, `lower <= y <= upper`, and of all their differences,
+    `lower_diff[j, i] <= y_j - y_i <= upper_diff[j, i]`, over a box."""
+
+    lower: FloatArray
+    upper: FloatArray
+    lower_diff: FloatArray
+    upper_diff: FloatArray
+
+
+#: Name of the node appended to bound every difference y_j - y_i directly.
+DIFFERENCE_NODE = "milpverify/differences"
+
+
+def property_bounds(net: Network, box: tuple[FloatArray, FloatArray], method: str, *,
+                    time_limit_s: float | None = None, base: Bounds | None = None,
+                    differences: bool = True) -> tuple[Bounds, OutputBounds]:
+    """Bounds of every node over `box`, and of the logits and all their differences.
+
+    With `differences`, the network is extended by one Affine node with a row `e_c` per
+    class and a row `e_j - e_i` per pair i < j, and bounded as a whole (as
+    `verify.query_bounds` does for the margins): back-substituting from `y_j - y_i` lets
+    the correlated parts of y_j and y_i cancel before any ReLU is relaxed, far tighter than
+    `u_j - l_i`. Without it the
+    differences are `[l_j - u_i, u_j - l_i]`. With `base` (bounds valid over a box that
+    contains `box`) one symbolic pass intersected with it is run instead of `method`.
+    The returned `Bounds` also hold every node of `net` (the encoder reads those).
+    """
+    c = net.num_classes
+    spec = net
+    if differences and c > 1:
+        i_idx, j_idx = np.triu_indices(c, k=1)
+        d = np.zeros((len(i_idx), c))
+        d[np.arange(len(i_idx)), j_idx] = 1.0
+        d[np.arange(len(i_idx)), i_idx] = -1.0
+        # The logits themselves too: in the extended network they are no longer the
+        # output, so only these rows give them back-substituted (not interval) bounds.
+        rows = np.vstack([np.eye(c), d])
+        spec = net.replace([*net.items(), (DIFFERENCE_NODE, ops.Affine(
+            (net.output,), (len(rows),), rows, np.zeros(len(rows))))], DIFFERENCE_NODE)
+    if base is not None:
+        bounds = symbolic_bounds(spec, box[0], box[1], base=base)
+    else:
+        bounds = compute_bounds(spec, box[0], box[1], method=method, time_limit_s=time_limit_s)
+    lo, up = bounds.flat(net.output)
+    if spec is not net:
+        low, high = bounds.flat(DIFFERENCE_NODE)
+        lo, up = np.maximum(lo, low[:c]), np.minimum(up, high[:c])
+    lower_diff = lo[:, None] - up[None, :]
+    upper_diff = up[:, None] - lo[None, :]
+    if spec is not net:
+        dl, du = low[c:], high[c:]
+        # row r bounds y_j - y_i in [dl, du], hence y_i - y_j in [-du, -dl]
+        lower_diff[j_idx, i_idx] = np.maximum(lower_diff[j_idx, i_idx], dl)
+        upper_diff[j_idx, i_idx] = np.minimum(upper_diff[j_idx, i_idx], du)
+        lower_diff[i_idx, j_idx] = np.maximum(lower_diff[i_idx, j_idx], -du)
+        upper_diff[i_idx, j_idx] = np.minimum(upper_diff[i_idx, j_idx], -dl)
+    return bounds, OutputBounds(lo, up, lower_diff, upper_diff)
+
+
+def plan_pairs(query: TopKQuery, out: OutputBounds, margin: float) -> PairPlan:
+    """The `PairPlan` of `query` under `out` for rows `y_j - y_i >= margin`."""
+    plan = PairPlan([], {}, out.lower_diff, out.upper_diff, out.lower, out.upper)
+    n = len(query.order)
+    for k in query.ks:
+        inside, outside = query.order[:k], query.order[k:]
+        cand = [(i, j) for i in inside for j in outside if out.upper_diff[j, i] >= margin]
+        if not cand:
+            plan.impossible = k
+            break
+        if any(out.lower_diff[j, i] >= margin for i, j in cand):
+            continue  # T_k is changed everywhere in the box
+        plan.ks.append(k)
+        plan.pairs[k] = cand
+    plan.stats = {"open_ks": list(plan.ks),
+                  "pairs_total": sum(k * (n - k) for k in query.ks),
+                  "pairs_possible": len({p for ps in plan.pairs.values() for p in ps})}
+    return plan

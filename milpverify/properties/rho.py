@@ -1,0 +1,343 @@
+"""Exact distance to the nearest input that violates a relaxed property (relaxed top-K, affinity)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy.typing as npt
+
+from milpverify.bounds.base import Bounds
+from milpverify.bounds.tighten import METHODS as BOUND_METHODS
+from milpverify.core.bracket import proven_beyond
+from milpverify.core.decide import solver_parameters
+from milpverify.core.query import (
+    SOLVER_SLACK,
+    WITNESS_MARGIN,
+    Query,
+    check_positive,
+    max_radius,
+    query_box,
+    validate_query,
+)
+from milpverify.core.results import (
+    RhoResult,
+    RhoStatus,
+    Verdict,
+)
+from milpverify.core.witness import WitnessCheck
+from milpverify.errors import InvalidInputError
+from milpverify.ir.network import Network
+from milpverify.ir.ops import FloatArray
+from milpverify.properties.encoding import ENCODINGS, build_property_problem
+from milpverify.properties.pairs import (
+    OutputBounds,
+    PairPlan,
+    plan_pairs,
+    property_bounds,
+)
+from milpverify.properties.query import (
+    TopKQuery,
+    _pgd_bisect,
+    _refine_in_region,
+    _repair,
+    check_property_witness,
+    topk_query,
+)
+from milpverify.properties.spec import Property, RelaxedTopK, _affinity
+from milpverify.solve import get_backend
+from milpverify.solve.base import SolveOptions, SolveStatus
+from milpverify.verify import DEFAULT_TOLERANCE
+
+#: Rounds of "prove nothing within best - tolerance, or find a closer point" in
+#: `rho_property` (the descent of `verify.rho`).
+DESCENT_ROUNDS = 4
+
+
+# ============================================================================ rho
+def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = "linf",
+                 eps_cap: float | None = None, domain: tuple[float, float] = (0.0, 1.0),
+                 time_limit_s: float = 60.0, backend: str = "scip",
+                 bounds_method: str = "progressive", upper_bound: str | None = "pgd",
+                 encoding: str = "pairs", difference_bounds: bool = True, threads: int = 1,
+                 tolerance: float = DEFAULT_TOLERANCE,
+                 solver_params: dict[str, object] | None = None) -> RhoResult:
+    """Exact distance from x to the nearest x' that violates `prop` (RTK or affinity).
+
+    The pipeline, bracket and statuses of `milpverify.verify.rho`: symbolic bounds on the
+    capped box (they may prove the property there already), a PGD upper bound on the
+    violation that shrinks the box, final bounds with `bounds_method`, a feasibility MILP
+    when no witness is known yet, then the distance MILP of `build_property_problem` cut
+    off at the best witness. `upper` is always the distance of a witness that passed
+    `check_property_witness` (numpy float64 and onnxruntime both show every certifying
+    top-k set changed); a solver point that fails is pushed along its ray
+    (`witness.RAY_STEPS`) and re-checked, else discarded and the bracket stays open.
+
+    Parameters
+    ----------
+    net : Network
+    x : array
+        One input inside `domain`.
+    prop : RelaxedTopK or Affinity
+    norm : {"linf", "l1"}
+    eps_cap : float, optional
+        Only search `||x' - x|| <= eps_cap` ("robust_at_cap" with `lower = eps_cap`).
+    domain : (low, high)
+    time_limit_s : float
+        Budget of the whole query.
+    backend : str
+        MILP backend ("scip", "highs", "pyomo:SOLVER").
+    bounds_method : str
+        "interval", "symbolic", "alpha", "lp", "mip" or "progressive" (default).
+    upper_bound : {"pgd", None}
+        Heuristic run first (L-inf only).
+    encoding : {"pairs", "select"}
+        Property encoding (`add_topk_changed`).
+    difference_bounds : bool
+        Bound every `y_j - y_i` by back-substitution (`property_bounds`): prunes pairs and
+        tightens the big-M constants.
+    threads : int
+    tolerance : float
+        Bracket width under which the answer is "optimal".
+    solver_params : dict, optional
+        Passed to the backend on top of `verify.SCIP_DEFAULTS`.
+
+    Returns
+    -------
+    RhoResult
+        `label` is the top-1 label at x, `adversarial_label` the witness's top-1;
+        `stats`: "property", "certifying_ks", "open_ks", "pairs_possible", "binaries", ...
+
+    Raises
+    ------
+    InvalidInputError
+        Bad `x`, `prop`, `eps_cap`, `domain`, options.
+
+    Example
+    -------
+    >>> rho_property(net, x, RelaxedTopK(2), eps_cap=0.1).upper
+    """
+    check_positive("eps_cap", eps_cap)
+    check_positive("time_limit_s", time_limit_s, allow_none=False)
+    check_positive("tolerance", tolerance, allow_none=False)
+    q = validate_query(net, x, norm=norm, domain=domain, margin=0.0, target=None, label=None)
+    query = topk_query(net, q.x, prop)
+    _check_options(upper_bound, encoding, bounds_method)
+    solver = get_backend(backend)
+    start = time.perf_counter()
+    timings: dict[str, float] = {}
+    stats: dict[str, Any] = {"property": query.name, "certifying_ks": list(query.ks)}
+    cap = eps_cap if eps_cap is not None else max_radius(q)
+    proven_cap = cap if eps_cap is not None else math.inf
+
+    def finish(lower: float, status: RhoStatus, witness: WitnessCheck | None, message: str = ""
+               ) -> RhoResult:
+        timings["total_s"] = time.perf_counter() - start
+        upper = witness.distance if witness is not None else math.inf
+        lower = min(lower, upper)
+        if status == RhoStatus.TIME_LIMIT and upper - lower <= tolerance:
+            status = RhoStatus.OPTIMAL
+        return RhoResult(lower, upper, status, query.order[0],
+                         None if witness is None else witness.adversarial_label,
+                         None if witness is None else witness.witness, witness is not None,
+                         timings, stats, "exact", q.norm, message)
+
+    def beyond(radius: float, best: WitnessCheck | None) -> RhoResult:
+        return proven_beyond(radius, proven_cap, best, finish, tolerance)
+
+    def bound(box: tuple[FloatArray, FloatArray], method: str, budget: float | None = None,
+              base: Bounds | None = None) -> tuple[Bounds, OutputBounds, PairPlan]:
+        t0 = time.perf_counter()
+        bounds, out = property_bounds(net, box, method, time_limit_s=budget, base=base,
+                                      differences=difference_bounds)
+        plan = plan_pairs(query, out, -SOLVER_SLACK)
+        timings["bounds_s"] = timings.get("bounds_s", 0.0) + time.perf_counter() - t0
+        stats["unstable_relus"] = bounds.unstable
+        stats.update(plan.stats)
+        return bounds, out, plan
+
+    at_x = check_property_witness(net, q.x, q.x, query, domain=q.domain, norm=q.norm)
+    if at_x.verified:
+        return finish(0.0, RhoStatus.OPTIMAL, at_x, "x itself violates the property" + (
+            "" if query.ks else ": no top-k set of x fits a group"))
+
+    # 1. Cheap bounds on the capped box: they may already keep some T_k everywhere.
+    box = query_box(q, cap)
+    bounds, out, plan = bound(box, "symbolic")
+    if plan.impossible is not None:
+        return beyond(cap, None)
+
+    # 2. A verified PGD witness shrinks the box.
+    t0 = time.perf_counter()
+    best = None
+    if upper_bound == "pgd" and q.norm == "linf":
+        best = _pgd_bisect(net, q, query, cap, steps=8)
+        best = None if best is None else _refine_in_region(net, q, query, best)
+        stats["heuristic"] = "pgd"
+    timings["upper_bound_s"] = time.perf_counter() - t0
+    radius = min(cap, best.distance) if best is not None else cap
+
+    # 3. Final bounds on the (shrunk) box with the requested method.
+    if radius < cap or bounds_method != "symbolic":
+        box = query_box(q, radius)
+        budget = max((time_limit_s - (time.perf_counter() - start)) * 0.5, 1e-3)
+        bounds, out, plan = bound(box, bounds_method, budget)
+    if plan.impossible is not None:
+        return beyond(radius, best)
+
+    deadline = start + time_limit_s
+    if best is None:
+        # 4. Nothing known inside the radius: a feasibility MILP proves rho > radius or
+        # gives a first witness.
+        verdict, found, message = _decide(net, q, query, bounds, out, plan, box, radius,
+                                          deadline, solver, backend, encoding, threads,
+                                          solver_params, timings, stats)
+        if verdict == Verdict.ROBUST:
+            return beyond(radius, None)
+        if found is None:
+            return finish(0.0, RhoStatus.TIME_LIMIT, None, message)
+        best = _refine_in_region(net, q, query, found)
+        stats["first_witness"] = "feasibility MILP"
+    # 5. Close the bracket by descent (as `verify.rho`): a feasibility MILP on the box of
+    # radius best - 0.99 tolerance proves the bracket or yields a closer point.
+    outer = (bounds, out, plan)  # bounds valid on a box containing the best witness
+    for round_ in range(DESCENT_ROUNDS):
+        radius = min(radius, best.distance - 0.99 * tolerance)
+        if radius <= 0:
+            return finish(0.0, RhoStatus.OPTIMAL, best)
+        box = query_box(q, radius)
+        bounds, out, plan = bound(box, "symbolic", base=bounds)
+        if plan.impossible is not None:
+            return beyond(radius, best)
+        verdict, found, message = _decide(net, q, query, bounds, out, plan, box, radius,
+                                          deadline, solver, backend, encoding, threads,
+                                          solver_params, timings, stats)
+        stats["descent_rounds"] = round_ + 1
+        if verdict == Verdict.ROBUST:
+            return beyond(radius, best)
+        if found is None:
+            break
+        best = _refine_in_region(net, q, query, found)
+        outer = (bounds, out, plan)
+    # 6. Fallback: the distance MILP on the box of the best witness, its distance as cutoff.
+    radius = best.distance
+    box = query_box(q, radius)
+    bounds, out, plan = outer
+    t1 = time.perf_counter()
+    problem = build_property_problem(net, q.x, bounds, plan, box[0], box[1],
+                                     margin=-SOLVER_SLACK, norm=q.norm, radius=radius,
+                                     encoding=encoding)
+    timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t1
+    stats["binaries"] = int(problem.model.n_integer)
+    stats["property_binaries"] = len(problem.choice_vars)
+    remaining = deadline - time.perf_counter()
+    if remaining <= 0:
+        return finish(0.0, RhoStatus.TIME_LIMIT, best, "time limit reached before the solve")
+    options = SolveOptions(time_limit_s=remaining, threads=threads,
+                           objective_cutoff=best.distance,
+                           solver_params=solver_parameters(backend, solver_params, tolerance))
+    t2 = time.perf_counter()
+    result = solver.solve(problem.model, options)
+    timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
+    stats["nodes"] = stats.get("nodes", 0) + result.nodes
+
+    if result.status == SolveStatus.ERROR:
+        return finish(0.0, RhoStatus.ERROR, best, f"solver error: {result.message}")
+    if result.status.no_solution_proven:
+        return beyond(radius, best)
+    if result.x is not None:
+        found = _repair(net, q, query, result.x[problem.input_vars], box)
+        if found is not None and found.distance < best.distance:
+            best = found
+    lower = max(0.0, result.dual_bound)
+    if result.status == SolveStatus.OPTIMAL:
+        status = RhoStatus.OPTIMAL if best.distance - lower <= tolerance else RhoStatus.TIME_LIMIT
+        return finish(lower, status, best)
+    return finish(lower, RhoStatus.TIME_LIMIT, best, f"solver stopped: {result.status.value}")
+
+
+def _decide(net: Network, q: Query, query: TopKQuery, bounds: Bounds, out: OutputBounds,
+            plan: PairPlan, box: tuple[FloatArray, FloatArray], eps: float, deadline: float,
+            solver: Any, backend: str, encoding: str, threads: int,
+            solver_params: dict[str, object] | None, timings: dict[str, float],
+            stats: dict[str, Any]) -> tuple[Verdict, WitnessCheck | None, str]:
+    """Is there a violating point in `box` (radius `eps`)? `verify._decide` for a property.
+
+    First with the rows relaxed by SOLVER_SLACK: infeasible proves the property in the box.
+    A point found that way may only tie within tolerance; then a second solve asks for
+    `y_j - y_i >= WITNESS_MARGIN` so the witness survives the float64/onnxruntime re-check.
+    """
+    tie = f"violations exist only within {WITNESS_MARGIN:g} of the boundary (not resolved)"
+    message = "time limit reached before the solve"
+    for attempt, row_margin in enumerate((-SOLVER_SLACK, WITNESS_MARGIN)):
+        if attempt:
+            plan = plan_pairs(query, out, row_margin)
+            if plan.impossible is not None:
+                return Verdict.UNKNOWN, None, tie
+        t1 = time.perf_counter()
+        problem = build_property_problem(net, None, bounds, plan, box[0], box[1],
+                                         margin=row_margin, encoding=encoding,
+                                         with_distance=False)
+        timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t1
+        stats["binaries"] = int(problem.model.n_integer)
+        stats["property_binaries"] = len(problem.choice_vars)
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            break
+        options = SolveOptions(time_limit_s=remaining, threads=threads,
+                               stop_at_first_feasible=True,
+                               solver_params=solver_parameters(backend, solver_params, None))
+        t2 = time.perf_counter()
+        result = solver.solve(problem.model, options)
+        timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
+        stats["nodes"] = stats.get("nodes", 0) + result.nodes
+        if result.status.no_solution_proven:
+            if attempt == 0:
+                return Verdict.ROBUST, None, "MILP infeasible"
+            return Verdict.UNKNOWN, None, tie
+        if result.x is None:
+            return Verdict.UNKNOWN, None, f"solver stopped: {result.status.value}"
+        found = _repair(net, q, query, result.x[problem.input_vars], box)
+        if found is not None and found.distance <= eps * (1 + 1e-12):
+            return Verdict.NOT_ROBUST, found, ""
+        message = "the solver's point failed the witness re-check"
+    return Verdict.UNKNOWN, None, message
+
+
+def _check_options(upper_bound: str | None, encoding: str, bounds_method: str) -> None:
+    if upper_bound not in ("pgd", None, "none"):
+        raise InvalidInputError(f"`upper_bound`/`attack` must be 'pgd' or None; got "
+                                f"{upper_bound!r}.")
+    if encoding not in ENCODINGS:
+        raise InvalidInputError(f"`encoding` must be one of {ENCODINGS}; got {encoding!r}.")
+    if bounds_method not in BOUND_METHODS:
+        raise InvalidInputError(f"`bounds_method` must be one of {', '.join(BOUND_METHODS)}; "
+                                f"got {bounds_method!r}.")
+
+
+def rho_topk(net: Network, x: npt.ArrayLike, K: int, **options: Any) -> RhoResult:
+    """Exact relaxed top-K robustness radius: `rho_property(net, x, RelaxedTopK(K), ...)`.
+
+    K = 1 is `rho` itself; the radius is non-decreasing in K. Keyword options (`eps_cap`,
+    `domain`, `time_limit_s`, `backend`, ...) as in `rho_property`.
+
+    Example
+    -------
+    >>> rho_topk(net, x, 3, eps_cap=8 / 255).status
+    'optimal'
+    """
+    return rho_property(net, x, RelaxedTopK(K), **options)
+
+
+def rho_affinity(net: Network, x: npt.ArrayLike, groups: Sequence[Sequence[int]] | str | Path,
+                 *, semantics: str = "subset", **options: Any) -> RhoResult:
+    """Exact affinity robustness radius; `groups` is a list of label lists or a JSON file.
+
+    Example
+    -------
+    >>> rho_affinity(net, x, [[0, 1, 8, 9], [2, 3, 4, 5, 6, 7]]).upper
+    """
+    return rho_property(net, x, _affinity(groups, semantics), **options)
