@@ -6,20 +6,22 @@ the answers with the consensus ground truth in `shared/data/vnncomp/*/results_*_
 
 Writes (resumable: instances already in a CSV are skipped on the next run)
 
-* `benchmarks/results/vnncomp_<bench>[_<tag>].csv`: one row per instance;
+* `benchmarks/results/vnncomp_<bench>.csv`: one row per instance (`--tag T` writes
+  `vnncomp_<bench>_T.csv` instead, for a side-by-side comparison; the summary covers the
+  default CSVs only);
 * `benchmarks/results/vnncomp.md`: solved / wrong / timeout per network next to the
   VNN-COMP tools on the same instances, machine and versions.
 
 Usage::
 
     # the <= 25 min subset: every 256x2 instance + every 10th of the others
-    /work/venv/bin/python benchmarks/vnncomp.py --subset quick --max-minutes 25
+    python benchmarks/vnncomp.py --subset quick --max-minutes 25
     # everything (up to ~2.5 h worst case), resumable
-    /work/venv/bin/python benchmarks/vnncomp.py --subset full
+    python benchmarks/vnncomp.py --subset full
     # shared rho on mnist_fc pairs, written to vnncomp_mnist_fc_shared_rho.csv
-    /work/venv/bin/python benchmarks/vnncomp.py --bench mnist_fc --shared-rho --tag shared_rho
+    python benchmarks/vnncomp.py --bench mnist_fc --shared-rho --tag shared_rho
     # only rebuild vnncomp.md from the CSVs
-    /work/venv/bin/python benchmarks/vnncomp.py --summarize-only
+    python benchmarks/vnncomp.py --summarize-only
 """
 
 from __future__ import annotations
@@ -204,31 +206,6 @@ def _wall(rows: list[dict[str, str]]) -> float:
     return total + sum(groups.values())
 
 
-def variant_table(bench: str) -> list[str]:
-    """Each variant CSV against the default CSV on the instances both ran."""
-    default = csv_path(bench, "")
-    if not default.exists():
-        return []
-    with open(default, newline="") as fh:
-        base = {(r["onnx"], r["vnnlib"]): r for r in csv.DictReader(fh)}
-    lines = []
-    for path in sorted(RESULTS.glob(f"vnncomp_{bench}_*.csv")):
-        with open(path, newline="") as fh:
-            rows = [r for r in csv.DictReader(fh) if (r["onnx"], r["vnnlib"]) in base]
-        if not rows:
-            continue
-        ref = [base[(r["onnx"], r["vnnlib"])] for r in rows]
-        solved = sum(r["result"] in ("sat", "unsat") for r in rows)
-        solved_ref = sum(r["result"] in ("sat", "unsat") for r in ref)
-        tag = path.stem[len(f"vnncomp_{bench}_"):]
-        lines.append(f"| {tag} | {len(rows)} | {solved} | {solved_ref} | {_wall(rows):.0f} | "
-                     f"{_wall(ref):.0f} |")
-    if not lines:
-        return []
-    return ["| variant | instances | solved (variant) | solved (default) | wall s (variant) | "
-            "wall s (default) |", "|---|---|---|---|---|---|", *lines, ""]
-
-
 def decided_by_counts(path: Path) -> str:
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -272,11 +249,11 @@ def write_summary(notes: list[str]) -> Path:
              "tools (α,β-CROWN from the reference table; the others from the consensus CSV).",
              ""]
     for bench in BENCHES:
-        for path in sorted(RESULTS.glob(f"vnncomp_{bench}*.csv")):
-            tag = path.stem[len(f"vnncomp_{bench}"):].lstrip("_") or "default"
+        path = RESULTS / f"vnncomp_{bench}.csv"
+        if path.exists():
             table, total = summarize_csv(bench, path)
             tools = " / ".join(TOOLS[bench])
-            lines += [f"## {bench} — `{path.name}` (variant: {tag})", "",
+            lines += [f"## {bench} — `{path.name}`", "",
                       f"Published, all instances: {PUBLISHED[bench]}.", "",
                       f"| network | run | solved | wrong | timeout | unknown/error | median s "
                       f"(solved) | α,β-CROWN solved | {tools} answered |",
@@ -284,34 +261,11 @@ def write_summary(notes: list[str]) -> Path:
                       f"| **total** | {total['run']} | **{total['solved']}** | "
                       f"**{total['wrong']}** | | | | | |", "",
                       f"How they were decided: {decided_by_counts(path)}.", ""]
-    for bench in BENCHES:
-        table = variant_table(bench)
-        if table:
-            lines += [f"## {bench}: variants against the default, same instances", "",
-                      "Wall time counts a shared-rho group once (its slowest member). Runs "
-                      "were made at different machine loads (see run notes). `no_attack` and "
-                      "`shared_rho` ran the code before the optimised-slope bounds; their "
-                      "like-for-like reference is `no_alpha` (the default of that code). "
-                      "`no_cuts` is the default before the ideal ReLU cuts were switched on; "
-                      "the default's rows of instances rerun with the cuts come from that "
-                      "run (see the run notes). `no_alpha_after_tighten` (eran) is the "
-                      "default before the second optimised-slope pass, likewise, and "
-                      "`first_milp_0.3` the default before the first MILP got 10 % of the "
-                      "time instead of 30 %. `joint_disjuncts` is the default before one MILP "
-                      "per open disjunct and 20 root cut rounds; `rerun2` and `rerun3` run "
-                      "the default again on the six eran instances nearest the time limit; "
-                      "`scip_highs_t2` runs one instance at a time with `--backend "
-                      "scip+highs --threads 2` (a SCIP and a HiGHS MILP worker), `scip_t2` "
-                      "the same with two SCIP workers on four of those instances; `objective` "
-                      "makes the decision MILPs minimise the unsafe margin (`--milp-form "
-                      "objective`): all of eran, and the mnist_fc instances that reach a MILP.",
-                      "",
-                      *table]
     devices = RESULTS / "vnncomp_devices.md"
     if devices.exists():
         lines += [devices.read_text(encoding="utf-8").strip(), ""]
     if notes:
-        lines += ["## Run notes", "", *notes, ""]
+        lines += ["## This run", "", *notes, ""]
     out.write_text("\n".join(lines), encoding="utf-8")
     return out
 
@@ -361,9 +315,9 @@ def main() -> int:
                              "worker share the MILPs and race on the last (use --threads 2)")
     parser.add_argument("--summarize-only", action="store_true")
     parser.add_argument("--note", action="append", default=[],
-                        help="extra line for the run notes of vnncomp.md")
+                        help="extra line for the notes of this run in vnncomp.md")
     args = parser.parse_args()
-    notes_path = RESULTS / "vnncomp_notes.txt"
+    notes: list[str] = []
     if not args.summarize_only:
         started = time.perf_counter()
         load0 = os.getloadavg()
@@ -387,13 +341,10 @@ def main() -> int:
             ran.append(f"{bench}: {len(rows)} new rows")
         load1 = os.getloadavg()
         cmd = " ".join(["python benchmarks/vnncomp.py", *sys.argv[1:]])
-        mine = [f"- {datetime.datetime.now().isoformat(timespec='minutes')}: `{cmd}` — "
+        notes = [f"- {datetime.datetime.now().isoformat(timespec='minutes')}: `{cmd}` — "
                 f"{'; '.join(ran)}; wall {time.perf_counter() - started:.0f} s; load "
                 f"average {load0[0]:.1f} at start, {load1[0]:.1f} at end",
                 *[f"- {n}" for n in args.note]]
-        with open(notes_path, "a") as fh:  # append: concurrent runs keep each other's lines
-            fh.write("\n".join(mine) + "\n")
-    notes = notes_path.read_text().splitlines() if notes_path.exists() else []
     print(f"wrote {write_summary(notes)}")
     return 0
 

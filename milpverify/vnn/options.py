@@ -12,7 +12,11 @@ from milpverify.vnn.falsify import FalsifierOptions
 
 @dataclass(frozen=True)
 class VnnlibOptions:
-    """How `verify_vnnlib` spends its time (defaults chosen by `benchmarks/vnncomp.py`).
+    """How `verify_vnnlib` spends its time.
+
+    The defaults are the variant that decided the most VNN-COMP mnist_fc and eran instances
+    in `benchmarks/vnncomp.py`; `benchmarks/results/vnncomp.md` ("Why each stage is on")
+    holds the measurement behind each switch.
 
     Attributes
     ----------
@@ -30,20 +34,14 @@ class VnnlibOptions:
     alpha_fraction : float
         Their budget as a fraction of the property's time left.
     first_milp_fraction : float
-        Before any tightening, run the MILP on the symbolic bounds for this fraction of the
-        time left (0 disables this first try). Measured: many instances fall at the root
-        there, where tightening would have cost more than the whole solve; those fall
-        within 10 % of the time (every mnist_fc and eran instance it decides), and
-        the rest goes better to the MILP on tightened bounds: 0.1 instead of 0.3 gained
-        eran ``idx_2697`` and cut mnist_fc 256x4 ``prop_0_0.05`` from 168 s to 98 s
-        (`benchmarks/results/vnncomp_devices.md`).
+        Before any tightening, run the MILP on the current bounds for this fraction of the
+        time left (0 disables it): many instances fall at its root, where tightening would
+        cost more than the whole solve; the rest go better to the MILP on tightened bounds.
     tighten : bool
         Then LP bound tightening (`compute_bounds(method="progressive")`) and a second MILP.
     alpha_after_tighten : bool
-        With `alpha`, optimise the slopes again on the tightened bounds: the spec rows'
-        relaxation then uses the LP-tightened intermediate bounds. Measured: eran
-        ``idx_3857`` decided by these bounds (198 s; a time-out without), none lost
-        (`benchmarks/results/vnncomp_devices.md`).
+        With `alpha`, optimise the slopes again on the tightened bounds, so the spec rows'
+        relaxation uses the LP-tightened intermediate bounds.
     tighten_min_unstable : int
         Skip tightening when symbolic bounds leave fewer unstable ReLUs than this.
     tighten_fraction : float
@@ -53,57 +51,30 @@ class VnnlibOptions:
         relaxation, no choice binaries), the one the bounds come nearest to refuting
         first, each allowed all the time left, instead of one MILP with a binary per
         disjunct; with `threads` > 1, that many of them run at once. The first MILP stays
-        joint. Measured with `root_cut_rounds` 20 (`benchmarks/results/vnncomp_devices.md`):
-        eran ``idx_1385`` unsat in each of 4 runs, 177-290 s (a time-out in every joint
-        run); eran ``idx_2697`` unsat in 1 of 3 runs (as with the joint MILP); mnist_fc
-        256x6 ``prop_3_0.05`` unsat in 176 s (a time-out with the joint MILP).
+        joint.
     root_cut_rounds : int or None
         At most this many cut separation rounds at the root of the decision MILPs (SCIP's
         ``separating/maxroundsroot``; other backends ignore it; ``solver_params`` overrides
-        it); None keeps the solver's default (unlimited for SCIP). Measured on eran
-        ``idx_1385``'s hardest disjunct: 105 rounds in 62 s raised the dual bound by about
-        1e-4 each; with 20 it was infeasible in 61 s instead of 115 s.
+        it); None keeps the solver's default (unlimited for SCIP). Late rounds raise the dual
+        bound very little and cost as much as the early ones.
     milp_objective : bool
         Minimise ``t`` subject to ``s_r <= t`` for the rows of the chosen disjunct, with
         ``t <= slack`` (so the feasible set is the same), instead of a pure feasibility
-        problem: SCIP's root cuts then cut off the LP point that minimises ``t`` and raise
-        a dual bound until it passes the slack; without an objective they cut off any LP
-        vertex. Measured (`benchmarks/results/vnncomp_devices.md`, ``--milp-form
-        objective``): eran ``idx_2697`` unsat in 215 s (27 of 36; a time-out in 2 of 3
-        feasibility runs), but mnist_fc 256x6 ``prop_3_0.05`` lost and three 256x4
-        instances 1.4-2.2x slower (branching: slower nodes), so feasibility stays the
-        default.
+        problem: SCIP's root cuts then cut off the LP point that minimises ``t``. Fewer but
+        slower nodes; off by default.
     disjunct_tighten_fraction : float
         With `split_disjuncts`, before each disjunct's MILP, LP-tighten the bounds over
         the inputs whose spec outputs satisfy that disjunct (`compute_bounds(method="lp",
         output_constraint=)`, the disjunct's rows added to every LP) for this fraction of
-        the time left; 0 (default) skips it. Scratch (eran ``idx_2697``'s hardest disjunct,
-        pickled bounds): a first hand-written pass (181 s) left 493 of 497 ReLUs unstable
-        and the feasibility MILP was then infeasible in 43 s at 2 nodes (a time-out at
-        240 s before, and with 4 other SCIP seeds); this function's pass with 250 s proved
-        that disjunct empty by its LP bounds in 190 s (passes of 44-84 s did not help), and
-        made ``idx_1385``'s hardest one infeasible in 40 s after 200 s. In the pipeline it
-        loses (`benchmarks/results/vnncomp_devices.md`, 0.5): eran ``idx_1385`` lost,
-        ``idx_225`` 194 s instead of 169 s, ``idx_2697`` and ``idx_2954`` still time-outs;
-        with 7-9 disjuncts open and about 125 s left a pass per disjunct does not fit.
+        the time left; 0 (default) skips it: with several disjuncts open a pass per
+        disjunct does not fit in the time left.
     ideal_cuts : bool
         Let the MILP backend separate cuts of the ideal ReLU formulation
-        (`milpverify.encode.ideal`; SCIP only, other backends ignore them). Measured
-        (`benchmarks/results/vnncomp_devices.md`): one time-out solved of 14 tried on
-        mnist_fc and one of 13 on eran; the instances the MILP decided before all still
-        decided, in about the same total time.
+        (`milpverify.encode.ideal`; SCIP only, other backends ignore them).
     threads : int
         Threads of the solvers and of torch, neurons of the bound tightening solved at once
         (`compute_bounds(threads=)`) and MILPs solved at once (each with one thread; see
         `_solve_disjuncts`: with ``backend="scip+highs"`` at least one worker per solver).
-        Before the stalled-LP restart of the tightening (`tighten.LP_RESOLVE_ITERATIONS_PER_DIM`,
-        7e76ed6) not a gain: eran one instance at a time with 2 threads
-        (`benchmarks/results/vnncomp_eran_scip_t2.csv`, ``scip_highs_t2``) decided
-        ``idx_225`` and ``idx_2971`` faster (133 s and 101-105 s against 156-169 s) but lost
-        ``idx_1385`` and ``idx_3539``. After it (``vnncomp_eran_t2_lp_restart.csv``, the four
-        slowest solved and the eight time-outs of the 1-thread default): ``idx_3539``,
-        ``idx_1385``, ``idx_2697``, ``idx_2954`` in 118-146 s (163-173 s with one thread, two
-        instances side by side), the time-outs stay. Not yet measured on every instance.
     solver_params : dict
         Passed to the backend (SCIP parameter names for "scip").
     falsifier : FalsifierOptions
