@@ -41,11 +41,11 @@ from _common import machine  # noqa: E402
 
 import milpverify  # noqa: E402
 from milpverify.core.export import QueryProblem, build_query
-from milpverify.encode.model import MilpModel  # noqa: E402
+from milpverify.encode.model import MilpModel
 from milpverify.solve import get_backend  # noqa: E402
 from milpverify.solve.base import SolveOptions  # noqa: E402
 from milpverify.solve.highs import build_highs  # noqa: E402
-from milpverify.solve.scip import build_scip  # noqa: E402
+from milpverify.solve.scip import build_scip
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NETS = {

@@ -30,7 +30,7 @@ from milpverify.encode.objective import RobustnessProblem, build_robustness_prob
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
 from milpverify.ir.ops import IntArray
-from milpverify.solve.files import _format
+from milpverify.solve.files import file_format
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,8 @@ class QueryProblem:
     def write(self, path: str | os.PathLike[str], *, format: str | None = None,
               generic_names: bool = False) -> Path:
         """Write the model as a CPLEX LP or free MPS file; see `write_query`."""
-        fmt = _format(path, format)
-        from milpverify.solve.scip import write_model
+        fmt = file_format(path, format)
+        from milpverify.solve.files import write_model
         return write_model(self.problem.model, path, fmt, generic_names=generic_names)
 
 
@@ -272,7 +272,7 @@ def write_query(net: Network, x: npt.ArrayLike, path: str | os.PathLike[str], *,
     >>> write_query(net, images[0], "query.mps", eps=0.05).kind
     'certify'
     """
-    fmt = _format(path, format)
+    fmt = file_format(path, format)
     query = build_query(net, x, eps=eps, eps_cap=eps_cap, norm=norm, domain=domain,
                         bounds_method=bounds_method, target=target, margin=margin, label=label)
     query.write(path, format=fmt, generic_names=generic_names)

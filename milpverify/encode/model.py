@@ -1,4 +1,4 @@
-r"""`MilpModel`: a solver-neutral mixed-integer linear program, built fast from numpy arrays.
+"""`MilpModel`: a solver-neutral mixed-integer linear program, built fast from numpy arrays.
 
 The model is
 
@@ -34,14 +34,19 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike, NDArray
 
+from milpverify.encode.names import NameBlock, NameTable
 from milpverify.errors import InvalidModelError
 
 IntArray = NDArray[np.int64]
-FloatArray = NDArray[np.float64]
-BoolArray = NDArray[np.bool_]
-Bound = Union[float, ArrayLike]
 
-__all__ = ["Cuts", "MilpModel", "NameBlock", "Separator"]
+
+FloatArray = NDArray[np.float64]
+
+
+BoolArray = NDArray[np.bool_]
+
+
+Bound = Union[float, ArrayLike]
 
 
 @dataclass(frozen=True)
@@ -72,70 +77,6 @@ class Separator(Protocol):
     def variables(self) -> IntArray: ...
 
     def separate(self, values: FloatArray, *, max_cuts: int | None = None) -> Cuts: ...
-
-
-@dataclass(frozen=True, slots=True)
-class NameBlock:
-    """Names of a contiguous block of variables or rows.
-
-    Item ``start + k`` (``0 <= k < count``) is named ``f"{prefix}[{offset + k}]"``.
-    """
-
-    start: int
-    count: int
-    prefix: str
-    offset: int
-
-    def name(self, k: int) -> str:
-        """Name of the ``k``-th item of the block (``0 <= k < count``)."""
-        return f"{self.prefix}[{self.offset + k}]"
-
-    def names(self) -> list[str]:
-        """All names of the block, in order."""
-        p = self.prefix
-        return [f"{p}[{i}]" for i in range(self.offset, self.offset + self.count)]
-
-
-class _Names:
-    """Lazily generated names: one `NameBlock` per `add_*` call, numbering per prefix."""
-
-    __slots__ = ("blocks", "_starts", "_next_index")
-
-    def __init__(self) -> None:
-        self.blocks: list[NameBlock] = []
-        self._starts: list[int] = []
-        self._next_index: dict[str, int] = {}
-
-    def add(self, start: int, count: int, prefix: str) -> None:
-        if not isinstance(prefix, str) or not prefix or any(ch.isspace() for ch in prefix):
-            raise InvalidModelError(
-                f"name prefix must be a non-empty string without whitespace, got {prefix!r}")
-        if count == 0:
-            return
-        offset = self._next_index.get(prefix, 0)
-        self._next_index[prefix] = offset + count
-        self.blocks.append(NameBlock(start, count, prefix, offset))
-        self._starts.append(start)
-
-    def name(self, i: int, total: int, what: str) -> str:
-        i = int(i)
-        if not 0 <= i < total:
-            raise IndexError(f"{what} index {i} out of range [0, {total})")
-        b = self.blocks[int(np.searchsorted(self._starts, i, side="right")) - 1]
-        return b.name(i - b.start)
-
-    def all(self) -> list[str]:
-        out: list[str] = []
-        for b in self.blocks:
-            out.extend(b.names())
-        return out
-
-    def copy(self) -> _Names:
-        new = _Names()
-        new.blocks = list(self.blocks)
-        new._starts = list(self._starts)
-        new._next_index = dict(self._next_index)
-        return new
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -216,7 +157,7 @@ class MilpModel:
         self._lower_parts: list[FloatArray] = []
         self._upper_parts: list[FloatArray] = []
         self._int_parts: list[BoolArray] = []
-        self._var_names = _Names()
+        self._var_names = NameTable()
 
         self._n_rows = 0
         self._coo_rows: list[IntArray] = []
@@ -224,7 +165,7 @@ class MilpModel:
         self._coo_vals: list[FloatArray] = []
         self._rlo_parts: list[FloatArray] = []
         self._rup_parts: list[FloatArray] = []
-        self._row_names = _Names()
+        self._row_names = NameTable()
 
         self._obj_cols: IntArray = np.zeros(0, dtype=np.int64)
         self._obj_vals: FloatArray = np.zeros(0)

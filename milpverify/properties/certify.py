@@ -31,9 +31,9 @@ from milpverify.properties.pairs import (
     plan_pairs,
     property_bounds,
 )
-from milpverify.properties.query import _pgd, check_property_witness, topk_query
-from milpverify.properties.rho import _check_options, _decide
-from milpverify.properties.spec import Property, RelaxedTopK, _affinity
+from milpverify.properties.query import check_property_witness, pgd_topk, topk_query
+from milpverify.properties.rho import check_options, decide_at_radius
+from milpverify.properties.spec import Property, RelaxedTopK, affinity_of
 from milpverify.solve import get_backend
 
 
@@ -88,7 +88,7 @@ def certify_properties(net: Network, x: npt.ArrayLike, props: Sequence[Property]
     check_positive("time_limit_s", time_limit_s, allow_none=False)
     q = validate_query(net, x, norm=norm, domain=domain, margin=0.0, target=None, label=None)
     queries = [topk_query(net, q.x, p) for p in props]
-    _check_options(attack, encoding, bounds_method)
+    check_options(attack, encoding, bounds_method)
     solver = get_backend(backend)
     start = time.perf_counter()
     shared: dict[str, float] = {}
@@ -158,7 +158,7 @@ def certify_properties(net: Network, x: npt.ArrayLike, props: Sequence[Property]
         for n in pending(reverse=True):
             if n not in done and queries[n].ks not in tried:
                 tried.add(queries[n].ks)
-                found = _pgd(net, q, queries[n], eps, restarts=1)
+                found = pgd_topk(net, q, queries[n], eps, restarts=1)
                 if found is not None:
                     witnesses.append(found.witness)
                     try_witnesses()
@@ -172,7 +172,7 @@ def certify_properties(net: Network, x: npt.ArrayLike, props: Sequence[Property]
             continue
         assert found_bounds is not None
         deadline = time.perf_counter() + time_limit_s - shared_s
-        verdict, witness, message = _decide(net, q, queries[n], *found_bounds, plans[n], box,
+        verdict, witness, message = decide_at_radius(net, q, queries[n], *found_bounds, plans[n], box,
                                             eps, deadline, solver, backend, encoding, threads,
                                             solver_params, own[n], stats[n])
         if witness is not None:
@@ -216,4 +216,4 @@ def certify_affinity(net: Network, x: npt.ArrayLike,
     >>> certify_affinity(net, x, [[0, 1, 8, 9], [2, 3, 4, 5, 6, 7]], 2 / 255).verdict
     'robust'
     """
-    return certify_property(net, x, _affinity(groups, semantics), eps, **options)
+    return certify_property(net, x, affinity_of(groups, semantics), eps, **options)

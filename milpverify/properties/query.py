@@ -153,7 +153,7 @@ def _repair(net: Network, q: Query, query: TopKQuery, point: FloatArray,
 
 
 # ============================================================================ attack
-def _pgd(net: Network, q: Query, query: TopKQuery, eps: float, *, steps: int = 30,
+def pgd_topk(net: Network, q: Query, query: TopKQuery, eps: float, *, steps: int = 30,
          restarts: int = 2, seed: int = 0) -> WitnessCheck | None:
     """L-inf PGD on the violation in the eps-box (numpy: gradients from the local affine map).
 
@@ -190,13 +190,13 @@ def _pgd(net: Network, q: Query, query: TopKQuery, eps: float, *, steps: int = 3
 def _pgd_bisect(net: Network, q: Query, query: TopKQuery, eps: float, steps: int
                 ) -> WitnessCheck | None:
     """PGD at `eps`, then `steps` bisections on [0, best distance]; the closest witness."""
-    best = _pgd(net, q, query, eps)
+    best = pgd_topk(net, q, query, eps)
     if best is None:
         return None
     lo, hi = 0.0, best.distance
     for _ in range(steps):
         mid = 0.5 * (lo + hi)
-        found = _pgd(net, q, query, mid)
+        found = pgd_topk(net, q, query, mid)
         if found is not None and found.distance < best.distance:
             best, hi = found, min(mid, found.distance)
         else:

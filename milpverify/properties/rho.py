@@ -47,7 +47,7 @@ from milpverify.properties.query import (
     check_property_witness,
     topk_query,
 )
-from milpverify.properties.spec import Property, RelaxedTopK, _affinity
+from milpverify.properties.spec import Property, RelaxedTopK, affinity_of
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveStatus
 from milpverify.verify import DEFAULT_TOLERANCE
@@ -125,7 +125,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
     check_positive("tolerance", tolerance, allow_none=False)
     q = validate_query(net, x, norm=norm, domain=domain, margin=0.0, target=None, label=None)
     query = topk_query(net, q.x, prop)
-    _check_options(upper_bound, encoding, bounds_method)
+    check_options(upper_bound, encoding, bounds_method)
     solver = get_backend(backend)
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -192,7 +192,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
     if best is None:
         # 4. Nothing known inside the radius: a feasibility MILP proves rho > radius or
         # gives a first witness.
-        verdict, found, message = _decide(net, q, query, bounds, out, plan, box, radius,
+        verdict, found, message = decide_at_radius(net, q, query, bounds, out, plan, box, radius,
                                           deadline, solver, backend, encoding, threads,
                                           solver_params, timings, stats)
         if verdict == Verdict.ROBUST:
@@ -212,7 +212,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
         bounds, out, plan = bound(box, "symbolic", base=bounds)
         if plan.impossible is not None:
             return beyond(radius, best)
-        verdict, found, message = _decide(net, q, query, bounds, out, plan, box, radius,
+        verdict, found, message = decide_at_radius(net, q, query, bounds, out, plan, box, radius,
                                           deadline, solver, backend, encoding, threads,
                                           solver_params, timings, stats)
         stats["descent_rounds"] = round_ + 1
@@ -259,12 +259,12 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
     return finish(lower, RhoStatus.TIME_LIMIT, best, f"solver stopped: {result.status.value}")
 
 
-def _decide(net: Network, q: Query, query: TopKQuery, bounds: Bounds, out: OutputBounds,
+def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds, out: OutputBounds,
             plan: PairPlan, box: tuple[FloatArray, FloatArray], eps: float, deadline: float,
             solver: Any, backend: str, encoding: str, threads: int,
             solver_params: dict[str, object] | None, timings: dict[str, float],
             stats: dict[str, Any]) -> tuple[Verdict, WitnessCheck | None, str]:
-    """Is there a violating point in `box` (radius `eps`)? `verify._decide` for a property.
+    """Is there a violating point in `box` (radius `eps`)? `milpverify.core.decide._decide` for a property.
 
     First with the rows relaxed by SOLVER_SLACK: infeasible proves the property in the box.
     A point found that way may only tie within tolerance; then a second solve asks for
@@ -307,7 +307,7 @@ def _decide(net: Network, q: Query, query: TopKQuery, bounds: Bounds, out: Outpu
     return Verdict.UNKNOWN, None, message
 
 
-def _check_options(upper_bound: str | None, encoding: str, bounds_method: str) -> None:
+def check_options(upper_bound: str | None, encoding: str, bounds_method: str) -> None:
     if upper_bound not in ("pgd", None, "none"):
         raise InvalidInputError(f"`upper_bound`/`attack` must be 'pgd' or None; got "
                                 f"{upper_bound!r}.")
@@ -340,4 +340,4 @@ def rho_affinity(net: Network, x: npt.ArrayLike, groups: Sequence[Sequence[int]]
     -------
     >>> rho_affinity(net, x, [[0, 1, 8, 9], [2, 3, 4, 5, 6, 7]]).upper
     """
-    return rho_property(net, x, _affinity(groups, semantics), **options)
+    return rho_property(net, x, affinity_of(groups, semantics), **options)

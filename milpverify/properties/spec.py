@@ -200,7 +200,7 @@ def parse_property(spec: str) -> Property:
                             "or 'affinity:FILE.json' (groups file {\"groups\": [[...], ...]}).")
 
 
-def _affinity(groups: Sequence[Sequence[int]] | str | Path, semantics: str) -> Affinity:
+def affinity_of(groups: Sequence[Sequence[int]] | str | Path, semantics: str) -> Affinity:
     if isinstance(groups, (str, Path)):
         groups = load_groups(groups)
     return Affinity(_check_groups(groups, "`groups`"), semantics)

@@ -417,7 +417,7 @@ def file_model() -> MilpModel:
 @pytest.mark.parametrize("fmt", ["lp", "mps"])
 def test_file_round_trip(tmp_path: Path, fmt: str) -> None:
     pyscipopt = pytest.importorskip("pyscipopt")
-    from milpverify.solve.scip import write_model
+    from milpverify.solve.files import write_model
 
     m = file_model()
     ref = get_backend("scip").solve(m)
@@ -447,7 +447,7 @@ def test_file_round_trip(tmp_path: Path, fmt: str) -> None:
 
 
 def test_write_model_bad_format(tmp_path: Path) -> None:
-    from milpverify.solve.scip import write_model
+    from milpverify.solve.files import write_model
 
     with pytest.raises(InvalidInputError, match="use 'lp' or 'mps'"):
         write_model(knapsack(), tmp_path / "model.txt")

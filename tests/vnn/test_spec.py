@@ -9,15 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, TESTS_DIR
 
 from milpverify.errors import InvalidInputError
 from milpverify.ir.constraints import OutputConstraint
 from milpverify.vnn.results import format_counterexample, parse_result, write_result
 from milpverify.vnn.spec import read_vnnlib
 
-HERE = Path(__file__).resolve().parent
+HERE = TESTS_DIR
 SPECS = HERE / "data" / "vnnlib"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_DATA
 MNIST_FC = SHARED / "vnncomp" / "mnist_fc_2022"
 ERAN = SHARED / "vnncomp" / "eran_mnist_2021"
 

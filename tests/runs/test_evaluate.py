@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO_DIR
 
 from milpverify import InvalidInputError
 from milpverify.runs import tasks
@@ -32,7 +33,7 @@ MODEL = "default:mnist_mlp_32_16"
 OPTIONS = {"eps": 0.05, "indices": "0:6", "methods": "pgd,fgsm",
            "method_options": {"pgd": {"steps": 50, "restarts": 2}}}
 N_ROWS = 12
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_DIR
 
 
 def stable(rows):

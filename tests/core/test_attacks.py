@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 
 pytest.importorskip("torch")
 
@@ -21,7 +21,6 @@ from milpverify.core.results import RhoResult, RhoStatus
 from milpverify.core.witness import check_witness, onnx_logits
 from milpverify.errors import InvalidInputError  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 WK17A = SHARED_DATA / "nets" / "mnist" / "wk17a_linf0.1.onnx"
 MNIST = SHARED_DATA / "mnist" / "mnist_test.npz"
 RHO_IMAGE_8 = 0.094006  # MIPVerify.jl, WK17a, sample 9 (1-based) = test image 8
