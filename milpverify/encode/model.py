@@ -1,4 +1,4 @@
-"""`MilpModel`: a solver-neutral mixed-integer linear program, built fast from numpy arrays.
+r"""`MilpModel`: a solver-neutral mixed-integer linear program, built fast from numpy arrays.
 
 The model is
 

@@ -1,4 +1,4 @@
-"""SCIP backend (pyscipopt), the default, plus LP/MPS file writing (`write_model`).
+r"""SCIP backend (pyscipopt), the default, plus LP/MPS file writing (`write_model`).
 
 Building
 --------
