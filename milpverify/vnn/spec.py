@@ -1,9 +1,14 @@
 """Read VNN-LIB specifications (result files are `milpverify.vnn.results`).
 
-Only the VNN-LIB 1.0 subset used by VNN-COMP (2021-2024) is supported:
+The VNN-LIB 1.0 subset used by VNN-COMP (2021-2024) is supported, and the same subset in
+VNN-LIB 2.0 syntax:
 
 * ``(declare-const X_i Real)`` for inputs and ``(declare-const Y_j Real)`` for outputs.
   Indices must run 0..n-1 without gaps.
+* VNN-LIB 2.0: ``(vnnlib-version <2.0>)`` and one ``(declare-network f (declare-input X
+  float32 [1, 784]) (declare-output Y float32 [1, 10]))``; element ``X[0, i]`` is input ``i``
+  of the flat input in C order (``X_i`` in 1.0). Hidden tensors, several networks or several
+  inputs are rejected.
 * ``(assert F)`` where ``F`` is built from ``and``, ``or`` and the atoms ``<=``, ``>=``,
   ``<``, ``>`` with two linear arguments.
 * Linear terms: numbers (decimal or scientific, optionally signed), declared variables,
@@ -28,9 +33,9 @@ closure of the unsafe set, which is sound (a proof of ``unsat`` for the closure 
 inequality. Atoms without variables are evaluated: a true one is dropped, a false one
 removes its disjunct.
 
-Why not the PyPI ``vnnlib`` package: its 1.x releases (1.0.2 checked) parse the VNN-LIB 2.0
-format only; on a VNN-COMP 1.0 file (eran ``mnist_spec_idx_1013_eps_0.01500.vnnlib``) it
-stops with ``Parse error: syntax error at line 4``.
+Why not the PyPI ``vnnlib`` package: 1.x parses VNN-LIB 2.0 only and rejects every VNN-COMP
+spec in the shared data (all 1.0) and, in 2.0 syntax, numbers in exponent notation; 0.0.1 reads
+them identically to this parser but warns on every file (`benchmarks/vnnlib_parsers.py`).
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ MAX_DISJUNCTS = 100_000
 
 
 _SUPPORTED = (
-    "supported: (declare-const X_i Real), (declare-const Y_j Real), (assert F) with F built "
+    "supported: (declare-const X_i Real), (declare-const Y_j Real) or one VNN-LIB 2.0 "
+    "(declare-network ...) with one input and one output tensor, (assert F) with F built "
     "from and/or and <=, >=, <, > over linear terms (numbers, variables, +, -, * and / by "
     "constants); each atom bounds a single X_i or constrains only Y variables"
 )
@@ -74,12 +80,20 @@ _VAR = re.compile(r"([XY])_(0|[1-9][0-9]*)\Z")
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
 
 
+# VNN-LIB 2.0 writes tensor elements as ``X[0, 3]``; the tokenizer sees them as one token.
+_INDEX = re.compile(r"([A-Za-z_][\w.]*)?\s*\[\s*([0-9][0-9\s,]*)\]")
+_INDEXED = re.compile(r"(.*)\[([0-9,]+)\]\Z")
+_DTYPES = frozenset({"real", "Real", "float16", "float32", "float64", "bfloat16"})
 _IGNORED_COMMANDS = frozenset(
     {"set-logic", "set-info", "set-option", "check-sat", "get-model", "exit"}
 )
 
 
 _COMPARISONS = {"<=": 1.0, "<": 1.0, ">=": -1.0, ">": -1.0}
+
+
+def _join_index(m: re.Match[str]) -> str:
+    return f"{m.group(1) or ''}[{','.join(i.strip() for i in m.group(2).split(','))}]"
 
 
 SExpr = Union[str, list]
@@ -169,6 +183,7 @@ class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
         self.var_names: dict[str, tuple[str, int]] = {}
+        self.networks = 0
 
     def fail(self, what: str, expr: SExpr | None = None, hint: bool = True) -> InvalidInputError:
         msg = f"{self.source}: {what}"
@@ -182,7 +197,7 @@ class _Parser:
     def sexprs(self, text: str) -> list[SExpr]:
         stack: list[list] = []
         cur: list = []
-        for tok in _TOKEN.findall(_COMMENT.sub("", text)):
+        for tok in _TOKEN.findall(_INDEX.sub(_join_index, _COMMENT.sub("", text))):
             if tok == "(":
                 stack.append(cur)
                 cur = []
@@ -217,7 +232,8 @@ class _Parser:
             if v is not None:
                 return {}, v
             if e not in self.var_names:
-                kind = "undeclared variable" if _VAR.match(e) else "unknown symbol"
+                declared_like = _VAR.match(e) or _INDEXED.match(e)
+                kind = "undeclared variable" if declared_like else "unknown symbol"
                 raise self.fail(f"{kind} {e!r}", atom)
             return {e: 1.0}, 0.0
         if not e or not isinstance(e[0], str):
@@ -365,6 +381,48 @@ def _check_box(ps: _Parser, lo: np.ndarray, hi: np.ndarray) -> None:
                       f"{float(hi[i])!r} on X_{i}", hint=False)
 
 
+def _declare_network(ps: _Parser, form: list) -> dict[str, int]:
+    """Register the elements of a VNN-LIB 2.0 network's input and output tensors.
+
+    ``(declare-network f (declare-input X float32 [1, 784]) (declare-output Y float32 [1,
+    10]))``: element ``X[0, i]`` becomes input ``i`` of the flat input in C order, as ``X_i``
+    is in VNN-LIB 1.0. One network with one input and one output tensor is supported.
+    """
+    if ps.networks:
+        raise ps.fail("several networks in one spec are not supported", form, hint=False)
+    ps.networks += 1
+    decls = [d for d in form[2:] if isinstance(d, list)]
+    heads = [d[0] if d and isinstance(d[0], str) else None for d in decls]
+    if len(form) < 3 or not isinstance(form[1], str) or len(decls) != len(form) - 2 \
+            or None in heads or sorted(heads) != ["declare-input", "declare-output"]:
+        raise ps.fail("a network must declare exactly one input and one output tensor "
+                      "(declare-hidden and several inputs are not supported)", form, hint=False)
+    counts = {}
+    for decl in decls:
+        kind = "X" if decl[0] == "declare-input" else "Y"
+        shape = _declared_shape(ps, decl)
+        for flat, index in enumerate(np.ndindex(*shape)):
+            name = f"{decl[1]}[{','.join(map(str, index))}]"
+            if name in ps.var_names:
+                raise ps.fail(f"variable {decl[1]!r} declared twice", decl, hint=False)
+            ps.var_names[name] = (kind, flat)
+        counts[kind] = math.prod(shape)
+    return counts
+
+
+def _declared_shape(ps: _Parser, decl: list) -> tuple[int, ...]:
+    """``(declare-input X float32 [1, 784])`` -> (1, 784); the dtype must be a real type."""
+    parts = list(decl)
+    if len(parts) == 3 and isinstance(parts[2], str):  # "float32[1,784]": joined by the lexer
+        match = _INDEXED.match(parts[2])
+        parts = [*parts[:2], *(match.groups() if match else (parts[2], ""))]
+    if len(parts) != 4 or not isinstance(parts[1], str) or parts[2] not in _DTYPES \
+            or not isinstance(parts[3], str) or not re.fullmatch(r"[0-9]+(,[0-9]+)*", parts[3]):
+        raise ps.fail(f"malformed tensor declaration (expected ({parts[0]} NAME DTYPE [d1, ...]) "
+                      f"with DTYPE one of {', '.join(sorted(_DTYPES))})", decl, hint=False)
+    return tuple(int(d) for d in parts[3].split(","))
+
+
 def read_vnnlib(
     path_or_text: PathLike,
     *,
@@ -414,6 +472,13 @@ def read_vnnlib(
                 raise ps.fail(f"variable {f[1]!r} declared twice", f, hint=False)
             ps.var_names[f[1]] = (m.group(1), int(m.group(2)))
             counts[m.group(1)] += 1
+        elif head == "vnnlib-version":
+            if f[1:] != ["<2.0>"]:
+                raise ps.fail("unsupported VNN-LIB version (supported: 1.0, <2.0>)", f,
+                              hint=False)
+        elif head == "declare-network":
+            for kind, n in _declare_network(ps, f).items():
+                counts[kind] += n
         elif head == "assert":
             if len(f) != 2:
                 raise ps.fail("assert takes exactly one formula", f)

@@ -151,6 +151,71 @@ def test_negative_zero_bounds_are_normalised() -> None:
         p.input_lower[0] = 0.0
 
 
+# ------------------------------------------------------------------ VNN-LIB 2.0
+
+def as_vnnlib2(text: str, n_inputs: int, n_outputs: int) -> str:
+    """A VNN-LIB 1.0 spec rewritten in 2.0 syntax: X_i -> X[0, i], Y_j -> Y[0, j]."""
+    body = re.sub(r"\(declare-const [XY]_\d+ Real\)", "", text)
+    body = re.sub(r"\b([XY])_(\d+)\b", r"\1[0, \2]", body)
+    return (f"(vnnlib-version <2.0>)\n(declare-network f\n  (declare-input X float32 [1, "
+            f"{n_inputs}])\n  (declare-output Y float32 [1, {n_outputs}]))\n{body}")
+
+
+def same_spec(a, b) -> bool:
+    return (a.n_inputs, a.n_outputs, len(a.properties)) == (b.n_inputs, b.n_outputs,
+                                                           len(b.properties)) and all(
+        np.array_equal(p.input_lower, q.input_lower) and np.array_equal(p.input_upper,
+                                                                       q.input_upper)
+        and len(p.unsafe) == len(q.unsafe)
+        and all(np.array_equal(c.A, d.A) and np.array_equal(c.b, d.b)
+                for c, d in zip(p.unsafe, q.unsafe))
+        for p, q in zip(a.properties, b.properties))
+
+
+def test_every_shared_spec_reads_the_same_in_vnnlib_2_syntax() -> None:
+    specs = sorted(SHARED.glob("vnncomp/*/*/*.vnnlib")) + sorted(SHARED.glob("vnncomp/*/*.vnnlib"))
+    if not specs:
+        pytest.skip("needs ../shared/data beside the repository")
+    for path in specs[::7]:
+        v1 = read_vnnlib(path)
+        v2 = read_vnnlib(as_vnnlib2(path.read_text(), v1.n_inputs, v1.n_outputs))
+        assert same_spec(v1, v2), path.name
+
+
+def test_vnnlib_2_tensor_elements_are_flattened_in_c_order() -> None:
+    spec = read_vnnlib("""(vnnlib-version <2.0>)
+        (declare-network net (declare-input X float32 [2, 3]) (declare-output Y float64 [2]))
+        (assert (and (>= X [1, 2] -1) (<= X[1,2] 1)))
+        """ + "".join(f"(assert (>= X[{i}, {j}] 0))(assert (<= X[{i}, {j}] 0.5))\n"
+                      for i in range(2) for j in range(3) if (i, j) != (1, 2))
+                       + "(assert (<= (- Y[1] Y[0]) 0.25))")
+    (prop,) = spec.properties
+    assert (spec.n_inputs, spec.n_outputs) == (6, 2)
+    np.testing.assert_array_equal(prop.input_lower, [0, 0, 0, 0, 0, -1])
+    np.testing.assert_array_equal(prop.input_upper, [0.5] * 5 + [1])
+    np.testing.assert_array_equal(prop.unsafe[0].A, [[-1, 1]])
+    np.testing.assert_array_equal(prop.unsafe[0].b, [0.25])
+
+
+V2_HEAD = "(vnnlib-version <2.0>)(declare-network f (declare-input X float32 [1]) "
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("(vnnlib-version <3.0>)", r"unsupported VNN-LIB version"),
+    (V2_HEAD + "(declare-hidden H float32 [2]) (declare-output Y float32 [1]))",
+     r"exactly one input and one output tensor"),
+    (V2_HEAD + "(declare-output Y float32 [1]))(declare-network g (declare-input A float32 [1]) "
+     "(declare-output B float32 [1]))", r"several networks"),
+    (V2_HEAD.replace("float32", "int8") + "(declare-output Y float32 [1]))",
+     r"malformed tensor declaration .*DTYPE one of"),
+    (V2_HEAD + "(declare-output Y float32 [1]))(assert (<= X[0] 1))(assert (>= X[0] 0))"
+     "(assert (<= Y[3] 0))", r"undeclared variable 'Y\[3\]'"),
+])
+def test_bad_vnnlib_2_specs_raise(text: str, match: str) -> None:
+    with pytest.raises(InvalidInputError, match=match):
+        read_vnnlib(text)
+
+
 # ------------------------------------------------------------------ bad input
 
 HEAD = "(declare-const X_0 Real)(declare-const Y_0 Real)(declare-const Y_1 Real)\n"
