@@ -314,3 +314,67 @@ def _alias(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value 
 register("Identity", 1, 13, 14, 16, 19, 21)(_alias)
 register("Dropout", 1, 6, 7, 10, 12, 13, 22)(_alias)
 
+
+
+def _pad_widths(node: Any, attrs: Mapping[str, Any], args: list[Value | None], rank: int
+                ) -> tuple[list[int], list[int], float]:
+    """Per-axis (begin, end) widths over all `rank` axes (batch included) and the fill value."""
+    if "paddings" in attrs or "pads" in attrs:            # Pad-1 / Pad-2: attributes
+        pads = [int(p) for p in attrs.get("pads", attrs.get("paddings"))]
+        value = float(attrs.get("value", 0.0))
+        axes = list(range(rank))
+    else:                                                  # Pad-11 and later: inputs
+        pads = [int(p) for p in _const(args[1], node, "pads").reshape(-1)]
+        value = 0.0
+        if len(args) > 2 and args[2] is not None:
+            fill = _const(args[2], node, "constant_value").reshape(-1)
+            value = float(fill[0]) if fill.size else 0.0
+        axes = list(range(rank))
+        if len(args) > 3 and args[3] is not None:
+            axes = [int(a) % rank for a in _const(args[3], node, "axes").reshape(-1)]
+    if len(pads) != 2 * len(axes):
+        raise NodeUnsupported(f"pads {pads} do not give a begin and an end for each of "
+                              f"{len(axes)} axes")
+    begin, end = [0] * rank, [0] * rank
+    for k, axis in enumerate(axes):
+        begin[axis], end[axis] = pads[k], pads[k + len(axes)]
+    return begin, end, value
+
+
+@register("Pad", 1, 2, 11, 13, 18, 19, 21)
+def _pad(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value | None]
+         ) -> list[Value]:
+    """Constant padding of the spatial axes of (N, C, H, W) as an exact linear op.
+
+    Zero-width pads vanish. Otherwise the pad is a depthwise 1x1 identity `Conv` whose own zero
+    padding adds the cells (`simplify.fold_pad` merges it into a following Conv/AvgPool when
+    that is exact), plus a `Scale` that writes a non-zero fill value into the new cells.
+    """
+    x = _tensor(args[0], node, "input")
+    mode = attrs.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode != "constant":
+        raise NodeUnsupported(f"mode={mode!r} is not supported; only mode='constant'")
+    begin, end, value = _pad_widths(node, attrs, args, len(x.shape) + 1)
+    if not any(begin) and not any(end):
+        return [x]
+    if any(w < 0 for w in begin + end):
+        raise NodeUnsupported(f"negative pads (cropping) {begin + end} are not supported")
+    if len(x.shape) != 3 or any(begin[:2]) or any(end[:2]):
+        raise NodeUnsupported(f"only the H and W axes of an (N, C, H, W) input can be padded; "
+                              f"got pads {begin + end} on per-sample shape {list(x.shape)}")
+    c, h, w = x.shape
+    pads = (begin[2], begin[3], end[2], end[3])
+    out_shape = (c, h + pads[0] + pads[2], w + pads[1] + pads[3])
+    identity = np.ones((c, 1, 1, 1))
+    name = node.output[0]
+    conv = ops.Conv((x.name,), out_shape, (c, h, w), identity, np.zeros(c), (1, 1), pads,
+                    (1, 1), c)
+    if value == 0.0:
+        return [ctx.emit(name, conv)]
+    padded = ctx.emit(f"{name}/zero_pad", conv)
+    inside = np.zeros(out_shape[1:], dtype=bool)
+    inside[pads[0]:pads[0] + h, pads[1]:pads[1] + w] = True
+    fill = np.broadcast_to(np.where(inside, 0.0, value), out_shape).reshape(-1)
+    return [ctx.emit(name, ops.Scale((padded.name,), out_shape, np.ones(size_of(out_shape)),
+                                     fill.copy()))]
