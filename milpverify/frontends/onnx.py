@@ -57,7 +57,7 @@ def _constant(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Val
 @register("Shape", 1, 13, 15, 19, 21)
 def _shape(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value | None]
            ) -> list[Value]:
-    full = np.array((1, *args[0].shape), dtype=np.int64) if isinstance(args[0], Tensor) \
+    full = np.array(ctx.full(args[0].shape), dtype=np.int64) if isinstance(args[0], Tensor) \
         else np.array(np.shape(args[0]), dtype=np.int64)
     start, end = int(attrs.get("start", 0)), attrs.get("end")
     return [full[start:None if end is None else int(end)]]
@@ -179,11 +179,13 @@ def load_onnx(source: str | os.PathLike[str] | Any, *, simplify_graph: bool = Tr
                                 f"({[o.name for o in graph.output]}); exactly one is supported.")
     inp = runtime_inputs[0]
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
-    if len(dims) < 2 or any(d is None or d <= 0 for d in dims[1:]):
+    # A rank-1 input [n] is one sample without a batch axis; otherwise the first axis is the batch.
+    ctx.lead = 0 if len(dims) == 1 else 1
+    if not dims or any(d is None or d <= 0 for d in dims[ctx.lead:]):
         raise InvalidModelError(
             f"Input {inp.name!r} has shape {dims}; milpverify needs a leading batch axis and "
-            "fixed positive sizes for every other axis.")
-    in_shape = tuple(int(d) for d in dims[1:])
+            "fixed positive sizes for every other axis (or one fixed axis [n] without a batch).")
+    in_shape = tuple(int(d) for d in dims[ctx.lead:])
     ctx.values[inp.name] = ctx.emit(inp.name, ops.Input((), in_shape))
 
     problems: list[str] = []

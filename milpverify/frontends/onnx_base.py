@@ -35,10 +35,18 @@ class NodeUnsupported(Exception):
 
 @dataclass
 class _Context:
+    """Conversion state. `lead` is 1 when the graph has a leading batch axis, 0 when its input
+    is one sample without one (e.g. shape [n]); `Tensor.shape` never includes the batch axis."""
+
     opset: int
     fold: Callable[[_Context, Any, Mapping[str, Any], list[Value | None]], list[Value]]
+    lead: int = 1
     values: dict[str, Value] = field(default_factory=dict)
     nodes: list[tuple[str, ops.Op]] = field(default_factory=list)
+
+    def full(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The ONNX shape of a per-sample `shape` (batch axis of 1 first when there is one)."""
+        return (1,) * self.lead + tuple(shape)
 
     def emit(self, name: str, op: ops.Op) -> Tensor:
         self.nodes.append((name, op))
@@ -112,9 +120,9 @@ def _window_pads(attrs: Mapping[str, Any], in_hw: tuple[int, int], kernel: tuple
     return begin[0], begin[1], end[0], end[1]
 
 
-def _broadcast_const(c: np.ndarray, shape: tuple[int, ...]) -> FloatArray:
-    """Broadcast a constant against a tensor of per-sample `shape` (batch axis 1)."""
-    full = (1, *shape)
+def _broadcast_const(c: np.ndarray, shape: tuple[int, ...], lead: int = 1) -> FloatArray:
+    """Broadcast a constant against a tensor of per-sample `shape` (`lead` batch axes of 1)."""
+    full = (1,) * lead + tuple(shape)
     try:
         if np.broadcast_shapes(c.shape, full) != full:
             raise ValueError

@@ -26,48 +26,107 @@ from milpverify.frontends.onnx_base import (
     register,
 )
 from milpverify.ir import ops
-from milpverify.ir.ops import size_of
-
+from milpverify.ir.ops import FloatArray, size_of
 
 # ---------------------------------------------------------------------------- converters
+_MAX_DENSE = 50_000_000   # entries of a block-diagonal MatMul map that milpverify will build
+
+
+def _matmul_map(ctx: _Context, x: Tensor, c: np.ndarray, tensor_left: bool
+                ) -> tuple[FloatArray, tuple[int, ...]]:
+    """Dense matrix and per-sample output shape of `x @ c` (tensor_left) or `c @ x` (ONNX MatMul
+    semantics: a 1-D operand is a vector, leading axes of `x` are a batch of matrices)."""
+    shape = x.shape
+    contracted = (shape[-1] if tensor_left else shape[-2 if len(shape) > 1 else -1]) if shape else 1
+    repeat = size_of(shape) // max(contracted, 1)    # copies of the constant on the diagonal
+    if repeat * repeat * c.size > _MAX_DENSE:
+        raise NodeUnsupported(f"per-sample shape {list(shape)} with a constant of shape "
+                              f"{list(c.shape)} needs a dense map larger than {_MAX_DENSE} entries")
+    if tensor_left:
+        vector = c.ndim == 1
+        c2 = c.reshape(-1, 1) if vector else c
+        if c2.ndim != 2 or not shape or shape[-1] != c2.shape[0]:
+            raise NodeUnsupported(f"per-sample shape {list(shape)} @ constant {list(c.shape)} "
+                                  "is not supported; the constant must be (k,) or (k, m)")
+        out = shape[:-1] if vector else (*shape[:-1], c2.shape[1])
+        return np.kron(np.eye(size_of(shape[:-1])), c2.T), out
+    if c.ndim != 2:
+        raise NodeUnsupported(f"constant {list(c.shape)} @ tensor: the constant must be 2-D")
+    if len(shape) == 1:
+        if ctx.lead:
+            raise NodeUnsupported(f"constant {list(c.shape)} @ a (batch, {shape[0]}) tensor "
+                                  "contracts over the batch axis (mixes samples)")
+        if shape[0] != c.shape[1]:
+            raise NodeUnsupported(f"constant {list(c.shape)} @ tensor {list(shape)}: sizes differ")
+        return c.copy(), (c.shape[0],)
+    if shape[-2] != c.shape[1]:
+        raise NodeUnsupported(f"constant {list(c.shape)} @ tensor of per-sample shape "
+                              f"{list(shape)}: sizes differ")
+    rows, cols = size_of(shape[:-2]), shape[-1]
+    return (np.kron(np.eye(rows), np.kron(c, np.eye(cols))),
+            (*shape[:-2], c.shape[0], cols))
+
+
+def _transposed(ctx: _Context, name: str, x: Tensor) -> Tensor:
+    """`x.T` of a 2-D per-sample tensor as a Permute node."""
+    if len(x.shape) != 2:
+        raise NodeUnsupported(f"a transposed operand must be 2-D; got {list(x.shape)}")
+    index = np.arange(size_of(x.shape), dtype=np.int64).reshape(x.shape).T
+    return ctx.emit(name, ops.Permute((x.name,), tuple(index.shape), index.reshape(-1),
+                                      size_of(x.shape)))
+
+
 @register("Gemm", 1, 6, 7, 9, 11, 13)
 def _gemm(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value | None]
           ) -> list[Value]:
-    x = _tensor(args[0], node, "input A")
-    b = _const(args[1], node, "input B").astype(np.float64)
-    if attrs.get("transA", 0):
-        raise NodeUnsupported("transA=1 is not supported; only transA=0")
-    if len(x.shape) != 1:
-        raise NodeUnsupported(f"input A must be 2-D (batch, features); got per-sample shape "
+    """`alpha * A' B' + beta * C` with one of A, B the runtime tensor and the other a constant.
+
+    With a batch axis only the tensor as A works (the tensor as B would mix samples); a graph
+    without a batch axis may have the weight on either side (e.g. `Gemm(W, x)`, x of (k, 1)).
+    """
+    tensor_left = isinstance(args[0], Tensor)
+    x = _tensor(args[0] if tensor_left else args[1], node, "input A or B")
+    c = _const(args[1] if tensor_left else args[0], node, "other input").astype(np.float64)
+    if c.ndim != 2:
+        raise NodeUnsupported(f"constant operand of shape {list(c.shape)} is not 2-D")
+    trans_x, trans_c = (attrs.get("transA", 0), attrs.get("transB", 0)) if tensor_left \
+        else (attrs.get("transB", 0), attrs.get("transA", 0))
+    if len(x.shape) + ctx.lead != 2:
+        raise NodeUnsupported(f"the tensor operand must be 2-D; got per-sample shape "
                               f"{list(x.shape)}")
-    weight = float(attrs.get("alpha", 1.0)) * (b if attrs.get("transB", 0) else b.T)
-    bias = np.zeros(weight.shape[0])
+    if trans_x:
+        if ctx.lead:
+            raise NodeUnsupported("transA=1 is not supported; only transA=0 (the batched input "
+                                  "cannot be transposed)")
+        x = _transposed(ctx, f"{node.output[0]}/transpose", x)
+    weight, out = _matmul_map(ctx, x, c.T if trans_c else c, tensor_left)
+    bias = np.zeros(size_of(out))
     if len(args) > 2 and args[2] is not None:
-        c = _const(args[2], node, "input C").astype(np.float64)
-        if c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1):
-            raise NodeUnsupported(f"bias C of shape {list(c.shape)} depends on the batch row")
+        bias_c = _const(args[2], node, "input C").astype(np.float64)
+        full = ctx.full(out)
         try:
-            bias = float(attrs.get("beta", 1.0)) * np.broadcast_to(
-                c.reshape(-1) if c.ndim == 2 else c, (weight.shape[0],))
+            if np.broadcast_shapes(bias_c.shape, full) != full:
+                raise ValueError
+            bias = float(attrs.get("beta", 1.0)) * np.broadcast_to(bias_c, full).reshape(-1)
         except ValueError:
-            raise NodeUnsupported(f"bias C of shape {list(c.shape)} does not broadcast to "
-                                  f"{weight.shape[0]} outputs") from None
-    if weight.shape[1] != x.shape[0]:
-        raise NodeUnsupported(f"weight has {weight.shape[1]} columns but the input has {x.shape[0]}")
-    return [ctx.emit(node.output[0], ops.Affine((x.name,), (weight.shape[0],),
-                                                np.ascontiguousarray(weight), bias.copy()))]
+            raise NodeUnsupported(f"bias C of shape {list(bias_c.shape)} does not broadcast to "
+                                  f"the output shape {list(full)} (or depends on the batch row)"
+                                  ) from None
+    weight = float(attrs.get("alpha", 1.0)) * weight
+    return [ctx.emit(node.output[0], ops.Affine((x.name,), out, np.ascontiguousarray(weight),
+                                                bias.copy()))]
 
 
 @register("MatMul", 1, 9, 13)
 def _matmul(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value | None]
             ) -> list[Value]:
-    x = _tensor(args[0], node, "input A")
-    b = _const(args[1], node, "input B").astype(np.float64)
-    if b.ndim != 2 or len(x.shape) != 1 or b.shape[0] != x.shape[0]:
-        raise NodeUnsupported(f"only (batch, k) @ constant (k, m) is supported; got per-sample "
-                              f"shape {list(x.shape)} @ {list(b.shape)}")
-    return [ctx.emit(node.output[0], ops.Affine((x.name,), (b.shape[1],),
-                                                np.ascontiguousarray(b.T), np.zeros(b.shape[1])))]
+    """`x @ W` or `W @ x` with a constant W (see `_matmul_map` for the shapes)."""
+    tensor_left = isinstance(args[0], Tensor)
+    x = _tensor(args[0] if tensor_left else args[1], node, "input A or B")
+    c = _const(args[1] if tensor_left else args[0], node, "other input").astype(np.float64)
+    weight, out = _matmul_map(ctx, x, c, tensor_left)
+    return [ctx.emit(node.output[0], ops.Affine((x.name,), out, np.ascontiguousarray(weight),
+                                                np.zeros(size_of(out))))]
 
 
 def _elementwise(ctx: _Context, node: Any, args: list[Value | None], kind: str) -> list[Value]:
@@ -88,7 +147,7 @@ def _elementwise(ctx: _Context, node: Any, args: list[Value | None], kind: str) 
         t, c, tensor_first = a, _const(b, node, "second input"), True
     else:
         t, c, tensor_first = _tensor(b, node, "an input"), _const(a, node, "first input"), False
-    c = _broadcast_const(c, t.shape)
+    c = _broadcast_const(c, t.shape, ctx.lead)
     one, zero = np.ones_like(c), np.zeros_like(c)
     scale, shift = {
         ("Add", True): (one, c), ("Add", False): (one, c),
@@ -197,8 +256,8 @@ def _batchnorm(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Va
     scale_c = gamma / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
     shift_c = beta - mean * scale_c
     per_channel = (1, x.shape[0]) + (1,) * (len(x.shape) - 1)
-    scale = _broadcast_const(scale_c.reshape(per_channel), x.shape)
-    shift = _broadcast_const(shift_c.reshape(per_channel), x.shape)
+    scale = _broadcast_const(scale_c.reshape(per_channel), x.shape, ctx.lead)
+    shift = _broadcast_const(shift_c.reshape(per_channel), x.shape, ctx.lead)
     return [ctx.emit(node.output[0], ops.Scale((x.name,), x.shape, scale, shift))]
 
 
@@ -206,9 +265,11 @@ def _batchnorm(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Va
 def _flatten(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value | None]
              ) -> list[Value]:
     x = _tensor(args[0], node, "input")
+    full = ctx.full(x.shape)
     axis = int(attrs.get("axis", 1))
-    if axis < 0:
-        axis += len(x.shape) + 1
+    axis += len(full) if axis < 0 else 0
+    if ctx.lead == 0:      # no batch axis: Flatten is a plain reshape to 2-D
+        return [_identity(ctx, node.output[0], x, (size_of(full[:axis]), size_of(full[axis:])))]
     if axis != 1:
         raise NodeUnsupported(f"axis={attrs.get('axis')} is not supported; only axis=1 "
                               "(keep the batch axis)")
@@ -221,7 +282,7 @@ def _reshape(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Valu
     x = _tensor(args[0], node, "input")
     target = [int(v) for v in _const(args[1], node, "shape").reshape(-1)] if len(args) > 1 \
         else list(attrs.get("shape", []))
-    full = (1, *x.shape)
+    full = ctx.full(x.shape)
     dims = [full[i] if (d == 0 and not attrs.get("allowzero", 0)) else d
             for i, d in enumerate(target)]
     if dims.count(-1) > 1:
@@ -229,19 +290,19 @@ def _reshape(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Valu
     if -1 in dims:
         known = int(np.prod([d for d in dims if d != -1]))
         dims[dims.index(-1)] = size_of(full) // max(known, 1)
-    if not dims or dims[0] != 1:
+    if ctx.lead and (not dims or dims[0] != 1):
         raise NodeUnsupported(f"target shape {target} does not keep the batch axis first")
-    return [_identity(ctx, node.output[0], x, tuple(dims[1:]))]
+    return [_identity(ctx, node.output[0], x, tuple(dims[ctx.lead:]))]
 
 
 @register("Transpose", 1, 13, 21)
 def _transpose(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value | None]
                ) -> list[Value]:
     x = _tensor(args[0], node, "input")
-    perm = list(attrs.get("perm", range(len(x.shape) + 1)[::-1]))
-    if perm[0] != 0:
+    perm = list(attrs.get("perm", range(len(x.shape) + ctx.lead)[::-1]))
+    if ctx.lead and perm[0] != 0:
         raise NodeUnsupported(f"perm={perm} moves the batch axis; only perm[0] == 0 is supported")
-    axes = [p - 1 for p in perm[1:]]
+    axes = [p - ctx.lead for p in perm[ctx.lead:]]
     index = np.arange(size_of(x.shape), dtype=np.int64).reshape(x.shape).transpose(axes)
     shape = tuple(index.shape)
     return [ctx.emit(node.output[0], ops.Permute((x.name,), shape, index.reshape(-1),
@@ -256,22 +317,22 @@ def _squeeze_like(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list
     axes = attrs.get("axes")
     if axes is None and len(args) > 1 and args[1] is not None:
         axes = [int(a) for a in _const(args[1], node, "axes").reshape(-1)]
-    full = [1, *x.shape]
+    full = list(ctx.full(x.shape))
     if squeeze:
         rank = len(full)
         drop = {a % rank for a in axes} if axes is not None else \
-            {i for i, d in enumerate(full) if d == 1 and i > 0}
-        if 0 in drop:
+            {i for i, d in enumerate(full) if d == 1 and i >= ctx.lead}
+        if ctx.lead and 0 in drop:
             raise NodeUnsupported("squeezing the batch axis is not supported")
         shape = [d for i, d in enumerate(full) if i not in drop]
     else:
         rank = len(full) + len(axes or [])
         shape = list(full)
         for a in sorted(a % rank for a in axes or []):
-            if a == 0:
+            if ctx.lead and a == 0:
                 raise NodeUnsupported("unsqueezing before the batch axis is not supported")
             shape.insert(a, 1)
-    return [_identity(ctx, node.output[0], x, tuple(shape[1:]))]
+    return [_identity(ctx, node.output[0], x, tuple(shape[ctx.lead:]))]
 
 
 register("Squeeze", 1, 11, 13, 21)(lambda c, n, a, args: _squeeze_like(c, n, a, args, True))
@@ -284,15 +345,15 @@ def _concat(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value
     if not any(isinstance(a, Tensor) for a in args):
         return ctx.fold(ctx, node, attrs, args)
     parts = [_tensor(a, node, "input") for a in args]
-    rank = len(parts[0].shape) + 1
+    rank = len(parts[0].shape) + ctx.lead
     axis = int(attrs["axis"]) % rank
-    if axis == 0:
+    if ctx.lead and axis == 0:
         raise NodeUnsupported("concatenation along the batch axis is not supported")
     offsets = np.cumsum([0] + [size_of(p.shape) for p in parts])
     blocks = [np.arange(size_of(p.shape), dtype=np.int64).reshape(p.shape) + off
               for p, off in zip(parts, offsets)]
     try:
-        index = np.concatenate(blocks, axis=axis - 1)
+        index = np.concatenate(blocks, axis=axis - ctx.lead)
     except ValueError as exc:
         raise NodeUnsupported(f"inputs of shapes {[list(p.shape) for p in parts]} cannot be "
                               f"concatenated along axis {axis}") from exc
@@ -355,7 +416,8 @@ def _pad(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value | 
     mode = mode.decode() if isinstance(mode, bytes) else mode
     if mode != "constant":
         raise NodeUnsupported(f"mode={mode!r} is not supported; only mode='constant'")
-    begin, end, value = _pad_widths(node, attrs, args, len(x.shape) + 1)
+    begin, end, value = _pad_widths(node, attrs, args, len(x.shape) + ctx.lead)
+    begin, end = [0] * (1 - ctx.lead) + begin, [0] * (1 - ctx.lead) + end
     if not any(begin) and not any(end):
         return [x]
     if any(w < 0 for w in begin + end):
