@@ -35,6 +35,7 @@ from milpverify.frontends.onnx_base import (
 )
 from milpverify.ir import ops
 from milpverify.ir.network import Network, Origin
+from milpverify.ir.ops import size_of
 from milpverify.ir.simplify import simplify
 
 __all__ = ["load_onnx", "supported_ops"]
@@ -134,15 +135,25 @@ def _converter_for(op_type: str, domain: str, opset: int) -> Converter | None:
     return table.get(since)
 
 
-def load_onnx(source: str | os.PathLike[str] | Any, *, simplify_graph: bool = True) -> Network:
+def load_onnx(source: str | os.PathLike[str] | Any, *, simplify_graph: bool = True,
+              drop_trailing_monotone: bool = True) -> Network:
     """Load an ONNX model (path, `.onnx.gz` path or `onnx.ModelProto`) as a `Network`.
 
     Parameters
     ----------
     source : path or onnx.ModelProto
-        The model. The first input axis is the batch axis; all other dims must be fixed.
+        The model. The first input axis is the batch axis; all other dims must be fixed. A
+        rank-1 input `[n]` is one sample without a batch axis.
     simplify_graph : bool
         Fold normalisation/BatchNorm/permutations into neighbouring linear ops (default).
+    drop_trailing_monotone : bool
+        A classifier ending in Softmax or LogSoftmax (over all outputs) or Sigmoid keeps the
+        ranking of its logits, so argmax, top-K, `rho` and `certify` do not change when that
+        last op is dropped, and it is not piecewise linear. By default (True) it is dropped:
+        the network outputs the logits, `net.notes` says so and `net.dropped_output` names the
+        node, and `verify_vnnlib` (properties on output values, which do change) refuses the
+        network with an error naming the node. False: such a node is unsupported like any
+        other non-piecewise-linear op.
 
     Returns
     -------
@@ -163,12 +174,42 @@ def load_onnx(source: str | os.PathLike[str] | Any, *, simplify_graph: bool = Tr
     >>> net = load_onnx("mnist_relu_3_50.onnx")
     """
     model, description = _read_model(source)
+    original = model
+    dropped: list[Any] = []
+    if drop_trailing_monotone:
+        model, dropped = _cut_trailing_monotone(model)
     graph = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     ctx = _Context(opset, fold=_fold_constant)
     import onnx.numpy_helper as nph
     for init in graph.initializer:
         ctx.values[init.name] = nph.to_array(init)
+    inp, dims = _runtime_input(graph, ctx, description)
+    _convert_nodes(ctx, graph, description)
+    out = ctx.values.get(graph.output[0].name)
+    if not isinstance(out, Tensor):
+        raise InvalidModelError(f"The output of {description} does not depend on its input.")
+    notes = [f"loaded from {description}"]
+    dropped_output = None
+    if dropped:
+        labels = [f"{n.op_type} node {n.name or n.output[0]!r}" for n in dropped]
+        for n in dropped:
+            _check_covers_all_outputs(ctx, n, _attributes(n), out, description)
+        dropped_output = ", ".join(reversed(labels))
+        notes.append(f"dropped trailing {dropped_output}: it keeps the ranking of the outputs "
+                     "(argmax, top-K, rho unchanged); the network outputs its input logits, and "
+                     "VNN-LIB properties on output values are refused")
+    # `original` when nothing was cut keeps the bytes of the source model untouched.
+    origin = Origin(description, (model if dropped else original).SerializeToString(), inp.name,
+                    tuple(1 if d is None else d for d in dims))
+    net = Network(_live_nodes(ctx.nodes, out.name), out.name, origin=origin, notes=notes,
+                  dropped_output=dropped_output)
+    return simplify(net) if simplify_graph else net
+
+
+def _runtime_input(graph: Any, ctx: _Context, description: str
+                   ) -> tuple[Any, list[int | None]]:
+    """The single runtime input and its dims; sets `ctx.lead` and emits the Input node."""
     runtime_inputs = [i for i in graph.input if i.name not in ctx.values]
     if len(runtime_inputs) != 1:
         raise InvalidModelError(
@@ -187,9 +228,14 @@ def load_onnx(source: str | os.PathLike[str] | Any, *, simplify_graph: bool = Tr
             "fixed positive sizes for every other axis (or one fixed axis [n] without a batch).")
     in_shape = tuple(int(d) for d in dims[ctx.lead:])
     ctx.values[inp.name] = ctx.emit(inp.name, ops.Input((), in_shape))
+    return inp, dims
 
+
+def _convert_nodes(ctx: _Context, graph: Any, description: str) -> None:
+    """Run every node's converter; one `UnsupportedModelError` names all that fail."""
+    opset = ctx.opset
     problems: list[str] = []
-    for position, node in enumerate(graph.node):
+    for node in graph.node:
         label = f"{node.name or node.output[0]!r} ({node.op_type}, opset {opset})"
         args = [ctx.values.get(n) if n else None for n in node.input]
         if any(n and n not in ctx.values for n in node.input):
@@ -212,16 +258,67 @@ def load_onnx(source: str | os.PathLike[str] | Any, *, simplify_graph: bool = Tr
         raise UnsupportedModelError(
             f"{len(problems)} node{'s' if len(problems) > 1 else ''} in {description} cannot be "
             f"encoded: {'; '.join(problems)}. Supported ONNX ops: {', '.join(supported_ops())} "
-            "(Add/Sub/Mul/Div with a constant operand; only piecewise-linear ReLU/MaxPool "
-            "networks can be encoded as a MILP).")
-    out = ctx.values.get(graph.output[0].name)
-    if not isinstance(out, Tensor):
-        raise InvalidModelError(f"The output of {description} does not depend on its input.")
-    nodes = _live_nodes(ctx.nodes, out.name)
-    origin = Origin(description, model.SerializeToString(), inp.name,
-                    tuple(1 if d is None else d for d in dims))
-    net = Network(nodes, out.name, origin=origin, notes=[f"loaded from {description}"])
-    return simplify(net) if simplify_graph else net
+            "(Add/Sub/Mul/Div with a constant operand; Softmax/LogSoftmax/Sigmoid only as the "
+            "last op of a classifier; only piecewise-linear networks can be encoded as a MILP).")
+
+
+# ---------------------------------------------------------------------------- trailing ops
+#: Ops that keep the ranking of the outputs; a classifier may end in them (see `load_onnx`).
+MONOTONE_TRAILING = ("Softmax", "LogSoftmax", "Sigmoid")
+
+
+def _monotone_elsewhere(ctx: _Context, node: Any, attrs: Mapping[str, Any],
+                        args: list[Value | None]) -> list[Value]:
+    raise NodeUnsupported("it is not piecewise linear; only as the last op of a classifier is it "
+                          "accepted (dropped: it keeps the ranking of the outputs, see "
+                          "load_onnx(..., drop_trailing_monotone=True))")
+
+
+for _op in MONOTONE_TRAILING:
+    _REGISTRY[_op] = {0: _monotone_elsewhere}
+
+
+def _cut_trailing_monotone(model: Any) -> tuple[Any, list[Any]]:
+    """The model with its trailing Softmax/LogSoftmax/Sigmoid chain removed, and those nodes
+    (last first). The cut model's output is the chain's input, so onnxruntime re-runs of
+    witnesses compare logits with logits."""
+    import onnx
+    from onnx import TensorProto, helper
+    producers = {o: n for n in model.graph.node for o in n.output}
+    out = model.graph.output[0].name if len(model.graph.output) == 1 else None
+    dropped = []
+    while out in producers and producers[out].op_type in MONOTONE_TRAILING \
+            and producers[out].domain in ("", "ai.onnx") and producers[out].input:
+        dropped.append(producers[out])
+        out = producers[out].input[0]
+    if not dropped:
+        return model, []
+    cut = onnx.ModelProto()
+    cut.CopyFrom(model)
+    gone = {d.output[0] for d in dropped}
+    keep = [n for n in cut.graph.node if not (n.output and n.output[0] in gone)]
+    del cut.graph.node[:]
+    cut.graph.node.extend(keep)
+    del cut.graph.output[:]
+    cut.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+    return cut, dropped
+
+
+def _check_covers_all_outputs(ctx: _Context, node: Any, attrs: Mapping[str, Any], out: Tensor,
+                              description: str) -> None:
+    """A Softmax/LogSoftmax keeps the ranking of all outputs only if it normalises them together."""
+    if node.op_type == "Sigmoid":
+        return
+    full = ctx.full(out.shape)
+    axis = int(attrs.get("axis", -1 if ctx.opset >= 13 else 1)) % len(full)
+    # Before opset 13 the input is flattened to 2-D at `axis`; from 13 on one axis is normalised.
+    others = size_of(full[:axis]) if ctx.opset < 13 else size_of(full) // full[axis]
+    if others != 1:
+        raise UnsupportedModelError(
+            f"Node {node.name or node.output[0]!r} ({node.op_type}, opset {ctx.opset}) in "
+            f"{description} normalises axis {axis} of the output shape {list(full)} separately "
+            "per group, so dropping it would change the ranking; only a Softmax/LogSoftmax over "
+            "all outputs can be dropped.")
 
 
 def _live_nodes(nodes: list[tuple[str, ops.Op]], output: str) -> list[tuple[str, ops.Op]]:

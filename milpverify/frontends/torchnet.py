@@ -290,10 +290,11 @@ def to_network(module: TorchNet, *, onnx_origin: bool = True) -> Network:
         nodes.append((name, op))
     description = f"parameters of a torch module trained from {src.origin.description}"
     notes = [*src.notes, "parameters written back from a torch module"]
-    net = Network(nodes, src.output, origin=Origin(description), notes=notes)
+    net = Network(nodes, src.output, origin=Origin(description), notes=notes,
+                  dropped_output=src.dropped_output)
     if onnx_origin:
         data = onnx_model(net).SerializeToString()
-        net = Network(nodes, src.output, notes=notes,
+        net = Network(nodes, src.output, notes=notes, dropped_output=src.dropped_output,
                       origin=Origin(description, data, "input", (1, *net.input_shape)))
     return net
 

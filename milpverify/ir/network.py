@@ -87,6 +87,11 @@ class Network:
         Provenance (original ONNX bytes for reference re-runs).
     notes : iterable of str
         What the front end and simplification did (e.g. folded normalisation).
+    dropped_output : str, optional
+        Set when the front end dropped a trailing op that keeps the ranking of the outputs
+        (Softmax, LogSoftmax, Sigmoid), e.g. ``"Softmax node 'probs'"``: the outputs are that
+        op's inputs (logits). Rankings, hence argmax, top-K and rho, are unchanged; properties
+        on output values (VNN-LIB) are not, and refuse such a network.
 
     Example
     -------
@@ -95,7 +100,8 @@ class Network:
     """
 
     def __init__(self, nodes: Iterable[tuple[str, Op]], output: str, *,
-                 origin: Origin | None = None, notes: Iterable[str] = ()) -> None:
+                 origin: Origin | None = None, notes: Iterable[str] = (),
+                 dropped_output: str | None = None) -> None:
         self.graph: nx.DiGraph = nx.DiGraph()
         for name, op in nodes:
             if name in self.graph:
@@ -109,6 +115,7 @@ class Network:
         self.output = output
         self.origin = origin or Origin("in-memory")
         self.notes: list[str] = list(notes)
+        self.dropped_output = dropped_output
         self.validate()
 
     # ------------------------------------------------------------------ structure
@@ -297,9 +304,9 @@ class Network:
 
     def replace(self, nodes: Iterable[tuple[str, Op]], output: str | None = None,
                 notes: Iterable[str] = ()) -> Network:
-        """A new network with the same origin, new nodes, and extra notes."""
+        """A new network with the same origin and dropped output op, new nodes, extra notes."""
         return Network(nodes, output or self.output, origin=self.origin,
-                       notes=[*self.notes, *notes])
+                       notes=[*self.notes, *notes], dropped_output=self.dropped_output)
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
