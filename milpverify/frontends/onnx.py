@@ -22,7 +22,10 @@ from milpverify.errors import (
     InvalidModelError,
     UnsupportedModelError,
 )
-from milpverify.frontends import onnx_layers  # noqa: F401  (registers the layer converters)
+from milpverify.frontends import (  # noqa: F401  (register their converters)
+    onnx_activations,
+    onnx_layers,
+)
 from milpverify.frontends.onnx_base import (
     _REGISTRY,
     Converter,
@@ -245,7 +248,8 @@ def _convert_nodes(ctx: _Context, graph: Any, description: str) -> None:
             continue
         converter = _converter_for(node.op_type, node.domain, opset)
         if converter is None:
-            problems.append(label)
+            trailing_only = node.op_type in MONOTONE_TRAILING and node.domain in ("", "ai.onnx")
+            problems.append(f"{label}: {MONOTONE_ELSEWHERE}" if trailing_only else label)
             continue
         try:
             outputs = converter(ctx, node, _attributes(node), args)
@@ -267,21 +271,15 @@ def _convert_nodes(ctx: _Context, graph: Any, description: str) -> None:
 MONOTONE_TRAILING = ("Softmax", "LogSoftmax", "Sigmoid")
 
 
-def _monotone_elsewhere(ctx: _Context, node: Any, attrs: Mapping[str, Any],
-                        args: list[Value | None]) -> list[Value]:
-    raise NodeUnsupported("it is not piecewise linear; only as the last op of a classifier is it "
-                          "accepted (dropped: it keeps the ranking of the outputs, see "
-                          "load_onnx(..., drop_trailing_monotone=True))")
-
-
-for _op in MONOTONE_TRAILING:
-    _REGISTRY[_op] = {0: _monotone_elsewhere}
+MONOTONE_ELSEWHERE = ("it is not piecewise linear; only as the last op of a classifier is it "
+                      "accepted (dropped: it keeps the ranking of the outputs, see "
+                      "load_onnx(..., drop_trailing_monotone=True))")
 
 
 def _cut_trailing_monotone(model: Any) -> tuple[Any, list[Any]]:
     """The model with its trailing Softmax/LogSoftmax/Sigmoid chain removed, and those nodes
     (last first). The cut model's output is the chain's input, so onnxruntime re-runs of
-    witnesses compare logits with logits."""
+    witnesses compare logits with logits. A chain that starts at the graph input is kept."""
     import onnx
     from onnx import TensorProto, helper
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -291,7 +289,7 @@ def _cut_trailing_monotone(model: Any) -> tuple[Any, list[Any]]:
             and producers[out].domain in ("", "ai.onnx") and producers[out].input:
         dropped.append(producers[out])
         out = producers[out].input[0]
-    if not dropped:
+    if not dropped or out not in producers:   # nothing left but the input: keep (and reject)
         return model, []
     cut = onnx.ModelProto()
     cut.CopyFrom(model)
