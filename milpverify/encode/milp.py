@@ -261,6 +261,7 @@ def needed_elements(net: Network, bounds: Bounds, outputs: np.ndarray | None = N
             _, u = bounds.flat(op.inputs[0])
             need[op.inputs[0]] |= mask & (u > 0)
         elif isinstance(op, ops.LeakyRelu):
+            _, u = bounds.flat(op.inputs[0])
             need[op.inputs[0]] |= mask & ((u > 0) | (op.slope != 0))
         elif isinstance(op, ops.LinearOp):
             matrix, _ = op.linear_map

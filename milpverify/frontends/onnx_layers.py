@@ -264,6 +264,8 @@ def _batchnorm(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Va
 @register("Flatten", 1, 9, 11, 13, 21)
 def _flatten(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value | None]
              ) -> list[Value]:
+    if not any(isinstance(a, Tensor) for a in args):   # shape arithmetic: evaluate
+        return ctx.fold(ctx, node, attrs, args)
     x = _tensor(args[0], node, "input")
     full = ctx.full(x.shape)
     axis = int(attrs.get("axis", 1))
@@ -279,6 +281,8 @@ def _flatten(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Valu
 @register("Reshape", 1, 5, 13, 14, 19, 21)
 def _reshape(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value | None]
              ) -> list[Value]:
+    if not any(isinstance(a, Tensor) for a in args):   # shape arithmetic: evaluate
+        return ctx.fold(ctx, node, attrs, args)
     x = _tensor(args[0], node, "input")
     target = [int(v) for v in _const(args[1], node, "shape").reshape(-1)] if len(args) > 1 \
         else list(attrs.get("shape", []))
@@ -298,6 +302,8 @@ def _reshape(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Valu
 @register("Transpose", 1, 13, 21)
 def _transpose(ctx: _Context, node: Any, attrs: Mapping[str, Any], args: list[Value | None]
                ) -> list[Value]:
+    if not any(isinstance(a, Tensor) for a in args):   # shape arithmetic: evaluate
+        return ctx.fold(ctx, node, attrs, args)
     x = _tensor(args[0], node, "input")
     perm = list(attrs.get("perm", range(len(x.shape) + ctx.lead)[::-1]))
     if ctx.lead and perm[0] != 0:
