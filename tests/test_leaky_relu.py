@@ -192,3 +192,18 @@ def test_one_binary_per_unstable_leaky_neuron() -> None:
             unstable += int(((l < 0) & (u > 0)).sum())
             assert enc.stats.relu_cases[name]["unstable"] == int(((l < 0) & (u > 0)).sum())
     assert unstable > 0 and enc.stats.binaries == unstable
+
+
+def test_torch_compile_and_onnx_export_match_forward() -> None:
+    """The attack/fine-tune paths: `to_torch` and the ONNX export (PRelu) agree with numpy."""
+    import torch
+    from helpers import run_ort
+
+    from milpverify.frontends.torchnet import onnx_model, to_torch
+    net, _, _, rng = _random(5, LEAKY, sizes=(3, 6, 5, 4))
+    x = rng.uniform(-2, 2, size=(50, 3))
+    expected = net.forward(x)
+    with torch.no_grad():
+        np.testing.assert_allclose(to_torch(net)(torch.from_numpy(x)).numpy(), expected,
+                                   rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(run_ort(onnx_model(net), x), expected, rtol=1e-5, atol=1e-5)

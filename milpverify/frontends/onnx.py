@@ -298,7 +298,8 @@ def _cut_trailing_monotone(model: Any) -> tuple[Any, list[Any]]:
     del cut.graph.node[:]
     cut.graph.node.extend(keep)
     del cut.graph.output[:]
-    cut.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+    elem = model.graph.output[0].type.tensor_type.elem_type or TensorProto.FLOAT
+    cut.graph.output.append(helper.make_tensor_value_info(out, elem, None))
     return cut, dropped
 
 
