@@ -21,6 +21,10 @@ from milpverify.core.attacks import pgd
 from milpverify.ir import ops
 
 torch = pytest.importorskip("torch")
+# The TorchScript exporter (the dynamo one needs onnxscript, absent here) warns that it is
+# legacy and that it cannot constant-fold its own Slice (the loader folds it).
+pytestmark = [pytest.mark.filterwarnings("ignore:Constant folding"),
+              pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 nn = torch.nn
 
 

@@ -99,7 +99,10 @@ def test_vnnlib_refuses_naming_the_node(rng, tmp_path):
 
 
 def test_info_shows_the_note(rng, tmp_path, capsys):
+    import json
     path = tmp_path / "softmax.onnx"
     onnx.save(_classifier(rng, ["LogSoftmax"]), path)
     assert cli.main(["info", str(path)]) == 0
     assert "dropped trailing LogSoftmax node 'y'" in capsys.readouterr().out
+    assert cli.main(["info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dropped_output"] == "LogSoftmax node 'y'"
