@@ -63,12 +63,11 @@ def _phases(kind, params, layer, neuron):
     return [([(-1.0, lo)], 0.0, lo), ([(1.0, lo), (-1.0, hi)], 1.0, 0.0), ([(1.0, hi)], 0.0, hi)]
 
 
-def brute_force_rho(weights, kind, params, x, label, domain=(0.0, 1.0)) -> float:
-    """min over activation regions and labels of the L-inf LP inside the region (HiGHS)."""
-    n = len(x)
+def _regions(weights, kind, params, n):
+    """Every activation pattern as (A_ub, b_ub, fa, fc): region `A_ub x <= b_ub`, on which
+    the network is `fa x + fc` (empty regions included; the LPs find them infeasible)."""
     hidden = [w.shape[0] for w, _ in weights[:-1]]
     choices = [_phases(kind, params, li, j) for li, h in enumerate(hidden) for j in range(h)]
-    best = math.inf
     for pattern in itertools.product(*[range(len(c)) for c in choices]):
         a, c = np.eye(n), np.zeros(n)
         rows, rhs, pos = [], [], 0
@@ -83,8 +82,14 @@ def brute_force_rho(weights, kind, params, x, label, domain=(0.0, 1.0)) -> float
                 pos += 1
             a, c = m[:, None] * a, m * c + k
         w, b = weights[-1]
-        fa, fc = w @ a, w @ c + b
-        a_ub, b_ub = np.array(rows), np.array(rhs)
+        yield np.array(rows), np.array(rhs), w @ a, w @ c + b
+
+
+def brute_force_rho(weights, kind, params, x, label, domain=(0.0, 1.0)) -> float:
+    """min over activation regions and labels of the L-inf LP inside the region (HiGHS)."""
+    n = len(x)
+    best = math.inf
+    for a_ub, b_ub, fa, fc in _regions(weights, kind, params, n):
         for j in range(fa.shape[0]):
             if j == label:
                 continue
@@ -96,6 +101,16 @@ def brute_force_rho(weights, kind, params, x, label, domain=(0.0, 1.0)) -> float
                           bounds=[domain] * n + [(0, None)], method="highs")
             if res.status == 0:
                 best = min(best, res.fun)
+    return best
+
+
+def brute_force_max(weights, kind, params, n, output, domain=(0.0, 1.0)) -> float:
+    """max of one output over the box: the best LP over all activation regions."""
+    best = -math.inf
+    for a_ub, b_ub, fa, fc in _regions(weights, kind, params, n):
+        res = linprog(-fa[output], A_ub=a_ub, b_ub=b_ub, bounds=[domain] * n, method="highs")
+        if res.status == 0:
+            best = max(best, -res.fun + fc[output])
     return best
 
 
@@ -207,3 +222,33 @@ def test_torch_compile_and_onnx_export_match_forward() -> None:
         np.testing.assert_allclose(to_torch(net)(torch.from_numpy(x)).numpy(), expected,
                                    rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(run_ort(onnx_model(net), x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_interval_rule_is_exact_for_any_slope() -> None:
+    from milpverify.bounds.interval import interval_leaky_relu
+    op = ops.LeakyRelu(("h",), (4,), np.array([-0.5, 2.0, 0.3, -1.0]))
+    lower, upper = np.array([-4.0, -1.0, -2.0, 1.0]), np.array([1.0, 3.0, -1.0, 2.0])
+    lo, hi = interval_leaky_relu(op, [(lower, upper)])
+    np.testing.assert_allclose(lo, [0.0, -2.0, -0.6, 1.0], atol=1e-15)
+    np.testing.assert_allclose(hi, [2.0, 3.0, -0.3, 2.0], atol=1e-15)
+
+
+@pytest.mark.parametrize("expect", ["sat", "unsat"])
+def test_vnnlib_on_a_leaky_network(tmp_path, expect) -> None:
+    """VNN-LIB output properties stay exact (unlike a dropped Softmax): `Y_0 >= max -+ 0.01`
+    around the brute-force maximum is sat/unsat, through the falsifier, the spec network and
+    the MILP with the LeakyRelu rules."""
+    from milpverify.vnn.verify import verify_vnnlib
+    net, weights, params, _ = _random(8, LEAKY, sizes=(3, 6, 5, 4))
+    top = brute_force_max(weights, LEAKY, params, 3, 0)
+    threshold = float(top - 0.01 if expect == "sat" else top + 0.01)
+    spec = tmp_path / "p.vnnlib"
+    spec.write_text("".join(f"(declare-const X_{i} Real)\n" for i in range(3))
+                    + "".join(f"(declare-const Y_{j} Real)\n" for j in range(4))
+                    + "".join(f"(assert (>= X_{i} 0.0))\n(assert (<= X_{i} 1.0))\n"
+                              for i in range(3))
+                    + f"(assert (>= Y_0 {threshold!r}))\n")
+    result = verify_vnnlib(net, spec, timeout_s=60)
+    assert result.result == expect, result
+    if expect == "sat":
+        assert net.forward(result.x)[0, 0] >= threshold - 1e-6
