@@ -83,19 +83,33 @@ def test_softmax_over_part_of_the_outputs_is_rejected(rng):
         load_onnx(model)
 
 
-def test_vnnlib_refuses_naming_the_node(rng, tmp_path):
-    from milpverify.vnn.verify import verify_vnnlib
+def _box_spec(tmp_path):
     spec = tmp_path / "p.vnnlib"
     spec.write_text("".join(f"(declare-const X_{i} Real)\n" for i in range(4))
                     + "".join(f"(declare-const Y_{j} Real)\n" for j in range(3))
                     + "".join(f"(assert (>= X_{i} 0.0))\n(assert (<= X_{i} 1.0))\n"
                               for i in range(4))
                     + "(assert (>= Y_0 0.9))\n")
+    return spec
+
+
+def test_vnnlib_refuses_naming_the_node(rng, tmp_path):
+    from milpverify.vnn.verify import verify_vnnlib
     path = tmp_path / "softmax.onnx"
     onnx.save(_classifier(rng, ["Softmax"]), path)
     with pytest.raises(UnsupportedModelError, match=r"ends in Softmax node 'y'.*VNN-LIB "
                                                     r"properties constrain output values"):
-        verify_vnnlib(path, spec, timeout_s=10)
+        verify_vnnlib(path, _box_spec(tmp_path), timeout_s=10)
+
+
+def test_vnnlib_cli_writes_error_and_one_line(rng, tmp_path, capsys):
+    path, out = tmp_path / "softmax.onnx", tmp_path / "result.txt"
+    onnx.save(_classifier(rng, ["Sigmoid"]), path)
+    code = cli.main(["vnnlib", str(path), str(_box_spec(tmp_path)), "--out", str(out)])
+    assert code != 0
+    assert out.read_text().startswith("error")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Sigmoid node 'y'" in err[0]
 
 
 def test_info_shows_the_note(rng, tmp_path, capsys):
