@@ -55,7 +55,7 @@ def _net(weights, kind, params) -> Network:
 
 
 def _phases(kind, params, layer, neuron):
-    """[(row, m, c)]: the region is row * (pre - t) >= 0 ... as (sign, t) pairs, post = m pre + c."""
+    """[(region, m, c)]: region = [(sign, t)] meaning sign * (pre - t) >= 0; post = m pre + c."""
     if kind == LEAKY:
         a = params[layer][neuron]
         return [([(1.0, 0.0)], 1.0, 0.0), ([(-1.0, 0.0)], a, 0.0)]

@@ -1,8 +1,8 @@
 """The LP convex restriction of Bastani et al. (NIPS 2016, section 4): a fast upper bound on rho.
 
 Fix every ReLU to its phase at x (pre(x) > 0: post = pre and pre >= 0; otherwise post = 0
-and pre <= 0; a LeakyReLU likewise, with post = slope * pre in the second phase) and every MaxPool to its arg-max at x (x_a >= x_i over the window). In that
-activation region the network is affine, `f(x') = A x' + c`, and
+and pre <= 0; a LeakyReLU likewise, with post = slope * pre in the second phase) and every
+MaxPool to its arg-max at x (x_a >= x_i over the window). In that activation region the network is affine, `f(x') = A x' + c`, and
 
     minimise t  s.t.  |x'_i - x_i| <= t,  x' in domain,
                       (A_j - A_label) x' + (c_j - c_label) >= margin,

@@ -238,7 +238,8 @@ MilpRule = Callable[[_Ctx, str, Op], Term]
 MILP_RULES: dict[type[Op], MilpRule] = {
     ops.Affine: milp_linear, ops.Conv: milp_linear, ops.AvgPool: milp_linear,
     ops.Scale: milp_linear, ops.Permute: milp_linear,
-    ops.Relu: milp_relu, ops.LeakyRelu: milp_leaky_relu, ops.MaxPool: milp_maxpool, ops.Add: milp_add, ops.Concat: milp_concat,
+    ops.Relu: milp_relu, ops.LeakyRelu: milp_leaky_relu, ops.MaxPool: milp_maxpool,
+    ops.Add: milp_add, ops.Concat: milp_concat,
 }
 
 
@@ -247,7 +248,8 @@ def needed_elements(net: Network, bounds: Bounds, outputs: np.ndarray | None = N
     """Boolean mask per node of the elements some needed consumer reads.
 
     The output elements in `outputs` (default: all) are needed; an inactive ReLU does not
-    need its input (a LeakyReLU does unless its slope is 0); a linear op needs the inputs with a nonzero weight in a needed row; a
+    need its input (a LeakyReLU does unless its slope is 0); a linear op needs the inputs
+    with a nonzero weight in a needed row; a
     MaxPool needs the window inputs that can still be the maximum.
     """
     need: dict[str, np.ndarray] = {n: np.zeros(net.op(n).size, dtype=bool) for n in net.order}

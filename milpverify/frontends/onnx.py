@@ -2,9 +2,10 @@
 
 Converters are registered per (op_type, schema since_version) in `onnx_base`; the model's
 opset picks the schema version with `onnx.defs.get_schema(op, max_inclusive_version=opset)`.
-Layer converters live in `onnx_layers`; this module holds the constant ops (which need onnx
-to read or evaluate) and the driver. Every unsupported node is collected first, then one
-error names them all.
+Layer converters live in `onnx_layers`, piecewise-linear activations in `onnx_activations`;
+this module holds the constant ops (which need onnx to read or evaluate), the dropping of a
+trailing Softmax/LogSoftmax/Sigmoid, and the driver. Every unsupported node is collected
+first, then one error names them all.
 """
 
 from __future__ import annotations
@@ -222,7 +223,8 @@ def _runtime_input(graph: Any, ctx: _Context, description: str
         raise InvalidModelError(f"{description} has {len(graph.output)} outputs "
                                 f"({[o.name for o in graph.output]}); exactly one is supported.")
     inp = runtime_inputs[0]
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    dims = [d.dim_value if d.HasField("dim_value") else None
+            for d in inp.type.tensor_type.shape.dim]
     # A rank-1 input [n] is one sample without a batch axis; otherwise the first axis is the batch.
     ctx.lead = 0 if len(dims) == 1 else 1
     if not dims or any(d is None or d <= 0 for d in dims[ctx.lead:]):

@@ -46,8 +46,9 @@ def _input_gradient(net: Network, x: FloatArray, out_grad: FloatArray) -> FloatA
     """``d (sum_k out_grad[k] . f(x_k)) / d x`` by reverse mode through the IR (numpy).
 
     Piecewise-linear ops only: linear ops pass ``g M``; ReLU passes g where its input is
-    positive (LeakyReLU passes ``slope * g`` elsewhere); MaxPool routes g to the first maximal window entry; Add copies g to both
-    arguments; Concat scatters g back to its inputs.
+    positive (LeakyReLU passes ``slope * g`` elsewhere); MaxPool routes g to the first
+    maximal window entry; Add copies g to both arguments; Concat scatters g back to its
+    inputs.
     """
     values = net.forward_all(x, flat=True)
     grads: dict[str, FloatArray] = {net.output: out_grad}

@@ -51,7 +51,7 @@ def test_pad_alone(rng, simplify_graph, pads, value):
 
 @pytest.mark.parametrize("opset", [7, 11, 18])
 def test_pad_opsets(rng, opset):
-    """Pad-2 (opset 7) takes pads/value as attributes, Pad-11 as inputs, Pad-18 adds an axes input."""
+    """Pad-2 (opset 7) takes pads/value as attributes, Pad-11 inputs, Pad-18 an axes input."""
     if opset == 7:
         model = make_onnx([node("Pad", ["x"], "y", pads=[0, 0, 1, 0, 0, 0, 0, 2], value=0.5)],
                           {}, [X], [("y", None)], opset)
