@@ -123,6 +123,7 @@ def info_report(net: Any, model: str) -> dict[str, Any]:
                    "parameters": sum(r["parameters"] for r in nodes)},
         "input_normalisation_folded": any("input normalisation" in n for n in net.notes),
         "notes": list(net.notes),
+        "dropped_output": net.dropped_output,
     }
 
 

@@ -16,6 +16,9 @@ the sound float64 back-substitution of `symbolic` computes with the optimised sl
 [0, 1] makes every slope valid, and the rounding analysis of `symbolic` covers
 per-row slopes, so the result is sound whatever the optimiser did.
 
+A LeakyReLU `y = max(x, a x)` with `a <= 1` is handled the same way with slopes in `[a, 1]`
+(projection onto that range); one with `a > 1` is concave and keeps CROWN's lines.
+
 Rows optimised: both sides of every ReLU input neuron still unstable after CROWN, and
 both sides of every neuron of the other targets (the output, MaxPool inputs). A time
 limit stops the optimisation; targets not reached keep CROWN's bound.
@@ -113,8 +116,8 @@ def _back_linear(name: str, op: ops.LinearOp, coef: Tensor, run: _Pass) -> Torch
 
 
 def _back_relaxed(name: str, op: ops.Op, coef: Tensor, run: _Pass) -> TorchStep:
-    """ReLU/MaxPool, as `symbolic.back_relaxed`; a ReLU's optimised slopes replace the
-    shared lower slope on its unstable columns."""
+    """ReLU/LeakyReLU/MaxPool, as `symbolic.back_relaxed`; a (leaky) ReLU's optimised slopes
+    replace the shared lower slope on its unstable convex columns."""
     relax = run.ctx.relaxations[name]
     pos, neg = coef.clamp(min=0.0), coef.clamp(max=0.0)
     lower = _right_times(pos, run.operands(name + "/lo", relax.lo))
@@ -211,13 +214,17 @@ class SlopeOptimizer:
         net = self.net
         keep = ancestors(net, target)
         order = list(reversed([n for n in net.order if n in keep]))
-        unstable = {}
+        unstable, floors = {}, {}
         for name in order:
-            if isinstance(net.op(name), ops.Relu) and name != target:
-                low, up = ctx.state[net.op(name).inputs[0]]
-                columns = np.flatnonzero((low < 0) & (up > 0))
+            op = net.op(name)
+            if isinstance(op, ops.SIGN_SPLIT) and name != target:
+                low, up = ctx.state[op.inputs[0]]
+                # Lower slopes in [a, 1] are valid where the op is convex (slope a <= 1).
+                floor = op.slope if isinstance(op, ops.LeakyRelu) else np.zeros(op.size)
+                columns = np.flatnonzero((low < 0) & (up > 0) & (floor <= 1.0))
                 if columns.size:
                     unstable[name] = columns
+                    floors[name] = torch.from_numpy(np.asarray(floor[columns], np.float64))
         if not unstable:
             return None
         if time.perf_counter() >= self.deadline:
@@ -226,7 +233,7 @@ class SlopeOptimizer:
         low, up = interval
         size = low.size
         readers = [net.op(n) for n in net.order if target in net.op(n).inputs]
-        if readers and all(isinstance(r, ops.Relu) for r in readers):
+        if readers and all(isinstance(r, ops.SIGN_SPLIT) for r in readers):
             neurons = np.flatnonzero((low < 0) & (up > 0))
         else:
             neurons = np.flatnonzero(low < up)
@@ -259,8 +266,8 @@ class SlopeOptimizer:
             (-bound.sum()).backward()
             optimizer.step()
             with torch.no_grad():
-                for _, p in params.values():
-                    p.clamp_(0.0, 1.0)
+                for name, (_, p) in params.items():
+                    p.copy_(torch.maximum(p.clamp(max=1.0), floors[name]))
         self.stats["targets"] += 1
         self.stats["rows"] += int(rows.size)
         out = {}
@@ -335,4 +342,4 @@ def alpha_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
     return out
 
 
-__all__ = ["ITERATIONS", "SlopeOptimizer", "TORCH_BACKWARD_RULES", "alpha_bounds"]
+__all__ = ["ITERATIONS", "TORCH_BACKWARD_RULES", "SlopeOptimizer", "alpha_bounds"]

@@ -28,6 +28,9 @@ every real input in the box. Let `u = 2**-53` (unit roundoff) and
   Finally `nextafter` moves the result of `c' - r' - slack` (itself rounded)
   one ulp outward, which makes the last subtraction/addition safe.
 * `Permute`, `Relu` and `MaxPool` are exact in float (indexing, `max`).
+* `LeakyRelu`: the range over `[l, u]` is spanned by `f(l)`, `f(u)` and `f(0) = 0` when
+  `l < 0 < u` (piecewise linear, breakpoint 0); each product `slope * x` is one rounding,
+  undone by one `nextafter` outward.
 * `Add`: `fl(l1 + l2)` and `fl(u1 + u2)` are each one rounding, undone by one
   `nextafter` outward.
 * `Concat` is indexing, exact.
@@ -154,6 +157,25 @@ def interval_relu(op: ops.Relu, args: list[Interval]) -> Interval:
     return np.maximum(lower, 0.0), np.maximum(upper, 0.0)
 
 
+def _leaky(slope: FloatArray, x: FloatArray, outward: Callable[[FloatArray], FloatArray]
+           ) -> FloatArray:
+    """`f(x)` of a LeakyRelu, products rounded by `outward`; `0 * inf` counts as 0."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        product = np.where(slope == 0.0, 0.0, outward(slope * x))
+    return np.where(x >= 0, x, product)  # type: ignore[no-any-return]
+
+
+def interval_leaky_relu(op: ops.LeakyRelu, args: list[Interval]) -> Interval:
+    """`y = x` (x >= 0) or `slope x`: extremes among `f(l)`, `f(u)` and `f(0) = 0` if
+    `l < 0 < u` (any slope sign), exact up to one outward ulp per product."""
+    lower, upper = args[0]
+    ends_lo = np.minimum(_leaky(op.slope, lower, round_down), _leaky(op.slope, upper, round_down))
+    ends_hi = np.maximum(_leaky(op.slope, lower, round_up), _leaky(op.slope, upper, round_up))
+    straddle = (lower < 0) & (upper > 0)
+    return (np.where(straddle, np.minimum(ends_lo, 0.0), ends_lo),
+            np.where(straddle, np.maximum(ends_hi, 0.0), ends_hi))
+
+
 def interval_maxpool(op: ops.MaxPool, args: list[Interval]) -> Interval:
     """`y_k = max_{i in W_k} x_i` is monotone: `[max_{W_k} l_i, max_{W_k} u_i]`, exact.
 
@@ -183,6 +205,7 @@ INTERVAL_RULES: dict[type[ops.Op], IntervalRule] = {
     ops.Scale: interval_linear,
     ops.Permute: interval_permute,
     ops.Relu: interval_relu,
+    ops.LeakyRelu: interval_leaky_relu,
     ops.MaxPool: interval_maxpool,
     ops.Add: interval_add,
     ops.Concat: interval_concat,

@@ -136,6 +136,37 @@ def relax_relu(op: ops.Relu, lower: FloatArray, upper: FloatArray) -> LinearRela
     return LinearRelaxation(alpha, np.zeros_like(lower), slope, icpt)
 
 
+def relax_leaky_relu(op: ops.LeakyRelu, lower: FloatArray, upper: FloatArray
+                     ) -> LinearRelaxation:
+    """Relaxation of `y = x` (x >= 0) / `a x` (x < 0), per-neuron slope `a`, on `[l, u]`.
+
+    Active: `y = x`; inactive: `y = a x`. Unstable: the chord through `(l, a l)` and `(u, u)`,
+    `s = fl((u - a l) / (u - l))`, bounds from above where `f` is convex (`a <= 1`) and from
+    below where it is concave (`a > 1`); its intercept is rounded outward so the line is on
+    the right side of `f` at both ends in exact arithmetic. The other side is a line through
+    the origin with slope `a` or 1 (any slope between them is valid; CROWN's choice: 1 if
+    `u > -l`). With `a = 0` this is `relax_relu`.
+    """
+    a = np.asarray(op.slope, dtype=np.float64)
+    active = lower >= 0
+    unstable = ~active & (upper > 0)
+    lo = np.where(active, 1.0, a)
+    hi, c_lo, c_hi = lo.copy(), np.zeros_like(lower), np.zeros_like(lower)
+    lu, uu, au = lower[unstable], upper[unstable], a[unstable]
+    s = (uu - au * lu) / (uu - lu)
+    t_up = round_up(np.maximum(round_up(round_up(au * lu) - round_down(s * lu)),
+                               round_up(uu - round_down(s * uu))))
+    t_down = round_down(np.minimum(round_down(round_down(au * lu) - round_up(s * lu)),
+                                   round_down(uu - round_up(s * uu))))
+    through_origin = np.where(uu > -lu, 1.0, au)
+    convex = au <= 1.0
+    lo[unstable] = np.where(convex, through_origin, s)
+    c_lo[unstable] = np.where(convex, 0.0, t_down)
+    hi[unstable] = np.where(convex, s, through_origin)
+    c_hi[unstable] = np.where(convex, t_up, 0.0)
+    return LinearRelaxation(lo, c_lo, hi, c_hi)
+
+
 def relax_maxpool(op: ops.MaxPool, lower: FloatArray, upper: FloatArray) -> LinearRelaxation:
     """Relaxation of `y_k = max_{i in W_k} x_i` for `x in [l, u]`.
 
@@ -161,6 +192,7 @@ def relax_maxpool(op: ops.MaxPool, lower: FloatArray, upper: FloatArray) -> Line
 
 RELAXATIONS: dict[type[ops.Op], Callable[[Any, FloatArray, FloatArray], LinearRelaxation]] = {
     ops.Relu: relax_relu,
+    ops.LeakyRelu: relax_leaky_relu,
     ops.MaxPool: relax_maxpool,
 }
 """One linear relaxation rule per nonlinear op class."""
@@ -308,6 +340,7 @@ BACKWARD_RULES: dict[type[ops.Op], BackwardRule] = {
     ops.Scale: back_linear,
     ops.Permute: back_linear,
     ops.Relu: back_relaxed,
+    ops.LeakyRelu: back_relaxed,
     ops.MaxPool: back_relaxed,
     ops.Add: back_add,
     ops.Concat: back_concat,
@@ -394,10 +427,11 @@ def symbolic_targets(net: Network) -> list[str]:
     Input, ReLU and MaxPool nodes are skipped (their interval rule is exact given
     their inputs' bounds, or they are the box itself).
     """
-    wanted = {op.inputs[0] for _, op in net.items() if isinstance(op, (ops.Relu, ops.MaxPool))}
+    nonlinear = (*ops.SIGN_SPLIT, ops.MaxPool)
+    wanted = {op.inputs[0] for _, op in net.items() if isinstance(op, nonlinear)}
     wanted.add(net.output)
     return [n for n in net.order if n in wanted
-            and not isinstance(net.op(n), (ops.Input, ops.Relu, ops.MaxPool))]
+            and not isinstance(net.op(n), (ops.Input, *nonlinear))]
 
 
 def _intersect(name: str, a: Interval, b: Interval) -> Interval:
@@ -513,7 +547,19 @@ def bounds_for_box(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike,
 
 
 __all__ = [
-    "BACKWARD_RULES", "BOUND_METHODS", "LinearRelaxation", "RELAXATIONS", "SlopeHook",
-    "SymbolicContext", "ancestors", "backsubstitute", "bound_vertices", "bounds_for_box",
-    "relax_maxpool", "relax_relu", "symbolic_bounds", "symbolic_pass", "symbolic_targets",
+    "BACKWARD_RULES",
+    "BOUND_METHODS",
+    "RELAXATIONS",
+    "LinearRelaxation",
+    "SlopeHook",
+    "SymbolicContext",
+    "ancestors",
+    "backsubstitute",
+    "bound_vertices",
+    "bounds_for_box",
+    "relax_maxpool",
+    "relax_relu",
+    "symbolic_bounds",
+    "symbolic_pass",
+    "symbolic_targets",
 ]

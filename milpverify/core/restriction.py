@@ -1,8 +1,8 @@
 """The LP convex restriction of Bastani et al. (NIPS 2016, section 4): a fast upper bound on rho.
 
 Fix every ReLU to its phase at x (pre(x) > 0: post = pre and pre >= 0; otherwise post = 0
-and pre <= 0) and every MaxPool to its arg-max at x (x_a >= x_i over the window). In that
-activation region the network is affine, `f(x') = A x' + c`, and
+and pre <= 0; a LeakyReLU likewise, with post = slope * pre in the second phase) and every
+MaxPool to its arg-max at x (x_a >= x_i over the window). In that activation region the network is affine, `f(x') = A x' + c`, and
 
     minimise t  s.t.  |x'_i - x_i| <= t,  x' in domain,
                       (A_j - A_label) x' + (c_j - c_label) >= margin,
@@ -61,7 +61,7 @@ def region_of(net: Network, x: FloatArray) -> tuple[Region, dict[str, FloatArray
     values = net.forward_all(x, flat=True)
     active, argmax = {}, {}
     for name, op in net.items():
-        if isinstance(op, ops.Relu):
+        if isinstance(op, ops.SIGN_SPLIT):
             active[name] = values[op.inputs[0]][0] > 0
         elif isinstance(op, ops.MaxPool):
             padded = np.r_[values[op.inputs[0]][0], -np.inf]
@@ -94,6 +94,12 @@ def restriction_relu(op: ops.Relu, name: str, g: FloatArray, region: Region, coe
     _accumulate(coeffs, op.inputs[0], g * region.active[name])
 
 
+def restriction_leaky_relu(op: ops.LeakyRelu, name: str, g: FloatArray, region: Region,
+                           coeffs: Coeffs, const: list[FloatArray]) -> None:
+    """Fixed phase: `post = pre` where active at x, else `slope * pre`."""
+    _accumulate(coeffs, op.inputs[0], g * np.where(region.active[name], 1.0, op.slope))
+
+
 def restriction_maxpool(op: ops.MaxPool, name: str, g: FloatArray, region: Region,
                         coeffs: Coeffs, const: list[FloatArray]) -> None:
     """Fixed arg-max: `y_k = x_{a_k}`: G_x[:, a_k] += G[:, k]."""
@@ -124,6 +130,7 @@ RESTRICTION_RULES: dict[type[Op], RestrictionRule] = {
     ops.Affine: restriction_linear, ops.Conv: restriction_linear,
     ops.AvgPool: restriction_linear, ops.Scale: restriction_linear,
     ops.Permute: restriction_linear, ops.Relu: restriction_relu,
+    ops.LeakyRelu: restriction_leaky_relu,
     ops.MaxPool: restriction_maxpool, ops.Add: restriction_add, ops.Concat: restriction_concat,
 }
 
@@ -152,7 +159,7 @@ def violated_rows(net: Network, region: Region, x_new: FloatArray) -> list[tuple
     values = net.forward_all(x_new, flat=True)
     out = []
     for name, op in net.items():
-        if isinstance(op, ops.Relu):
+        if isinstance(op, ops.SIGN_SPLIT):
             pre = values[op.inputs[0]][0]
             act = region.active[name]
             bad = np.flatnonzero(np.where(act, pre < -VIOLATION_TOL, pre > VIOLATION_TOL))
@@ -171,18 +178,18 @@ def all_rows(net: Network, region: Region) -> list[tuple[str, IntArray]]:
     """Every region inequality, grouped by node (the full LP)."""
     out = []
     for name, op in net.items():
-        if isinstance(op, (ops.Relu, ops.MaxPool)):
+        if isinstance(op, (*ops.SIGN_SPLIT, ops.MaxPool)):
             out.append((name, np.arange(op.size)))
     return out
 
 
 def region_constraints(net: Network, region: Region, name: str, idx: IntArray
                        ) -> tuple[FloatArray, FloatArray]:
-    """Rows `(A, c)` meaning `A x' + c >= 0` for the given neurons of ReLU/MaxPool `name`."""
+    """Rows `(A, c)` meaning `A x' + c >= 0` for the given neurons of a (leaky) ReLU or MaxPool."""
     op = net.op(name)
     src = op.inputs[0]
     size = net.op(src).size
-    if isinstance(op, ops.Relu):
+    if isinstance(op, ops.SIGN_SPLIT):
         sign = np.where(region.active[name][idx], 1.0, -1.0)
         g = np.zeros((len(idx), size))
         g[np.arange(len(idx)), idx] = sign

@@ -43,7 +43,7 @@ class Term:
 
 @dataclass
 class EncodingStats:
-    """What the encoder created, per ReLU/MaxPool node and in total."""
+    """What the encoder created, per ReLU/LeakyReLU/MaxPool node and in total."""
 
     binaries: int = 0
     relu_cases: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -155,6 +155,23 @@ def milp_relu(ctx: _Ctx, name: str, op: ops.Relu) -> Term:
     return Term(var, const)
 
 
+def milp_leaky_relu(ctx: _Ctx, name: str, op: ops.LeakyRelu) -> Term:
+    """LeakyReLU as `y = a x + (1 - a) max(x, 0)`, an identity for every slope `a`.
+
+    The ReLU part is `milp_relu`'s encoding (one binary per unstable neuron, registered
+    under this node in `relu_active` and the stats: its phase is the sign of x as for a
+    ReLU); `y` is one equality row per needed neuron with the node's own bounds.
+    """
+    relu = milp_relu(ctx, name, ops.Relu(op.inputs, op.shape))
+    pre = ctx.terms[op.inputs[0]]
+    slope = np.asarray(op.slope, dtype=np.float64)
+    matrix = sp.csr_array(sp.hstack([sp.diags_array(slope), sp.diags_array(1.0 - slope)]))
+    joined = Term(np.r_[pre.var, relu.var], np.r_[pre.const, relu.const])
+    lower, upper = ctx.bounds.flat(name)
+    return _linear_rows(ctx.model, name, matrix, np.zeros(op.size), joined,
+                        np.flatnonzero(ctx.needed[name]), lower, upper)
+
+
 def milp_maxpool(ctx: _Ctx, name: str, op: ops.MaxPool) -> Term:
     """`y = max_{i in W} x_i` over each window W, with input bounds `l_i <= x_i <= u_i`.
 
@@ -221,7 +238,8 @@ MilpRule = Callable[[_Ctx, str, Op], Term]
 MILP_RULES: dict[type[Op], MilpRule] = {
     ops.Affine: milp_linear, ops.Conv: milp_linear, ops.AvgPool: milp_linear,
     ops.Scale: milp_linear, ops.Permute: milp_linear,
-    ops.Relu: milp_relu, ops.MaxPool: milp_maxpool, ops.Add: milp_add, ops.Concat: milp_concat,
+    ops.Relu: milp_relu, ops.LeakyRelu: milp_leaky_relu, ops.MaxPool: milp_maxpool,
+    ops.Add: milp_add, ops.Concat: milp_concat,
 }
 
 
@@ -230,7 +248,8 @@ def needed_elements(net: Network, bounds: Bounds, outputs: np.ndarray | None = N
     """Boolean mask per node of the elements some needed consumer reads.
 
     The output elements in `outputs` (default: all) are needed; an inactive ReLU does not
-    need its input; a linear op needs the inputs with a nonzero weight in a needed row; a
+    need its input (a LeakyReLU does unless its slope is 0); a linear op needs the inputs
+    with a nonzero weight in a needed row; a
     MaxPool needs the window inputs that can still be the maximum.
     """
     need: dict[str, np.ndarray] = {n: np.zeros(net.op(n).size, dtype=bool) for n in net.order}
@@ -243,6 +262,9 @@ def needed_elements(net: Network, bounds: Bounds, outputs: np.ndarray | None = N
         if isinstance(op, ops.Relu):
             _, u = bounds.flat(op.inputs[0])
             need[op.inputs[0]] |= mask & (u > 0)
+        elif isinstance(op, ops.LeakyRelu):
+            _, u = bounds.flat(op.inputs[0])
+            need[op.inputs[0]] |= mask & ((u > 0) | (op.slope != 0))
         elif isinstance(op, ops.LinearOp):
             matrix, _ = op.linear_map
             used = abs(matrix[np.flatnonzero(mask)]).sum(axis=0)

@@ -152,6 +152,17 @@ class ReluLayer(nn.Module):
         return F.relu(x)
 
 
+class LeakyReluLayer(nn.Module):
+    """`y = x` where `x >= 0`, else `slope * x` (per-neuron slope on flat rows)."""
+
+    def __init__(self, op: ops.LeakyRelu, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.register_buffer("slope", torch.as_tensor(np.asarray(op.slope), dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x >= 0, x, self.slope * x)
+
+
 class AddLayer(nn.Module):
     """`y = a + b`."""
 
@@ -183,6 +194,7 @@ TORCH_RULES: dict[type[ops.Op], TorchRule] = {
     ops.Scale: ScaleLayer,
     ops.Permute: PermuteLayer,
     ops.Relu: ReluLayer,
+    ops.LeakyRelu: LeakyReluLayer,
     ops.Add: AddLayer,
     ops.Concat: ConcatLayer,
 }
@@ -290,10 +302,11 @@ def to_network(module: TorchNet, *, onnx_origin: bool = True) -> Network:
         nodes.append((name, op))
     description = f"parameters of a torch module trained from {src.origin.description}"
     notes = [*src.notes, "parameters written back from a torch module"]
-    net = Network(nodes, src.output, origin=Origin(description), notes=notes)
+    net = Network(nodes, src.output, origin=Origin(description), notes=notes,
+                  dropped_output=src.dropped_output)
     if onnx_origin:
         data = onnx_model(net).SerializeToString()
-        net = Network(nodes, src.output, notes=notes,
+        net = Network(nodes, src.output, notes=notes, dropped_output=src.dropped_output,
                       origin=Origin(description, data, "input", (1, *net.input_shape)))
     return net
 
@@ -414,6 +427,9 @@ def _export_op(b: _OnnxBuilder, name: str, op: ops.Op, args: list[str]) -> str:
         return b.index(args[0], op.index, op.source_size, source_shape, op.shape, name)
     if isinstance(op, ops.Relu):
         return b.node("Relu", args, name)
+    if isinstance(op, ops.LeakyRelu):
+        return b.node("PRelu", [args[0], b.const(f"{name}/slope", op.slope.reshape(1, -1))],
+                      name)
     if isinstance(op, ops.Add):
         return b.node("Add", args, name)
     if isinstance(op, ops.Concat):

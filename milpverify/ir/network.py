@@ -31,6 +31,11 @@ def forward_relu(op: ops.Relu, args: list[FloatArray]) -> FloatArray:
     return np.maximum(args[0], 0.0)
 
 
+def forward_leaky_relu(op: ops.LeakyRelu, args: list[FloatArray]) -> FloatArray:
+    """`y = x` where `x >= 0`, else `slope * x`."""
+    return np.where(args[0] >= 0, args[0], op.slope * args[0])
+
+
 def forward_maxpool(op: ops.MaxPool, args: list[FloatArray]) -> FloatArray:
     """`y_k = max_{i in window k} x_i` (padding cells excluded)."""
     padded = np.concatenate([args[0], np.full((args[0].shape[0], 1), -np.inf)], axis=1)
@@ -54,6 +59,7 @@ FORWARD_RULES: dict[type[Op], ForwardRule] = {
     ops.Scale: forward_linear,
     ops.Permute: forward_linear,
     ops.Relu: forward_relu,
+    ops.LeakyRelu: forward_leaky_relu,
     ops.MaxPool: forward_maxpool,
     ops.Add: forward_add,
     ops.Concat: forward_concat,
@@ -87,6 +93,11 @@ class Network:
         Provenance (original ONNX bytes for reference re-runs).
     notes : iterable of str
         What the front end and simplification did (e.g. folded normalisation).
+    dropped_output : str, optional
+        Set when the front end dropped a trailing op that keeps the ranking of the outputs
+        (Softmax, LogSoftmax, Sigmoid), e.g. ``"Softmax node 'probs'"``: the outputs are that
+        op's inputs (logits). Rankings, hence argmax, top-K and rho, are unchanged; properties
+        on output values (VNN-LIB) are not, and refuse such a network.
 
     Example
     -------
@@ -95,7 +106,8 @@ class Network:
     """
 
     def __init__(self, nodes: Iterable[tuple[str, Op]], output: str, *,
-                 origin: Origin | None = None, notes: Iterable[str] = ()) -> None:
+                 origin: Origin | None = None, notes: Iterable[str] = (),
+                 dropped_output: str | None = None) -> None:
         self.graph: nx.DiGraph = nx.DiGraph()
         for name, op in nodes:
             if name in self.graph:
@@ -109,6 +121,7 @@ class Network:
         self.output = output
         self.origin = origin or Origin("in-memory")
         self.notes: list[str] = list(notes)
+        self.dropped_output = dropped_output
         self.validate()
 
     # ------------------------------------------------------------------ structure
@@ -147,8 +160,8 @@ class Network:
 
     @property
     def relu_nodes(self) -> list[str]:
-        """Names of the ReLU nodes in topological order."""
-        return [n for n, op in self.items() if isinstance(op, ops.Relu)]
+        """Names of the ReLU-like nodes (ReLU, LeakyReLU: one breakpoint at 0), in order."""
+        return [n for n, op in self.items() if isinstance(op, ops.SIGN_SPLIT)]
 
     def layer_sizes(self) -> dict[str, int]:
         """Neurons (scalar outputs) per node, in topological order."""
@@ -215,9 +228,14 @@ class Network:
             if not (np.all(np.isfinite(data)) and np.all(np.isfinite(bias))):
                 raise InvalidModelError(
                     f"Node {name!r} ({op.kind}) has non-finite weights or biases (NaN or inf).")
-        elif isinstance(op, (ops.Relu,)) and sizes[0] != op.size:
+        elif isinstance(op, ops.SIGN_SPLIT) and sizes[0] != op.size:
             raise InvalidModelError(
-                f"Node {name!r} (relu) has {op.size} outputs but its input has {sizes[0]}.")
+                f"Node {name!r} ({op.kind}) has {op.size} outputs but its input has {sizes[0]}.")
+        elif isinstance(op, ops.LeakyRelu) and (op.slope.shape != (op.size,)
+                                                or not np.all(np.isfinite(op.slope))):
+            raise InvalidModelError(
+                f"Node {name!r} (leakyrelu) needs {op.size} finite slopes; got shape "
+                f"{list(op.slope.shape)}.")
         elif isinstance(op, ops.Add) and not sizes[0] == sizes[1] == op.size:
             raise InvalidModelError(
                 f"Node {name!r} (add) adds tensors of {sizes[0]} and {sizes[1]} elements "
@@ -297,9 +315,9 @@ class Network:
 
     def replace(self, nodes: Iterable[tuple[str, Op]], output: str | None = None,
                 notes: Iterable[str] = ()) -> Network:
-        """A new network with the same origin, new nodes, and extra notes."""
+        """A new network with the same origin and dropped output op, new nodes, extra notes."""
         return Network(nodes, output or self.output, origin=self.origin,
-                       notes=[*self.notes, *notes])
+                       notes=[*self.notes, *notes], dropped_output=self.dropped_output)
 
     def __repr__(self) -> str:
         counts: dict[str, int] = {}

@@ -199,6 +199,22 @@ class Relu(Op):
 
 
 @dataclass(frozen=True, eq=False)
+class LeakyRelu(Op):
+    """`y = x` for `x >= 0`, `y = slope * x` below (ONNX LeakyRelu, PRelu); `slope` is flat.
+
+    Piecewise linear with one breakpoint at 0, like `Relu` (slope 0): one binary per unstable
+    neuron encodes it exactly. A slope above 1 makes it concave instead of convex.
+    """
+
+    slope: FloatArray
+
+
+#: Element-wise ops with one breakpoint at 0: their phase is the sign of their input, and
+#: ReLU-like analyses (unstable neurons, binaries, fixed-phase regions) apply to them.
+SIGN_SPLIT: tuple[type[Op], ...] = (Relu, LeakyRelu)
+
+
+@dataclass(frozen=True, eq=False)
 class MaxPool(Op):
     """2-D max pooling; padded cells are -inf, i.e. simply absent from a window."""
 
@@ -275,5 +291,5 @@ def conv_output_hw(in_hw: tuple[int, int], kernel: tuple[int, int], strides: tup
     return out[0], out[1]
 
 
-ALL_OPS: tuple[type[Op], ...] = (Input, Affine, Conv, AvgPool, Scale, Permute, Relu, MaxPool,
-                                 Add, Concat)
+ALL_OPS: tuple[type[Op], ...] = (Input, Affine, Conv, AvgPool, Scale, Permute, Relu, LeakyRelu,
+                                 MaxPool, Add, Concat)

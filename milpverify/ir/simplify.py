@@ -8,6 +8,8 @@ Each pass is a rule `(net_nodes, name) -> bool` applied until nothing changes:
   before or after it, when that is exact (per-channel constants; no zero padding after a shift).
 - `fold_permute`: a `Permute` merges into the `Affine` that consumes it.
 - `fold_affine_pair`: two consecutive `Affine`s merge when the product is not larger.
+- `fold_pad`: a zero padding (depthwise 1x1 identity Conv, what an ONNX `Pad` becomes) merges
+  into the padding of the Conv or AvgPool that consumes it, when that is exact.
 """
 
 from __future__ import annotations
@@ -193,8 +195,48 @@ def fold_affine_pair(g: _Graph, name: str) -> bool:
     return True
 
 
+def is_zero_pad(op: Op) -> bool:
+    """True if `op` only zero-pads H and W: a stride-1 depthwise 1x1 Conv of weight 1, bias 0."""
+    return (isinstance(op, ops.Conv) and op.group == op.in_shape[0] == op.shape[0]
+            and op.weight.shape[1:] == (1, 1, 1) and bool(np.all(op.weight == 1.0))
+            and not np.any(op.bias) and op.strides == (1, 1) and op.dilations == (1, 1)
+            and min(op.pads) >= 0)
+
+
+def _pad_into(pad: ops.Conv, nxt: Op) -> Op | None:
+    """`nxt` reading the unpadded input with the pad added to its own padding, or None.
+
+    Conv pads with zeros, so the sum is exact. AvgPool is exact when the padded cells count
+    in the divisor either way: `count_include_pad`, or no padding of its own (the explicit
+    zeros counted, so they still must). MaxPool pads with -inf, not 0: never folded.
+    """
+    pads = tuple(a + b for a, b in zip(pad.pads, getattr(nxt, "pads", (0, 0, 0, 0))))
+    if isinstance(nxt, ops.Conv):
+        return dataclasses.replace(nxt, inputs=pad.inputs, in_shape=pad.in_shape, pads=pads)
+    if isinstance(nxt, ops.AvgPool) and (nxt.count_include_pad or not any(nxt.pads)):
+        return dataclasses.replace(nxt, inputs=pad.inputs, in_shape=pad.in_shape, pads=pads,
+                                   count_include_pad=True)
+    return None
+
+
+def fold_pad(g: _Graph, name: str) -> bool:
+    """Merge a zero padding into its sole consumer's padding (Conv, AvgPool)."""
+    op = g.nodes[name]
+    user = g.sole_consumer(name)
+    if user is None or not is_zero_pad(op):
+        return False
+    assert isinstance(op, ops.Conv)
+    merged = _pad_into(op, g.nodes[user])
+    if merged is None:
+        return False
+    g.nodes[user] = merged
+    del g.nodes[name]
+    g.notes.append(f"folded zero padding {name!r} into {merged.kind} {user!r}")
+    return True
+
+
 PASSES: tuple[Callable[[_Graph, str], bool], ...] = (
-    drop_identity, diagonal_conv_to_scale, fold_scale, fold_permute, fold_affine_pair)
+    drop_identity, diagonal_conv_to_scale, fold_scale, fold_permute, fold_affine_pair, fold_pad)
 
 
 def simplify(net: Network) -> Network:

@@ -46,8 +46,9 @@ def _input_gradient(net: Network, x: FloatArray, out_grad: FloatArray) -> FloatA
     """``d (sum_k out_grad[k] . f(x_k)) / d x`` by reverse mode through the IR (numpy).
 
     Piecewise-linear ops only: linear ops pass ``g M``; ReLU passes g where its input is
-    positive; MaxPool routes g to the first maximal window entry; Add copies g to both
-    arguments; Concat scatters g back to its inputs.
+    positive (LeakyReLU passes ``slope * g`` elsewhere); MaxPool routes g to the first
+    maximal window entry; Add copies g to both arguments; Concat scatters g back to its
+    inputs.
     """
     values = net.forward_all(x, flat=True)
     grads: dict[str, FloatArray] = {net.output: out_grad}
@@ -65,6 +66,8 @@ def _input_gradient(net: Network, x: FloatArray, out_grad: FloatArray) -> FloatA
             parts = [(op.inputs[0], np.asarray(back))]
         elif isinstance(op, ops.Relu):
             parts = [(op.inputs[0], g * (values[op.inputs[0]] > 0))]
+        elif isinstance(op, ops.LeakyRelu):
+            parts = [(op.inputs[0], g * np.where(values[op.inputs[0]] > 0, 1.0, op.slope))]
         elif isinstance(op, ops.MaxPool):
             src = values[op.inputs[0]]
             padded = np.concatenate([src, np.full((src.shape[0], 1), -np.inf)], axis=1)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Union
 
-from milpverify.errors import InvalidInputError
+from milpverify.errors import InvalidInputError, UnsupportedModelError
 from milpverify.ir.network import Network
 from milpverify.vnn.check import CounterexampleCheck
 from milpverify.vnn.decide import _decide_property, _PropertyOutcome, milp_solvers
@@ -27,6 +27,12 @@ def _as_network(net_or_path: Network | PathLike) -> Network:
 
 
 def _as_spec(spec_or_path: VnnlibSpec | PathLike, net: Network) -> VnnlibSpec:
+    if net.dropped_output is not None:
+        raise UnsupportedModelError(
+            f"{net.origin.description} ends in {net.dropped_output}, which was dropped because "
+            "it keeps the ranking of the outputs; VNN-LIB properties constrain output values, "
+            "which it changes non-linearly. Export the network without it and state the "
+            "property on its logits.")
     if isinstance(spec_or_path, VnnlibSpec):
         spec = spec_or_path
     else:

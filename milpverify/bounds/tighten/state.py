@@ -165,9 +165,10 @@ def _solver_targets(net: Network, constrained: bool = False) -> list[str]:
     Without one, a node is affine in the input and its interval/symbolic bounds over the
     box are exact; under an output constraint (`constrained`) every such input counts.
     """
-    wanted = {op.inputs[0] for _, op in net.items() if isinstance(op, (ops.Relu, ops.MaxPool))}
+    nonlinear = (*ops.SIGN_SPLIT, ops.MaxPool)
+    wanted = {op.inputs[0] for _, op in net.items() if isinstance(op, nonlinear)}
     return [n for n in net.order if n in wanted and (constrained or any(
-        isinstance(net.op(a), (ops.Relu, ops.MaxPool)) for a in nx.ancestors(net.graph, n)))]
+        isinstance(net.op(a), nonlinear) for a in nx.ancestors(net.graph, n)))]
 
 
 def _pending(net: Network, node: str, lower: FloatArray, upper: FloatArray
@@ -181,7 +182,7 @@ def _pending(net: Network, node: str, lower: FloatArray, upper: FloatArray
     relu = np.zeros(lower.size, dtype=bool)
     pool = np.zeros(lower.size, dtype=bool)
     for _, op in net.items():
-        if op.inputs and op.inputs[0] == node and isinstance(op, ops.Relu):
+        if op.inputs and op.inputs[0] == node and isinstance(op, ops.SIGN_SPLIT):
             relu |= (lower < 0) & (upper > 0)
         elif op.inputs and op.inputs[0] == node and isinstance(op, ops.MaxPool):
             pad_lo = np.concatenate([lower, [-np.inf]])
