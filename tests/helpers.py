@@ -185,3 +185,47 @@ def vnnlib_box_points(shared_data, rel_path: str, n: int, seed: int = 0) -> np.n
         lo, hi = boxes[len(points) % len(boxes)]
         points.append(rng.uniform(lo, hi))
     return np.stack(points[:n]).astype(np.float32)
+
+
+def pairwise(valid: Any = None, **axes: Sequence[Any]) -> list[Any]:
+    """Test cases in which every pair of values of two axes occurs at least once.
+
+    `axes` maps an argument name (or several, comma-separated, with tuple values) to its
+    values; `valid(case)` (a dict of the names) drops combinations that do not type-check.
+    The full product of an operator's attributes repeats what a few cases test; all pairs
+    keep each attribute's interaction with every other (opset x attribute in particular).
+    Returns `pytest.param`s for ``pytest.mark.parametrize(",".join(axes), ...)``.
+    """
+    import pytest
+
+    names = list(axes)
+    product = [combo for combo in itertools.product(*(range(len(axes[n])) for n in names))
+               if valid is None or valid(_case(axes, names, combo))]
+    needed = {pair for combo in product for pair in _pairs(combo)}
+    chosen = []
+    while needed:
+        best = max(product, key=lambda combo: len(needed & _pairs(combo)))
+        chosen.append(best)
+        needed -= _pairs(best)
+    params = []
+    for combo in chosen:
+        values: list[Any] = []
+        for name, k in zip(names, combo):
+            value = axes[name][k]
+            values.extend(value if "," in name else [value])
+        params.append(pytest.param(*values, id="-".join(f"{n.split(',')[0]}{k}"
+                                                        for n, k in zip(names, combo))))
+    return params
+
+
+def _case(axes: Mapping[str, Sequence[Any]], names: list[str], combo: tuple[int, ...]
+          ) -> dict[str, Any]:
+    case: dict[str, Any] = {}
+    for name, k in zip(names, combo):
+        value = axes[name][k]
+        case.update(zip(name.split(","), value) if "," in name else [(name, value)])
+    return case
+
+
+def _pairs(combo: tuple[int, ...]) -> set[tuple[int, int, int, int]]:
+    return {(i, combo[i], j, combo[j]) for i, j in itertools.combinations(range(len(combo)), 2)}

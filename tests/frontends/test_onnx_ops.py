@@ -1,14 +1,15 @@
-"""Every supported ONNX op x attributes x opsets: `load_onnx(model).forward(x)` == onnxruntime.
+"""Every supported ONNX op, attribute and opset: `load_onnx(model).forward(x)` == onnxruntime.
 
 Each test builds a one-node or few-node graph with `onnx.helper` (batch axis symbolic "N",
-three samples of seeded random data) and checks both with and without simplification.
+three samples of seeded random data) and checks it with and without simplification. Cases
+cover every pair of attribute values (`helpers.pairwise`), not the full product.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_matches_ort, make_onnx, node
+from helpers import assert_matches_ort, make_onnx, node, pairwise
 
 SIMPLIFY = pytest.mark.parametrize("simplify_graph", [True, False], ids=["simplified", "raw"])
 BATCH = 3
@@ -22,15 +23,12 @@ def _w(rng: np.random.Generator, *shape: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- Gemm / MatMul
-@SIMPLIFY
-@pytest.mark.parametrize("opset", [9, 11, 13, 17])
-@pytest.mark.parametrize("trans_b", [0, 1])
-@pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (0.5, 2.0), (-1.5, 0.25)])
-@pytest.mark.parametrize("c_shape", [(4,), (1, 4), (), (1,), (1, 1), None],
-                         ids=["c4", "c1x4", "cscalar", "c1", "c1x1", "noC"])
+@pytest.mark.parametrize("simplify_graph,opset,trans_b,alpha,beta,c_shape", pairwise(
+    simplify_graph=[True, False], opset=[9, 11, 13, 17], trans_b=[0, 1],
+    **{"alpha,beta": [(1.0, 1.0), (0.5, 2.0), (-1.5, 0.25)]},
+    c_shape=[(4,), (1, 4), (), (1,), (1, 1), None],
+    valid=lambda c: c["c_shape"] is not None or c["opset"] >= 11))  # C optional from Gemm-11
 def test_gemm(rng, simplify_graph, opset, trans_b, alpha, beta, c_shape):
-    if c_shape is None and opset < 11:
-        pytest.skip("C is optional only from Gemm-11 on")
     b = _w(rng, 4, 6) if trans_b else _w(rng, 6, 4)
     inits = {"B": b}
     inputs = ["x", "B"]
@@ -82,14 +80,12 @@ def test_mlp_gemm_relu_chain(rng, simplify_graph):
 CONST_SHAPES = [(), (1,), (4,), (3, 4), (2, 1, 1), (1, 2, 3, 4), (2, 3, 4), (1, 1, 1, 4)]
 
 
-@SIMPLIFY
-@pytest.mark.parametrize("opset", [11, 13, 14])
-@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div"])
-@pytest.mark.parametrize("tensor_first", [True, False], ids=["x_op_c", "c_op_x"])
-@pytest.mark.parametrize("c_shape", CONST_SHAPES, ids=lambda s: "c" + "x".join(map(str, s)))
+# constant / tensor is not piecewise linear (see test_onnx_errors)
+@pytest.mark.parametrize("simplify_graph,opset,op,tensor_first,c_shape", pairwise(
+    simplify_graph=[True, False], opset=[11, 13, 14], op=["Add", "Sub", "Mul", "Div"],
+    tensor_first=[True, False], c_shape=CONST_SHAPES,
+    valid=lambda c: c["op"] != "Div" or c["tensor_first"]))
 def test_elementwise_with_constant(rng, simplify_graph, opset, op, tensor_first, c_shape):
-    if op == "Div" and not tensor_first:
-        pytest.skip("constant / tensor is not piecewise linear (see test_onnx_errors)")
     c = _w(rng, *c_shape)
     if op == "Div":
         c = np.where(np.abs(c) < 0.1, 0.5, c).astype(np.float32)
@@ -155,10 +151,9 @@ CONV_CASES = {
 }
 
 
-@SIMPLIFY
-@pytest.mark.parametrize("opset", [10, 11, 13])
-@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
-@pytest.mark.parametrize("case", list(CONV_CASES))
+@pytest.mark.parametrize("simplify_graph,opset,with_bias,case", pairwise(
+    simplify_graph=[True, False], opset=[10, 11, 13], with_bias=[True, False],
+    case=list(CONV_CASES)))
 def test_conv(rng, simplify_graph, opset, with_bias, case):
     in_shape, w_shape, attrs = CONV_CASES[case]
     inits = {"W": _w(rng, *w_shape)}
@@ -218,13 +213,13 @@ MAXPOOL_CASES = {
 }
 
 
-@SIMPLIFY
-@pytest.mark.parametrize("opset", [8, 10, 11, 12, 13])
-@pytest.mark.parametrize("case", list(MAXPOOL_CASES))
+# dilations and ceil_mode exist from MaxPool-10 on
+@pytest.mark.parametrize("simplify_graph,opset,case", pairwise(
+    simplify_graph=[True, False], opset=[8, 10, 11, 12, 13], case=list(MAXPOOL_CASES),
+    valid=lambda c: c["opset"] >= 10 or not {"dilations", "ceil_mode"} & set(
+        MAXPOOL_CASES[c["case"]][1])))
 def test_maxpool(rng, simplify_graph, opset, case):
     in_shape, attrs = MAXPOOL_CASES[case]
-    if opset < 10 and ("dilations" in attrs or "ceil_mode" in attrs):
-        pytest.skip("dilations and ceil_mode exist from MaxPool-10 on")
     model = make_onnx([node("MaxPool", ["x"], "y", **attrs)], {},
                       [("x", ("N", *in_shape))], [("y", None)], opset)
     assert_matches_ort(model, _x(rng, *in_shape), simplify_graph=simplify_graph)
@@ -245,14 +240,13 @@ AVGPOOL_CASES = {
 }
 
 
-@SIMPLIFY
-@pytest.mark.parametrize("opset", [7, 10, 11, 19])
-@pytest.mark.parametrize("count_include_pad", [0, 1])
-@pytest.mark.parametrize("case", list(AVGPOOL_CASES))
+# ceil_mode exists from AveragePool-10 on
+@pytest.mark.parametrize("simplify_graph,opset,count_include_pad,case", pairwise(
+    simplify_graph=[True, False], opset=[7, 10, 11, 19], count_include_pad=[0, 1],
+    case=list(AVGPOOL_CASES),
+    valid=lambda c: c["opset"] >= 10 or "ceil_mode" not in AVGPOOL_CASES[c["case"]][1]))
 def test_average_pool(rng, simplify_graph, opset, count_include_pad, case):
     in_shape, attrs = AVGPOOL_CASES[case]
-    if opset < 10 and "ceil_mode" in attrs:
-        pytest.skip("ceil_mode exists from AveragePool-10 on")
     model = make_onnx([node("AveragePool", ["x"], "y", count_include_pad=count_include_pad,
                             **attrs)], {}, [("x", ("N", *in_shape))], [("y", None)], opset)
     assert_matches_ort(model, _x(rng, *in_shape), simplify_graph=simplify_graph)
@@ -295,14 +289,12 @@ def test_global_average_pool(rng, simplify_graph, in_shape):
 
 
 # ---------------------------------------------------------------------------- BatchNorm
-@SIMPLIFY
-@pytest.mark.parametrize("opset", [7, 9, 14, 15])
-@pytest.mark.parametrize("in_shape", [(3, 4, 4), (5,)], ids=["nchw", "nc"])
-@pytest.mark.parametrize("epsilon", [1e-5, 0.1])
-@pytest.mark.parametrize("after", ["none", "conv", "gemm"])
+@pytest.mark.parametrize("simplify_graph,opset,in_shape,epsilon,after", pairwise(
+    simplify_graph=[True, False], opset=[7, 9, 14, 15], in_shape=[(3, 4, 4), (5,)],
+    epsilon=[1e-5, 0.1], after=["none", "conv", "gemm"],
+    valid=lambda c: {"conv": 3, "gemm": 1}.get(c["after"], len(c["in_shape"]))
+    == len(c["in_shape"])))
 def test_batch_normalization(rng, simplify_graph, opset, in_shape, epsilon, after):
-    if after == "conv" and len(in_shape) != 3 or after == "gemm" and len(in_shape) != 1:
-        pytest.skip("combination does not type-check")
     c = in_shape[0]
     inits = {"scale": _w(rng, c), "bias": _w(rng, c), "mean": _w(rng, c),
              "var": (np.abs(_w(rng, c)) + 0.1).astype(np.float32)}
