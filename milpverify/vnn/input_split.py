@@ -169,18 +169,19 @@ def _local_attack(net: Network, a: FloatArray, b: FloatArray, rows: list[FloatAr
 
 def _try_points(net: Network, prop: VnnlibProperty, a: FloatArray, b: FloatArray,
                 groups: list[npt.NDArray[np.int64]], points: FloatArray, tries: int
-                ) -> CounterexampleCheck | None:
+                ) -> tuple[CounterexampleCheck | None, FloatArray]:
     """Run `points` forward; re-check the (at most `tries`) most unsafe ones with
-    `check_counterexample`, returning the first that passes."""
+    `check_counterexample`. Returns the first that passes (or None) and every point's
+    unsafe margin (`_unsafe_margin`, >= 0: unsafe in float64)."""
     if len(points) == 0:
-        return None
+        return None, np.empty(0)
     margin = _unsafe_margin(a, b, groups, net.forward(points))
     hits = np.flatnonzero(margin >= 0)
     for k in hits[np.argsort(-margin[hits])][:tries]:
         check = check_counterexample(net, prop, points[k])
         if check.verified:
-            return check
-    return None
+            return check, margin
+    return None, margin
 
 
 @dataclass
@@ -206,34 +207,39 @@ def _falsify_batch(net: Network, prop: VnnlibProperty, a: FloatArray, b: FloatAr
                    attack_steps: int) -> CounterexampleCheck | None:
     """Counterexample search on open boxes (sorted worst first): centres and each worst
     disjunct's rows' minimising vertices (`bound_vertices` per box), then `_local_attack`
-    from the centres and vertices of the first `attack_boxes` boxes."""
+    from the centres and vertices of `attack_boxes` of them."""
     centres = 0.5 * lo + 0.5 * hi
     row_sets = [groups[d] for d in worst]
     vertices = [np.where(coef[k, rows] < 0, hi[k], lo[k]) for k, rows in enumerate(row_sets)]
-    points = np.vstack([centres, *vertices])
-    found = _try_points(net, prop, a, b, groups, points, tries=3)
+    found, margin = _try_points(net, prop, a, b, groups, np.vstack([centres, *vertices]), 3)
     if found is not None or attack_boxes <= 0 or attack_steps <= 0:
         return found
-    top = min(attack_boxes, len(lo))
-    starts = np.vstack([centres[:top], *vertices[:top]])
-    owner = np.r_[np.arange(top), np.repeat(np.arange(top), [len(v) for v in vertices[:top]])]
+    # half the attacks on the boxes with the worst bounds, half on those whose centre comes
+    # closest to the unsafe set (where the counterexamples usually are)
+    nearest = np.argsort(-margin[:len(lo)])
+    chosen = list(dict.fromkeys([*range(min(attack_boxes // 2, len(lo))),
+                                 *nearest[:attack_boxes - attack_boxes // 2].tolist()]))
+    starts = np.vstack([centres[chosen], *[vertices[k] for k in chosen]])
+    owner = np.r_[chosen, np.repeat(chosen, [len(vertices[k]) for k in chosen])].astype(np.int64)
     visited = _local_attack(net, a, b, [row_sets[k] for k in owner], starts, lo[owner],
                             hi[owner], attack_steps)
-    return _try_points(net, prop, a, b, groups, visited, tries=3)
+    return _try_points(net, prop, a, b, groups, visited, tries=3)[0]
 
 
 @dataclass(frozen=True)
 class SplitOptions:
     """Settings of `split_search`.
 
-    ``batch`` boxes are bounded per numpy pass (the cost per box falls with the batch up to
-    a few hundred boxes); ``branching`` is a rule of `choose_dimension`; each batch runs
+    At most ``batch`` boxes are bounded per numpy pass (the cost per box falls with the batch
+    up to a few hundred boxes), fewer when the last batch's cost per box says a batch would
+    take more than ``batch_s`` seconds or the time left (wide networks, lookahead); ``branching`` is a rule of `choose_dimension`; each batch runs
     `_local_attack` for ``attack_steps`` steps from the centre and vertices of its
     ``attack_boxes`` worst boxes; the search gives up (``unknown``) when more than
     ``max_boxes`` boxes are open at once (memory).
     """
 
     batch: int = 256
+    batch_s: float = 0.5
     branching: str = "lookahead"
     lookahead_ratio: float = 0.25
     attack_boxes: int = 8
@@ -275,6 +281,7 @@ def split_search(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray
     queue = _Queue([])
     queue.push(-np.inf, lo0, hi0, root)
     stats: dict[str, Any] = {"split_boxes": 0, "split_batches": 0, "split_stuck": 0}
+    size = 1
 
     def outcome(result: str, check: CounterexampleCheck | None = None,
                 message: str = "") -> SplitOutcome:
@@ -291,8 +298,12 @@ def split_search(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray
         if len(queue.heap) > opts.max_boxes:
             return outcome("unknown", message=f"input splitting: more than {opts.max_boxes} "
                                               "boxes open")
-        lo, hi, open_ = queue.pop_batch(opts.batch)
+        lo, hi, open_ = queue.pop_batch(size)
+        t0 = time.perf_counter()
         found = _expand(net, chain, prop, a, b, groups, lo, hi, open_, scale, opts, queue, stats)
+        per_box = (time.perf_counter() - t0) / len(lo)
+        left = deadline - time.perf_counter()
+        size = int(np.clip(min(opts.batch_s, left) / max(per_box, 1e-9), 1, opts.batch))
         if found is not None:
             return outcome("sat", found)
     if stats["split_stuck"]:
