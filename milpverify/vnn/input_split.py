@@ -13,12 +13,14 @@ refuting the unsafe set first, and processes them in batches:
    (`chain_bounds`, CROWN back-substitution through `spec_network` with outward rounding);
    a box closes when, for every disjunct still open on it, some row has ``lower(s_r) > 0``;
 2. falsification on the boxes left open: the centre and, per open row, the box vertex where
-   the row's linear lower bound is smallest are run forward; on the worst boxes, a few
-   projected signed-gradient steps (`_local_attack`) start from the best of them. A point
-   is reported only after `check_counterexample` (float32 point in the box, numpy float64
-   and onnxruntime outputs unsafe);
-3. each open box is halved along one input dimension (`choose_dimension`) and both halves go
-   back into the queue.
+   the row's linear lower bound is smallest are run forward; on a few boxes (the worst
+   bounds, and the centres nearest the unsafe set) a few projected signed-gradient steps
+   (`_local_attack`) start from them. A point is reported only after
+   `check_counterexample` (float32 point in the box, numpy float64 and onnxruntime outputs
+   unsafe);
+3. each open box is halved along one input dimension (`_split_choice`: by default the side
+   whose halves' bounds are best, `_lookahead_dimension`; halves already refuted there are
+   dropped) and the halves go back into the queue.
 
 The answer is ``unsat`` only when the queue empties, i.e. every leaf box was refuted by sound
 bounds; a box that cannot be halved any more (its side has no float between its ends)
