@@ -128,9 +128,9 @@ def _lookahead_dimension(chain: Chain, lo: FloatArray, hi: FloatArray,
     """Per box, the dimension whose halves have the best worse-half score: both halves of
     every dimension are bounded (2 n boxes per box, in one batch), and the worse of the two
     scores (`_box_scores`) is maximised, the sum breaking ties, among the sides at least
-    `min_ratio` times the widest (relative to the root box): purely greedy choices keep
-    halving one side that helps a little each time (measured on vdp: boxes thin as 1e-12
-    in one dimension and 2.5 in another, the bounds never closing). Returns the dimensions and
+    `min_ratio` times the widest (relative to the root box): a purely greedy choice can
+    keep halving one side that helps a little each time, leaving boxes that are very thin
+    in one dimension and wide in another, whose bounds never close. Returns the dimensions and
     the (2, B) scores of the chosen halves, which the caller uses to drop refuted halves."""
     n_box, n = lo.shape
     dims = np.tile(np.arange(n), n_box)
