@@ -23,7 +23,7 @@ from milpverify.vnn.check import _rows, check_counterexample
 from milpverify.vnn.decide import SPEC_NODE, spec_network
 from milpverify.vnn.input_split import SplitOptions, split_search
 from milpverify.vnn.options import VnnlibOptions
-from milpverify.vnn.spec import VnnlibProperty, read_vnnlib
+from milpverify.vnn.spec import VnnlibProperty, VnnlibSpec, read_vnnlib
 from milpverify.vnn.verify import verify_vnnlib
 
 REACH = ("vnncomp", "reach_prob_density_2022")
@@ -50,7 +50,7 @@ def _seeded():
     ``h / 2`` of a grid point."""
     net, weights = random_mlp(np.random.default_rng(7), [2, 16, 16, 1])
     lipschitz = float(np.prod([np.abs(w).sum(axis=1).max() for w, _ in weights]))
-    ticks = np.linspace(-1.0, 1.0, 1201)
+    ticks = np.linspace(-1.0, 1.0, 401)
     grid = np.stack(np.meshgrid(ticks, ticks), axis=-1).reshape(-1, 2)
     values = net.forward(grid)[:, 0]
     return net, float(values.max()), lipschitz * (ticks[1] - ticks[0]) / 2
@@ -174,3 +174,15 @@ def test_every_vdp_instance(shared_data, k):
                            timeout_s=60)
     want = {"holds": "unsat", "violated": "sat"}[_truth(folder)[f"vdp_{k}"]]
     assert result.result == want
+
+
+def test_stage_skipped_when_it_does_not_apply():
+    net, top, err = _seeded()
+    spec = VnnlibSpec(n_inputs=2, n_outputs=1, properties=(_above(top + err + 1e-6),), path=None)
+    quick = {"attack": False, "alpha": False}  # the stages that cost seconds here
+    few = verify_vnnlib(net, spec, timeout_s=30,
+                        options=VnnlibOptions(input_split_max_inputs=1, **quick))
+    assert (few.result, few.decided_by) == ("unsat", "milp")  # 2 inputs > 1: no splitting
+    assert "split_boxes" not in few.stats
+    used = verify_vnnlib(net, spec, timeout_s=30, options=VnnlibOptions(**quick))
+    assert (used.result, used.decided_by) == ("unsat", "input_split")
