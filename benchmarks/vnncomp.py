@@ -87,6 +87,13 @@ TOOLS = {
     "rl": ("alpha_beta_crown", "nnenum", "verinet", "marabou"),
 }
 QUICK_STRIDE = 10
+#: What the variants of the 2022 control benchmarks are (their runs: see the run notes).
+CONTROL_VARIANTS = {
+    "reach_prob_density": "`base`: the code before input splitting (another checkout), run side "
+                          "by side with the default run, same 60 s cap.",
+    "rl": "`no_input_split`: this code with `--no-input-split`, run side by side with the "
+          "default run, same 60 s cap.",
+}
 
 
 def select(bench: str, instances: list[Instance], subset: str, only: str | None
@@ -317,6 +324,10 @@ def write_summary(notes: list[str]) -> Path:
     for bench in BENCHES:
         table = variant_table(bench)
         if table:
+            if bench in CONTROL_VARIANTS:
+                lines += [f"## {bench}: variants against the default, same instances", "",
+                          CONTROL_VARIANTS[bench], "", *table]
+                continue
             lines += [f"## {bench}: variants against the default, same instances", "",
                       "Wall time counts a shared-rho group once (its slowest member). Runs "
                       "were made at different machine loads (see run notes). `no_attack` and "
