@@ -1,4 +1,5 @@
-"""VNN-COMP benchmark: `mnist_fc` (2022, 90 instances) and the ReLU half of `eran` (2021, 36).
+"""VNN-COMP benchmark: `mnist_fc` (2022, 90 instances), the ReLU half of `eran` (2021, 36), and
+the 2022 control benchmarks `reach_prob_density` (36) and `rl_benchmarks` (296; quick: every 10th).
 
 Runs `milpverify.runs.vnncomp.run_vnncomp` with the official per-instance timeouts and compares
 the answers with the consensus ground truth in `shared/data/vnncomp/*/results_*_consensus.csv`
@@ -20,6 +21,9 @@ Usage::
     python benchmarks/vnncomp.py --subset full
     # shared rho on mnist_fc pairs, written to vnncomp_mnist_fc_shared_rho.csv
     python benchmarks/vnncomp.py --bench mnist_fc --shared-rho --tag shared_rho
+    # reach_prob_density with every timeout capped at 60 s
+    python benchmarks/vnncomp.py --bench reach_prob_density --subset full \
+        --timeout-cap 60
     # only rebuild vnncomp.md from the CSVs
     python benchmarks/vnncomp.py --summarize-only
 """
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime
 import os
 import platform
@@ -63,20 +68,27 @@ BENCHES = {
     "eran": ("vnncomp/eran_mnist_2021", "instances_relu_only.csv",
              "results_vnncomp2021_consensus.csv",
              "reference/vnncomp/eran_mnist_2021_votes_and_abcrown_times.csv"),
+    "reach_prob_density": ("vnncomp/reach_prob_density_2022", "instances.csv",
+                           "results_vnncomp2022_consensus.csv", None),
+    "rl": ("vnncomp/rl_benchmarks_2022", "instances.csv", "results_vnncomp2022_consensus.csv",
+           None),
 }
 #: Published solved counts on the whole benchmark (README section 5).
 PUBLISHED = {
     "mnist_fc": "α,β-CROWN 84/90 (GPU + Gurobi), VeriNet 71, Marabou 60, nnenum 59",
     "eran": "α,β-CROWN 34/36, VeriNet 28, Debona 28, ERAN 27, Marabou 19",
+    "reach_prob_density": "α,β-CROWN, nnenum, VeriNet 36/36, MN-BaB 34, PeregriNN 32, "
+                          "Marabou 31",
+    "rl": "see the consensus CSV (290+ of 296 decided by the best tools)",
 }
 #: Tools shown per benchmark (names as in the consensus CSV).
 TOOLS = {
     "mnist_fc": ("alpha_beta_crown", "verinet", "marabou", "nnenum"),
     "eran": ("VeriNet", "Debona", "ERAN", "Marabou"),
+    "reach_prob_density": ("alpha_beta_crown", "nnenum", "verinet", "marabou"),
+    "rl": ("alpha_beta_crown", "nnenum", "verinet", "marabou"),
 }
 QUICK_STRIDE = 10
-
-
 def select(bench: str, instances: list[Instance], subset: str, only: str | None
            ) -> list[Instance]:
     """The instances to run: all, or (quick) every 256x2 one plus every 10th of the rest."""
@@ -118,7 +130,17 @@ def truth_table(bench: str) -> dict[tuple[str, str], dict[str, str]]:
             key = (Path(row["onnx"]).name, Path(row["vnnlib"]).name)
             truth = row.get("ground_truth") or row["consensus"]
             out[key] = {"truth": truth if truth in ("holds", "violated") else "unknown",
-                        "tools": row["tools_holds"] + " " + row["tools_violated"]}
+                        "tools": row["tools_holds"] + " " + row["tools_violated"],
+                        "fastest_s": row.get("fastest_time_s", "")}
+    if reference is None:  # the 2022 control benchmarks: no separate α,β-CROWN table
+        for info in out.values():
+            info["abcrown"] = ""
+        with open(DATA / folder / consensus, newline="") as fh:
+            for row in csv.DictReader(fh):
+                key = (Path(row["onnx"]).name, Path(row["vnnlib"]).name)
+                out[key]["abcrown"] = {"holds": "unsat", "violated": "sat"}.get(
+                    row.get("alpha_beta_crown", ""), "")
+        return out
     with open(DATA / reference, newline="") as fh:
         for row in csv.DictReader(fh):
             onnx = Path(row.get("onnx") or "mnist_relu_9_200.onnx").name
@@ -146,6 +168,7 @@ def options_from(args: argparse.Namespace) -> VnnlibOptions:
                          ideal_cuts=not args.no_ideal_cuts,
                          disjunct_tighten_fraction=args.disjunct_tighten,
                          threads=args.threads,
+                         input_split=not args.no_input_split,
                          **milp_form_flag(args.milp_form),
                          solver_params=params,
                          falsifier=FalsifierOptions(time_limit_s=args.attack_s),
@@ -184,6 +207,9 @@ def summarize_csv(bench: str, path: Path) -> tuple[list[str], dict[str, int]]:
         solved = counts["sat"] + counts["unsat"]
         secs = [float(r["seconds"]) for r in group if r["result"] in ("sat", "unsat")]
         med = f"{float(np.median(secs)):.1f}" if secs else "–"
+        fastest = [float(info["fastest_s"]) for info in
+                   (truth[(net, Path(r["vnnlib"]).name)] for r in group) if info.get("fastest_s")]
+        med += f" / {float(np.median(fastest)):.1f}" if fastest else ""
         ref = " / ".join(str(tools[t]) for t in tools)
         lines.append(f"| {net} | {len(group)} | {solved} ({counts['sat']} sat, {counts['unsat']} "
                      f"unsat) | **{wrong}** | {counts['timeout']} | "
@@ -234,15 +260,17 @@ def versions() -> str:
 
 def write_summary(notes: list[str]) -> Path:
     out = RESULTS / "vnncomp.md"
-    lines = ["# VNN-COMP benchmark: mnist_fc (2022) and eran ReLU (2021)", "",
+    lines = ["# VNN-COMP benchmark: mnist_fc (2022), eran ReLU (2021), reach_prob_density and "
+             "rl_benchmarks (2022)", "",
              f"- updated: {datetime.datetime.now().isoformat(timespec='seconds')}",
-             f"- machine: {platform.platform()}, CPU: {cpu_name()} ({os.cpu_count()} logical cores); load average now "
-             f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}",
+             f"- machine: {platform.platform()}, CPU: {cpu_name()} ({os.cpu_count()} logical "
+             f"cores); load average now {', '.join(f'{v:.1f}' for v in os.getloadavg())}",
              f"- {versions()}",
              "- single process, 1 solver thread, official per-instance timeouts "
-             "(mnist_fc 256x2: 120 s, 256x4/256x6: 300 s; eran: 300 s); `seconds` includes "
-             "loading the spec. The 2-core machine was shared with other jobs while these "
-             "numbers were taken (see load averages in the run notes), so times are pessimistic.",
+             "(mnist_fc 256x2: 120 s, 256x4/256x6: 300 s; eran: 300 s; the 2022 control "
+             "benchmarks were run with `--timeout-cap 60`); `seconds` includes loading the "
+             "spec. The 2-core machine was shared with other jobs while these numbers were "
+             "taken, so times are pessimistic.",
              "- wrong = sat on a `holds` instance or unsat on a `violated` one (consensus ground "
              "truth); eran has no `violated` instances and 8 with unknown truth.",
              "- reference columns count, on the *same instances*, the answers of the VNN-COMP "
@@ -256,7 +284,7 @@ def write_summary(notes: list[str]) -> Path:
             lines += [f"## {bench} — `{path.name}`", "",
                       f"Published, all instances: {PUBLISHED[bench]}.", "",
                       f"| network | run | solved | wrong | timeout | unknown/error | median s "
-                      f"(solved) | α,β-CROWN solved | {tools} answered |",
+                      f"(solved) / fastest 2022 tool (all run) | α,β-CROWN solved | {tools} answered |",
                       "|---|---|---|---|---|---|---|---|---|", *table,
                       f"| **total** | {total['run']} | **{total['solved']}** | "
                       f"**{total['wrong']}** | | | | | |", "",
@@ -313,6 +341,10 @@ def main() -> int:
     parser.add_argument("--backend", default="scip",
                         help="solver of the decision MILPs; 'scip+highs': a SCIP and a HiGHS "
                              "worker share the MILPs and race on the last (use --threads 2)")
+    parser.add_argument("--timeout-cap", type=float, default=None, metavar="S",
+                        help="run every instance with min(its timeout, S) seconds")
+    parser.add_argument("--no-input-split", action="store_true",
+                        help="no input-splitting stage (VnnlibOptions.input_split)")
     parser.add_argument("--summarize-only", action="store_true")
     parser.add_argument("--note", action="append", default=[],
                         help="extra line for the notes of this run in vnncomp.md")
@@ -327,6 +359,9 @@ def main() -> int:
             folder, inst_file, _, _ = BENCHES[bench]
             base = DATA / folder
             chosen = select(bench, read_instances(base / inst_file), args.subset, args.only)
+            if args.timeout_cap is not None:
+                chosen = [dataclasses.replace(i, timeout_s=min(i.timeout_s, args.timeout_cap))
+                          for i in chosen]
             if args.easy_first:
                 chosen = easy_first(base, chosen)
             left = None

@@ -1,7 +1,7 @@
 """Decide one VNN-LIB property in stages.
 
-The pipeline (spec layer -> symbolic bounds -> falsifier ->
-optimised-slope bounds -> falsifier -> feasibility MILP -> bound tightening -> optimised
+The pipeline (spec layer -> symbolic bounds -> falsifier -> input splitting on networks
+with few inputs -> optimised-slope bounds -> falsifier -> feasibility MILP -> bound tightening -> optimised
 slopes on the tightened bounds -> feasibility MILP -> counterexample re-check; the
 falsifier also starts from the vertices where the bounds' relaxation of each spec row is
 smallest).
@@ -31,8 +31,10 @@ from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveStatus
+from milpverify.vnn.box_bounds import as_chain
 from milpverify.vnn.check import CounterexampleCheck, _rows, check_counterexample
 from milpverify.vnn.falsify import FalsifierOptions, _attack, falsify
+from milpverify.vnn.input_split import split_search
 from milpverify.vnn.options import VnnlibOptions
 from milpverify.vnn.spec import VnnlibProperty
 
@@ -355,6 +357,32 @@ def _optimised_slopes(aug: Network, prop: VnnlibProperty, bounds: Any, deadline:
     return out
 
 
+def _input_split(net: Network, aug: Network, prop: VnnlibProperty, a: FloatArray, b: FloatArray,
+                 groups: list[npt.NDArray[np.int64]], alive: list[int], deadline: float,
+                 opts: VnnlibOptions, timings: dict[str, float], stats: dict[str, Any]
+                 ) -> _PropertyOutcome | None:
+    """The input-splitting stage (`split_search`) when it applies (`VnnlibOptions.input_split`:
+    few inputs, `aug` a chain), for `input_split_fraction` of the time left; its sat / unsat,
+    or None to go on with the later stages."""
+    if not opts.input_split or net.input_size > opts.input_split_max_inputs:
+        return None
+    chain = as_chain(aug)
+    if chain is None:
+        return None
+    t0 = time.perf_counter()
+    until = t0 + opts.input_split_fraction * (deadline - t0)
+    found = split_search(net, chain, prop, a, b, groups, alive, until, opts.splitter)
+    timings["input_split_s"] = timings.get("input_split_s", 0.0) + time.perf_counter() - t0
+    for key, value in found.stats.items():
+        if key in ("split_boxes", "split_batches", "split_stuck", "split_open"):
+            stats[key] = stats.get(key, 0) + value
+    if found.result in ("sat", "unsat"):
+        return _PropertyOutcome(found.result, found.check, "input_split")
+    if opts.input_split_fraction >= 1:
+        return _PropertyOutcome(found.result, message=found.message)
+    return None
+
+
 def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backend: str,
                      opts: VnnlibOptions, attack_s: float, timings: dict[str, float],
                      stats: dict[str, Any]) -> _PropertyOutcome:
@@ -384,6 +412,9 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
                         timings)
         if found is not None:
             return _PropertyOutcome("sat", found, "attack")
+    split = _input_split(net, aug, prop, a, b, groups, alive, deadline, opts, timings, stats)
+    if split is not None:
+        return split
     # Optimised slopes after the (cheap) falsifier: what it answers never pays for them.
     if opts.alpha and bounds.unstable:
         bounds = _optimised_slopes(aug, prop, bounds, deadline, opts, timings)

@@ -8,6 +8,7 @@ import numpy as np
 
 from milpverify.errors import InvalidInputError
 from milpverify.vnn.falsify import FalsifierOptions
+from milpverify.vnn.input_split import BRANCHING, SplitOptions
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,18 @@ class VnnlibOptions:
         Threads of the solvers and of torch, neurons of the bound tightening solved at once
         (`compute_bounds(threads=)`) and MILPs solved at once (each with one thread; see
         `_solve_disjuncts`: with ``backend="scip+highs"`` at least one worker per solver).
+    input_split : bool
+        On networks with at most `input_split_max_inputs` inputs that are chains of affine
+        maps and ReLUs, decide by input splitting (`milpverify.vnn.input_split`) right after
+        the first falsifier, before the optimised slopes and the MILPs: over wide boxes it
+        decides what one set of bounds cannot, and cheaply (VNN-COMP ``reach_prob_density``).
+    input_split_max_inputs : int
+        The largest input size input splitting is tried on (halving all sides of a box
+        takes ``2**n`` boxes).
+    input_split_fraction : float
+        Its budget as a fraction of the property's time left; the later stages get the
+        rest when it neither proves nor falsifies.
+    splitter : SplitOptions
     solver_params : dict
         Passed to the backend (SCIP parameter names for "scip").
     falsifier : FalsifierOptions
@@ -95,6 +108,10 @@ class VnnlibOptions:
     disjunct_tighten_fraction: float = 0.0
     ideal_cuts: bool = True
     threads: int = 1
+    input_split: bool = True
+    input_split_max_inputs: int = 16
+    input_split_fraction: float = 0.5
+    splitter: SplitOptions = field(default_factory=SplitOptions)
     solver_params: dict[str, object] = field(default_factory=dict)
     falsifier: FalsifierOptions = field(default_factory=FalsifierOptions)
 
@@ -112,6 +129,12 @@ class VnnlibOptions:
                 or not 0 <= fraction < 1):
             raise InvalidInputError(f"`disjunct_tighten_fraction` must be a number in [0, 1); "
                                     f"got {fraction!r}.")
+        if not 0 < self.input_split_fraction <= 1:
+            raise InvalidInputError(f"`input_split_fraction` must be in (0, 1]; got "
+                                    f"{self.input_split_fraction!r}.")
+        if self.splitter.branching not in BRANCHING:
+            raise InvalidInputError(f"`splitter.branching` must be one of "
+                                    f"{', '.join(BRANCHING)}; got {self.splitter.branching!r}.")
 
 
 def root_cut_rounds_flag(value: int | None) -> dict[str, int | None]:

@@ -159,7 +159,8 @@ class VnnlibResult:
         inside the box) and onnxruntime's outputs at it (numpy float64 outputs when the
         network has no ONNX origin).
     decided_by : str
-        ``"bounds"``, ``"attack"``, ``"milp"``, ``"rho"`` (shared rho) or ``""``.
+        ``"bounds"``, ``"attack"``, ``"input_split"``, ``"milp"``, ``"rho"`` (shared rho)
+        or ``""``.
     timings : dict[str, float]
         Seconds per stage (``bounds_s``, ``attack_s``, ``tighten_s``, ``build_s``,
         ``solve_s``, ``total_s``).

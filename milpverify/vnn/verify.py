@@ -124,7 +124,8 @@ def verify_vnnlib(net_or_path: Network | PathLike, spec_or_path: VnnlibSpec | Pa
             return done("sat", outcome.check, outcome.decided_by)
         outcomes.append(outcome)
     if all(o.result == "unsat" for o in outcomes):
-        by = "milp" if any(o.decided_by == "milp" for o in outcomes) else "bounds"
+        used = {o.decided_by for o in outcomes}
+        by = next((w for w in ("milp", "input_split") if w in used), "bounds")
         return done("unsat", by=by)
     for word in ("error", "timeout", "unknown"):
         hit = [o for o in outcomes if o.result == word]

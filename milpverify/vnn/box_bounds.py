@@ -1,0 +1,190 @@
+"""Sound CROWN bounds of a chain network's last node over many input boxes at once (numpy).
+
+Input splitting (`milpverify.vnn.input_split`) bounds thousands of small boxes of a small
+network; `symbolic_bounds` costs milliseconds per box (per-node Python, sparse bookkeeping),
+so this module redoes the same back-substitution for a *chain* (affine maps and ReLUs, each
+node reading the one before) with a leading batch axis: one pass bounds B boxes.
+
+Method and rounding are those of `milpverify.bounds.symbolic` (see its module docstring):
+every pre-activation node and the last node are bounded by back-substitution of the rows
+``[I; -I]`` through CROWN relaxations (`relax_relu`, adaptive lower slope, chord upper line
+with an outward-rounded intercept) and intersected with the outward-rounded interval rule.
+Each backward step adds its rounding error magnitude to ``E`` (``|L| (|M| mag + |b|)`` for an
+affine map, ``|L| (|a| mag + |s| mag + |t|)`` for a relaxed ReLU, then ``|d|``), and the final
+concretisation widens by ``2 gamma(N + 2) (|A| (|c| + r) + |d| + E) + eta`` with ``N`` the
+largest node size + 3 and rounds outward, so the bounds hold for every real input of each box.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+import scipy.sparse as sp
+
+from milpverify.bounds.interval import UNDERFLOW_SLACK, centre_radius, gamma, round_down, round_up
+from milpverify.bounds.symbolic import relax_relu
+from milpverify.ir import ops
+from milpverify.ir.network import Network
+from milpverify.ir.ops import FloatArray
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A network as a list of layers ``("affine", W, b)`` (dense W) or ``("relu",)``."""
+
+    layers: tuple[tuple[object, ...], ...]
+    input_size: int
+    n_terms: float
+
+
+def as_chain(net: Network) -> Chain | None:
+    """`net` as a `Chain`, or None when some node is not an affine map or a ReLU, or does not
+    read the node just before it (then the per-box `symbolic_bounds` must be used)."""
+    order = list(net.order)
+    if not order or not isinstance(net.op(order[0]), ops.Input) or order[-1] != net.output:
+        return None
+    layers: list[tuple[object, ...]] = []
+    for prev, name in pairwise(order):
+        op = net.op(name)
+        if tuple(op.inputs) != (prev,):
+            return None
+        if isinstance(op, ops.Relu):
+            layers.append(("relu",))
+        elif isinstance(op, ops.LinearOp) and not isinstance(op, ops.Permute):
+            matrix, bias = op.linear_map
+            dense = matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
+            layers.append(("affine", np.asarray(dense, dtype=np.float64),
+                           np.asarray(bias, dtype=np.float64).reshape(-1)))
+        else:
+            return None
+    if not layers or layers[-1][0] != "affine":
+        return None
+    sizes = [net.op(n).size for n in order]
+    return Chain(tuple(layers), int(net.input_size), float(max(sizes) + 3))
+
+
+@dataclass(frozen=True)
+class BoxBounds:
+    """Bounds of the chain's last node over B boxes.
+
+    ``lower``/``upper`` are (B, m). ``coef`` (B, m, n) holds the input coefficients of the
+    linear lower bound ``y_k >= coef_k x + const_k`` of each output (before concretisation):
+    ``coef * width`` says how much each input dimension costs the bound (split scoring), and
+    the box vertex minimising ``coef_k x`` is where the relaxation is smallest (attack starts).
+    """
+
+    lower: FloatArray
+    upper: FloatArray
+    coef: FloatArray
+
+
+def _rows_dot(coef: FloatArray, vec: FloatArray) -> FloatArray:
+    """``coef @ vec`` per box: coef (R, n) shared or (B, R, n), vec (B, n) -> (B, R)."""
+    if coef.ndim == 2:
+        return vec @ coef.T  # type: ignore[no-any-return]
+    return np.einsum("brn,bn->br", coef, vec)  # type: ignore[no-any-return]
+
+
+def _interval_affine(w: FloatArray, b: FloatArray, lo: FloatArray, hi: FloatArray,
+                     n_terms: float) -> tuple[FloatArray, FloatArray]:
+    """Outward-rounded interval image of ``W x + b`` for every box (rows of lo/hi)."""
+    c, r = centre_radius(lo, hi)
+    abs_w = np.abs(w)
+    mid = c @ w.T + b
+    spread = r @ abs_w.T
+    slack = 2.0 * gamma(n_terms + 2.0) * ((np.abs(c) + r) @ abs_w.T + np.abs(b)) + UNDERFLOW_SLACK
+    return round_down(mid - spread - slack), round_up(mid + spread + slack)
+
+
+def _backsubstitute(chain: Chain, target: int, state: list[tuple[FloatArray, FloatArray]],
+                    relax: dict[int, tuple[FloatArray, FloatArray, FloatArray]]
+                    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Lower bounds of the rows ``[I; -I]`` of node `target` (index into `state`; layer
+    ``target - 1`` computes it) over every box, and the input coefficients of those rows.
+
+    Returns (low (B, 2m), coef (B or 1, 2m, n)) where ``low[:, :m]`` bounds the node below
+    and ``-low[:, m:]`` above.
+    """
+    n_boxes = state[0][0].shape[0]
+    m = state[target][0].shape[1]
+    coef: FloatArray = np.vstack([np.eye(m), -np.eye(m)])
+    const = np.zeros((n_boxes, 2 * m))
+    err = np.zeros((n_boxes, 2 * m))
+    for k in range(target - 1, -1, -1):  # layer k maps node k to node k + 1
+        layer = chain.layers[k]
+        lo, hi = state[k]
+        mag = np.maximum(np.abs(lo), np.abs(hi))
+        abs_coef = np.abs(coef)
+        if layer[0] == "affine":
+            w, b = layer[1], layer[2]
+            assert isinstance(w, np.ndarray) and isinstance(b, np.ndarray)
+            err = err + _rows_dot(abs_coef, mag @ np.abs(w).T + np.abs(b))
+            const = const + (coef @ b)
+            coef = (coef.reshape(-1, w.shape[0]) @ w).reshape(*coef.shape[:-1], w.shape[1])
+        else:
+            slope_lo, slope_hi, icpt = relax[k]
+            pos = np.maximum(coef, 0.0)
+            neg = np.minimum(coef, 0.0)
+            err = err + _rows_dot(abs_coef, (np.abs(slope_lo) + np.abs(slope_hi)) * mag
+                                  + np.abs(icpt))
+            const = const + _rows_dot(neg, icpt)
+            coef = pos * slope_lo[:, None, :] + neg * slope_hi[:, None, :]
+        err = err + np.abs(const)
+    c, r = centre_radius(*state[0])
+    abs_coef = np.abs(coef)
+    mid = _rows_dot(coef, c) + const
+    spread = _rows_dot(abs_coef, r)
+    magnitude = _rows_dot(abs_coef, np.abs(c) + r) + np.abs(const) + err
+    slack = 2.0 * gamma(chain.n_terms + 2.0) * magnitude + UNDERFLOW_SLACK
+    low = round_down(mid - spread - slack)
+    return low, coef if coef.ndim == 3 else coef[None]
+
+
+def chain_bounds(chain: Chain, lower: FloatArray, upper: FloatArray) -> BoxBounds:
+    """CROWN bounds of the chain's last node over the boxes ``lower[i] <= x <= upper[i]``.
+
+    Parameters
+    ----------
+    chain : Chain
+    lower, upper : (B, n) float64 arrays, ``lower <= upper``.
+
+    Returns
+    -------
+    BoxBounds
+        Sound for every real point of each box (module docstring).
+    """
+    lower = np.atleast_2d(np.asarray(lower, dtype=np.float64))
+    upper = np.atleast_2d(np.asarray(upper, dtype=np.float64))
+    state: list[tuple[FloatArray, FloatArray]] = [(lower, upper)]
+    relax: dict[int, tuple[FloatArray, FloatArray, FloatArray]] = {}
+    last = len(chain.layers)
+    coef = np.zeros((lower.shape[0], 0, lower.shape[1]))
+    for k, layer in enumerate(chain.layers):
+        lo, hi = state[k]
+        if layer[0] == "relu":
+            relax[k] = _relax(lo, hi)
+            state.append((np.maximum(lo, 0.0), np.maximum(hi, 0.0)))
+            continue
+        w, b = layer[1], layer[2]
+        assert isinstance(w, np.ndarray) and isinstance(b, np.ndarray)
+        new_lo, new_hi = _interval_affine(w, b, lo, hi, chain.n_terms)
+        state.append((new_lo, new_hi))
+        if k + 1 == last or chain.layers[k + 1][0] == "relu":
+            if k == 0:  # an affine map of the input: the interval rule is its exact range
+                coef = np.broadcast_to(w, (lower.shape[0], *w.shape))
+                continue
+            low, rows = _backsubstitute(chain, k + 1, state, relax)
+            m = new_lo.shape[1]
+            state[k + 1] = (np.maximum(new_lo, low[:, :m]), np.minimum(new_hi, -low[:, m:]))
+            coef = rows[:, :m]
+    out_lo, out_hi = state[-1]
+    return BoxBounds(out_lo, out_hi, np.broadcast_to(coef, (lower.shape[0], *coef.shape[1:])))
+
+
+def _relax(lo: FloatArray, hi: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """`relax_relu` on (B, n) bounds: (lower slope, upper slope, upper intercept)."""
+    relaxation = relax_relu(None, lo, hi)  # type: ignore[arg-type]
+    assert isinstance(relaxation.lo, np.ndarray) and isinstance(relaxation.hi, np.ndarray)
+    return relaxation.lo, relaxation.hi, relaxation.c_hi

@@ -1,0 +1,188 @@
+"""Input-splitting branch and bound: batched chain bounds (agreement with `symbolic_bounds`,
+soundness on sampled points), decisions checked by brute force on a seeded 2-input network,
+and real VNN-COMP 2022 ``reach_prob_density`` instances against their ground truth."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import random_mlp
+
+from milpverify.bounds import symbolic_bounds
+from milpverify.errors import InvalidInputError
+from milpverify.frontends.onnx import load_onnx
+from milpverify.ir import ops
+from milpverify.ir.constraints import OutputConstraint
+from milpverify.ir.network import Network
+from milpverify.vnn.box_bounds import as_chain, chain_bounds
+from milpverify.vnn.check import _rows, check_counterexample
+from milpverify.vnn.decide import SPEC_NODE, spec_network
+from milpverify.vnn.input_split import SplitOptions, split_search
+from milpverify.vnn.options import VnnlibOptions
+from milpverify.vnn.spec import VnnlibProperty, VnnlibSpec, read_vnnlib
+from milpverify.vnn.verify import verify_vnnlib
+
+REACH = ("vnncomp", "reach_prob_density_2022")
+
+
+def _truth(folder: Path) -> dict[str, str]:
+    with open(folder / "results_vnncomp2022_consensus.csv", newline="") as fh:
+        return {Path(r["vnnlib"]).stem: r["ground_truth"] for r in csv.DictReader(fh)}
+
+
+def _search(net, prop, seconds=20.0, **options):
+    a, b, groups = _rows(prop)
+    chain = as_chain(spec_network(net, a, b))
+    assert chain is not None
+    return split_search(net, chain, prop, a, b, groups, list(range(len(groups))),
+                        time.perf_counter() + seconds, SplitOptions(**options))
+
+
+# ---------------------------------------------------------------------------- a seeded 2-input net
+def _seeded():
+    """A seeded 2-16-16-1 network on [-1, 1]^2, a dense grid maximum of its output and a
+    rigorous bound of how far the true maximum can exceed it: the output is Lipschitz
+    with constant ``L = prod ||W_k||_inf`` in the inf-norm, and every point lies within
+    ``h / 2`` of a grid point."""
+    net, weights = random_mlp(np.random.default_rng(7), [2, 16, 16, 1])
+    lipschitz = float(np.prod([np.abs(w).sum(axis=1).max() for w, _ in weights]))
+    ticks = np.linspace(-1.0, 1.0, 401)
+    grid = np.stack(np.meshgrid(ticks, ticks), axis=-1).reshape(-1, 2)
+    values = net.forward(grid)[:, 0]
+    return net, float(values.max()), lipschitz * (ticks[1] - ticks[0]) / 2
+
+
+def _above(t: float) -> VnnlibProperty:
+    """Unsafe: ``y >= t`` over [-1, 1]^2."""
+    return VnnlibProperty(np.full(2, -1.0), np.full(2, 1.0),
+                          (OutputConstraint(A=np.array([[-1.0]]), b=np.array([-t])),))
+
+
+def test_split_proves_what_one_bound_cannot():
+    net, top, err = _seeded()
+    t = top + err + 1e-6  # above the true maximum: the property holds
+    global_upper = symbolic_bounds(net, -np.ones(2), np.ones(2)).flat(net.output)[1][0]
+    assert global_upper > t  # symbolic bounds over the whole box cannot prove it
+    out = _search(net, _above(t), branching="lookahead")
+    assert out.result == "unsat"
+    assert out.stats["split_boxes"] > 1
+
+
+@pytest.mark.parametrize("branching", ["lookahead", "widest", "gradient"])
+def test_split_finds_a_checked_counterexample(branching):
+    net, top, _ = _seeded()
+    prop = _above(top - 0.05)  # a grid point is unsafe by 0.05
+    out = _search(net, prop, branching=branching)
+    assert out.result == "sat"
+    assert out.check is not None and out.check.verified
+    assert check_counterexample(net, prop, out.check.x).verified
+
+
+def test_split_times_out_honestly():
+    net, top, err = _seeded()
+    out = _search(net, _above(top + err + 1e-6), seconds=0.0)
+    assert out.result == "timeout"
+
+
+# ---------------------------------------------------------------------------- batched bounds
+def test_chain_bounds_agree_with_symbolic_and_contain_samples():
+    rng = np.random.default_rng(3)
+    net, _ = random_mlp(rng, [3, 12, 10, 4])
+    a = rng.normal(size=(2, 4))
+    aug = spec_network(net, a, rng.normal(size=2))
+    chain = as_chain(aug)
+    centre = rng.uniform(-1, 1, size=(40, 3))
+    radius = rng.uniform(0.01, 1.0, size=(40, 3))
+    lo, hi = centre - radius, centre + radius
+    got = chain_bounds(chain, lo, hi)
+    for k in range(len(lo)):
+        want = symbolic_bounds(aug, lo[k], hi[k]).flat(SPEC_NODE)
+        np.testing.assert_allclose(got.lower[k], want[0], rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(got.upper[k], want[1], rtol=1e-9, atol=1e-9)
+        points = rng.uniform(lo[k], hi[k], size=(200, 3))
+        points[:8] = np.where(rng.random((8, 3)) < 0.5, lo[k], hi[k])  # vertices too
+        values = aug.forward(points)
+        assert np.all(values >= got.lower[k]) and np.all(values <= got.upper[k])
+
+
+def test_chain_bounds_sound_on_reach_sub_boxes(shared_data):
+    folder = shared_data.joinpath(*REACH)
+    rng = np.random.default_rng(0)
+    for name in ("vdp", "robot", "gcas"):
+        net = load_onnx(folder / "onnx" / f"{name}.onnx")
+        prop = read_vnnlib(folder / "vnnlib" / f"{name}_0.vnnlib").properties[0]
+        a, b, _ = _rows(prop)
+        aug = spec_network(net, a, b)
+        width = prop.input_upper - prop.input_lower
+        lo = rng.uniform(prop.input_lower, prop.input_upper - width / 8, size=(30, width.size))
+        hi = lo + width / 8 * rng.uniform(0.05, 1.0, size=lo.shape)
+        got = chain_bounds(as_chain(aug), lo, hi)
+        for k in range(len(lo)):
+            values = aug.forward(rng.uniform(lo[k], hi[k], size=(300, width.size)))
+            assert np.all(values >= got.lower[k]) and np.all(values <= got.upper[k])
+
+
+def test_as_chain_takes_chains_only(tiny_net):
+    chain = as_chain(tiny_net)
+    assert chain is not None and [layer[0] for layer in chain.layers] == ["affine", "relu",
+                                                                          "affine"]
+    eye = np.eye(2)
+    branching = Network([("x", ops.Input((), (2,))),
+                         ("h", ops.Affine(("x",), (2,), eye, np.zeros(2))),
+                         ("r", ops.Relu(("h",), (2,))),
+                         ("y", ops.Add(("r", "x"), (2,)))], "y")
+    assert as_chain(branching) is None  # a skip connection: not a chain
+
+
+def test_options_are_checked():
+    with pytest.raises(InvalidInputError):
+        VnnlibOptions(input_split_fraction=0.0)
+    with pytest.raises(InvalidInputError):
+        VnnlibOptions(splitter=SplitOptions(branching="random"))
+
+
+# ---------------------------------------------------------------------------- real instances
+@pytest.mark.parametrize("instance", ["vdp_0", "vdp_3", "gcas_5"])
+def test_reach_instances_decided_by_splitting(shared_data, instance):
+    folder = shared_data.joinpath(*REACH)
+    net = load_onnx(folder / "onnx" / f"{instance.split('_')[0]}.onnx")
+    prop = read_vnnlib(folder / "vnnlib" / f"{instance}.vnnlib").properties[0]
+    out = _search(net, prop, seconds=20.0)
+    want = {"holds": "unsat", "violated": "sat"}[_truth(folder)[instance]]
+    assert out.result == want
+    if want == "sat":
+        assert check_counterexample(net, prop, out.check.x).verified
+
+
+def test_verify_vnnlib_uses_the_split_stage(shared_data):
+    folder = shared_data.joinpath(*REACH)
+    result = verify_vnnlib(folder / "onnx" / "vdp.onnx", folder / "vnnlib" / "vdp_0.vnnlib",
+                           timeout_s=30)
+    assert (result.result, result.decided_by) == ("unsat", "input_split")
+    assert result.stats["split_boxes"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", range(12))
+def test_every_vdp_instance(shared_data, k):
+    folder = shared_data.joinpath(*REACH)
+    result = verify_vnnlib(folder / "onnx" / "vdp.onnx", folder / "vnnlib" / f"vdp_{k}.vnnlib",
+                           timeout_s=60)
+    want = {"holds": "unsat", "violated": "sat"}[_truth(folder)[f"vdp_{k}"]]
+    assert result.result == want
+
+
+def test_stage_skipped_when_it_does_not_apply():
+    net, top, err = _seeded()
+    spec = VnnlibSpec(n_inputs=2, n_outputs=1, properties=(_above(top + err + 1e-6),), path=None)
+    quick = {"attack": False, "alpha": False}  # the stages that cost seconds here
+    few = verify_vnnlib(net, spec, timeout_s=30,
+                        options=VnnlibOptions(input_split_max_inputs=1, **quick))
+    assert (few.result, few.decided_by) == ("unsat", "milp")  # 2 inputs > 1: no splitting
+    assert "split_boxes" not in few.stats
+    used = verify_vnnlib(net, spec, timeout_s=30, options=VnnlibOptions(**quick))
+    assert (used.result, used.decided_by) == ("unsat", "input_split")
