@@ -153,33 +153,45 @@ def method_function(method: str, prop: str | None = None
 
 
 class _Collect(logging.Handler):
-    """Keeps the messages of milpverify's loggers during one task (they go to the run log)."""
+    """Keeps the messages of milpverify's loggers during one task (they go to the run log).
+
+    Records below INFO are not kept, but rejected witnesses (logged at debug level: routine
+    near ties) are counted in `rejected`, which the row reports as `witness_rejections`.
+    """
 
     def __init__(self) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)
         self.messages: list[str] = []
+        self.rejected = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(f"{record.levelname.lower()}: {record.getMessage()}")
+        message = record.getMessage()
+        if "witness rejected" in message:
+            self.rejected += 1
+        if record.levelno >= logging.INFO:
+            self.messages.append(f"{record.levelname.lower()}: {message}")
 
 
 @contextlib.contextmanager
-def _captured_logs() -> Iterator[list[str]]:
-    """Route milpverify log records and warnings of one task into a list (not stderr).
+def _captured_logs() -> Iterator[_Collect]:
+    """Route milpverify log records and warnings of one task into a handler (not stderr).
 
     Keeps the progress bar readable: witness rejections can log dozens of lines per image.
+    The logger is opened to debug level for the task so the rejections can be counted.
     """
     logger = logging.getLogger("milpverify")
-    handler, propagate = _Collect(), logger.propagate
+    handler, propagate, level = _Collect(), logger.propagate, logger.level
     logger.addHandler(handler)
     logger.propagate = False
+    logger.setLevel(logging.DEBUG)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            yield handler.messages
+            yield handler
         finally:
             logger.removeHandler(handler)
             logger.propagate = propagate
+            logger.setLevel(level)
             handler.messages.extend(f"warning: {w.message}" for w in caught)
 
 
@@ -210,7 +222,7 @@ def run_task(spec: RunSpec, index: int, method: str) -> TaskResult:
                       backend=spec.backend)
     witness = None
     start = time.perf_counter()
-    with _captured_logs() as logs:
+    with _captured_logs() as captured:
         try:
             result = fn(net, x, **kwargs)
         except Exception as exc:  # noqa: BLE001 - recorded as an error row, see docstring
@@ -228,4 +240,5 @@ def run_task(spec: RunSpec, index: int, method: str) -> TaskResult:
             if result.witness is not None and result.witness_verified:
                 witness = np.asarray(result.witness, dtype=np.float64).reshape(x.shape)
     row["seconds"] = time.perf_counter() - start
-    return TaskResult(row, witness, logs)
+    row["witness_rejections"] = captured.rejected
+    return TaskResult(row, witness, captured.messages)
