@@ -3,15 +3,14 @@
 A subcommand is one `Subcommand(name, help, add_arguments, run)` in `SUBCOMMANDS`; add one
 with `register_subcommand`. `run(args) -> int` returns the exit code. A `MilpVerifyError`
 becomes one line `milpverify: error: ...` on stderr and exit code 1 (`--debug` also prints
-the traceback); usage errors exit with 2.
+the traceback); usage errors exit with 2; failed writes, a closed pipe and Ctrl-C end as
+`milpverify.runs.cli_io` describes (1, 141, 130).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,14 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: usage error (2), --help / --version (0)
         return exc.code if isinstance(exc.code, int) else 2
-    try:
-        return SUBCOMMANDS[args.command].run(args)
-    except MilpVerifyError as exc:
-        if getattr(args, "debug", False):
-            traceback.print_exc()
-        message = " ".join(str(exc).split())
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 1
+    from milpverify.runs.cli_io import run_guarded
+    out = getattr(args, "out", None)
+    return run_guarded(lambda: SUBCOMMANDS[args.command].run(args),
+                       debug=getattr(args, "debug", False), out=None if out is None else str(out),
+                       resumable=args.command in RESUMABLE)
+
+
+#: Subcommands whose rerun resumes from the rows already written.
+RESUMABLE = frozenset({"rho", "evaluate", "vnncomp"})
 
 
 # ---------------------------------------------------------------------------- info

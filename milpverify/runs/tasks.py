@@ -220,6 +220,11 @@ def run_task(spec: RunSpec, index: int, method: str) -> TaskResult:
     if method == "exact":
         kwargs.update(eps_cap=spec.eps_cap, time_limit_s=spec.time_limit_s,
                       backend=spec.backend)
+        if spec.backend == "scip":
+            # SCIP's own Ctrl-C handler would end only the current solve and the batch would
+            # go on; without it Ctrl-C stops the run (finished rows are already on disk).
+            kwargs["solver_params"] = {"misc/catchctrlc": False,
+                                       **(kwargs.get("solver_params") or {})}
     witness = None
     start = time.perf_counter()
     with _captured_logs() as captured:
