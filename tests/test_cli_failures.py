@@ -57,7 +57,7 @@ def test_read_only_out(tmp_path):
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_full_disk_out(tmp_path):
-    line = _one_error_line(_cli("export", "default", "--index", "1", "--eps", "0.05",
+    line = _one_error_line(_cli("export", "default", "--indices", "1", "--eps", "0.05",
                                 "--format", "lp", "--out", "/dev/full", cwd=tmp_path))
     assert "'/dev/full'" in line and "No space left on device" in line
 
@@ -96,7 +96,7 @@ def test_ctrl_c_keeps_rows_and_says_how_to_resume(tmp_path):
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == (

@@ -49,12 +49,15 @@ def _report(spec: RunSpec, result: RunResult, layout: Layout, selected: Sequence
         "",
         f"- model: `{spec.model}` ({spec.model_path})",
         f"- data: `{spec.data_path or 'embedded ' + DEFAULT_IMAGES}`, {len(selected)} images "
-        f"({_compact(selected)}), pixels / {spec.pixel_divisor:g}",
+        f"({_compact(selected)}), pixels / {spec.pixel_divisor:g}"
+        + ("" if spec.mean is None else
+           f", then (x - mean) / std with mean {list(spec.mean)}, std {list(spec.std or ())}"),
         f"- ε = {eps:g} ({eps * spec.pixel_divisor:.3g} pixels); exact: eps_cap = "
         f"{spec.eps_cap}, time limit {spec.time_limit_s:g} s per image, backend {spec.backend}",
         f"- property: {spec.options()['property'] or 'plain robustness (top-1 label)'}"
         + (" — ρ is the distance to the nearest input violating it" if spec.property else ""),
         f"- rows: {len(result.rows)} ({result.computed} computed now, {result.skipped} resumed)",
+        *(f"- **warning**: {w}" for w in result.warnings),
         "",
         "## All evaluated points (Bastani et al. 2016, §2)",
         "",
