@@ -486,6 +486,10 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     _deprecated(parser, "--time-limit-s", "--timeout", "time_limit_s", type=float, metavar="S")
     parser.add_argument("--out", required=True, metavar="RUNDIR",
                         help="run directory (created; an existing one is resumed)")
+    parser.add_argument("--figure-format", default="png", metavar="FMT[,FMT]",
+                        help="figure formats, any of png, svg, pdf (default png)")
+    parser.add_argument("--figure-grid", type=int, default=8, metavar="N",
+                        help="at most N images in adversarial_examples (default 8)")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -495,7 +499,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                       time_limit_s=args.time_limit_s, pixel_divisor=args.pixel_divisor,
                       eps_cap=args.eps_cap, backend=args.backend,
                       workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet,
-                      property=args.property, mean=args.mean, std=args.std)
+                      property=args.property, mean=args.mean, std=args.std,
+                      figure_format=args.figure_format, figure_grid=args.figure_grid)
     print(result.summary_markdown())
     print(f"{result.computed} rows computed, {result.skipped} resumed; see "
           f"{result.files.get('summary', result.out)}")
@@ -518,7 +523,8 @@ def _run_rho(args: argparse.Namespace) -> int:
                        eps_cap=args.eps_cap, time_limit_s=args.time_limit_s,
                        pixel_divisor=args.pixel_divisor, backend=args.backend,
                        workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet,
-                       property=args.property, mean=args.mean, std=args.std)
+                       property=args.property, mean=args.mean, std=args.std,
+                      figure_format=args.figure_format, figure_grid=args.figure_grid)
     s = result.summaries["exact"]
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items()))
     print(f"{len(result.rows)} images ({result.computed} computed, {result.skipped} resumed): "

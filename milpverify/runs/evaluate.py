@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from milpverify.errors import InvalidInputError
-from milpverify.runs.report import _report
+from milpverify.runs.report import _report, figure_formats
 from milpverify.runs.runner import Layout, RunResult, _prepare, run
 from milpverify.runs.tasks import DEFAULT_METHODS
 
@@ -30,7 +30,8 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
              workers: int = 1, ray: str | None = None, rerun: bool = False,
              quiet: bool = False, report: bool = True, property: str | None = None,
              mean: str | float | Sequence[float] | None = None,
-             std: str | float | Sequence[float] | None = None) -> RunResult:
+             std: str | float | Sequence[float] | None = None,
+             figure_format: str | Sequence[str] = "png", figure_grid: int = 8) -> RunResult:
     """Estimate rho on many images with several methods; write a resumable run directory.
 
     Parameters
@@ -78,6 +79,11 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
         No progress bar.
     report : bool
         Write summary.md and the figures (matplotlib).
+    figure_format : str or sequence of str
+        Formats of the figures, any of ``png``, ``svg``, ``pdf`` (``"png,pdf"``); summary.md
+        shows the first.
+    figure_grid : int
+        At most this many images in the adversarial-example figure (default 8).
     property : str, optional
         ``"topk:K"`` (relaxed top-K) or ``"affinity:FILE.json"`` (groups file, see
         `milpverify.properties.load_groups`): the exact method then computes the distance
@@ -115,13 +121,16 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
                               pixel_divisor=pixel_divisor, backend=backend,
                               method_options=method_options, workers=workers, ray=ray,
                               prop=property, mean=mean, std=std)
+    formats = figure_formats(figure_format)
+    if isinstance(figure_grid, bool) or not isinstance(figure_grid, int) or figure_grid < 1:
+        raise InvalidInputError(f"`figure_grid` must be an integer >= 1; got {figure_grid!r}.")
     layout = Layout.run_dir(Path(os.fspath(out)))
     if layout.report_dir is not None and layout.report_dir.exists() \
             and not layout.report_dir.is_dir():
         raise InvalidInputError(f"`out` {os.fspath(out)!r} exists and is not a directory.")
     result = run(spec, selected, layout, workers=workers, ray=ray, rerun=rerun, quiet=quiet)
     if report:
-        _report(spec, result, layout, selected)
+        _report(spec, result, layout, selected, formats=formats, grid_size=figure_grid)
     return result
 
 
