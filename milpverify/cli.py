@@ -470,6 +470,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                           help="run as Ray tasks: 'local' (start Ray here), 'auto', or an address")
     parser.add_argument("--rerun", action="store_true",
                         help="discard existing results at --out and start over")
+    parser.add_argument("--retry", metavar="STATUS[,STATUS]",
+                        help="compute rows with these statuses again (time_limit, error, "
+                             "not_found), e.g. --retry time_limit with a larger --timeout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -500,7 +503,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                       eps_cap=args.eps_cap, backend=args.backend,
                       workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet,
                       property=args.property, mean=args.mean, std=args.std,
-                      figure_format=args.figure_format, figure_grid=args.figure_grid)
+                      figure_format=args.figure_format, figure_grid=args.figure_grid,
+                      retry=args.retry)
     print(result.summary_markdown())
     print(f"{result.computed} rows computed, {result.skipped} resumed; see "
           f"{result.files.get('summary', result.out)}")
@@ -524,7 +528,7 @@ def _run_rho(args: argparse.Namespace) -> int:
                        pixel_divisor=args.pixel_divisor, backend=args.backend,
                        workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet,
                        property=args.property, mean=args.mean, std=args.std,
-                      figure_format=args.figure_format, figure_grid=args.figure_grid)
+                       retry=args.retry)
     s = result.summaries["exact"]
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items()))
     print(f"{len(result.rows)} images ({result.computed} computed, {result.skipped} resumed): "

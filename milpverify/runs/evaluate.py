@@ -16,7 +16,7 @@ from typing import Any
 
 from milpverify.errors import InvalidInputError
 from milpverify.runs.report import _report, figure_formats
-from milpverify.runs.runner import Layout, RunResult, _prepare, run
+from milpverify.runs.runner import Layout, RunResult, _prepare, retry_statuses, run
 from milpverify.runs.tasks import DEFAULT_METHODS
 
 
@@ -31,7 +31,8 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
              quiet: bool = False, report: bool = True, property: str | None = None,
              mean: str | float | Sequence[float] | None = None,
              std: str | float | Sequence[float] | None = None,
-             figure_format: str | Sequence[str] = "png", figure_grid: int = 8) -> RunResult:
+             figure_format: str | Sequence[str] = "png", figure_grid: int = 8,
+             retry: str | Sequence[str] | None = None) -> RunResult:
     """Estimate rho on many images with several methods; write a resumable run directory.
 
     Parameters
@@ -84,6 +85,9 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
         shows the first.
     figure_grid : int
         At most this many images in the adversarial-example figure (default 8).
+    retry : str or sequence of str, optional
+        Compute rows with these statuses again (``time_limit``, ``error``, ``not_found``),
+        e.g. ``retry="time_limit"`` with a larger `time_limit_s`; see `runner.run`.
     property : str, optional
         ``"topk:K"`` (relaxed top-K) or ``"affinity:FILE.json"`` (groups file, see
         `milpverify.properties.load_groups`): the exact method then computes the distance
@@ -128,7 +132,8 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
     if layout.report_dir is not None and layout.report_dir.exists() \
             and not layout.report_dir.is_dir():
         raise InvalidInputError(f"`out` {os.fspath(out)!r} exists and is not a directory.")
-    result = run(spec, selected, layout, workers=workers, ray=ray, rerun=rerun, quiet=quiet)
+    result = run(spec, selected, layout, workers=workers, ray=ray, rerun=rerun, quiet=quiet,
+                 retry=retry_statuses(retry))
     if report:
         _report(spec, result, layout, selected, formats=formats, grid_size=figure_grid)
     return result
@@ -141,13 +146,14 @@ def rho_table(model: str | os.PathLike[str], *, out: str | os.PathLike[str],
               backend: str = "scip", workers: int = 1, ray: str | None = None,
               rerun: bool = False, quiet: bool = False, property: str | None = None,
               mean: str | float | Sequence[float] | None = None,
-              std: str | float | Sequence[float] | None = None) -> RunResult:
+              std: str | float | Sequence[float] | None = None,
+              retry: str | Sequence[str] | None = None) -> RunResult:
     """Exact rho for many images into one resumable CSV: `evaluate` with methods=exact.
 
     Writes `out` (the rows), and beside it ``<stem>.run.json``, ``<stem>.adversarial.npz``,
     ``<stem>.log`` and ``<stem>.witnesses/``. Parameters as in `evaluate`; without
-    `eps_cap` rho is searched over the whole domain; `mean` / `std` as in `evaluate`. With `property` ("topk:K" or
-    "affinity:FILE.json") each row is the exact distance to the nearest violation of that
+    `eps_cap` rho is searched over the whole domain; `mean` / `std` and `retry` as in
+    `evaluate`. With `property` ("topk:K" or "affinity:FILE.json") each row is the exact distance to the nearest violation of that
     property (`milpverify.properties.rho_property`).
 
     Example
@@ -163,4 +169,4 @@ def rho_table(model: str | os.PathLike[str], *, out: str | os.PathLike[str],
         raise InvalidInputError(f"`out` {os.fspath(out)!r} is a directory; rho writes a CSV "
                                 "file (e.g. results.csv).")
     return run(spec, selected, Layout.csv_file(out_path), workers=workers, ray=ray,
-               rerun=rerun, quiet=quiet)
+               rerun=rerun, quiet=quiet, retry=retry_statuses(retry))

@@ -76,7 +76,8 @@ class ResultsFile:
     """The append-only results CSV: recovered on open, one fsynced line per row.
 
     On open an existing file is read; a last line without its newline (the run was killed
-    mid-write) is dropped and the file rewritten atomically without it. Any other
+    mid-write) is dropped and the file rewritten atomically without it. When an (index,
+    method) appears twice, the later line (a retry) wins. Any other
     malformed line is an error: the file is not ours to repair.
     """
 
@@ -116,8 +117,8 @@ class ResultsFile:
             except ValueError as exc:
                 raise InvalidInputError(f"{str(self.path)!r} line {n} cannot be read ({exc}); "
                                         "use --rerun to start over.") from exc
-            # A duplicate can only come from outside edits; the first row wins.
-            self.rows.setdefault((row["index"], row["method"]), row)
+            # A later row of the same (index, method) is a retry (`append(replace=True)`).
+            self.rows[(row["index"], row["method"])] = row
         if self.dropped_partial:
             atomic_write(self.path, text.encode())
 
@@ -131,10 +132,11 @@ class ResultsFile:
         atomic_write(self.path, buf.getvalue().encode())
         return buf.getvalue()
 
-    def append(self, row: Mapping[str, Any]) -> None:
-        """Write one row as one line, flush and fsync; skip rows already present."""
+    def append(self, row: Mapping[str, Any], *, replace: bool = False) -> None:
+        """Write one row as one line, flush and fsync; skip rows already present unless
+        `replace` (a retry: the new line is appended and wins when the file is read)."""
         key = (int(row["index"]), str(row["method"]))
-        if key in self.rows:
+        if key in self.rows and not replace:
             return
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow([_format(row.get(c)) for c in COLUMNS])

@@ -140,10 +140,11 @@ def environment(methods: Sequence[str], ray_used: bool) -> dict[str, Any]:
             "machine": machine}
 
 
-def _check_resume(previous: Mapping[str, Any], options: Mapping[str, Any], path: Path) -> None:
+def _check_resume(previous: Mapping[str, Any], options: Mapping[str, Any], path: Path, *,
+                  ignore: Sequence[str] = ()) -> None:
     old = previous.get("options", {})
     diffs = [f"`{k}` was {old.get(k)!r}, now {options.get(k)!r}"
-             for k in RESUME_KEYS if old.get(k) != options.get(k)]
+             for k in RESUME_KEYS if k not in ignore and old.get(k) != options.get(k)]
     if diffs:
         raise InvalidInputError(
             f"Cannot resume the run in {str(path.parent)!r}: its options differ "
@@ -346,9 +347,32 @@ def accuracy_warning(spec: RunSpec, selected: Sequence[int]) -> str | None:
             "preprocessing it was trained with (--pixel-divisor, --mean, --std)")
 
 
+#: Statuses `retry` may name: rows that another attempt can improve.
+RETRY_STATUSES = ("time_limit", "error", "not_found")
+
+
+def retry_statuses(retry: str | Sequence[str] | None) -> frozenset[str]:
+    """`"time_limit,error"` or a sequence as a checked set of `RETRY_STATUSES`."""
+    if retry is None:
+        return frozenset()
+    items = {s.strip().lower() for s in (retry.split(",") if isinstance(retry, str) else retry)}
+    items.discard("")
+    bad = sorted(items - set(RETRY_STATUSES))
+    if bad or not items:
+        raise InvalidInputError(f"`retry` must name statuses among {', '.join(RETRY_STATUSES)} "
+                                f"(comma-separated); got {retry!r}.")
+    return frozenset(items)
+
+
 def run(spec: RunSpec, selected: Sequence[int], layout: Layout, *, workers: int = 1,
-        ray: str | None = None, rerun: bool = False, quiet: bool = False) -> RunResult:
+        ray: str | None = None, rerun: bool = False, quiet: bool = False,
+        retry: frozenset[str] = frozenset()) -> RunResult:
     """Compute every missing (index, method) row of `selected` and return all of them.
+
+    Rows already written whose status is in `retry` are computed again; the new row is
+    appended and supersedes the old one (which stays until then, so an interrupted retry
+    loses nothing). Retrying ``time_limit`` rows may use a different `time_limit_s`: that
+    is the point of it, so the resume check allows it and run.json records the new one.
 
     A low accuracy on `selected` (`accuracy_warning`) is logged at warning level before
     anything is computed and written to the run log.
@@ -369,7 +393,8 @@ def run(spec: RunSpec, selected: Sequence[int], layout: Layout, *, workers: int 
                 f"{str(layout.results)!r} exists without {layout.run_json.name}, so its options "
                 "are unknown; use another output path or --rerun to start over.")
         if previous is not None:
-            _check_resume(previous, options, layout.run_json)
+            _check_resume(previous, options, layout.run_json,
+                          ignore=("time_limit_s",) if "time_limit" in retry else ())
         now = _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
         invocation = {"started": now, "indices": _compact(selected), "workers": workers,
                       "ray": ray, "argv": sys.argv}
@@ -385,7 +410,7 @@ def run(spec: RunSpec, selected: Sequence[int], layout: Layout, *, workers: int 
                 log_file.write(f"warning: {warning}\n")
         try:
             tasks = [(i, m) for i in selected for m in spec.methods
-                     if (i, m) not in results.rows]
+                     if (i, m) not in results.rows or results.rows[(i, m)]["status"] in retry]
             skipped = len(selected) * len(spec.methods) - len(tasks)
             _execute(spec, tasks, results, layout, workers=workers, ray=ray, quiet=quiet,
                      total=len(selected) * len(spec.methods))
@@ -489,7 +514,7 @@ def _execute(spec: RunSpec, tasks: TaskList, results: ResultsFile, layout: Layou
                 np.save(buf, result.witness)
                 atomic_write(layout.witnesses / f"{row['index']}_{row['method']}.npy",
                              buf.getvalue())
-            results.append(row)
+            results.append(row, replace=True)
             if result.logs:  # the log file exists only once there is something in it
                 with open(layout.log, "a", encoding="utf-8") as log_file:
                     log_file.writelines(f"[{row['index']} {row['method']}] {line}\n"
