@@ -117,7 +117,7 @@ class ResultsFile:
             except ValueError as exc:
                 raise InvalidInputError(f"{str(self.path)!r} line {n} cannot be read ({exc}); "
                                         "use --rerun to start over.") from exc
-            # A later row of the same (index, method) is a retry (`append(replace=True)`).
+            # A later row of the same (index, method) is a retry (`replace`).
             self.rows[(row["index"], row["method"])] = row
         if self.dropped_partial:
             atomic_write(self.path, text.encode())
@@ -132,12 +132,19 @@ class ResultsFile:
         atomic_write(self.path, buf.getvalue().encode())
         return buf.getvalue()
 
-    def append(self, row: Mapping[str, Any], *, replace: bool = False) -> None:
-        """Write one row as one line, flush and fsync; skip rows already present unless
-        `replace` (a retry: the new line is appended and wins when the file is read)."""
-        key = (int(row["index"]), str(row["method"]))
-        if key in self.rows and not replace:
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Write one row as one line, flush and fsync; skip rows already present."""
+        if (int(row["index"]), str(row["method"])) in self.rows:
             return
+        self._write(row)
+
+    def replace(self, row: Mapping[str, Any]) -> None:
+        """A retried row: appended like `append`, and it wins over the earlier line of its
+        (index, method) when the file is read (`_recover`)."""
+        self._write(row)
+
+    def _write(self, row: Mapping[str, Any]) -> None:
+        key = (int(row["index"]), str(row["method"]))
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow([_format(row.get(c)) for c in COLUMNS])
         self._file.write(buf.getvalue())

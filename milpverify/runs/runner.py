@@ -514,7 +514,10 @@ def _execute(spec: RunSpec, tasks: TaskList, results: ResultsFile, layout: Layou
                 np.save(buf, result.witness)
                 atomic_write(layout.witnesses / f"{row['index']}_{row['method']}.npy",
                              buf.getvalue())
-            results.append(row, replace=True)
+            if (row["index"], row["method"]) in results.rows:
+                results.replace(row)  # a retry (see `run`)
+            else:
+                results.append(row)
             if result.logs:  # the log file exists only once there is something in it
                 with open(layout.log, "a", encoding="utf-8") as log_file:
                     log_file.writelines(f"[{row['index']} {row['method']}] {line}\n"
