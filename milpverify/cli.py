@@ -135,8 +135,8 @@ def _load_model(args: argparse.Namespace, **options: Any) -> Any:
 # ---------------------------------------------------------------------------- info
 def _add_info_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL",
-                        help="ONNX file (.onnx or .onnx.gz), or 'default' for the embedded "
-                             "Planet LeNet ('default:NAME' for another embedded net)")
+                        help="ONNX file (.onnx or .onnx.gz), or 'default' for the bundled "
+                             "784-32-16-10 MLP ('default:planet_lenet' for the Planet LeNet)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-simplify", action="store_true",
                         help="show the graph as converted, before simplification")

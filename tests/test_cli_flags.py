@@ -78,3 +78,13 @@ def test_usage_errors_are_one_line_exit_2(argv, expected, capsys):
 def test_help_documents_exit_codes(capsys):
     assert main(["--help"]) == 0
     assert "Exit codes: 0 done, 1 error, 2 bad command line, 130" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["info", "export", "evaluate", "rho"])
+def test_model_help_names_the_real_default(command):
+    """`default` is the bundled 784-32-16-10 MLP (`runs.datasets.DEFAULT_NET`)."""
+    from milpverify.runs.datasets import DEFAULT_NET
+    assert DEFAULT_NET == "mnist_mlp_32_16"
+    build_parser()
+    model = next(a for a in SUBPARSERS[command]._actions if a.dest == "model")
+    assert "'default' for the embedded Planet LeNet" not in " ".join(model.help.split())
