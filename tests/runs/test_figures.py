@@ -46,7 +46,7 @@ def test_save_formats_and_dpi(tmp_path):
 
 def test_evaluate_figure_flags(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["evaluate", "default", "--indices", "0:3", "--eps", "0.05", "--methods", "lp",
+    assert main(["evaluate", "default", "--indices", "0:3", "--eps", "0.1", "--methods", "fgsm",
                  "--quiet", "--figure-format", "svg,pdf", "--figure-grid", "2",
                  "--out", str(out)]) == 0
     names = {p.name for p in out.iterdir()}
