@@ -20,6 +20,7 @@ from milpverify.errors import (
 )
 from milpverify.frontends.onnx import load_onnx
 from milpverify.ir.network import Network
+from milpverify.runs.datasets import load_default
 from milpverify.verify import certify, rho
 
 # `milpverify.bounds(net, lower, upper, method=...)` is the public bound-tightening entry
@@ -55,5 +56,5 @@ __all__ = [
     "Certificate", "InvalidInputError", "InvalidModelError", "MilpVerifyError", "Network",
     "RhoResult", "RhoStatus", "SolverError", "UnboundedError", "UnsupportedModelError",
     "Verdict", "__version__", "bounds", "certify", "compute_bounds", "evaluate", "from_torch",
-    "load_onnx", "lp_restriction", "rho", "to_pyomo",
+    "load_default", "load_onnx", "lp_restriction", "rho", "to_pyomo",
 ]

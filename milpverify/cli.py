@@ -3,7 +3,8 @@
 A subcommand is one `Subcommand(name, help, add_arguments, run)` in `SUBCOMMANDS`; add one
 with `register_subcommand`. `run(args) -> int` returns the exit code. A `MilpVerifyError`
 becomes one line `milpverify: error: ...` on stderr and exit code 1 (`--debug` also prints
-the traceback); usage errors exit with 2.
+the traceback); usage errors exit with 2; failed writes, a closed pipe and Ctrl-C end as
+`milpverify.runs.cli_io` describes (1, 141, 130).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,8 +47,11 @@ def register_subcommand(name: str, help: str,
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per registered subcommand."""
     from milpverify._version import __version__
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Exact pointwise robustness of ReLU networks with MILP.")
+    from milpverify.runs.cli_io import OneLineParser
+    parser = OneLineParser(
+        prog=PROG, description="Exact pointwise robustness of ReLU networks with MILP.",
+        epilog="Exit codes: 0 done, 1 error, 2 bad command line, 130 interrupted (Ctrl-C), "
+               "141 standard output closed early.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback when an error occurs")
@@ -58,8 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         # Also accepted after the subcommand; SUPPRESS keeps a top-level --debug.
         sub_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                                 help="show the full traceback when an error occurs")
+        sub_parser.add_argument("--verbose", action="store_true",
+                                help="also print info and debug messages on stderr")
         sub.add_arguments(sub_parser)
+        SUBPARSERS[sub.name] = sub_parser
     return parser
+
+
+#: The parser of each subcommand (filled by `build_parser`), to suggest its flags on a typo.
+SUBPARSERS: dict[str, argparse.ArgumentParser] = {}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,26 +80,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["info", "default"])
     0
     """
+    from milpverify.runs.cli_io import EXIT_USAGE, UsageError, nearest_flags
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: usage error (2), --help / --version (0)
-        return exc.code if isinstance(exc.code, int) else 2
-    try:
-        return SUBCOMMANDS[args.command].run(args)
-    except MilpVerifyError as exc:
-        if getattr(args, "debug", False):
-            traceback.print_exc()
-        message = " ".join(str(exc).split())
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return 1
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            sub = SUBPARSERS.get(getattr(args, "command", ""), parser)
+            sub.error(f"unrecognized arguments: {' '.join(extras)}"
+                      + nearest_flags(extras, sub))
+    except UsageError as exc:  # one line, no usage dump; exit 2
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help / --version (0)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    from milpverify.runs.cli_io import run_guarded
+    out = getattr(args, "out", None)
+    return run_guarded(lambda: SUBCOMMANDS[args.command].run(args),
+                       debug=getattr(args, "debug", False), out=None if out is None else str(out),
+                       resumable=args.command in RESUMABLE,
+                       verbose=getattr(args, "verbose", False))
+
+
+#: Subcommands whose rerun resumes from the rows already written.
+RESUMABLE = frozenset({"rho", "evaluate", "vnncomp"})
+
+
+def _deprecated(parser: argparse.ArgumentParser, old: str, new: str, dest: str,
+                **kwargs: Any) -> None:
+    from milpverify.runs.cli_io import add_deprecated
+    add_deprecated(parser, old, new, dest, **kwargs)
+
+
+def _add_normalisation_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--mean` / `--std`: a normalisation the network expects but its graph lacks."""
+    parser.add_argument("--mean", metavar="M[,M,...]",
+                        help="subtract this per channel after dividing by the pixel divisor "
+                             "(e.g. 0.485,0.456,0.406 for OVAL's cifar_base_kw); for networks "
+                             "trained on normalised inputs whose graph does not normalise")
+    parser.add_argument("--std", metavar="S[,S,...]",
+                        help="then divide by this per channel (e.g. 0.225); distances stay "
+                             "in pixels / divisor")
+
+
+def _load_model(args: argparse.Namespace, **options: Any) -> Any:
+    """The network of `args.model`, with `--mean` / `--std` prepended when given."""
+    from milpverify.frontends.onnx import load_onnx
+    from milpverify.runs.normalise import check_normalisation, normalised_model, parse_channels
+    norm = check_normalisation(parse_channels("mean", getattr(args, "mean", None)),
+                               parse_channels("std", getattr(args, "std", None)))
+    path = _model_path(args.model)
+    return load_onnx(path if norm is None else normalised_model(path, *norm), **options)
 
 
 # ---------------------------------------------------------------------------- info
 def _add_info_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL",
-                        help="ONNX file (.onnx or .onnx.gz), or 'default' for the embedded "
-                             "Planet LeNet ('default:NAME' for another embedded net)")
+                        help="ONNX file (.onnx or .onnx.gz), or 'default' for the bundled "
+                             "784-32-16-10 MLP ('default:planet_lenet' for the Planet LeNet)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-simplify", action="store_true",
                         help="show the graph as converted, before simplification")
@@ -190,8 +237,8 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="FILE",
                         help=".npz file with arrays 'images' and 'labels' (optional for "
                              "'default': the embedded MNIST images)")
-    parser.add_argument("--index", type=int, required=True, metavar="I",
-                        help="which image of --data")
+    parser.add_argument("--indices", type=int, dest="index", metavar="I",
+                        help="which image of --data (one index: export writes one query)")
     parser.add_argument("--eps", type=float, metavar="E",
                         help="certify query: is there an adversarial point within E? "
                              "(feasibility model)")
@@ -201,6 +248,7 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pixel-divisor", type=float, metavar="D",
                         help="images are divided by D (default 255; for 'default' the "
                              "embedded net's divisor)")
+    _add_normalisation_arguments(parser)
     parser.add_argument("--norm", default="linf", choices=("linf", "l1"))
     parser.add_argument("--bounds-method", default="symbolic",
                         choices=("interval", "symbolic", "alpha", "lp", "mip", "progressive"),
@@ -210,10 +258,11 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generic-names", action="store_true",
                         help="write x<j>/c<i> instead of readable names")
     parser.add_argument("--out", required=True, metavar="FILE", help="file to write")
+    _deprecated(parser, "--index", "--indices", "index", type=int, metavar="I")
 
 
 def _export_sample(args: argparse.Namespace) -> Any:
-    """The image `--index` of `--data` (or of the embedded images), scaled."""
+    """The image `--indices I` of `--data` (or of the embedded images), scaled."""
     from milpverify.errors import InvalidInputError
     from milpverify.runs.datasets import (
         DATA_DIR,
@@ -222,6 +271,10 @@ def _export_sample(args: argparse.Namespace) -> Any:
         embedded_net,
         load_npz,
     )
+    if args.index is None:  # not `required=True`: the deprecated --index may give it
+        from milpverify.runs.cli_io import UsageError
+        raise UsageError("the following arguments are required: --indices "
+                         f"(see '{PROG} export --help')")
     divisor = args.pixel_divisor
     data = args.data
     if args.model == "default" or args.model.startswith("default:"):
@@ -242,7 +295,6 @@ def _run_export(args: argparse.Namespace) -> int:
 
     from milpverify.core.export import write_query
     from milpverify.errors import InvalidInputError
-    from milpverify.frontends.onnx import load_onnx
     from milpverify.solve.files import FORMATS
     fmt = (args.format or Path(args.out).suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
@@ -250,7 +302,7 @@ def _run_export(args: argparse.Namespace) -> int:
                f"no --format given and --out {args.out!r} does not end in .lp or .mps")
         raise InvalidInputError(f"`--format` must be {' or '.join(map(repr, FORMATS))}; {got}.")
     x = _export_sample(args)
-    net = load_onnx(_model_path(args.model))
+    net = _load_model(args)
     query = write_query(net, x, args.out, format=fmt, eps=args.eps,
                         eps_cap=args.eps_cap, norm=args.norm,
                         bounds_method=args.bounds_method, generic_names=args.generic_names)
@@ -364,7 +416,8 @@ def _add_vnncomp_parser(parser: argparse.ArgumentParser) -> None:
                              "one exact rho per (network, image)")
     parser.add_argument("--result-dir", default=None,
                         help="also write one VNN-COMP result file per instance here")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _deprecated(parser, "--no-progress", "--quiet", "quiet", nargs=0)
     _add_vnnlib_options(parser)
 
 
@@ -373,7 +426,7 @@ def _run_vnncomp(args: argparse.Namespace) -> int:
     rows = run_vnncomp(args.benchdir, args.out, instances=args.instances,
                        shared_rho=args.shared_rho, rerun=args.rerun, backend=args.backend,
                        options=_vnnlib_options(args), result_dir=args.result_dir,
-                       progress=not args.no_progress)
+                       progress=not args.quiet)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["result"]] = counts.get(row["result"], 0) + 1
@@ -401,6 +454,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: all)")
     parser.add_argument("--pixel-divisor", type=float, metavar="D",
                         help="images are divided by D (default 255; the embedded net's own)")
+    _add_normalisation_arguments(parser)
     parser.add_argument("--eps-cap", type=float, metavar="E",
                         help="exact: search only ||x' - x|| <= E (evaluate: default --eps; "
                              "rho: default the whole domain, which can be slow)")
@@ -417,6 +471,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                           help="run as Ray tasks: 'local' (start Ray here), 'auto', or an address")
     parser.add_argument("--rerun", action="store_true",
                         help="discard existing results at --out and start over")
+    parser.add_argument("--retry", metavar="STATUS[,STATUS]",
+                        help="compute rows with these statuses again (time_limit, error, "
+                             "not_found), e.g. --retry time_limit with a larger --timeout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -428,10 +485,15 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="M,M",
                         help=f"comma-separated, from {', '.join(METHODS)} "
                              f"(default: {','.join(DEFAULT_METHODS)})")
-    parser.add_argument("--time-limit-s", type=float, default=60.0, metavar="S",
-                        help="per-image time limit of the exact method (default 60)")
+    parser.add_argument("--timeout", dest="time_limit_s", type=float, default=60.0, metavar="S",
+                        help="per-image time limit of the exact method, seconds (default 60)")
+    _deprecated(parser, "--time-limit-s", "--timeout", "time_limit_s", type=float, metavar="S")
     parser.add_argument("--out", required=True, metavar="RUNDIR",
                         help="run directory (created; an existing one is resumed)")
+    parser.add_argument("--figure-format", default="png", metavar="FMT[,FMT]",
+                        help="figure formats, any of png, svg, pdf (default png)")
+    parser.add_argument("--figure-grid", type=int, default=8, metavar="N",
+                        help="at most N images in adversarial_examples (default 8)")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -441,7 +503,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                       time_limit_s=args.time_limit_s, pixel_divisor=args.pixel_divisor,
                       eps_cap=args.eps_cap, backend=args.backend,
                       workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet,
-                      property=args.property)
+                      property=args.property, mean=args.mean, std=args.std,
+                      figure_format=args.figure_format, figure_grid=args.figure_grid,
+                      retry=args.retry)
     print(result.summary_markdown())
     print(f"{result.computed} rows computed, {result.skipped} resumed; see "
           f"{result.files.get('summary', result.out)}")
@@ -450,8 +514,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 def _add_rho_arguments(parser: argparse.ArgumentParser) -> None:
     _add_run_arguments(parser)
-    parser.add_argument("--time-limit-s", type=float, default=120.0, metavar="S",
-                        help="per-image time limit (default 120)")
+    parser.add_argument("--timeout", dest="time_limit_s", type=float, default=120.0,
+                        metavar="S", help="per-image time limit, seconds (default 120)")
+    _deprecated(parser, "--time-limit-s", "--timeout", "time_limit_s", type=float, metavar="S")
     parser.add_argument("--out", required=True, metavar="FILE.csv",
                         help="results CSV (an existing one is resumed); <stem>.run.json, "
                              "<stem>.adversarial.npz, <stem>.log and <stem>.witnesses/ go beside it")
@@ -463,7 +528,8 @@ def _run_rho(args: argparse.Namespace) -> int:
                        eps_cap=args.eps_cap, time_limit_s=args.time_limit_s,
                        pixel_divisor=args.pixel_divisor, backend=args.backend,
                        workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet,
-                       property=args.property)
+                       property=args.property, mean=args.mean, std=args.std,
+                       retry=args.retry)
     s = result.summaries["exact"]
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items()))
     print(f"{len(result.rows)} images ({result.computed} computed, {result.skipped} resumed): "
@@ -488,6 +554,7 @@ def _add_finetune_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pixel-divisor", type=float, default=255.0, metavar="D",
                         help="images are divided by D (default 255); adversarial examples are "
                              "rounded to multiples of 1/D")
+    _add_normalisation_arguments(parser)
     parser.add_argument("--method", default="lp", metavar="lp|pgd|lbfgs|fgsm",
                         help="algorithm that finds the adversarial examples (default lp)")
     parser.add_argument("--rounds", type=int, default=1, metavar="T",
@@ -512,7 +579,8 @@ def _run_finetune(args: argparse.Namespace) -> int:
     model = _model_path(args.model)
     path, log_file, log = finetune_file(
         model, args.data, args.out, indices=args.indices, pixel_divisor=args.pixel_divisor,
-        method=args.method, rounds=args.rounds, margin=args.margin, lr_scale=args.lr_scale,
+        mean=args.mean, std=args.std, method=args.method, rounds=args.rounds, margin=args.margin,
+        lr_scale=args.lr_scale,
         lr=args.lr, epochs=args.epochs, examples_per_round=args.examples_per_round,
         batch_size=args.batch_size, seed=args.seed, progress=not args.quiet)
     last = log["rounds"][-1]

@@ -153,8 +153,11 @@ def test_info_unsupported_model_json(unsupported_path, capsys):
 
 @pytest.mark.parametrize("argv", [[], ["info"], ["frobnicate"], ["info", "a", "--bogus"]])
 def test_usage_errors_exit_2(argv, capsys):
+    """One `milpverify: error:` line pointing at --help, not the usage dump."""
     assert cli.main(argv) == 2
-    assert "usage:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "usage:" not in err and err.startswith("milpverify: error: ")
+    assert err.count("\n") == 1 and "--help" in err
 
 
 def test_help_exits_0(capsys):

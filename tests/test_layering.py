@@ -51,7 +51,10 @@ ONLY: dict[str, tuple[str, ...]] = {
 
 # third-party top-level package -> the only milpverify modules that may import it.
 THIRD_PARTY_RULES: dict[str, tuple[str, ...]] = {
-    "onnx": ("milpverify.frontends.onnx", "milpverify.frontends.torchnet"),
+    # runs.normalise prepends a normalisation the graph lacks (--mean/--std) as ONNX nodes,
+    # so onnxruntime re-checks witnesses on the same extended model.
+    "onnx": ("milpverify.frontends.onnx", "milpverify.frontends.torchnet",
+             "milpverify.runs.normalise"),
     "torch": ("milpverify.frontends.torch", "milpverify.bounds.alpha",
               "milpverify.frontends.torchnet", "milpverify.core.attacks",
               "milpverify.runs.finetune"),

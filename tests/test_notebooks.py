@@ -1,4 +1,6 @@
-"""The notebooks in `notebooks/` run top to bottom without errors (executed with nbclient)."""
+"""The notebooks in `notebooks/` run top to bottom without errors (executed with nbclient,
+in the default suite: together they take about half a minute) and describe the bundled
+default network as what it is."""
 
 from __future__ import annotations
 
@@ -14,7 +16,29 @@ def test_notebooks_exist():
                                            "02_exact_vs_approximate.ipynb"]
 
 
-@pytest.mark.slow
+def _cells(path, kind):
+    import json
+    return ["".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
+            if c["cell_type"] == kind]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_describe_the_default(path):
+    """`load_default()` is the 784-32-16-10 MLP with pixels / 255, not the Planet LeNet."""
+    from milpverify.runs.datasets import DEFAULT_NET, EMBEDDED_NETS
+    assert DEFAULT_NET == "mnist_mlp_32_16" and EMBEDDED_NETS[DEFAULT_NET].pixel_divisor == 255
+    for text in _cells(path, "markdown"):
+        for sentence in text.replace("\n", " ").split(". "):
+            if "default" in sentence and "Planet LeNet" in sentence:
+                assert "planet_lenet" in sentence, sentence
+    for code in _cells(path, "code"):
+        for line in code.splitlines():
+            if "256" in line:
+                assert "planet_lenet" in line or "lenet" in line, line
+            if "load_default()" in line:
+                assert "Planet" not in line and "256" not in line, line
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, tmp_path):
     nbformat = pytest.importorskip("nbformat", reason="needs nbformat (pip install "

@@ -89,6 +89,9 @@ class RhoResult:
     norm: str = "linf"
     message: str = ""
 
+    def __repr__(self) -> str:
+        return _short_repr(self)
+
     @property
     def exact(self) -> bool:
         """True iff rho is proven to within the solver tolerance."""
@@ -123,6 +126,31 @@ class Certificate:
     timings: dict[str, float] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     message: str = ""
+
+    def __repr__(self) -> str:
+        return _short_repr(self)
+
+
+def _short_repr(result: Any) -> str:
+    """A one-line repr that shows the witness as its shape, not its values.
+
+    The dataclass default printed every pixel (kilobytes per result in a notebook or a log);
+    the witness itself stays available as the `witness` attribute.
+    """
+    parts = []
+    for name in result.__dataclass_fields__:
+        value = getattr(result, name)
+        if name == "witness":
+            value = "None" if value is None else f"<array {'x'.join(map(str, np.shape(value)))}>"
+        elif isinstance(value, enum.Enum):
+            value = repr(value.value)
+        elif isinstance(value, dict):
+            value = "{" + ", ".join(f"{k!r}: {v:.4g}" if isinstance(v, float) else f"{k!r}: {v!r}"
+                                    for k, v in value.items()) + "}"
+        else:
+            value = repr(value)
+        parts.append(f"{name}={value}")
+    return f"{type(result).__name__}({', '.join(parts)})"
 
 
 def norm_distance(a: FloatArray, b: FloatArray, norm: str) -> float:

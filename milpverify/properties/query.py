@@ -148,7 +148,7 @@ def _repair(net: Network, q: Query, query: TopKQuery, point: FloatArray,
         if last.verified:
             return last
     if last is not None:
-        log.warning(last.message)
+        log.debug(last.message)
     return None
 
 

@@ -1,4 +1,5 @@
-"""Test images: the embedded default (Planet LeNet + 10 MNIST images) and `.npz` data files.
+"""Test images: the embedded default (784-32-16-10 MLP + 10 MNIST images; also the Planet
+LeNet) and `.npz` data files.
 
 Files live in `milpverify/data/` (sources and licences in its README.md). Images come back as
 float64 arrays already divided by the network's pixel divisor, labels as int64.

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from milpverify.errors import InvalidInputError
-from milpverify.runs.report import _report
-from milpverify.runs.runner import Layout, RunResult, _prepare, run
+from milpverify.runs.report import _report, figure_formats
+from milpverify.runs.runner import Layout, RunResult, _prepare, retry_statuses, run
 from milpverify.runs.tasks import DEFAULT_METHODS
 
 
@@ -28,8 +28,11 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
              pixel_divisor: float | None = None, eps_cap: float | None = None,
              backend: str = "scip", method_options: Mapping[str, Mapping[str, Any]] | None = None,
              workers: int = 1, ray: str | None = None, rerun: bool = False,
-             quiet: bool = False, report: bool = True, property: str | None = None
-             ) -> RunResult:
+             quiet: bool = False, report: bool = True, property: str | None = None,
+             mean: str | float | Sequence[float] | None = None,
+             std: str | float | Sequence[float] | None = None,
+             figure_format: str | Sequence[str] = "png", figure_grid: int = 8,
+             retry: str | Sequence[str] | None = None) -> RunResult:
     """Estimate rho on many images with several methods; write a resumable run directory.
 
     Parameters
@@ -54,6 +57,11 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
         Per-image budget of the exact method (heuristics have their own iteration limits).
     pixel_divisor : float, optional
         Images are divided by this (default 255; the embedded net's own divisor).
+    mean, std : float, sequence of float or "a,b,c", optional
+        Per-channel normalisation ``(x - mean) / std`` the network was trained with but
+        does not contain (e.g. OVAL's ``cifar_base_kw``: mean 0.485,0.456,0.406, std
+        0.225). It is prepended to the network; rho stays a distance in pixels / divisor.
+        A run whose network gets fewer than half of the selected images right warns.
     eps_cap : float, optional
         Exact: search only ||x' - x|| <= eps_cap (default `eps`, enough for phi and mu;
         pass more for the CDF beyond eps).
@@ -72,6 +80,14 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
         No progress bar.
     report : bool
         Write summary.md and the figures (matplotlib).
+    figure_format : str or sequence of str
+        Formats of the figures, any of ``png``, ``svg``, ``pdf`` (``"png,pdf"``); summary.md
+        shows the first.
+    figure_grid : int
+        At most this many images in the adversarial-example figure (default 8).
+    retry : str or sequence of str, optional
+        Compute rows with these statuses again (``time_limit``, ``error``, ``not_found``),
+        e.g. ``retry="time_limit"`` with a larger `time_limit_s`; see `runner.run`.
     property : str, optional
         ``"topk:K"`` (relaxed top-K) or ``"affinity:FILE.json"`` (groups file, see
         `milpverify.properties.load_groups`): the exact method then computes the distance
@@ -108,14 +124,18 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
                               eps_cap=eps_cap, methods=methods, time_limit_s=time_limit_s,
                               pixel_divisor=pixel_divisor, backend=backend,
                               method_options=method_options, workers=workers, ray=ray,
-                              prop=property)
+                              prop=property, mean=mean, std=std)
+    formats = figure_formats(figure_format)
+    if isinstance(figure_grid, bool) or not isinstance(figure_grid, int) or figure_grid < 1:
+        raise InvalidInputError(f"`figure_grid` must be an integer >= 1; got {figure_grid!r}.")
     layout = Layout.run_dir(Path(os.fspath(out)))
     if layout.report_dir is not None and layout.report_dir.exists() \
             and not layout.report_dir.is_dir():
         raise InvalidInputError(f"`out` {os.fspath(out)!r} exists and is not a directory.")
-    result = run(spec, selected, layout, workers=workers, ray=ray, rerun=rerun, quiet=quiet)
+    result = run(spec, selected, layout, workers=workers, ray=ray, rerun=rerun, quiet=quiet,
+                 retry=retry_statuses(retry))
     if report:
-        _report(spec, result, layout, selected)
+        _report(spec, result, layout, selected, formats=formats, grid_size=figure_grid)
     return result
 
 
@@ -124,14 +144,16 @@ def rho_table(model: str | os.PathLike[str], *, out: str | os.PathLike[str],
               indices: str | Sequence[int] | None = None, eps_cap: float | None = None,
               time_limit_s: float = 120.0, pixel_divisor: float | None = None,
               backend: str = "scip", workers: int = 1, ray: str | None = None,
-              rerun: bool = False, quiet: bool = False, property: str | None = None
-              ) -> RunResult:
+              rerun: bool = False, quiet: bool = False, property: str | None = None,
+              mean: str | float | Sequence[float] | None = None,
+              std: str | float | Sequence[float] | None = None,
+              retry: str | Sequence[str] | None = None) -> RunResult:
     """Exact rho for many images into one resumable CSV: `evaluate` with methods=exact.
 
     Writes `out` (the rows), and beside it ``<stem>.run.json``, ``<stem>.adversarial.npz``,
     ``<stem>.log`` and ``<stem>.witnesses/``. Parameters as in `evaluate`; without
-    `eps_cap` rho is searched over the whole domain. With `property` ("topk:K" or
-    "affinity:FILE.json") each row is the exact distance to the nearest violation of that
+    `eps_cap` rho is searched over the whole domain; `mean` / `std` and `retry` as in
+    `evaluate`. With `property` ("topk:K" or "affinity:FILE.json") each row is the exact distance to the nearest violation of that
     property (`milpverify.properties.rho_property`).
 
     Example
@@ -141,10 +163,10 @@ def rho_table(model: str | os.PathLike[str], *, out: str | os.PathLike[str],
     spec, selected = _prepare("rho", model, data=data, indices=indices, eps=None,
                               eps_cap=eps_cap, methods=("exact",), time_limit_s=time_limit_s,
                               pixel_divisor=pixel_divisor, backend=backend, method_options=None,
-                              workers=workers, ray=ray, prop=property)
+                              workers=workers, ray=ray, prop=property, mean=mean, std=std)
     out_path = Path(os.fspath(out))
     if out_path.is_dir():
         raise InvalidInputError(f"`out` {os.fspath(out)!r} is a directory; rho writes a CSV "
                                 "file (e.g. results.csv).")
     return run(spec, selected, Layout.csv_file(out_path), workers=workers, ray=ray,
-               rerun=rerun, quiet=quiet)
+               rerun=rerun, quiet=quiet, retry=retry_statuses(retry))

@@ -257,23 +257,30 @@ def log_path(out: str | os.PathLike[str]) -> Path:
 
 def finetune_file(model: str | os.PathLike[str], data: str | os.PathLike[str], out: str |
                   os.PathLike[str], *, indices: Any = None, pixel_divisor: float = 255.0,
+                  mean: Any = None, std: Any = None,
                   **kwargs: Any) -> tuple[Path, Path, dict[str, Any]]:
     """`finetune` from files: load MODEL and DATA, write OUT (ONNX) and its JSON log.
 
-    Returns ``(onnx_path, log_path, log)``. `kwargs` go to `finetune`.
+    `mean` / `std` (per channel) are a normalisation MODEL expects but does not contain
+    (`milpverify.runs.normalise`); OUT then contains it, folded into its first layer, so it
+    takes pixels / `pixel_divisor` directly. Returns ``(onnx_path, log_path, log)``.
+    `kwargs` go to `finetune`.
     """
-    from milpverify.frontends.onnx import load_onnx
     from milpverify.frontends.torchnet import export_onnx
     from milpverify.runs.datasets import load_npz
+    from milpverify.runs.normalise import check_normalisation, load_network, parse_channels
+    norm = check_normalisation(parse_channels("mean", mean), parse_channels("std", std))
     if not str(out).endswith(".onnx"):
         raise InvalidInputError(f"`--out` must name an .onnx file; got {str(out)!r}.")
     if not Path(model).is_file():
         raise InvalidInputError(f"Model file not found: {str(model)!r}.")
     images, labels = load_npz(data, pixel_divisor=pixel_divisor, indices=indices)
-    net = load_onnx(str(model))
+    net = load_network(str(model), *(norm or (None, None)))
     new, log = finetune(net, images, labels, pixel_divisor=pixel_divisor, **kwargs)
     log["config"].update({"model": str(model), "data": str(data),
-                          "indices": None if indices is None else str(indices)})
+                          "indices": None if indices is None else str(indices),
+                          "mean": None if norm is None else list(norm[0]),
+                          "std": None if norm is None else list(norm[1])})
     onnx_path = export_onnx(new, out)
     path = log_path(out)
     path.write_text(json.dumps(log, indent=2) + "\n")

@@ -248,15 +248,17 @@ def summarize_method(rows: Sequence[Mapping[str, Any]], method: str, eps: float 
     """Accuracy, phi(eps), mu(eps), median rho, status counts and time of one method.
 
     `rows` need `method`, `label`, `pred`, `status`, `lower`, `upper` and `seconds`.
-    Accuracy is over all of the method's rows; the other statistics over `population`.
+    Accuracy is over all of the method's rows (it is what decides the population); every
+    other statistic, status counts and times included, is over `population`, so the
+    "correctly classified" table describes only those points.
     With `eps=None`, phi and mu are NaN.
     """
     mine = select(rows, method=method)
     chosen = select(mine, population=population)
     b = brackets(chosen)
-    seconds = np.asarray([float(r["seconds"]) for r in mine], dtype=np.float64)
+    seconds = np.asarray([float(r["seconds"]) for r in chosen], dtype=np.float64)
     statuses: dict[str, int] = {}
-    for r in mine:
+    for r in chosen:
         statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
     if eps is None:
         phi = mu = Interval(math.nan, math.nan)

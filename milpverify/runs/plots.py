@@ -2,7 +2,10 @@
 original / adversarial / scaled perturbation images (Fig. 2). The only matplotlib importer.
 
 Figures are built with `matplotlib.figure.Figure` and the Agg canvas directly, so the global
-pyplot backend (e.g. a notebook's inline backend) is never changed.
+pyplot backend (e.g. a notebook's inline backend) is never changed. They are saved at
+`DPI` dots per inch in the format of the file's suffix (png, svg, pdf), with the
+colour-blind-safe Okabe-Ito palette, the legend outside the data and a colour bar on the
+perturbation maps.
 """
 
 from __future__ import annotations
@@ -19,20 +22,30 @@ from matplotlib.figure import Figure
 
 from milpverify.runs.metrics import brackets, cdf_band, select
 
-#: One colour per method, stable across figures.
-METHOD_COLORS = {"exact": "black", "lp": "tab:blue", "pgd": "tab:red", "fgsm": "tab:orange",
-                 "lbfgs": "tab:green"}
+#: One colour per method, stable across figures: the Okabe-Ito palette (distinguishable with
+#: the common colour-vision deficiencies).
+METHOD_COLORS = {"exact": "#000000", "lp": "#0072B2", "pgd": "#D55E00", "fgsm": "#E69F00",
+                 "lbfgs": "#009E73", "combined": "#CC79A7"}
+
+#: Resolution of saved raster figures (dots per inch).
+DPI = 200
+
+#: File formats a figure can be saved in (the suffix of its path).
+FIGURE_FORMATS = ("png", "svg", "pdf")
 
 
 def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=110)
+    fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: str | Path | None) -> None:
+def save_figure(fig: Figure, path: str | Path | None) -> None:
+    """Save in the format of `path`'s suffix (png when it has none of `FIGURE_FORMATS`)."""
     if path is not None:
-        fig.savefig(str(path), format="png", bbox_inches="tight")
+        suffix = Path(path).suffix.lstrip(".").lower()
+        fig.savefig(str(path), format=suffix if suffix in FIGURE_FORMATS else "png", dpi=DPI,
+                    bbox_inches="tight")
 
 
 def plot_rho_cdf(rows: Sequence[Mapping[str, Any]], *, methods: Sequence[str] | None = None,
@@ -100,8 +113,9 @@ def plot_rho_cdf(rows: Sequence[Mapping[str, Any]], *, methods: Sequence[str] | 
         top = ax.secondary_xaxis("top", functions=(to_pixels, from_pixels))
         top.set_xlabel("ε (pixels)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    _save(fig, path)
+    # Outside the axes: inside, it hid the curves' upper ends (where they reach 1).
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
+    save_figure(fig, path)
     return fig
 
 
@@ -144,7 +158,7 @@ def plot_adversarial_grid(originals: Sequence[npt.NDArray[np.float64]],
         ax = fig.add_subplot()
         ax.text(0.5, 0.5, "no adversarial examples", ha="center", va="center")
         ax.axis("off")
-        _save(fig, path)
+        save_figure(fig, path)
         return fig
     axes = fig.subplots(n, 3, squeeze=False)
     lo, hi = domain
@@ -156,20 +170,24 @@ def plot_adversarial_grid(originals: Sequence[npt.NDArray[np.float64]],
         img_x, img_w = _as_image(x), _as_image(w)
         axes[i, 0].imshow(img_x, **(gray if img_x.ndim == 2 else {}))
         axes[i, 1].imshow(img_w, **(gray if img_w.ndim == 2 else {}))
-        d = _as_image(delta / scale)
-        if d.ndim == 2:
-            axes[i, 2].imshow(d, cmap="seismic", vmin=-1.0, vmax=1.0)
-        else:
-            axes[i, 2].imshow((d + 1.0) / 2.0)
+        d = _as_image(delta)
+        what = "perturbation"
+        if d.ndim == 3:  # colour: the mean over channels, so one colour bar reads it
+            d, what = d.mean(axis=-1), "mean perturbation"
+        shown = axes[i, 2].imshow(d, cmap="RdBu_r", vmin=-scale, vmax=scale)
+        bar = fig.colorbar(shown, ax=axes[i, 2], fraction=0.046, pad=0.04)
+        bar.set_label("x' - x", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
         axes[i, 0].set_title(titles[i][0], fontsize=8)
         axes[i, 1].set_title(titles[i][1], fontsize=8)
-        axes[i, 2].set_title(f"perturbation / {scale:.3g}", fontsize=8)
+        axes[i, 2].set_title(f"{what} (max |x' - x| {scale:.3g})", fontsize=8)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
-__all__ = ["METHOD_COLORS", "plot_adversarial_grid", "plot_rho_cdf"]
+__all__ = ["DPI", "FIGURE_FORMATS", "METHOD_COLORS", "plot_adversarial_grid", "plot_rho_cdf",
+           "save_figure"]

@@ -18,15 +18,34 @@ from milpverify.runs.tasks import RunSpec, load_inputs
 
 
 # ---------------------------------------------------------------------------- reports
-def _report(spec: RunSpec, result: RunResult, layout: Layout, selected: Sequence[int]) -> None:
-    """summary.md and the two figures of an `evaluate` run directory."""
+def figure_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """`"png,svg"` or a sequence as a checked tuple of `plots.FIGURE_FORMATS`."""
+    from milpverify.errors import InvalidInputError
+    from milpverify.runs.plots import FIGURE_FORMATS
+    items = [f.strip().lower().lstrip(".") for f in
+             (formats.split(",") if isinstance(formats, str) else formats)]
+    items = list(dict.fromkeys(f for f in items if f))
+    bad = [f for f in items if f not in FIGURE_FORMATS]
+    if bad or not items:
+        raise InvalidInputError(f"`figure_format` must be one or more of "
+                                f"{', '.join(FIGURE_FORMATS)} (comma-separated); got "
+                                f"{formats!r}.")
+    return tuple(items)
+
+
+def _report(spec: RunSpec, result: RunResult, layout: Layout, selected: Sequence[int], *,
+            formats: Sequence[str] = ("png",), grid_size: int = 8) -> None:
+    """summary.md and the two figures (in each of `formats`) of an `evaluate` run directory;
+    the adversarial-example grid shows at most `grid_size` images."""
     from milpverify.runs import plots
     assert layout.report_dir is not None
     out = layout.report_dir
-    cdf = out / "rho_cdf.png"
-    grid = out / "adversarial_examples.png"
-    plots.plot_rho_cdf(result.rows, methods=spec.methods, eps=spec.eps,
-                       pixel_divisor=spec.pixel_divisor, path=cdf)
+    cdf = out / f"rho_cdf.{formats[0]}"
+    grid = out / f"adversarial_examples.{formats[0]}"
+    figure = plots.plot_rho_cdf(result.rows, methods=spec.methods, eps=spec.eps,
+                                pixel_divisor=spec.pixel_divisor)
+    for fmt in formats:
+        plots.save_figure(figure, out / f"rho_cdf.{fmt}")
     preference = {m: k for k, m in enumerate(spec.methods)}
     best: dict[int, tuple[Mapping[str, Any], npt.NDArray[np.float64]]] = {}
     for row, w in _witnesses(spec, result.rows, layout):
@@ -35,13 +54,15 @@ def _report(spec: RunSpec, result: RunResult, layout: Layout, selected: Sequence
                 (current[0]["upper"], preference[current[0]["method"]]):
             best[row["index"]] = (row, w)
     _, images, _ = load_inputs(spec)
-    chosen = [best[i] for i in sorted(best)][:8]
-    plots.plot_adversarial_grid(
+    chosen = [best[i] for i in sorted(best)][:grid_size]
+    figure = plots.plot_adversarial_grid(
         [images[r["index"]] for r, _ in chosen], [w for _, w in chosen],
         [(f"#{r['index']}: label {r['label']}, predicted {r['pred']}",
           f"{r['method']}: {r['adversarial_label']} at ρ ≤ {r['upper']:.4g} "
           f"({r['upper'] * spec.pixel_divisor:.3g} px)") for r, _ in chosen],
-        domain=spec.domain, path=grid)
+        domain=spec.domain, max_images=grid_size)
+    for fmt in formats:
+        plots.save_figure(figure, out / f"adversarial_examples.{fmt}")
     eps = spec.eps
     assert eps is not None
     lines = [
@@ -49,12 +70,15 @@ def _report(spec: RunSpec, result: RunResult, layout: Layout, selected: Sequence
         "",
         f"- model: `{spec.model}` ({spec.model_path})",
         f"- data: `{spec.data_path or 'embedded ' + DEFAULT_IMAGES}`, {len(selected)} images "
-        f"({_compact(selected)}), pixels / {spec.pixel_divisor:g}",
+        f"({_compact(selected)}), pixels / {spec.pixel_divisor:g}"
+        + ("" if spec.mean is None else
+           f", then (x - mean) / std with mean {list(spec.mean)}, std {list(spec.std or ())}"),
         f"- ε = {eps:g} ({eps * spec.pixel_divisor:.3g} pixels); exact: eps_cap = "
         f"{spec.eps_cap}, time limit {spec.time_limit_s:g} s per image, backend {spec.backend}",
         f"- property: {spec.options()['property'] or 'plain robustness (top-1 label)'}"
         + (" — ρ is the distance to the nearest input violating it" if spec.property else ""),
         f"- rows: {len(result.rows)} ({result.computed} computed now, {result.skipped} resumed)",
+        *(f"- **warning**: {w}" for w in result.warnings),
         "",
         "## All evaluated points (Bastani et al. 2016, §2)",
         "",
@@ -81,9 +105,9 @@ def _report(spec: RunSpec, result: RunResult, layout: Layout, selected: Sequence
         "exact bracket with its upper end lowered to the best verified upper bound of any "
         "method.",
         "",
-        "![ρ CDF](rho_cdf.png)",
+        f"![ρ CDF]({cdf.name})",
         "",
-        "![adversarial examples](adversarial_examples.png)",
+        f"![adversarial examples]({grid.name})",
         "",
     ]
     atomic_write(out / "summary.md", "\n".join(lines).encode())

@@ -16,7 +16,11 @@ from milpverify.errors import InvalidInputError
 #: (for deterministic estimators).
 COLUMNS = ("index", "label", "pred", "method", "lower", "upper", "status", "witness_verified",
            "adversarial_label", "seconds", "bounds_s", "build_s", "solve_s", "total_s",
-           "binaries", "unstable_relus", "nodes", "message")
+           "binaries", "unstable_relus", "nodes", "witness_rejections", "message")
+
+#: Columns of files written before `witness_rejections` existed; such a file is upgraded
+#: (rewritten with an empty `witness_rejections` cell per row) when a run resumes it.
+LEGACY_COLUMNS = tuple(c for c in COLUMNS if c != "witness_rejections")
 
 
 TIMING_COLUMNS = ("seconds", "bounds_s", "build_s", "solve_s", "total_s")
@@ -43,8 +47,8 @@ def _parse_row(raw: Mapping[str, str]) -> dict[str, Any]:
     row["witness_verified"] = raw["witness_verified"] == "True"
     for key in ("lower", "upper", *TIMING_COLUMNS):
         row[key] = opt(raw[key], float)
-    for key in ("binaries", "unstable_relus", "nodes"):
-        row[key] = opt(raw[key], lambda t: int(float(t)))
+    for key in ("binaries", "unstable_relus", "nodes", "witness_rejections"):
+        row[key] = opt(raw.get(key) or "", lambda t: int(float(t)))
     return row
 
 
@@ -72,7 +76,8 @@ class ResultsFile:
     """The append-only results CSV: recovered on open, one fsynced line per row.
 
     On open an existing file is read; a last line without its newline (the run was killed
-    mid-write) is dropped and the file rewritten atomically without it. Any other
+    mid-write) is dropped and the file rewritten atomically without it. When an (index,
+    method) appears twice, the later line (a retry) wins. Any other
     malformed line is an error: the file is not ours to repair.
     """
 
@@ -93,8 +98,11 @@ class ResultsFile:
         if not text.endswith("\n"):
             text = text[: text.rfind("\n") + 1]  # drop the truncated last line
             self.dropped_partial = True
+        legacy = ",".join(LEGACY_COLUMNS) + "\n"
         if not text:
             text = header
+        elif text.startswith(legacy):
+            text = self._upgrade(text)
         elif not text.startswith(header):
             raise InvalidInputError(
                 f"{str(self.path)!r} does not start with the expected header ({header.strip()!r}); "
@@ -109,16 +117,34 @@ class ResultsFile:
             except ValueError as exc:
                 raise InvalidInputError(f"{str(self.path)!r} line {n} cannot be read ({exc}); "
                                         "use --rerun to start over.") from exc
-            # A duplicate can only come from outside edits; the first row wins.
-            self.rows.setdefault((row["index"], row["method"]), row)
+            # A later row of the same (index, method) is a retry (`replace`).
+            self.rows[(row["index"], row["method"])] = row
         if self.dropped_partial:
             atomic_write(self.path, text.encode())
 
+    def _upgrade(self, text: str) -> str:
+        """Rewrite a file with `LEGACY_COLUMNS` in the current layout (nothing is lost)."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for raw in csv.DictReader(io.StringIO(text)):
+            writer.writerow([raw.get(c) or "" for c in COLUMNS])
+        atomic_write(self.path, buf.getvalue().encode())
+        return buf.getvalue()
+
     def append(self, row: Mapping[str, Any]) -> None:
         """Write one row as one line, flush and fsync; skip rows already present."""
-        key = (int(row["index"]), str(row["method"]))
-        if key in self.rows:
+        if (int(row["index"]), str(row["method"])) in self.rows:
             return
+        self._write(row)
+
+    def replace(self, row: Mapping[str, Any]) -> None:
+        """A retried row: appended like `append`, and it wins over the earlier line of its
+        (index, method) when the file is read (`_recover`)."""
+        self._write(row)
+
+    def _write(self, row: Mapping[str, Any]) -> None:
+        key = (int(row["index"]), str(row["method"]))
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow([_format(row.get(c)) for c in COLUMNS])
         self._file.write(buf.getvalue())

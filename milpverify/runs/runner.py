@@ -15,7 +15,7 @@ import platform
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,10 @@ log = logging.getLogger(__name__)
 
 #: run.json options that must match for a rerun to resume (they change the rows or the summary).
 RESUME_KEYS = ("command", "model", "data", "pixel_divisor", "eps", "eps_cap", "time_limit_s",
-               "methods", "backend", "domain", "method_options", "property")
+               "methods", "backend", "domain", "method_options", "property", "mean", "std")
+
+#: Below this accuracy on the selected images a run warns: the preprocessing is likely wrong.
+LOW_ACCURACY = 0.5
 
 
 # ---------------------------------------------------------------------------- layout, run.json
@@ -137,10 +140,11 @@ def environment(methods: Sequence[str], ray_used: bool) -> dict[str, Any]:
             "machine": machine}
 
 
-def _check_resume(previous: Mapping[str, Any], options: Mapping[str, Any], path: Path) -> None:
+def _check_resume(previous: Mapping[str, Any], options: Mapping[str, Any], path: Path, *,
+                  ignore: Sequence[str] = ()) -> None:
     old = previous.get("options", {})
     diffs = [f"`{k}` was {old.get(k)!r}, now {options.get(k)!r}"
-             for k in RESUME_KEYS if old.get(k) != options.get(k)]
+             for k in RESUME_KEYS if k not in ignore and old.get(k) != options.get(k)]
     if diffs:
         raise InvalidInputError(
             f"Cannot resume the run in {str(path.parent)!r}: its options differ "
@@ -170,6 +174,9 @@ class RunResult:
         Files written, by role.
     spec : RunSpec
         The validated options of the run.
+    warnings : list of str
+        Problems with the run's inputs (e.g. a network that misclassifies most of the
+        selected images: wrong preprocessing); also in the run log and summary.md.
     """
 
     out: Path
@@ -180,6 +187,7 @@ class RunResult:
     skipped: int
     files: dict[str, Path]
     spec: RunSpec
+    warnings: list[str] = field(default_factory=list)
 
     def summary_markdown(self) -> str:
         """The per-method Markdown table (paper's population; distances also in pixels)."""
@@ -258,10 +266,12 @@ def _prepare(command: str, model: str | os.PathLike[str], *, data: str | os.Path
              indices: str | Sequence[int] | None, eps: float | None, eps_cap: float | None,
              methods: str | Sequence[str], time_limit_s: float, pixel_divisor: float | None,
              backend: str, method_options: Mapping[str, Mapping[str, Any]] | None,
-             workers: int, ray: str | None, prop: str | None = None
-             ) -> tuple[RunSpec, list[int]]:
+             workers: int, ray: str | None, prop: str | None = None,
+             mean: Any = None, std: Any = None) -> tuple[RunSpec, list[int]]:
     """The validation front door: every option is checked before anything is computed."""
+    from milpverify.runs.normalise import check_normalisation, parse_channels
     model_arg, model_path, default_divisor = _resolve_model(model)
+    norm = check_normalisation(parse_channels("mean", mean), parse_channels("std", std))
     eps = _check_number("eps", eps, allow_none=command == "rho")
     eps_cap = _check_number("eps_cap", eps_cap, allow_none=True)
     time_limit_s = float(_check_number("time_limit_s", time_limit_s) or 0.0)
@@ -288,7 +298,8 @@ def _prepare(command: str, model: str | os.PathLike[str], *, data: str | os.Path
     spec = RunSpec(command, model_arg, model_path, data_path, divisor, eps,
                    eps_cap if eps_cap is not None or command == "rho" else eps,
                    time_limit_s, chosen, backend, (0.0, 1.0),
-                   _method_options(method_options, chosen, prop), prop)
+                   _method_options(method_options, chosen, prop), prop,
+                   *(norm if norm is not None else (None, None)))
     net, images, _ = load_inputs(spec)
     if prop:
         parsed_property(prop).validate(net.num_classes)
@@ -307,20 +318,68 @@ def _prepare(command: str, model: str | os.PathLike[str], *, data: str | os.Path
                                 f"(valid: 0..{n - 1}).")
     if len(set(selected)) != len(selected):
         raise InvalidInputError("`indices` selects an image twice.")
-    net.as_batch(images[selected[0]])  # shape check with the network's own message
+    net.as_batch(np.nan_to_num(images[selected[0]]))  # shape check with the network's own message
     lo, hi = spec.domain
     batch = images[selected]
-    if batch.min() < lo or batch.max() > hi:
+    if np.nanmin(batch, initial=lo) < lo or np.nanmax(batch, initial=hi) > hi:
         raise InvalidInputError(
-            f"Images divided by `pixel_divisor` {divisor:g} lie in [{batch.min():g}, "
-            f"{batch.max():g}], outside the domain [{lo:g}, {hi:g}]; pass the divisor the "
+            f"Images divided by `pixel_divisor` {divisor:g} lie in [{np.nanmin(batch):g}, "
+            f"{np.nanmax(batch):g}], outside the domain [{lo:g}, {hi:g}]; pass the divisor the "
             "network expects (255 for most, 256 for Planet).")
     return spec, selected
 
 
+def accuracy_warning(spec: RunSpec, selected: Sequence[int]) -> str | None:
+    """A warning when the network classifies fewer than `LOW_ACCURACY` of the selected
+    images correctly: then rho is mostly measured around wrong labels, and the usual cause
+    is preprocessing (pixel divisor, or a normalisation the graph does not contain)."""
+    net, images, labels = load_inputs(spec)
+    chosen = [i for i in selected if not np.isnan(images[i]).any()]  # NaN: an error row
+    if not chosen:
+        return None
+    accuracy = float(np.mean(net.predict(images[chosen]) == labels[chosen]))
+    if accuracy >= LOW_ACCURACY:
+        return None
+    norm = ("" if spec.mean is None else
+            f", normalised with mean {list(spec.mean)} and std {list(spec.std or ())}")
+    return (f"the network classifies only {100 * accuracy:.1f}% of the {len(selected)} "
+            f"selected images correctly (pixels / {spec.pixel_divisor:g}{norm}); check the "
+            "preprocessing it was trained with (--pixel-divisor, --mean, --std)")
+
+
+#: Statuses `retry` may name: rows that another attempt can improve.
+RETRY_STATUSES = ("time_limit", "error", "not_found")
+
+
+def retry_statuses(retry: str | Sequence[str] | None) -> frozenset[str]:
+    """`"time_limit,error"` or a sequence as a checked set of `RETRY_STATUSES`."""
+    if retry is None:
+        return frozenset()
+    items = {s.strip().lower() for s in (retry.split(",") if isinstance(retry, str) else retry)}
+    items.discard("")
+    bad = sorted(items - set(RETRY_STATUSES))
+    if bad or not items:
+        raise InvalidInputError(f"`retry` must name statuses among {', '.join(RETRY_STATUSES)} "
+                                f"(comma-separated); got {retry!r}.")
+    return frozenset(items)
+
+
 def run(spec: RunSpec, selected: Sequence[int], layout: Layout, *, workers: int = 1,
-        ray: str | None = None, rerun: bool = False, quiet: bool = False) -> RunResult:
-    """Compute every missing (index, method) row of `selected` and return all of them."""
+        ray: str | None = None, rerun: bool = False, quiet: bool = False,
+        retry: frozenset[str] = frozenset()) -> RunResult:
+    """Compute every missing (index, method) row of `selected` and return all of them.
+
+    Rows already written whose status is in `retry` are computed again; the new row is
+    appended and supersedes the old one (which stays until then, so an interrupted retry
+    loses nothing). Retrying ``time_limit`` rows may use a different `time_limit_s`: that
+    is the point of it, so the resume check allows it and run.json records the new one.
+
+    A low accuracy on `selected` (`accuracy_warning`) is logged at warning level before
+    anything is computed and written to the run log.
+    """
+    warning = accuracy_warning(spec, selected)
+    if warning:
+        log.warning(warning)
     layout.results.parent.mkdir(parents=True, exist_ok=True)
     if layout.report_dir is not None:
         layout.report_dir.mkdir(parents=True, exist_ok=True)
@@ -334,7 +393,8 @@ def run(spec: RunSpec, selected: Sequence[int], layout: Layout, *, workers: int 
                 f"{str(layout.results)!r} exists without {layout.run_json.name}, so its options "
                 "are unknown; use another output path or --rerun to start over.")
         if previous is not None:
-            _check_resume(previous, options, layout.run_json)
+            _check_resume(previous, options, layout.run_json,
+                          ignore=("time_limit_s",) if "time_limit" in retry else ())
         now = _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
         invocation = {"started": now, "indices": _compact(selected), "workers": workers,
                       "ray": ray, "argv": sys.argv}
@@ -345,9 +405,12 @@ def run(spec: RunSpec, selected: Sequence[int], layout: Layout, *, workers: int 
         atomic_write(layout.run_json, (json.dumps(meta, indent=1) + "\n").encode())
 
         results = ResultsFile(layout.results)
+        if warning:
+            with open(layout.log, "a", encoding="utf-8") as log_file:
+                log_file.write(f"warning: {warning}\n")
         try:
             tasks = [(i, m) for i in selected for m in spec.methods
-                     if (i, m) not in results.rows]
+                     if (i, m) not in results.rows or results.rows[(i, m)]["status"] in retry]
             skipped = len(selected) * len(spec.methods) - len(tasks)
             _execute(spec, tasks, results, layout, workers=workers, ray=ray, quiet=quiet,
                      total=len(selected) * len(spec.methods))
@@ -367,7 +430,7 @@ def run(spec: RunSpec, selected: Sequence[int], layout: Layout, *, workers: int 
     return RunResult(layout.results if layout.report_dir is None else layout.report_dir, rows,
                      summarize(table, spec.eps, methods=names),
                      summarize(table, spec.eps, methods=names, population="correct"),
-                     len(tasks), skipped, files, spec)
+                     len(tasks), skipped, files, spec, [warning] if warning else [])
 
 
 def _compact(selected: Sequence[int]) -> str:
@@ -403,16 +466,27 @@ def _remove(paths: Sequence[Path]) -> None:
 
 @contextlib.contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an advisory lock so two runs never append to the same file (released on death)."""
+    """Hold an advisory lock so two runs never append to the same file (released on death).
+
+    The (empty) lock file is removed when the run ends, still holding the lock, so a
+    finished run leaves only files with content.
+    """
     import fcntl
     with open(lock_path, "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(f.fileno()).st_ino != os.stat(lock_path).st_ino:
+                # Locked a file another run removed as it ended: someone may hold the new one.
+                raise BlockingIOError("lock file replaced")
         except OSError as exc:
             raise InvalidInputError(f"Another milpverify run is writing to "
                                     f"{str(lock_path.parent)!r} (lock {lock_path.name}); wait "
                                     "for it or use another output path.") from exc
-        yield
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
 
 
 def _execute(spec: RunSpec, tasks: TaskList, results: ResultsFile, layout: Layout, *,
@@ -432,24 +506,26 @@ def _execute(spec: RunSpec, tasks: TaskList, results: ResultsFile, layout: Layou
     bar = tqdm(total=total, initial=total - len(tasks), desc=spec.command, unit="row",
                file=sys.stderr, disable=quiet, dynamic_ncols=True)
     try:
-        with open(layout.log, "a", encoding="utf-8") as log_file:
-            for result in stream:
-                row = result.row
-                if result.witness is not None:
-                    layout.witnesses.mkdir(exist_ok=True)
-                    buf = io.BytesIO()
-                    np.save(buf, result.witness)
-                    atomic_write(layout.witnesses / f"{row['index']}_{row['method']}.npy",
-                                 buf.getvalue())
+        for result in stream:
+            row = result.row
+            if result.witness is not None:
+                layout.witnesses.mkdir(exist_ok=True)
+                buf = io.BytesIO()
+                np.save(buf, result.witness)
+                atomic_write(layout.witnesses / f"{row['index']}_{row['method']}.npy",
+                             buf.getvalue())
+            if (row["index"], row["method"]) in results.rows:
+                results.replace(row)  # a retry (see `run`)
+            else:
                 results.append(row)
-                if result.logs:
+            if result.logs:  # the log file exists only once there is something in it
+                with open(layout.log, "a", encoding="utf-8") as log_file:
                     log_file.writelines(f"[{row['index']} {row['method']}] {line}\n"
                                         for line in result.logs)
-                    log_file.flush()
-                counts[row["method"]] += 1
-                bar.set_postfix_str(" ".join(f"{m} {c}/{per_method}"
-                                             for m, c in counts.items()), refresh=False)
-                bar.update(1)
+            counts[row["method"]] += 1
+            bar.set_postfix_str(" ".join(f"{m} {c}/{per_method}"
+                                         for m, c in counts.items()), refresh=False)
+            bar.update(1)
     finally:
         bar.close()
         if hasattr(stream, "close"):

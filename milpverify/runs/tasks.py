@@ -50,6 +50,8 @@ class RunSpec:
     `method_options[m]` are extra keyword arguments of method m's function.
     `property` is None (plain rho) or a `properties.parse_property` string ("topk:K",
     "affinity:/absolute/groups.json"); the exact method then computes `rho_property`.
+    `mean` / `std` (per channel, or None) are the input normalisation the network expects
+    but does not contain; it is prepended to the graph (`milpverify.runs.normalise`).
     """
 
     command: str
@@ -65,6 +67,8 @@ class RunSpec:
     domain: tuple[float, float] = (0.0, 1.0)
     method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     property: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def options(self) -> dict[str, Any]:
         """The options recorded in run.json and compared on resume."""
@@ -78,6 +82,8 @@ class RunSpec:
             "method_options": {m: dict(o) for m, o in sorted(self.method_options.items())},
             # The parsed property's name (groups and semantics, not the file's path).
             "property": parsed_property(self.property).name if self.property else None,
+            "mean": None if self.mean is None else list(self.mean),
+            "std": None if self.std is None else list(self.std),
         }
 
 
@@ -109,18 +115,19 @@ def _resolve_model(model: str | os.PathLike[str]) -> tuple[str, str, float]:
 
 
 # ---------------------------------------------------------------------------- worker side
-_LOADED: dict[tuple[str, str | None, float], tuple[Network, npt.NDArray[np.float64],
-                                                   npt.NDArray[np.int64]]] = {}
+_LOADED: dict[tuple[Any, ...], tuple[Network, npt.NDArray[np.float64],
+                                     npt.NDArray[np.int64]]] = {}
 
 
 def load_inputs(spec: RunSpec) -> tuple[Network, npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-    """The network and the *whole* data set (scaled), cached per process."""
-    key = (spec.model_path, spec.data_path, spec.pixel_divisor)
+    """The network (with `spec`'s input normalisation) and the *whole* data set (scaled),
+    cached per process."""
+    key = (spec.model_path, spec.data_path, spec.pixel_divisor, spec.mean, spec.std)
     if key not in _LOADED:
-        from milpverify.frontends.onnx import load_onnx
+        from milpverify.runs.normalise import load_network
         data = spec.data_path or str(DATA_DIR / DEFAULT_IMAGES)
         images, labels = load_npz(data, pixel_divisor=spec.pixel_divisor)
-        _LOADED[key] = (load_onnx(spec.model_path), images, labels)
+        _LOADED[key] = (load_network(spec.model_path, spec.mean, spec.std), images, labels)
     return _LOADED[key]
 
 
@@ -153,33 +160,45 @@ def method_function(method: str, prop: str | None = None
 
 
 class _Collect(logging.Handler):
-    """Keeps the messages of milpverify's loggers during one task (they go to the run log)."""
+    """Keeps the messages of milpverify's loggers during one task (they go to the run log).
+
+    Records below INFO are not kept, but rejected witnesses (logged at debug level: routine
+    near ties) are counted in `rejected`, which the row reports as `witness_rejections`.
+    """
 
     def __init__(self) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)
         self.messages: list[str] = []
+        self.rejected = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(f"{record.levelname.lower()}: {record.getMessage()}")
+        message = record.getMessage()
+        if "witness rejected" in message:
+            self.rejected += 1
+        if record.levelno >= logging.INFO:
+            self.messages.append(f"{record.levelname.lower()}: {message}")
 
 
 @contextlib.contextmanager
-def _captured_logs() -> Iterator[list[str]]:
-    """Route milpverify log records and warnings of one task into a list (not stderr).
+def _captured_logs() -> Iterator[_Collect]:
+    """Route milpverify log records and warnings of one task into a handler (not stderr).
 
     Keeps the progress bar readable: witness rejections can log dozens of lines per image.
+    The logger is opened to debug level for the task so the rejections can be counted.
     """
     logger = logging.getLogger("milpverify")
-    handler, propagate = _Collect(), logger.propagate
+    handler, propagate, level = _Collect(), logger.propagate, logger.level
     logger.addHandler(handler)
     logger.propagate = False
+    logger.setLevel(logging.DEBUG)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            yield handler.messages
+            yield handler
         finally:
             logger.removeHandler(handler)
             logger.propagate = propagate
+            logger.setLevel(level)
             handler.messages.extend(f"warning: {w.message}" for w in caught)
 
 
@@ -196,10 +215,18 @@ def run_task(spec: RunSpec, index: int, method: str) -> TaskResult:
     """Compute the row of (image `index`, `method`). Never raises for a bad solve.
 
     An exception inside the estimator becomes a row with status ``error`` and the
-    exception in `message` (bracket [0, inf]), so one bad image does not stop a run.
+    exception in `message` (bracket [0, inf]), so one bad image does not stop a run. An
+    image with NaN pixels is such a row too, with `pred` -1 (it has no prediction).
     """
     net, images, labels = load_inputs(spec)
     x = images[index]
+    if np.isnan(x).any():
+        message = (f"image {int(index)} has {int(np.isnan(x).sum())} NaN pixel(s); "
+                   "nothing computed")
+        row = {"index": int(index), "label": int(labels[index]), "pred": -1, "method": method,
+               "lower": 0.0, "upper": math.inf, "status": "error", "witness_verified": False,
+               "adversarial_label": None, "message": message, "seconds": 0.0}
+        return TaskResult(row, None, [f"error: {message}"])
     pred = int(np.argmax(net.forward(x)[0]))
     row: dict[str, Any] = {"index": int(index), "label": int(labels[index]), "pred": pred,
                            "method": method}
@@ -208,9 +235,14 @@ def run_task(spec: RunSpec, index: int, method: str) -> TaskResult:
     if method == "exact":
         kwargs.update(eps_cap=spec.eps_cap, time_limit_s=spec.time_limit_s,
                       backend=spec.backend)
+        if spec.backend == "scip":
+            # SCIP's own Ctrl-C handler would end only the current solve and the batch would
+            # go on; without it Ctrl-C stops the run (finished rows are already on disk).
+            kwargs["solver_params"] = {"misc/catchctrlc": False,
+                                       **(kwargs.get("solver_params") or {})}
     witness = None
     start = time.perf_counter()
-    with _captured_logs() as logs:
+    with _captured_logs() as captured:
         try:
             result = fn(net, x, **kwargs)
         except Exception as exc:  # noqa: BLE001 - recorded as an error row, see docstring
@@ -228,4 +260,5 @@ def run_task(spec: RunSpec, index: int, method: str) -> TaskResult:
             if result.witness is not None and result.witness_verified:
                 witness = np.asarray(result.witness, dtype=np.float64).reshape(x.shape)
     row["seconds"] = time.perf_counter() - start
-    return TaskResult(row, witness, logs)
+    row["witness_rejections"] = captured.rejected
+    return TaskResult(row, witness, captured.messages)

@@ -25,6 +25,8 @@ different threads run at the same time.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import threading
 import time
 from typing import Any
@@ -44,7 +46,7 @@ from milpverify.solve.base import (
     warn_unknown_param,
 )
 
-__all__ = ["HighsBackend", "HighsSession", "build_highs", "unknown_options"]
+__all__ = ["HighsBackend", "HighsSession", "build_highs", "new_highs", "unknown_options"]
 
 HIGHS_INT_MAX = 2147483647
 """The largest value of HiGHS's integer options (32-bit)."""
@@ -59,10 +61,46 @@ def _highspy() -> Any:
     return highspy
 
 
+_BANNER_LOCK = threading.Lock()
+_banner_done = False
+
+
+def new_highs(*, verbose: bool = False) -> Any:
+    """A fresh ``highspy.Highs``; unless `verbose`, without HiGHS's banner on stdout.
+
+    HiGHS prints its "Running HiGHS ..." banner from C++ onto file descriptor 1 when the
+    first ``Highs`` of a process is constructed, before ``output_flag`` can be set. That
+    first construction therefore runs with descriptor 1 pointed at the null device, so
+    solver output appears only with ``verbose`` (the CLI's ``--verbose``).
+    """
+    global _banner_done
+    hp = _highspy()
+    with _BANNER_LOCK:
+        if verbose or _banner_done:
+            _banner_done = True
+            return hp.Highs()
+        _banner_done = True
+        try:
+            sys.stdout.flush()
+            saved = os.dup(1)
+        except (OSError, ValueError):  # no descriptor 1 (embedded interpreters)
+            return hp.Highs()
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, 1)
+            finally:
+                os.close(null)
+            return hp.Highs()
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
 def build_highs(model: MilpModel, *, verbose: bool = False) -> Any:
     """Return a ``highspy.Highs`` holding ``model`` (costs include the constant ``c0``)."""
     hp = _highspy()
-    h = hp.Highs()
+    h = new_highs(verbose=verbose)
     h.setOptionValue("output_flag", bool(verbose))
     A = model.A.tocsc()
     lp = hp.HighsLp()
@@ -92,7 +130,7 @@ def build_highs(model: MilpModel, *, verbose: bool = False) -> Any:
 def unknown_options(names: list[str]) -> list[str]:
     """The names in ``names`` that are not HiGHS options."""
     hp = _highspy()
-    h = hp.Highs()
+    h = new_highs()
     h.setOptionValue("output_flag", False)
     return [k for k in names if h.getOptionValue(k)[0] != hp.HighsStatus.kOk]
 

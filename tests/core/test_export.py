@@ -273,7 +273,7 @@ def test_missing_pyomo_solver_is_a_clear_solver_error(solver, hint) -> None:
 # ---------------------------------------------------------------------------- CLI
 def test_cli_export_writes_a_readable_file(tmp_path, capsys) -> None:
     out = tmp_path / "q.mps"
-    assert cli.main(["export", "default:mnist_mlp_32_16", "--index", "1", "--eps-cap", "0.02",
+    assert cli.main(["export", "default:mnist_mlp_32_16", "--indices", "1", "--eps-cap", "0.02",
                      "--out", str(out)]) == 0
     stdout, stderr = capsys.readouterr()
     assert stderr == ""
@@ -288,23 +288,23 @@ def test_cli_export_with_data_file(tmp_path, capsys) -> None:
         np.savez(tmp_path / "d.npz", images=data["images"][:3], labels=data["labels"][:3])
     model = str(EMBEDDED_NETS["mnist_mlp_32_16"].path)
     out = tmp_path / "q.txt"
-    assert cli.main(["export", model, "--data", str(tmp_path / "d.npz"), "--index", "2",
+    assert cli.main(["export", model, "--data", str(tmp_path / "d.npz"), "--indices", "2",
                      "--eps", "0.01", "--format", "LP", "--out", str(out)]) == 0
     assert "certify query" in capsys.readouterr().out
     assert out.read_text().startswith("\\ written by milpverify")
 
 
 @pytest.mark.parametrize("args, message", [
-    (["/no/such.onnx", "--index", "0", "--eps", "0.1"], "`--data` is required"),
-    (["default", "--data", "/no/such.npz", "--index", "0", "--eps", "0.1"],
+    (["/no/such.onnx", "--indices", "0", "--eps", "0.1"], "`--data` is required"),
+    (["default", "--data", "/no/such.npz", "--indices", "0", "--eps", "0.1"],
      "Data file not found"),
-    (["default", "--index", "10", "--eps", "0.1"], "out of range for 10 images"),
-    (["default", "--index", "0", "--eps", "0.1", "--format", "gms"],
+    (["default", "--indices", "10", "--eps", "0.1"], "out of range for 10 images"),
+    (["default", "--indices", "0", "--eps", "0.1", "--format", "gms"],
      "`--format` must be 'lp' or 'mps'; got 'gms'"),
-    (["default", "--index", "0", "--eps", "0"], "`eps` must be a finite number > 0"),
-    (["default", "--index", "0", "--eps", "-0.1"], "`eps` must be a finite number > 0"),
-    (["default", "--index", "0", "--eps-cap", "0"], "`eps_cap` must be a finite number > 0"),
-    (["default", "--index", "0", "--eps", "0.1", "--eps-cap", "0.2"], "not both"),
+    (["default", "--indices", "0", "--eps", "0"], "`eps` must be a finite number > 0"),
+    (["default", "--indices", "0", "--eps", "-0.1"], "`eps` must be a finite number > 0"),
+    (["default", "--indices", "0", "--eps-cap", "0"], "`eps_cap` must be a finite number > 0"),
+    (["default", "--indices", "0", "--eps", "0.1", "--eps-cap", "0.2"], "not both"),
 ])
 def test_cli_export_errors_are_one_line(tmp_path, capsys, args, message) -> None:
     out = tmp_path / "q.lp"
@@ -318,8 +318,8 @@ def test_cli_export_errors_are_one_line(tmp_path, capsys, args, message) -> None
 
 
 def test_cli_export_usage_errors_exit_2(capsys) -> None:
-    assert cli.main(["export", "default", "--eps", "0.1", "--out", "q.lp"]) == 2  # no --index
-    assert cli.main(["export", "default", "--index", "x", "--out", "q.lp"]) == 2
+    assert cli.main(["export", "default", "--eps", "0.1", "--out", "q.lp"]) == 2  # no --indices
+    assert cli.main(["export", "default", "--indices", "x", "--out", "q.lp"]) == 2
 
 
 # ---------------------------------------------------------------------------- slow

@@ -472,7 +472,7 @@ def test_cli_vnncomp_is_resumable(tmp_path, abs_model):
     bench = _bench(tmp_path, abs_model)
     out = tmp_path / "results.csv"
     cex = tmp_path / "cex"
-    args = ["vnncomp", str(bench), "--out", str(out), "--no-progress", "--result-dir", str(cex)]
+    args = ["vnncomp", str(bench), "--out", str(out), "--quiet", "--result-dir", str(cex)]
     assert main(args) == 0
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))

@@ -1,0 +1,102 @@
+"""Quiet means quiet: no solver banner on stdout, rejected witnesses counted (not warned
+about), a short repr for results."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def test_highs_banner_not_on_stdout(tmp_path):
+    proc = _python("from milpverify.solve.highs import new_highs\n"
+                   "h = new_highs(); print('after')\n", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "after\n"
+
+
+def test_highs_banner_with_verbose(tmp_path):
+    proc = _python("from milpverify.solve.highs import new_highs\nnew_highs(verbose=True)\n",
+                   tmp_path)
+    assert "HiGHS" in proc.stdout
+
+
+def test_cli_rho_quiet_prints_only_its_summary(tmp_path):
+    out = tmp_path / "r.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "milpverify", "rho", "default", "--indices", "1",
+         "--eps-cap", "0.1", "--quiet", "--out", str(out)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+        text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "HiGHS" not in proc.stdout
+    assert len(proc.stdout.splitlines()) == 1, proc.stdout
+    rows = list(csv.DictReader(out.open()))
+    assert rows[0]["witness_rejections"].isdigit()
+
+
+def test_result_repr_is_short():
+    from milpverify import load_default, rho
+    net, images, _ = load_default()
+    r = rho(net, images[1], eps_cap=0.1, time_limit_s=30)
+    assert r.witness is not None
+    text = repr(r)
+    assert len(text) < 800 and "<array 1x28x28>" in text and "status='optimal'" in text
+    assert repr(r.lower) in text  # the bracket keeps full precision
+
+
+def test_property_repair_failure_logs_at_debug(monkeypatch, caplog):
+    """A witness that fails its re-check is routine near ties: debug, not warning."""
+    from milpverify.core.witness import WitnessCheck
+    from milpverify.properties import query as q
+
+    def reject(*args, **kwargs):
+        return WitnessCheck(False, np.zeros(2), 0.0, True, -1.0, -1.0, 0,
+                            "topk witness rejected: test")
+
+    monkeypatch.setattr(q, "check_property_witness", reject)
+
+    class Q:
+        x = np.zeros(2)
+        domain = (0.0, 1.0)
+        norm = "linf"
+
+    class Net:
+        @staticmethod
+        def as_batch(p):
+            return np.asarray(p, dtype=float).reshape(1, -1)
+
+    caplog.set_level(logging.DEBUG, logger="milpverify")
+    assert q._repair(Net(), Q(), None, np.ones(2), (np.zeros(2), np.ones(2))) is None
+    levels = {r.levelno for r in caplog.records if "rejected" in r.getMessage()}
+    assert levels == {logging.DEBUG}
+
+
+def test_legacy_results_file_is_upgraded(tmp_path):
+    """A results.csv without the witness_rejections column resumes (rows kept)."""
+    from milpverify.runs.results_file import COLUMNS, LEGACY_COLUMNS, ResultsFile
+    path = tmp_path / "results.csv"
+    row = {c: "" for c in LEGACY_COLUMNS}
+    row.update(index="3", label="1", pred="1", method="exact", lower="0.1", upper="0.2",
+               status="time_limit", witness_verified="True", message="kept")
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, LEGACY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerow(row)
+    results = ResultsFile(path)
+    results.close()
+    assert results.rows[(3, "exact")]["message"] == "kept"
+    assert path.read_text().splitlines()[0] == ",".join(COLUMNS)
