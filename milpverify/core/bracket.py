@@ -163,7 +163,8 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
     """A minimum-distortion attack: a verified witness as close to x as cheaply found.
 
     1. `pgd` with its defaults (radius `eps_max`; at 1.0, PGD's default, the result is the
-       one `pgd` returns by itself, so `upper` of rho is never worse than PGD's);
+       one `pgd` returns by itself, so `upper` of rho is never worse than PGD's); PGD is
+       an L-inf attack, so under the L1 norm only the LP restriction runs (step 2);
     2. the LP restriction at x (Bastani et al.), and the polish of the best point: the
        nearest point of its activation region (`_refine`);
     3. up to `ATTACK_ROUNDS` more PGD runs (fresh seeds, no bisection of their own) at the
@@ -173,17 +174,20 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
     from milpverify.core.attacks import pgd
     from milpverify.core.restriction import lp_restriction
     run = {"label": q.label, "domain": q.domain, "target": q.target, "margin": q.margin}
-    found = pgd(net, q.x, eps_max=eps_max, **run)
-    info: dict[str, Any] = {"heuristic": "attack", "pgd_upper": found.upper}
-    best = _verified(net, q, found.witness)
+    info: dict[str, Any] = {"heuristic": "attack"}
+    best, failed = None, 0.0
+    if q.norm == "linf":
+        found = pgd(net, q.x, eps_max=eps_max, **run)
+        info["pgd_upper"] = found.upper
+        best = _verified(net, q, found.witness)
+        failed = float(found.stats.get("eps_bracket", [0.0])[0])
     at_x = lp_restriction(net, q.x, target=candidates, margin=q.margin, domain=q.domain,
                           label=q.label, norm=q.norm)
     best = _closer(best, _verified(net, q, at_x.witness))
     if best is None:
         return None, info
     best = _refine(net, q, best)
-    failed = float(found.stats.get("eps_bracket", [0.0])[0])
-    for k in range(ATTACK_ROUNDS):
+    for k in range(ATTACK_ROUNDS if q.norm == "linf" else 0):
         if time.perf_counter() > deadline or best.distance - failed <= 1e-4 * best.distance:
             break
         mid = 0.5 * (failed + best.distance)

@@ -67,3 +67,22 @@ def test_wk17a_uncapped_bracket_is_finite_and_beats_pgd(shared_data, mnist) -> N
     assert 0.0 < result.lower <= result.upper
     check = check_witness(net, x.reshape(-1), result.witness, label=result.label)
     assert check.verified and check.distance == pytest.approx(result.upper, abs=1e-12)
+
+
+def test_attack_upper_under_l1_uses_the_lp_restriction_only() -> None:
+    """PGD is an L-inf attack: under L1 the witness comes from the LP restriction, its
+    distance measured in L1, and rho stays exact against its own witness."""
+    rng = np.random.default_rng(7)
+    net, _ = random_mlp(rng, [2, 5, 4, 3])
+    x = np.array([0.4, 0.6])
+    q = validate_query(net, x, norm="l1", domain=(0.0, 1.0), margin=0.0, target=None,
+                       label=None)
+    best, info = attack_upper(net, q, [j for j in range(3) if j != q.label], 1.0, math.inf)
+    assert "pgd_upper" not in info
+    if best is not None:
+        check = check_witness(net, x, best.witness, label=q.label, norm="l1")
+        assert check.verified and check.distance == pytest.approx(best.distance, abs=1e-12)
+    result = rho(net, x, norm="l1", tolerance=1e-6)
+    assert result.status in ("optimal", "robust_at_cap")
+    if best is not None:
+        assert result.upper <= best.distance + 1e-12
