@@ -167,27 +167,30 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
        an L-inf attack, so under the L1 norm only the LP restriction runs (step 2);
     2. the LP restriction at x (Bastani et al.), and the polish of the best point: the
        nearest point of its activation region (`_refine`);
-    3. up to `ATTACK_ROUNDS` more PGD runs (fresh seeds, no bisection of their own) at the
-       middle between the last radius where PGD failed and the best distance; each hit is
-       polished again. Every point is re-checked (`_check_point`).
+    3. if PGD found a point, up to `ATTACK_ROUNDS` more PGD runs (fresh seeds, no
+       bisection of their own) at the middle between the last radius where PGD failed and
+       the best distance; each hit is polished again. (If PGD found nothing up to
+       `eps_max`, smaller radii are not worth its time: under a cap that is the usual
+       case of an image the MILP must decide.) Every point is re-checked.
     """
     from milpverify.core.attacks import pgd
     from milpverify.core.restriction import lp_restriction
     run = {"label": q.label, "domain": q.domain, "target": q.target, "margin": q.margin}
     info: dict[str, Any] = {"heuristic": "attack"}
-    best, failed = None, 0.0
+    best, failed, rounds = None, 0.0, 0
     if q.norm == "linf":
         found = pgd(net, q.x, eps_max=eps_max, **run)
         info["pgd_upper"] = found.upper
         best = _verified(net, q, found.witness)
         failed = float(found.stats.get("eps_bracket", [0.0])[0])
+        rounds = ATTACK_ROUNDS if best is not None else 0
     at_x = lp_restriction(net, q.x, target=candidates, margin=q.margin, domain=q.domain,
                           label=q.label, norm=q.norm)
     best = _closer(best, _verified(net, q, at_x.witness))
     if best is None:
         return None, info
     best = _refine(net, q, best)
-    for k in range(ATTACK_ROUNDS if q.norm == "linf" else 0):
+    for k in range(rounds):
         if time.perf_counter() > deadline or best.distance - failed <= 1e-4 * best.distance:
             break
         mid = 0.5 * (failed + best.distance)
