@@ -43,7 +43,7 @@ ATTACK_ROUNDS = 4
 
 #: Share of `time_limit_s` that the first-stage certified radius (`certified_lower`) may
 #: use, and its passes: symbolic bisection first, then alpha-CROWN passes on what is left.
-LOWER_SHARE = 0.05
+LOWER_SHARE = 0.03
 LOWER_SYMBOLIC_STEPS = 8
 LOWER_ALPHA_STEPS = 3
 
