@@ -203,7 +203,9 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
 
     # 2. A quick verified upper bound on the surviving labels shrinks the box.
     t0 = time.perf_counter()
-    eps_max = eps_cap if eps_cap is not None else min(cap, 1.0)  # 1.0: pgd's default
+    # Uncapped, PGD runs at its own default radius 1.0 (not the domain's extent, which
+    # would change its step size), so its result is exactly `pgd`'s.
+    eps_max = eps_cap if eps_cap is not None else 1.0
     best, info = _heuristic_upper(net, q, upper_bound, qb.candidates, eps_max,
                                   start + ATTACK_SHARE * time_limit_s)
     stats.update(info)
