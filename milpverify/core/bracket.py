@@ -166,7 +166,8 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
        one `pgd` returns by itself, so `upper` of rho is never worse than PGD's); PGD is
        an L-inf attack, so under the L1 norm only the LP restriction runs (step 2);
     2. the LP restriction at x (Bastani et al.), and the polish of the best point: the
-       nearest point of its activation region (`_refine`);
+       nearest point of its activation region (`_refine`), unless it lies beyond
+       `eps_max` (a cap);
     3. if PGD found a point, up to `ATTACK_ROUNDS` more PGD runs (fresh seeds, no
        bisection of their own) at the middle between the last radius where PGD failed and
        the best distance; each hit is polished again. (If PGD found nothing up to
@@ -187,8 +188,8 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
     at_x = lp_restriction(net, q.x, target=candidates, margin=q.margin, domain=q.domain,
                           label=q.label, norm=q.norm)
     best = _closer(best, _verified(net, q, at_x.witness))
-    if best is None:
-        return None, info
+    if best is None or best.distance > eps_max:
+        return best, info  # beyond a cap a witness shrinks no box: not worth a polish
     best = _refine(net, q, best)
     for k in range(rounds):
         if time.perf_counter() > deadline or best.distance - failed <= 1e-4 * best.distance:
