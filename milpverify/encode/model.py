@@ -39,6 +39,9 @@ from milpverify.errors import InvalidModelError
 
 IntArray = NDArray[np.int64]
 
+#: Coefficients smaller than this times their row's largest are dropped (`MilpModel.add_rows`).
+TINY_COEFFICIENT = 1e-12
+
 
 FloatArray = NDArray[np.float64]
 
@@ -256,6 +259,7 @@ class MilpModel:
                 f"rows and cols must have the same length, got {r.shape[0]} and {c.shape[0]}")
         v = _as_values(vals, r.shape[0], "coefficients")
         lo, up = _as_bounds(lower, upper, n_rows, "row")
+        r, c, v, lo, up = self._drop_tiny(r, c, v, lo, up, n_rows)
         start = self._n_rows
         self._row_names.add(start, n_rows, name)
         self._coo_rows.append(r + start)
@@ -266,6 +270,34 @@ class MilpModel:
         self._n_rows += n_rows
         self._A_cache = None
         return np.arange(start, start + n_rows, dtype=np.int64)
+
+    def _drop_tiny(self, r: IntArray, c: IntArray, v: FloatArray, lo: FloatArray,
+                   up: FloatArray, n_rows: int
+                   ) -> tuple[IntArray, IntArray, FloatArray, FloatArray, FloatArray]:
+        """Drop coefficients below `TINY_COEFFICIENT` times their row's largest, soundly.
+
+        Such coefficients (trained weights that decayed to ~1e-20, products of scalings) add
+        nothing a solver can resolve at its 1e-6 feasibility tolerance but cost nnz and
+        numerics. A dropped term ``a_k x_k`` lies in ``[-|a_k| m_k, |a_k| m_k]`` with
+        ``m_k = max(|lower_k|, |upper_k|)`` over the variable's bounds, so widening the row's
+        bounds by the sum of those (rounded up) keeps every point of the exact row feasible:
+        the model is a relaxation, never a restriction. Terms on variables with an infinite
+        bound are kept.
+        """
+        if not v.size:
+            return r, c, v, lo, up
+        size = np.abs(v)
+        row_max = np.zeros(n_rows)
+        np.maximum.at(row_max, r, size)
+        reach = np.maximum(np.abs(self.lower[c]), np.abs(self.upper[c]))
+        tiny = (size < TINY_COEFFICIENT * row_max[r]) & np.isfinite(reach)
+        if not tiny.any():
+            return r, c, v, lo, up
+        slack = np.zeros(n_rows)
+        np.add.at(slack, r[tiny], size[tiny] * reach[tiny])
+        slack = slack * (1.0 + 1e-12) + np.where(slack > 0, 1e-300, 0.0)
+        keep = ~tiny
+        return r[keep], c[keep], v[keep], lo - slack, up + slack
 
     def add_matrix_rows(self, M: sp.sparray | sp.spmatrix | ArrayLike, col_index: ArrayLike,
                         lower: Bound = -np.inf, upper: Bound = np.inf, *,

@@ -209,3 +209,21 @@ def test_large_build_is_vectorised() -> None:
     m.add_rows(r, rng.integers(0, n, r.size), rng.standard_normal(r.size), 1000, -1, 1)
     assert m.A.shape == (1000, n)
     assert m.var_name(int(x[-1])) == f"big[{n - 1}]"
+
+
+def test_tiny_coefficients_are_dropped_and_the_row_widened_soundly() -> None:
+    """A coefficient 1e-15 times its row's largest goes; the row's bounds grow by |a| * max|x|,
+    so every point of the exact row stays feasible. One on an unbounded variable stays."""
+    m = MilpModel()
+    x = m.add_vars(3, [-2.0, 0.0, -np.inf], [3.0, 1.0, np.inf])
+    m.add_rows([0, 0, 1, 1], [x[0], x[1], x[0], x[2]], [1.0, 1e-15, 1.0, 1e-15], 2,
+               [0.5, -np.inf], [0.5, 4.0])
+    assert m.A.nnz == 3
+    np.testing.assert_array_equal(m.A.toarray(), [[1.0, 0.0, 0.0], [1.0, 0.0, 1e-15]])
+    slack = 1e-15 * 1.0
+    assert m.row_lower[0] <= 0.5 - slack and m.row_upper[0] >= 0.5 + slack
+    assert m.row_lower[0] > 0.5 - 2 * slack and m.row_upper[1] == 4.0
+    rng = np.random.default_rng(0)
+    for x1 in rng.uniform(0.0, 1.0, 50):  # exact row: x0 + 1e-15 x1 = 0.5
+        x0 = 0.5 - 1e-15 * x1
+        assert m.row_lower[0] <= x0 <= m.row_upper[0]
