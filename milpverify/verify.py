@@ -20,12 +20,15 @@ from typing import Any
 import numpy.typing as npt
 
 from milpverify.core.bracket import (
+    ATTACK_SHARE,
     DESCENT_ROUNDS,
+    LOWER_SHARE,
     SALVAGE_SHARE,
     SALVAGE_STEPS,
     _certified_radius,
     _heuristic_upper,
     _refine,
+    certified_lower,
     proven_beyond,
 )
 from milpverify.core.decide import (
@@ -66,7 +69,7 @@ DEFAULT_TOLERANCE = 1e-5
 def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | None = None,
         target: int | None = None, domain: tuple[float, float] = (0.0, 1.0),
         time_limit_s: float = 60.0, backend: str = "scip", margin: float = 0.0,
-        bounds_method: str = "progressive", upper_bound: str | None = "lp",
+        bounds_method: str = "progressive", upper_bound: str | None = "attack",
         threads: int = 1, tolerance: float = DEFAULT_TOLERANCE, label: int | None = None,
         solver_params: dict[str, object] | None = None,
         initial_witness: npt.ArrayLike | None = None,
@@ -96,11 +99,16 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         itself, where the nearest point may only tie.
     bounds_method : str
         "interval", "symbolic", "alpha", "lp", "mip" or "progressive" (default).
-    upper_bound : {"lp", "pgd", "pgd+lp", None}
-        Quick heuristic run first: its verified distance shrinks the input box before
-        bounds are computed and is passed to the solver as an objective cutoff. "lp" (the
-        LP restriction at x, default) is cheapest; "pgd+lp" adds PGD and the restriction
-        around PGD's point (better bounds, seconds slower).
+    upper_bound : {"attack", "lp", "pgd", "pgd+lp", None}
+        Heuristic run first: its verified distance shrinks the input box before bounds
+        are computed and is passed to the solver as an objective cutoff. "attack"
+        (default, `core.bracket.attack_upper`): `pgd` with its defaults (radius the cap if
+        one is given), the LP restriction at x and in the best point's activation region,
+        then a few more PGD runs below the best distance; without a cap `upper` is thus
+        never worse than `pgd`'s. "lp" (the LP restriction at x) is cheapest but often
+        finds nothing; "pgd+lp" is PGD with fewer steps and the restriction.
+        Whatever the heuristic, a bound-certified radius (symbolic, then alpha-CROWN
+        bisection, `LOWER_SHARE` of the budget) is the first `lower`.
     tolerance : float
         Bracket width under which the answer is reported "optimal".
     label : int, optional
@@ -149,10 +157,14 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     proven_cap = cap if eps_cap is not None else math.inf
 
     symbolic_pass_s = 0.0  # the time of one symbolic bound pass, measured in step 1
+    first_lower = [0.0]  # the bound-certified radius of step 2b, a floor of every `lower`
 
     def finish(lower: float, status: RhoStatus, witness: WitnessCheck | None, message: str = ""
                ) -> RhoResult:
         upper = witness.distance if witness is not None else math.inf
+        if first_lower[0] > lower:
+            stats["lower_from"] = "certified radius before the MILP"
+            lower = first_lower[0]
         if status == RhoStatus.TIME_LIMIT:
             t0 = time.perf_counter()
             certified = _certified_radius(net, q, lower, min(upper, cap), tolerance,
@@ -191,7 +203,11 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
 
     # 2. A quick verified upper bound on the surviving labels shrinks the box.
     t0 = time.perf_counter()
-    best, info = _heuristic_upper(net, q, upper_bound, qb.candidates)
+    # Uncapped, PGD runs at its own default radius 1.0 (not the domain's extent, which
+    # would change its step size), so its result is exactly `pgd`'s.
+    eps_max = eps_cap if eps_cap is not None else 1.0
+    best, info = _heuristic_upper(net, q, upper_bound, qb.candidates, eps_max,
+                                  start + ATTACK_SHARE * time_limit_s)
     stats.update(info)
     if initial_witness is not None:
         given = _check_point(net, q, initial_witness)
@@ -200,6 +216,19 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
             best = given
     timings["upper_bound_s"] = time.perf_counter() - t0
     radius = min(cap, best.distance) if best is not None else cap
+
+    # 2b. A bound-certified radius is the first `lower` (a time-out never reports 0 when
+    # the bounds prove a radius); it may already close the bracket. Under a cap with no
+    # witness inside it, it could close nothing, and a time-out's salvage runs the same
+    # bisection on [0, cap]: skipped there (it cost WK17a image 8 at cap 0.1 ~4 s).
+    if eps_cap is None or radius < cap:
+        t0 = time.perf_counter()
+        first_lower[0], info = certified_lower(net, q, radius, tolerance,
+                                               LOWER_SHARE * time_limit_s)
+        stats.update(info)
+        timings["lower_bound_s"] = time.perf_counter() - t0
+        if best is not None and best.distance - first_lower[0] <= tolerance:
+            return finish(first_lower[0], RhoStatus.OPTIMAL, best)
 
     # 3. Final bounds on the (shrunk) box with the requested method.
     t0 = time.perf_counter()
@@ -271,7 +300,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     radius = best.distance
     box = query_box(q, radius)
     qb = outer
-    lower, status_note = 0.0, "time limit reached before the solve"
+    lower, status_note = first_lower[0], "time limit reached before the solve"
     margins = (q.margin - SOLVER_SLACK, q.margin + 2e-6, q.margin + WITNESS_MARGIN)
     for attempt, row_margin in enumerate(margins):
         remaining = deadline - time.perf_counter()
@@ -300,7 +329,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
                 return proven_beyond(radius, proven_cap, best, finish, tolerance)
             break
         if attempt == 0:
-            lower = max(0.0, result.dual_bound)
+            lower = max(lower, result.dual_bound)
         if result.x is not None:
             point = result.x[problem.input_vars]
             found = repair_witness(net, q.x, point, label=q.label, domain=q.domain,

@@ -9,6 +9,7 @@ references of rho and of relaxed properties enumerate `activation_regions` of ti
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
@@ -229,3 +230,23 @@ def _case(axes: Mapping[str, Sequence[Any]], names: list[str], combo: tuple[int,
 
 def _pairs(combo: tuple[int, ...]) -> set[tuple[int, int, int, int]]:
     return {(i, combo[i], j, combo[j]) for i, j in itertools.combinations(range(len(combo)), 2)}
+
+
+def brute_force_rho(weights: list, x: np.ndarray, label: int,
+                    domain: tuple[float, float] = (0.0, 1.0)) -> float:
+    """min over activation regions and labels of the L-inf LP inside the region (HiGHS)."""
+    n = len(x)
+    best = math.inf
+    for a_ub, b_ub, fa, fc in activation_regions(weights, n, domain):
+        for j in range(fa.shape[0]):
+            if j == label:
+                continue
+            # variables (x', t): min t; |x' - x| <= t; f_j - f_label >= 0; region rows
+            rows = np.vstack([np.r_[-(fa[j] - fa[label]), 0.0], np.c_[a_ub, np.zeros(len(a_ub))],
+                              np.c_[np.eye(n), -np.ones(n)], np.c_[-np.eye(n), -np.ones(n)]])
+            rhs = np.concatenate([[fc[j] - fc[label]], b_ub, x, -x])
+            res = linprog(np.r_[np.zeros(n), 1.0], A_ub=rows, b_ub=rhs,
+                          bounds=[domain] * n + [(0, None)], method="highs")
+            if res.status == 0:
+                best = min(best, res.fun)
+    return best

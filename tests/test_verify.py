@@ -7,8 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import activation_regions, random_mlp
-from scipy.optimize import linprog
+from helpers import brute_force_rho, random_mlp
 
 import milpverify
 from milpverify.core.restriction import lp_restriction
@@ -16,26 +15,6 @@ from milpverify.core.witness import check_witness
 from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.verify import certify, rho
-
-
-def brute_force_rho(weights: list, x: np.ndarray, label: int,
-                    domain: tuple[float, float] = (0.0, 1.0)) -> float:
-    """min over activation regions and labels of the L-inf LP inside the region (HiGHS)."""
-    n = len(x)
-    best = math.inf
-    for a_ub, b_ub, fa, fc in activation_regions(weights, n, domain):
-        for j in range(fa.shape[0]):
-            if j == label:
-                continue
-            # variables (x', t): min t; |x' - x| <= t; f_j - f_label >= 0; region rows
-            rows = np.vstack([np.r_[-(fa[j] - fa[label]), 0.0], np.c_[a_ub, np.zeros(len(a_ub))],
-                              np.c_[np.eye(n), -np.ones(n)], np.c_[-np.eye(n), -np.ones(n)]])
-            rhs = np.concatenate([[fc[j] - fc[label]], b_ub, x, -x])
-            res = linprog(np.r_[np.zeros(n), 1.0], A_ub=rows, b_ub=rhs,
-                          bounds=[domain] * n + [(0, None)], method="highs")
-            if res.status == 0:
-                best = min(best, res.fun)
-    return best
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -1,5 +1,6 @@
-"""Closing the bracket on rho: heuristic upper bounds, descent refinement, and the certified-radius
-salvage on a time-out.
+"""Closing the bracket on rho: the first bracket before any MILP (a minimum-distortion attack
+for `upper`, a bound-certified radius for `lower`), descent refinement, and the
+certified-radius salvage on a time-out.
 """
 
 from __future__ import annotations
@@ -30,11 +31,35 @@ SALVAGE_STEPS = 12
 SALVAGE_SHARE = 0.1
 
 
-def _heuristic_upper(net: Network, q: Query, method: str | None, candidates: list[int]
+#: Share of `time_limit_s` after which `attack_upper` starts no new PGD run of its own
+#: (PGD's default run and the LP polish always complete).
+ATTACK_SHARE = 0.1
+
+
+#: Extra PGD runs of `attack_upper` after PGD's own bisection, each at a radius between the
+#: last radius where PGD failed and the best polished witness, with a fresh seed.
+ATTACK_ROUNDS = 4
+
+
+#: Share of `time_limit_s` that the first-stage certified radius (`certified_lower`) may
+#: use, and its passes: symbolic bisection first, then alpha-CROWN passes on what is left.
+LOWER_SHARE = 0.03
+LOWER_SYMBOLIC_STEPS = 8
+LOWER_ALPHA_STEPS = 3
+
+
+def _heuristic_upper(net: Network, q: Query, method: str | None, candidates: list[int],
+                     eps_max: float = 1.0, deadline: float = math.inf
                      ) -> tuple[WitnessCheck | None, dict[str, Any]]:
-    """Run a quick upper-bound heuristic on `candidates`; its witness is always re-checked."""
+    """Run a quick upper-bound heuristic on `candidates`; its witness is always re-checked.
+
+    "attack" (`attack_upper`) searches radii up to `eps_max` and starts no new PGD run
+    after `deadline`.
+    """
     if method is None or method == "none":
         return None, {}
+    if method == "attack":
+        return attack_upper(net, q, candidates, eps_max, deadline)
     result = run_upper_bound(net, q, method, candidates)
     if result is None or not result.witness_verified or result.witness is None:
         return None, {}
@@ -65,7 +90,7 @@ def run_upper_bound(net: Network, q: Query, method: str, candidates: list[int]
         return min((r for r in (found, local, at_x) if r.witness_verified),
                    key=lambda r: r.upper, default=found)
     raise InvalidInputError(
-        f"`upper_bound` must be 'lp', 'pgd', 'pgd+lp' or None; got {method!r}.")
+        f"`upper_bound` must be 'attack', 'lp', 'pgd', 'pgd+lp' or None; got {method!r}.")
 
 
 def _certified_radius(net: Network, q: Query, low: float, high: float, tolerance: float,
@@ -79,18 +104,119 @@ def _certified_radius(net: Network, q: Query, low: float, high: float, tolerance
     or when the next pass (expected to take as long as the last one, `pass_s` at first)
     would end after `deadline`.
     """
+    return _bisect_radius(net, q, low, high, tolerance, deadline, pass_s, "symbolic",
+                          SALVAGE_STEPS, first_always=True)[0]
+
+
+def _bisect_radius(net: Network, q: Query, low: float, high: float, tolerance: float,
+                   deadline: float, pass_s: float, method: str, steps: int,
+                   first_always: bool = False) -> tuple[float, float]:
+    """Bisect `[low, high]` with bound passes of `method`: (largest proven, smallest failed).
+
+    `low` must already be proven (0 always is). A pass proves radius r when the bounds of
+    `method` ("symbolic" or "alpha") on the box of radius r rule out every other label, so
+    every proven radius is a sound lower bound of rho whatever the bounds' monotonicity.
+    A pass runs only if, expected to take as long as the last one (`pass_s` at first), it
+    ends before `deadline` (the first one regardless with `first_always`); alpha passes
+    get the time left split over the passes left.
+    """
     if not math.isfinite(high) or high <= low:
-        return low
+        return low, high
     last = pass_s
-    for step in range(SALVAGE_STEPS):
-        if high - low <= tolerance or (step and time.perf_counter() + last > deadline):
+    for step in range(steps):
+        now = time.perf_counter()
+        if high - low <= tolerance or ((step or not first_always) and now + last > deadline):
             break
         mid = 0.5 * (low + high)
-        t0 = time.perf_counter()
-        proven = not query_bounds(net, q, query_box(q, mid), "symbolic").candidates
-        last = time.perf_counter() - t0
+        limit = None if method == "symbolic" else max((deadline - now) / (steps - step), 1e-3)
+        proven = not query_bounds(net, q, query_box(q, mid), method, limit).candidates
+        last = time.perf_counter() - now
         low, high = (mid, high) if proven else (low, mid)
-    return low
+    return low, high
+
+
+def certified_lower(net: Network, q: Query, high: float, tolerance: float, budget_s: float
+                    ) -> tuple[float, dict[str, Any]]:
+    """A first proven `lower` of rho before any MILP: a bound-certified radius in [0, high].
+
+    Bisection of the radius with symbolic bounds (cheap, `LOWER_SYMBOLIC_STEPS` passes),
+    then alpha-CROWN passes (tighter slopes, costlier) between the largest radius symbolic
+    proved and the smallest it failed, all within `budget_s`. A time-out of the MILP then
+    still reports this radius instead of 0.
+    """
+    start = time.perf_counter()
+    deadline = start + budget_s
+    low, fail = _bisect_radius(net, q, 0.0, high, tolerance, deadline, 0.0, "symbolic",
+                               LOWER_SYMBOLIC_STEPS, first_always=True)
+    info: dict[str, Any] = {"stage1_symbolic": low}
+    if math.isfinite(fail) and fail - low > tolerance and time.perf_counter() < deadline:
+        tighter, _ = _bisect_radius(net, q, low, fail, tolerance, deadline, 0.0, "alpha",
+                                    LOWER_ALPHA_STEPS)
+        info["stage1_alpha"] = tighter
+        low = max(low, tighter)
+    info["stage1_lower_s"] = time.perf_counter() - start
+    return low, info
+
+
+def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
+                 deadline: float) -> tuple[WitnessCheck | None, dict[str, Any]]:
+    """A minimum-distortion attack: a verified witness as close to x as cheaply found.
+
+    1. `pgd` with its defaults (radius `eps_max`; at 1.0, PGD's default, the result is the
+       one `pgd` returns by itself, so `upper` of rho is never worse than PGD's); PGD is
+       an L-inf attack, so under the L1 norm only the LP restriction runs (step 2);
+    2. the LP restriction at x (Bastani et al.), and the polish of the best point: the
+       nearest point of its activation region (`_refine`), unless it lies beyond
+       `eps_max` (a cap);
+    3. if PGD found a point, up to `ATTACK_ROUNDS` more PGD runs (fresh seeds, no
+       bisection of their own) at the middle between the last radius where PGD failed and
+       the best distance; each hit is polished again. (If PGD found nothing up to
+       `eps_max`, smaller radii are not worth its time: under a cap that is the usual
+       case of an image the MILP must decide.) Every point is re-checked.
+    """
+    from milpverify.core.attacks import pgd
+    from milpverify.core.restriction import lp_restriction
+    run = {"label": q.label, "domain": q.domain, "target": q.target, "margin": q.margin}
+    info: dict[str, Any] = {"heuristic": "attack"}
+    best, failed, rounds = None, 0.0, 0
+    if q.norm == "linf":
+        found = pgd(net, q.x, eps_max=eps_max, **run)
+        info["pgd_upper"] = found.upper
+        best = _verified(net, q, found.witness)
+        failed = float(found.stats.get("eps_bracket", [0.0])[0])
+        rounds = ATTACK_ROUNDS if best is not None else 0
+    at_x = lp_restriction(net, q.x, target=candidates, margin=q.margin, domain=q.domain,
+                          label=q.label, norm=q.norm)
+    best = _closer(best, _verified(net, q, at_x.witness))
+    if best is None or best.distance > eps_max:
+        return best, info  # beyond a cap a witness shrinks no box: not worth a polish
+    best = _refine(net, q, best)
+    for k in range(rounds):
+        if time.perf_counter() > deadline or best.distance - failed <= 1e-4 * best.distance:
+            break
+        mid = 0.5 * (failed + best.distance)
+        hit = pgd(net, q.x, eps_max=mid, bisection_steps=0, seed=k + 1, **run)
+        check = _verified(net, q, hit.witness)
+        if check is None or check.distance >= best.distance:
+            failed = mid
+            continue
+        best = _refine(net, q, check)
+    info["attack_upper"] = best.distance
+    return best, info
+
+
+def _verified(net: Network, q: Query, point: Any) -> WitnessCheck | None:
+    """The re-checked witness of a candidate point, or None."""
+    if point is None:
+        return None
+    check = _check_point(net, q, point)
+    return check if check.verified else None
+
+
+def _closer(a: WitnessCheck | None, b: WitnessCheck | None) -> WitnessCheck | None:
+    if a is None or (b is not None and b.distance < a.distance):
+        return b
+    return a
 
 
 def _refine(net: Network, q: Query, found: WitnessCheck) -> WitnessCheck:
