@@ -12,11 +12,16 @@ from typing import Any
 
 from milpverify.core.decide import _check_point
 from milpverify.core.query import Query, query_box
+from milpverify.core.restriction import RESTRICTION_NORMS
 from milpverify.core.results import RhoResult, RhoStatus
 from milpverify.core.spec_bounds import query_bounds
 from milpverify.core.witness import WitnessCheck
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
+
+#: Stats note where the LP restriction (L-inf/L1 only) is skipped for the L2 norm.
+RESTRICTION_SKIPPED = "skipped: the LP restriction is L-inf/L1 only (L2 would be a QP per region)"
+
 
 #: Rounds of "prove nothing within best - tolerance, or find a closer point" in `rho`.
 DESCENT_ROUNDS = 20
@@ -60,11 +65,17 @@ def _heuristic_upper(net: Network, q: Query, method: str | None, candidates: lis
         return None, {}
     if method == "attack":
         return attack_upper(net, q, candidates, eps_max, deadline)
+    info: dict[str, Any] = {"heuristic": method}
+    if q.norm not in RESTRICTION_NORMS and method in ("lp", "pgd+lp"):
+        info["restriction"] = RESTRICTION_SKIPPED
+        if method == "lp":
+            return None, info
+        method = "pgd"
     result = run_upper_bound(net, q, method, candidates)
     if result is None or not result.witness_verified or result.witness is None:
         return None, {}
     check = _check_point(net, q, result.witness)
-    return (check if check.verified else None), {"heuristic": method}
+    return (check if check.verified else None), info
 
 
 def run_upper_bound(net: Network, q: Query, method: str, candidates: list[int]
@@ -78,7 +89,7 @@ def run_upper_bound(net: Network, q: Query, method: str, candidates: list[int]
         from milpverify.core.attacks import pgd
         from milpverify.core.restriction import lp_restriction
         found = pgd(net, q.x, label=q.label, domain=q.domain, target=q.target, steps=30,
-                    restarts=1, bisection_steps=8)
+                    restarts=1, bisection_steps=8, norm=q.norm)
         if method == "pgd" or found.witness is None or found.adversarial_label is None:
             return found
         # Refine: the nearest point of the attack point's activation region.
@@ -164,10 +175,10 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
 
     1. `pgd` with its defaults (radius `eps_max`; at 1.0, PGD's default, the result is the
        one `pgd` returns by itself, so `upper` of rho is never worse than PGD's); PGD is
-       an L-inf attack, so under the L1 norm only the LP restriction runs (step 2);
+       an L-inf or L2 attack, so under the L1 norm only the LP restriction runs (step 2);
     2. the LP restriction at x (Bastani et al.), and the polish of the best point: the
        nearest point of its activation region (`_refine`), unless it lies beyond
-       `eps_max` (a cap);
+       `eps_max` (a cap); both L-inf/L1 only (skipped under L2, noted in the stats);
     3. if PGD found a point, up to `ATTACK_ROUNDS` more PGD runs (fresh seeds, no
        bisection of their own) at the middle between the last radius where PGD failed and
        the best distance; each hit is polished again. (If PGD found nothing up to
@@ -179,15 +190,18 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
     run = {"label": q.label, "domain": q.domain, "target": q.target, "margin": q.margin}
     info: dict[str, Any] = {"heuristic": "attack"}
     best, failed, rounds = None, 0.0, 0
-    if q.norm == "linf":
-        found = pgd(net, q.x, eps_max=eps_max, **run)
+    if q.norm in ("linf", "l2"):
+        found = pgd(net, q.x, eps_max=eps_max, norm=q.norm, **run)
         info["pgd_upper"] = found.upper
         best = _verified(net, q, found.witness)
         failed = float(found.stats.get("eps_bracket", [0.0])[0])
         rounds = ATTACK_ROUNDS if best is not None else 0
-    at_x = lp_restriction(net, q.x, target=candidates, margin=q.margin, domain=q.domain,
-                          label=q.label, norm=q.norm)
-    best = _closer(best, _verified(net, q, at_x.witness))
+    if q.norm in RESTRICTION_NORMS:
+        at_x = lp_restriction(net, q.x, target=candidates, margin=q.margin, domain=q.domain,
+                              label=q.label, norm=q.norm)
+        best = _closer(best, _verified(net, q, at_x.witness))
+    else:
+        info["restriction"] = RESTRICTION_SKIPPED
     if best is None or best.distance > eps_max:
         return best, info  # beyond a cap a witness shrinks no box: not worth a polish
     best = _refine(net, q, best)
@@ -195,7 +209,7 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
         if time.perf_counter() > deadline or best.distance - failed <= 1e-4 * best.distance:
             break
         mid = 0.5 * (failed + best.distance)
-        hit = pgd(net, q.x, eps_max=mid, bisection_steps=0, seed=k + 1, **run)
+        hit = pgd(net, q.x, eps_max=mid, bisection_steps=0, seed=k + 1, norm=q.norm, **run)
         check = _verified(net, q, hit.witness)
         if check is None or check.distance >= best.distance:
             failed = mid
@@ -220,8 +234,13 @@ def _closer(a: WitnessCheck | None, b: WitnessCheck | None) -> WitnessCheck | No
 
 
 def _refine(net: Network, q: Query, found: WitnessCheck) -> WitnessCheck:
-    """The nearest point of `found`'s activation region (LP restriction), if it is closer."""
+    """The nearest point of `found`'s activation region (LP restriction), if it is closer.
+
+    L-inf/L1 only: under L2 `found` is returned as it is.
+    """
     from milpverify.core.restriction import lp_restriction
+    if q.norm not in RESTRICTION_NORMS:
+        return found
     local = lp_restriction(net, q.x, target=found.adversarial_label, margin=q.margin,
                            domain=q.domain, label=q.label, norm=q.norm,
                            region_point=found.witness)

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from milpverify.core.query import SOLVER_SLACK, WITNESS_MARGIN, Query
-from milpverify.core.restriction import Region
+from milpverify.core.restriction import RESTRICTION_NORMS, Region
 from milpverify.core.results import Verdict
 from milpverify.core.spec_bounds import QueryBounds
 from milpverify.core.witness import WitnessCheck, check_witness, repair_witness
@@ -24,6 +24,11 @@ from milpverify.solve.base import SolveOptions
 #: SCIP parameters used by default (measured in benchmarks/wk17a_first100.py and by the
 #: backend benchmark: the aggregation separator spent most of the time on ReLU big-M rows).
 SCIP_DEFAULTS: dict[str, object] = {"separating/aggregation/freq": -1}
+
+
+#: How much the second solve of `_decide` shrinks an L2 ball's squared radius: twice SCIP's
+#: feasibility tolerance, by which a solver point may violate the quadratic row.
+L2_BALL_SHRINK = 2e-6
 
 
 def solver_parameters(backend: str, given: dict[str, object] | None, tolerance: float | None
@@ -71,8 +76,13 @@ def _solution_region(net: Network, problem: RobustnessProblem, solution: FloatAr
 
 def _region_repair(net: Network, q: Query, point: FloatArray,
                    region: Region | None = None) -> WitnessCheck | None:
-    """Nearest verified adversarial point of an activation region (default: the point's)."""
+    """Nearest verified adversarial point of an activation region (default: the point's).
+
+    The restriction is an LP for L-inf/L1 only; under L2 there is no repair (None).
+    """
     from milpverify.core.restriction import lp_restriction
+    if q.norm not in RESTRICTION_NORMS:
+        return None
     targets = [q.target] if q.target is not None else [j for j in range(net.num_classes)
                                                        if j != q.label]
     local = lp_restriction(net, q.x, target=targets, margin=q.margin, domain=q.domain,
@@ -92,6 +102,9 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
     First with the misclassification relaxed by SOLVER_SLACK: infeasible proves robust.
     A point found that way may only tie within tolerance; then a second solve asks for a
     strict margin (WITNESS_MARGIN) so the witness survives the float64/onnxruntime re-check.
+    Under L2 the ball is a quadratic row: exact in the first solve (so infeasibility is a
+    proof), shrunk by `L2_BALL_SHRINK` in the second so the solver's point, which may
+    overshoot the row by SCIP's feasibility tolerance, lands inside the ball.
     """
     message = "time limit reached"
     for attempt, row_margin in enumerate((q.margin - SOLVER_SLACK, q.margin + WITNESS_MARGIN)):
@@ -99,7 +112,8 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
         problem = build_robustness_problem(net, q.x, q.label, qb.bounds, box[0], box[1],
                                            norm=q.norm, radius=eps, margin=row_margin,
                                            candidates=qb.candidates, with_distance=False,
-                                           margin_lower=qb.margin_lower)
+                                           margin_lower=qb.margin_lower,
+                                           ball_shrink=attempt * L2_BALL_SHRINK)
         timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t1
         stats["binaries"] = int(problem.model.n_integer)
         remaining = deadline - time.perf_counter()
