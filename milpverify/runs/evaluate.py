@@ -24,12 +24,12 @@ from milpverify.runs.tasks import DEFAULT_METHODS
 def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLike[str],
              data: str | os.PathLike[str] | None = None,
              indices: str | Sequence[int] | None = None,
-             methods: str | Sequence[str] = DEFAULT_METHODS, time_limit_s: float = 60.0,
+             methods: str | Sequence[str] | None = None, time_limit_s: float = 60.0,
              pixel_divisor: float | None = None, eps_cap: float | None = None,
              backend: str = "scip", method_options: Mapping[str, Mapping[str, Any]] | None = None,
              workers: int = 1, ray: str | None = None, rerun: bool = False,
-             quiet: bool = False, report: bool = True, property: str | None = None
-             ) -> RunResult:
+             quiet: bool = False, report: bool = True, property: str | None = None,
+             norm: str = "linf") -> RunResult:
     """Estimate rho on many images with several methods; write a resumable run directory.
 
     Parameters
@@ -47,9 +47,10 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
         ``.npz`` with ``images`` and ``labels``; optional for ``"default"`` (its 10 images).
     indices : str or sequence of int, optional
         Which images (``"0:100"``, ``"3,5,8"``, ``[1, 2]``); all when None.
-    methods : str or sequence of str
+    methods : str or sequence of str, optional
         Any of ``exact`` (`milpverify.verify.rho`), ``lp`` (`lp_restriction`, all target
         labels), ``pgd``, ``fgsm``, ``lbfgs`` (`milpverify.core.attacks`); comma-separated or a list.
+        Default: those of ``DEFAULT_METHODS`` (exact, lp, pgd, fgsm) that measure in `norm`.
     time_limit_s : float
         Per-image budget of the exact method (heuristics have their own iteration limits).
     pixel_divisor : float, optional
@@ -108,7 +109,7 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
                               eps_cap=eps_cap, methods=methods, time_limit_s=time_limit_s,
                               pixel_divisor=pixel_divisor, backend=backend,
                               method_options=method_options, workers=workers, ray=ray,
-                              prop=property)
+                              prop=property, norm=norm)
     layout = Layout.run_dir(Path(os.fspath(out)))
     if layout.report_dir is not None and layout.report_dir.exists() \
             and not layout.report_dir.is_dir():
@@ -124,8 +125,8 @@ def rho_table(model: str | os.PathLike[str], *, out: str | os.PathLike[str],
               indices: str | Sequence[int] | None = None, eps_cap: float | None = None,
               time_limit_s: float = 120.0, pixel_divisor: float | None = None,
               backend: str = "scip", workers: int = 1, ray: str | None = None,
-              rerun: bool = False, quiet: bool = False, property: str | None = None
-              ) -> RunResult:
+              rerun: bool = False, quiet: bool = False, property: str | None = None,
+              norm: str = "linf") -> RunResult:
     """Exact rho for many images into one resumable CSV: `evaluate` with methods=exact.
 
     Writes `out` (the rows), and beside it ``<stem>.run.json``, ``<stem>.adversarial.npz``,
@@ -141,7 +142,7 @@ def rho_table(model: str | os.PathLike[str], *, out: str | os.PathLike[str],
     spec, selected = _prepare("rho", model, data=data, indices=indices, eps=None,
                               eps_cap=eps_cap, methods=("exact",), time_limit_s=time_limit_s,
                               pixel_divisor=pixel_divisor, backend=backend, method_options=None,
-                              workers=workers, ray=ray, prop=property)
+                              workers=workers, ray=ray, prop=property, norm=norm)
     out_path = Path(os.fspath(out))
     if out_path.is_dir():
         raise InvalidInputError(f"`out` {os.fspath(out)!r} is a directory; rho writes a CSV "

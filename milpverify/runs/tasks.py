@@ -34,6 +34,11 @@ from milpverify.runs.datasets import (
 METHODS = ("exact", "lp", "pgd", "fgsm", "lbfgs")
 
 
+#: Methods that measure in each norm (they take a `norm` argument, except L-inf-only fgsm
+#: and lbfgs): exact everywhere, the LP restriction for L-inf/L1, PGD for L-inf/L2.
+NORM_METHODS = {"linf": METHODS, "l1": ("exact", "lp"), "l2": ("exact", "pgd")}
+
+
 #: Methods that need torch (their versions are recorded only when one of them runs).
 TORCH_METHODS = frozenset({"pgd", "fgsm", "lbfgs"})
 
@@ -65,6 +70,7 @@ class RunSpec:
     domain: tuple[float, float] = (0.0, 1.0)
     method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     property: str | None = None
+    norm: str = "linf"
 
     def options(self) -> dict[str, Any]:
         """The options recorded in run.json and compared on resume."""
@@ -78,6 +84,7 @@ class RunSpec:
             "method_options": {m: dict(o) for m, o in sorted(self.method_options.items())},
             # The parsed property's name (groups and semantics, not the file's path).
             "property": parsed_property(self.property).name if self.property else None,
+            "norm": self.norm,
         }
 
 
@@ -208,6 +215,8 @@ def run_task(spec: RunSpec, index: int, method: str) -> TaskResult:
     if method == "exact":
         kwargs.update(eps_cap=spec.eps_cap, time_limit_s=spec.time_limit_s,
                       backend=spec.backend)
+    if method in ("exact", "lp", "pgd"):
+        kwargs["norm"] = spec.norm
     witness = None
     start = time.perf_counter()
     with _captured_logs() as logs:
