@@ -12,16 +12,11 @@ from typing import Any
 
 from milpverify.core.decide import _check_point
 from milpverify.core.query import Query, query_box
-from milpverify.core.restriction import RESTRICTION_NORMS
 from milpverify.core.results import RhoResult, RhoStatus
 from milpverify.core.spec_bounds import query_bounds
 from milpverify.core.witness import WitnessCheck
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
-
-#: Stats note where the LP restriction (L-inf/L1 only) is skipped for the L2 norm.
-RESTRICTION_SKIPPED = "skipped: the LP restriction is L-inf/L1 only (L2 would be a QP per region)"
-
 
 #: Rounds of "prove nothing within best - tolerance, or find a closer point" in `rho`.
 DESCENT_ROUNDS = 20
@@ -65,17 +60,11 @@ def _heuristic_upper(net: Network, q: Query, method: str | None, candidates: lis
         return None, {}
     if method == "attack":
         return attack_upper(net, q, candidates, eps_max, deadline)
-    info: dict[str, Any] = {"heuristic": method}
-    if q.norm not in RESTRICTION_NORMS and method in ("lp", "pgd+lp"):
-        info["restriction"] = RESTRICTION_SKIPPED
-        if method == "lp":
-            return None, info
-        method = "pgd"
     result = run_upper_bound(net, q, method, candidates)
     if result is None or not result.witness_verified or result.witness is None:
         return None, {}
     check = _check_point(net, q, result.witness)
-    return (check if check.verified else None), info
+    return (check if check.verified else None), {"heuristic": method}
 
 
 def run_upper_bound(net: Network, q: Query, method: str, candidates: list[int]
@@ -178,7 +167,7 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
        an L-inf or L2 attack, so under the L1 norm only the LP restriction runs (step 2);
     2. the LP restriction at x (Bastani et al.), and the polish of the best point: the
        nearest point of its activation region (`_refine`), unless it lies beyond
-       `eps_max` (a cap); both L-inf/L1 only (skipped under L2, noted in the stats);
+       `eps_max` (a cap); under L2 the restriction is a convex QP (SCIP);
     3. if PGD found a point, up to `ATTACK_ROUNDS` more PGD runs (fresh seeds, no
        bisection of their own) at the middle between the last radius where PGD failed and
        the best distance; each hit is polished again. (If PGD found nothing up to
@@ -196,12 +185,12 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
         best = _verified(net, q, found.witness)
         failed = float(found.stats.get("eps_bracket", [0.0])[0])
         rounds = ATTACK_ROUNDS if best is not None else 0
-    if q.norm in RESTRICTION_NORMS:
+    if q.norm != "l2" or best is None:
+        # Under L2 one restriction per label is a quadratic program each (seconds on
+        # MNIST): only when PGD found nothing to polish.
         at_x = lp_restriction(net, q.x, target=candidates, margin=q.margin, domain=q.domain,
                               label=q.label, norm=q.norm)
         best = _closer(best, _verified(net, q, at_x.witness))
-    else:
-        info["restriction"] = RESTRICTION_SKIPPED
     if best is None or best.distance > eps_max:
         return best, info  # beyond a cap a witness shrinks no box: not worth a polish
     best = _refine(net, q, best)
@@ -234,13 +223,8 @@ def _closer(a: WitnessCheck | None, b: WitnessCheck | None) -> WitnessCheck | No
 
 
 def _refine(net: Network, q: Query, found: WitnessCheck) -> WitnessCheck:
-    """The nearest point of `found`'s activation region (LP restriction), if it is closer.
-
-    L-inf/L1 only: under L2 `found` is returned as it is.
-    """
+    """The nearest point of `found`'s activation region (LP restriction), if it is closer."""
     from milpverify.core.restriction import lp_restriction
-    if q.norm not in RESTRICTION_NORMS:
-        return found
     local = lp_restriction(net, q.x, target=found.adversarial_label, margin=q.margin,
                            domain=q.domain, label=q.label, norm=q.norm,
                            region_point=found.witness)

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from milpverify.core.query import SOLVER_SLACK, WITNESS_MARGIN, Query
-from milpverify.core.restriction import RESTRICTION_NORMS, Region
+from milpverify.core.restriction import Region
 from milpverify.core.results import Verdict
 from milpverify.core.spec_bounds import QueryBounds
 from milpverify.core.witness import WitnessCheck, check_witness, repair_witness
@@ -26,8 +26,10 @@ from milpverify.solve.base import SolveOptions
 SCIP_DEFAULTS: dict[str, object] = {"separating/aggregation/freq": -1}
 
 
-#: How much the second solve of `_decide` shrinks an L2 ball's squared radius: twice SCIP's
-#: feasibility tolerance, by which a solver point may violate the quadratic row.
+#: How much the second solve of `_decide` shrinks an L2 ball's squared radius, so that a
+#: solver point, which may overshoot the quadratic row by SCIP's feasibility tolerance
+#: (1e-6 on the row scaled by `solve.scip.QUAD_SCALE`, 1e-9 of squared distance), still
+#: lies inside the ball; a wide margin.
 L2_BALL_SHRINK = 2e-6
 
 
@@ -76,13 +78,8 @@ def _solution_region(net: Network, problem: RobustnessProblem, solution: FloatAr
 
 def _region_repair(net: Network, q: Query, point: FloatArray,
                    region: Region | None = None) -> WitnessCheck | None:
-    """Nearest verified adversarial point of an activation region (default: the point's).
-
-    The restriction is an LP for L-inf/L1 only; under L2 there is no repair (None).
-    """
+    """Nearest verified adversarial point of an activation region (default: the point's)."""
     from milpverify.core.restriction import lp_restriction
-    if q.norm not in RESTRICTION_NORMS:
-        return None
     targets = [q.target] if q.target is not None else [j for j in range(net.num_classes)
                                                        if j != q.label]
     local = lp_restriction(net, q.x, target=targets, margin=q.margin, domain=q.domain,
