@@ -3,6 +3,7 @@ PGD attack, and the clear errors of unsupported norms and backends."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -24,10 +25,17 @@ def _case(seed: int):
     return net, weights, x, int(net.predict(x)[0])
 
 
+@functools.lru_cache(maxsize=None)
+def _expected(seed: int) -> float:
+    """The brute-force L2 rho of case `seed` (enumerating regions takes ~1 s: once)."""
+    _, weights, x, label = _case(seed)
+    return brute_force_rho_l2(weights, x, label)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_rho_l2_matches_brute_force(seed: int) -> None:
     net, weights, x, label = _case(seed)
-    expected = brute_force_rho_l2(weights, x, label)
+    expected = _expected(seed)
     result = rho(net, x, norm="l2", time_limit_s=30)
     if math.isinf(expected):
         assert result.status == "robust_at_cap" and math.isinf(result.lower)
@@ -42,10 +50,10 @@ def test_rho_l2_matches_brute_force(seed: int) -> None:
     assert check.verified and check.distance == result.upper
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3, 7, 8])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_certify_l2_agrees_with_rho_on_both_sides(seed: int) -> None:
     net, weights, x, label = _case(seed)
-    expected = brute_force_rho_l2(weights, x, label)
+    expected = _expected(seed)
     if math.isinf(expected):
         pytest.skip("no adversarial point in the domain")
     below = certify(net, x, expected * (1 - 1e-3), norm="l2", time_limit_s=30)
@@ -60,7 +68,7 @@ def test_certify_l2_agrees_with_rho_on_both_sides(seed: int) -> None:
 def test_pgd_l2_is_an_upper_bound_with_a_verified_witness(seed: int) -> None:
     net, weights, x, label = _case(seed)
     found = pgd(net, x, norm="l2", steps=40, restarts=3, bisection_steps=6)
-    expected = brute_force_rho_l2(weights, x, label)
+    expected = _expected(seed)
     if found.witness is None:
         return
     assert found.norm == "l2"
@@ -74,7 +82,7 @@ def test_l2_restriction_is_an_upper_bound_of_its_region(seed: int) -> None:
     """The L2 restriction (a convex QP per region, SCIP) gives verified witnesses >= rho."""
     from milpverify.core.restriction import lp_restriction
     net, weights, x, label = _case(seed)
-    expected = brute_force_rho_l2(weights, x, label)
+    expected = _expected(seed)
     local = lp_restriction(net, x, norm="l2")
     if local.witness is None:
         return

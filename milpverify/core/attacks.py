@@ -1,11 +1,12 @@
 """Approximate baselines for rho: FGSM scan, L-inf/L2 PGD with bisection, L-BFGS-B (Szegedy).
 
 Every attack returns a `RhoResult` with ``status="upper_bound"`` and ``lower=0``: the upper
-bound is the distance (L-inf; L2 for ``pgd(norm="l2")``) of a witness that passed `check_witness` (numpy float64 and
-onnxruntime on the original model, after rounding to float32). A candidate that fails the
-check is never reported; the attack tries the next one, and returns ``status="not_found"``
-(``upper=inf``) when nothing passes. Gradients come from `milpverify.frontends.torchnet.to_torch(net)`
-(float64), so the attacks and the exact methods share one IR.
+bound is the distance (L-inf; L2 for ``pgd(norm="l2")``) of a witness that passed
+`check_witness` (numpy float64 and onnxruntime on the original model, after rounding to
+float32). A candidate that fails the check is never reported; the attack tries the next
+one, and returns ``status="not_found"`` (``upper=inf``) when nothing passes. Gradients
+come from `milpverify.frontends.torchnet.to_torch(net)` (float64), so the attacks and the
+exact methods share one IR.
 
 torch is imported lazily (inside the functions).
 """

@@ -228,9 +228,9 @@ def _add_quadratic(ps: Any, scip: Any, model: MilpModel, variables: list[Any]) -
 
     One variable ``s_k >= x_k^2`` per term (a one-dimensional convex row) and the linear
     row ``sum s_k - x_t <= rhs``. SCIP separates convex rows by gradient cuts, valid
-    everywhere, so its dual bound stays a bound of the quadratic problem; one aggregated
-    row over 784 inputs took more than 120 s for one continuous solve (one cut per round
-    in 784 dimensions), the per-term rows give a tight outer approximation at once.
+    everywhere, so its dual bound stays a bound of the quadratic problem. An aggregated row
+    gets one cut per round, which converges slowly over hundreds of inputs; per-term rows
+    give a tight outer approximation at once (the extended formulation).
     """
     Term, Expr, ExprCons = ps.scip.Term, ps.scip.Expr, ps.scip.ExprCons
     add_var, add_cons = scip.addVar, scip.addCons
