@@ -516,6 +516,7 @@ class MilpModel:
         Returns :math:`\max(\max_j (l_j - x_j)^+, \max_j (x_j - u_j)^+, \max_i (r^L_i - a_i x)^+,
         \max_i (a_i x - r^U_i)^+, \max_{j \in I} |x_j - \operatorname{round}(x_j)|)`; 0 for a
         feasible point. Solvers only guarantee about 1e-6, so compare with a tolerance.
+        Quadratic rows (`add_sum_squares`) are not checked.
         """
         xv = np.asarray(x, dtype=np.float64).reshape(-1)
         if xv.shape[0] != self._n_vars:
