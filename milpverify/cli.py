@@ -459,6 +459,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exact: search only ||x' - x|| <= E (evaluate: default --eps; "
                              "rho: default the whole domain, which can be slow)")
     parser.add_argument("--backend", default="scip", help="MILP backend (default: scip)")
+    parser.add_argument("--norm", default="linf", choices=("linf", "l1", "l2"),
+                        help="distance of rho (default linf; l2 needs backend scip)")
     parser.add_argument("--property", metavar="PROP", default=None,
                         help="exact distance to the nearest violation of a relaxed property "
                              "instead of plain rho: 'topk:K' (relaxed top-K) or "
@@ -482,9 +484,10 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     _add_run_arguments(parser)
     parser.add_argument("--eps", type=float, required=True, metavar="E",
                         help="threshold of phi(eps) and mu(eps), in input units (pixels / D)")
-    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="M,M",
+    parser.add_argument("--methods", default=None, metavar="M,M",
                         help=f"comma-separated, from {', '.join(METHODS)} "
-                             f"(default: {','.join(DEFAULT_METHODS)})")
+                             f"(default: {','.join(DEFAULT_METHODS)}, those that measure "
+                             "in --norm)")
     parser.add_argument("--timeout", dest="time_limit_s", type=float, default=60.0, metavar="S",
                         help="per-image time limit of the exact method, seconds (default 60)")
     _deprecated(parser, "--time-limit-s", "--timeout", "time_limit_s", type=float, metavar="S")
@@ -505,7 +508,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                       workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet,
                       property=args.property, mean=args.mean, std=args.std,
                       figure_format=args.figure_format, figure_grid=args.figure_grid,
-                      retry=args.retry)
+                      retry=args.retry, norm=args.norm)
     print(result.summary_markdown())
     print(f"{result.computed} rows computed, {result.skipped} resumed; see "
           f"{result.files.get('summary', result.out)}")
@@ -529,7 +532,7 @@ def _run_rho(args: argparse.Namespace) -> int:
                        pixel_divisor=args.pixel_divisor, backend=args.backend,
                        workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet,
                        property=args.property, mean=args.mean, std=args.std,
-                       retry=args.retry)
+                       retry=args.retry, norm=args.norm)
     s = result.summaries["exact"]
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items()))
     print(f"{len(result.rows)} images ({result.computed} computed, {result.skipped} resumed): "

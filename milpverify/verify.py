@@ -39,9 +39,11 @@ from milpverify.core.decide import (
     solver_parameters,
 )
 from milpverify.core.query import (
+    NORMS,
     SOLVER_SLACK,
     WITNESS_MARGIN,
     Query,
+    check_norm_backend,
     check_positive,
     max_radius,
     query_box,
@@ -81,7 +83,10 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     net : Network
     x : array
         One input, scaled as the network expects (inside `domain`).
-    norm : {"linf", "l1"}
+    norm : {"linf", "l1", "l2"}
+        "l2" solves mixed-integer convex quadratic programs (backend "scip" only): the
+        squared distance is minimised and `lower` is the square root of SCIP's dual bound,
+        rounded down.
     eps_cap : float, optional
         Only search `||x' - x|| <= eps_cap`; a proof that none exists gives
         status "robust_at_cap" with `lower = eps_cap`.
@@ -144,7 +149,9 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     check_positive("eps_cap", eps_cap)
     check_positive("time_limit_s", time_limit_s, allow_none=False)
     check_positive("tolerance", tolerance, allow_none=False)
-    q = validate_query(net, x, norm=norm, domain=domain, margin=margin, target=target, label=label)
+    q = validate_query(net, x, norm=norm, domain=domain, margin=margin, target=target,
+                       label=label, norms=NORMS)
+    check_norm_backend(norm, backend)
     if strategy not in STRATEGIES:
         raise InvalidInputError(f"`strategy` must be one of {', '.join(STRATEGIES)}; "
                                 f"got {strategy!r}.")
@@ -315,8 +322,9 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         stats["binaries"] = int(problem.model.n_integer)
         stats["rows"] = problem.model.n_rows
         options = SolveOptions(time_limit_s=remaining, threads=threads,
-                               objective_cutoff=best.distance,
-                               solver_params=solver_parameters(backend, solver_params, tolerance))
+                               objective_cutoff=_objective_of(q.norm, best.distance),
+                               solver_params=solver_parameters(
+                                   backend, solver_params, _gap_of(q.norm, tolerance, lower)))
         t2 = time.perf_counter()
         result = solver.solve(problem.model, options)
         timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
@@ -329,7 +337,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
                 return proven_beyond(radius, proven_cap, best, finish, tolerance)
             break
         if attempt == 0:
-            lower = max(lower, result.dual_bound)
+            lower = max(lower, _distance_below(q.norm, result.dual_bound))
         if result.x is not None:
             point = result.x[problem.input_vars]
             found = repair_witness(net, q.x, point, label=q.label, domain=q.domain,
@@ -352,6 +360,35 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         status_note = (f"the relaxed optimum {lower:.6g} is not attained by a verified "
                        f"witness; bracket left open")
     return finish(lower, RhoStatus.TIME_LIMIT, best, status_note)
+
+
+def _objective_of(norm: str, distance: float) -> float:
+    """The MILP objective of a distance (squared for L2), rounded up: a cutoff that keeps
+    every point strictly closer than `distance`."""
+    if norm != "l2":
+        return distance
+    return float(math.nextafter(distance * distance, math.inf))
+
+
+def _distance_below(norm: str, dual_bound: float) -> float:
+    """A distance proven by the MILP's dual bound (for L2, the square root, rounded down)."""
+    if norm != "l2":
+        return dual_bound
+    if not dual_bound > 0:
+        return 0.0
+    return float(math.nextafter(math.sqrt(dual_bound), 0.0))
+
+
+def _gap_of(norm: str, tolerance: float, lower: float) -> float | None:
+    """The absolute gap (in objective units) that closes the bracket to `tolerance / 2`.
+
+    For L2 the objective is the squared distance: with a proven `lower` L > 0, a gap
+    `p - d <= tolerance * L` gives `sqrt(p) - max(L, sqrt(d)) <= tolerance * L / (2 L)`.
+    Without one, no early stop (None): SCIP closes the gap itself.
+    """
+    if norm != "l2":
+        return tolerance
+    return tolerance * lower if lower > 0 else None
 
 
 def _rho_per_target(net: Network, q: Query, candidates: list[int], eps_cap: float | None,
@@ -457,7 +494,9 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
     """
     check_positive("eps", eps, allow_none=False)
     check_positive("time_limit_s", time_limit_s, allow_none=False)
-    q = validate_query(net, x, norm=norm, domain=domain, margin=margin, target=target, label=label)
+    q = validate_query(net, x, norm=norm, domain=domain, margin=margin, target=target,
+                       label=label, norms=NORMS)
+    check_norm_backend(norm, backend)
     get_backend(backend)  # a missing solver is reported now, not after the bounds
     start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -471,10 +510,10 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
                            stats, message)
 
     box = query_box(q, eps)
-    if attack == "pgd" and norm == "linf":
+    if attack == "pgd" and norm in ("linf", "l2"):
         from milpverify.core.attacks import pgd
         found = pgd(net, q.x, label=q.label, domain=q.domain, target=q.target, eps_max=eps,
-                    steps=30, restarts=1, bisection_steps=0)
+                    steps=30, restarts=1, bisection_steps=0, norm=norm)
         timings["attack_s"] = time.perf_counter() - start
         if found.witness_verified and found.witness is not None and found.upper <= eps:
             check = _check_point(net, q, found.witness)

@@ -250,3 +250,34 @@ def brute_force_rho(weights: list, x: np.ndarray, label: int,
             if res.status == 0:
                 best = min(best, res.fun)
     return best
+
+
+def brute_force_rho_l2(weights: list, x: np.ndarray, label: int,
+                       domain: tuple[float, float] = (0.0, 1.0)) -> float:
+    """min over activation regions and labels of the L2 distance inside the region.
+
+    Per region and label a convex QP: min ||x' - x||^2 s.t. region rows, f_j >= f_label,
+    domain; a HiGHS LP finds a feasible start (or proves none), SLSQP the optimum.
+    """
+    from scipy.optimize import minimize
+    n = len(x)
+    best = math.inf
+    for a_ub, b_ub, fa, fc in activation_regions(weights, n, domain):
+        for j in range(fa.shape[0]):
+            if j == label:
+                continue
+            rows = np.vstack([-(fa[j] - fa[label])[None], a_ub])
+            rhs = np.concatenate([[fc[j] - fc[label]], b_ub])
+            start = linprog(np.zeros(n), A_ub=rows, b_ub=rhs, bounds=[domain] * n,
+                            method="highs")
+            if start.status != 0:
+                continue
+            res = minimize(lambda z: float(np.sum((z - x) ** 2)), start.x,
+                           jac=lambda z: 2 * (z - x), method="SLSQP", bounds=[domain] * n,
+                           constraints=[{"type": "ineq",
+                                         "fun": lambda z, a=rows, b=rhs: b - a @ z,
+                                         "jac": lambda z, a=rows: -a}],
+                           options={"ftol": 1e-15, "maxiter": 500})
+            z = res.x if np.all(rows @ res.x <= rhs + 1e-9) else start.x
+            best = min(best, float(np.linalg.norm(z - x)))
+    return best

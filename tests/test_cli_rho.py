@@ -78,6 +78,10 @@ def test_evaluate_cli(tmp_path, capsys):
      "cannot read affinity groups file"),
     (["evaluate", "default", "--eps", "0.1", "--methods", "exact,lp", "--property", "topk:2"],
      "needs methods 'exact' alone"),
+    (["evaluate", "default", "--eps", "0.1", "--norm", "l2", "--methods", "exact,lp"],
+     "method(s) lp do not measure in norm 'l2'; with it use exact, pgd."),
+    (["rho", "default", "--indices", "0", "--norm", "l2", "--backend", "highs"],
+     "norm 'l2' needs backend 'scip'"),
 ])
 def test_bad_inputs_give_one_error_line(tmp_path, capsys, argv, message):
     model = str(embedded_net("mnist_mlp_32_16").path)
@@ -89,6 +93,31 @@ def test_bad_inputs_give_one_error_line(tmp_path, capsys, argv, message):
     assert len(lines) == 1 and lines[0].startswith("milpverify: error: ")
     assert message in lines[0] and "Traceback" not in captured.err
     assert captured.out == ""
+
+
+def test_rho_l2_writes_sound_brackets(tmp_path, capsys):
+    """L2 on the default net: MNIST-sized quadratic problems are slow (the bounds come from
+    the L-inf box of the radius), so a short budget; every row is still a proven bracket
+    with a verified L2 witness."""
+    out = tmp_path / "r.csv"
+    assert cli.main(["rho", "default", "--indices", "0:2", "--norm", "l2", "--eps-cap", "1.0",
+                     "--time-limit-s", "4", "--quiet", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("2 images (2 computed, 0 resumed): ")
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    for r in rows:
+        assert r["status"] in ("optimal", "time_limit") and r["witness_verified"] == "True"
+        assert 0 < float(r["lower"]) <= float(r["upper"]) <= 1.0
+    assert '"norm": "l2"' in (tmp_path / "r.run.json").read_text()
+
+
+def test_evaluate_l2_runs_the_methods_that_measure_in_l2(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["evaluate", "default", "--indices", "0", "--eps", "0.5", "--norm", "l2",
+                     "--time-limit-s", "3", "--quiet", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "| exact | 1 |" in stdout and "| pgd | 1 |" in stdout and "fgsm" not in stdout
 
 
 def test_usage_errors_exit_2(capsys):

@@ -129,7 +129,7 @@ def test_certify_agrees_with_rho(seed: int) -> None:
     ({"strategy": "both"}, "`strategy` must be one of disjunction, per_target"),
     ({"eps_cap": -0.1}, r"`eps_cap` must be a finite number > 0; got -0.1"),
     ({"eps_cap": float("nan")}, r"`eps_cap` must be a finite number > 0"),
-    ({"norm": "l7"}, r"`norm` must be 'linf' or 'l1'; got 'l7'"),
+    ({"norm": "l7"}, r"`norm` must be one of 'linf', 'l1', 'l2'; got 'l7'"),
     ({"time_limit_s": 0}, r"`time_limit_s` must be a finite number > 0"),
     ({"domain": (1.0, 0.0)}, r"`domain` must be finite"),
     ({"target": 99}, r"`target` must be a label"),

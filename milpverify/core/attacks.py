@@ -1,11 +1,12 @@
-"""Approximate baselines for rho: FGSM scan, L-inf PGD with bisection, and L-BFGS-B (Szegedy).
+"""Approximate baselines for rho: FGSM scan, L-inf/L2 PGD with bisection, L-BFGS-B (Szegedy).
 
 Every attack returns a `RhoResult` with ``status="upper_bound"`` and ``lower=0``: the upper
-bound is the L-inf distance of a witness that passed `check_witness` (numpy float64 and
-onnxruntime on the original model, after rounding to float32). A candidate that fails the
-check is never reported; the attack tries the next one, and returns ``status="not_found"``
-(``upper=inf``) when nothing passes. Gradients come from `milpverify.frontends.torchnet.to_torch(net)`
-(float64), so the attacks and the exact methods share one IR.
+bound is the distance (L-inf; L2 for ``pgd(norm="l2")``) of a witness that passed
+`check_witness` (numpy float64 and onnxruntime on the original model, after rounding to
+float32). A candidate that fails the check is never reported; the attack tries the next
+one, and returns ``status="not_found"`` (``upper=inf``) when nothing passes. Gradients
+come from `milpverify.frontends.torchnet.to_torch(net)` (float64), so the attacks and the
+exact methods share one IR.
 
 torch is imported lazily (inside the functions).
 """
@@ -28,6 +29,10 @@ from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 
 Domain = tuple[float, float] | None
+
+
+#: `np.linalg.norm` orders of the norms an attack measures in.
+_ORDER = {"linf": np.inf, "l2": 2}
 
 
 @contextlib.contextmanager
@@ -90,6 +95,7 @@ class _Problem:
                                       "iterations": 0, "witness_checks": 0,
                                       "witness_rejections": 0}
         self.rejections: list[str] = []
+        self.norm = "linf"  # the distance witnesses are measured and ranked in
 
     # ------------------------------------------------------------------ box
     def box(self, eps: float) -> tuple[FloatArray, FloatArray]:
@@ -151,7 +157,8 @@ class _Problem:
         """`check_witness` on a candidate; None (and counted) if it is rejected."""
         self.stats["witness_checks"] += 1
         check = check_witness(self.net, self.x0, z, label=self.label, domain=self.domain,
-                              target=self.target, required_margin=self.required)
+                              target=self.target, required_margin=self.required,
+                              norm=self.norm)
         if check.verified:
             return check
         self.stats["witness_rejections"] += 1
@@ -165,7 +172,7 @@ class _Problem:
         hits = np.flatnonzero(margins >= self.required)
         if hits.size == 0:
             return None
-        dist = np.abs(z[hits] - self.x0).max(axis=1)
+        dist = np.linalg.norm(z[hits] - self.x0, ord=_ORDER[self.norm], axis=1)
         for row in hits[np.lexsort((-margins[hits], dist))][:limit]:
             check = self.verify(z[row])
             if check is not None:
@@ -188,11 +195,11 @@ class _Problem:
                 detail += "; rejected candidates: " + " | ".join(self.rejections)
             return RhoResult(lower=0.0, upper=math.inf, status=RhoStatus.NOT_FOUND,
                              label=self.label, timings=timings, stats=stats, method=method,
-                             message=detail)
+                             norm=self.norm, message=detail)
         return RhoResult(lower=0.0, upper=float(best.distance), status=RhoStatus.UPPER_BOUND,
                          label=self.label, adversarial_label=int(best.adversarial_label),
                          witness=best.witness, witness_verified=True, timings=timings,
-                         stats=stats, method=method, message=message)
+                         stats=stats, method=method, norm=self.norm, message=message)
 
 
 def _better(a: WitnessCheck | None, b: WitnessCheck | None) -> WitnessCheck | None:
@@ -313,12 +320,46 @@ def _pgd_run(prob: _Problem, eps: float, steps: int, restarts: int, step_size: f
     return prob.verify_rows(z, prob.margins(z))
 
 
+def _pgd_run_l2(prob: _Problem, eps: float, steps: int, restarts: int,
+                step_size: float | None, rng: np.random.Generator) -> WitnessCheck | None:
+    """L2 PGD on the margin inside the eps-ball (and the domain); the first verified example.
+
+    Steps follow the normalised gradient; the projection scales the offset back onto the
+    ball, then clips to the domain (x is inside it, so clipping only shortens the offset
+    and the point stays in the ball). Restarts beyond the first start at random points of
+    the ball (random direction, radius `eps * U`).
+    """
+    x0 = prob.x0
+
+    def project(z: FloatArray) -> FloatArray:
+        delta = z - x0
+        length = np.linalg.norm(delta, axis=1, keepdims=True)
+        scale = np.minimum(1.0, eps / np.maximum(length, 1e-300))
+        return prob.clip(x0 + delta * scale)
+
+    z = np.repeat(x0[None], restarts, axis=0)
+    if restarts > 1:  # restart 0 starts at x
+        d = rng.standard_normal((restarts - 1, x0.size))
+        d *= (eps * rng.uniform(size=(restarts - 1, 1))) / np.linalg.norm(d, axis=1, keepdims=True)
+        z[1:] = project(x0 + d)
+    alpha = 2.5 * eps / steps if step_size is None else float(step_size)
+    for _ in range(steps):
+        _, grad, margin = prob.value_and_grad(z, "margin")
+        prob.stats["iterations"] += 1
+        check = prob.verify_rows(z, margin)
+        if check is not None:
+            return check
+        length = np.linalg.norm(grad, axis=1, keepdims=True)
+        z = project(z + alpha * grad / np.maximum(length, 1e-300))
+    return prob.verify_rows(z, prob.margins(z))
+
+
 def pgd(net: Network, x: npt.ArrayLike, *, label: int | None = None, eps_max: float = 1.0,
         steps: int = 100, restarts: int = 5, step_size: float | None = None,
         bisection_steps: int = 12, seed: int = 0, domain: Domain = (0.0, 1.0),
-        target: int | None = None, margin: float = 0.0, threads: int | None = 1
-        ) -> RhoResult:
-    """L-inf projected gradient ascent on the margin, with bisection on eps.
+        target: int | None = None, margin: float = 0.0, threads: int | None = 1,
+        norm: str = "linf") -> RhoResult:
+    """L-inf (or L2) projected gradient ascent on the margin, with bisection on eps.
 
     PGD (Madry et al. 2018) maximises `max_{j != label} f_j - f_label` (or `f_target -
     f_label`) over the eps-box around x intersected with the domain, with signed steps of
@@ -351,6 +392,9 @@ def pgd(net: Network, x: npt.ArrayLike, *, label: int | None = None, eps_max: fl
         Required logit margin of a witness (see `fgsm`).
     threads : int or None
         torch intra-op threads during the attack (see `fgsm`).
+    norm : {"linf", "l2"}
+        The ball: "linf" takes signed steps in the box; "l2" normalised-gradient steps
+        projected on the L2 ball (`_pgd_run_l2`); distances are measured in that norm.
 
     Returns
     -------
@@ -363,13 +407,17 @@ def pgd(net: Network, x: npt.ArrayLike, *, label: int | None = None, eps_max: fl
         if not eps_max > 0 or steps < 1 or restarts < 1 or bisection_steps < 0:
             raise InvalidInputError("pgd needs eps_max > 0, steps >= 1, restarts >= 1 and "
                                     "bisection_steps >= 0.")
+        if norm not in _ORDER:
+            raise InvalidInputError(f"pgd's `norm` must be 'linf' or 'l2'; got {norm!r}.")
         prob = _Problem(net, x, label, domain, target, margin)
+        prob.norm = norm
+        run = _pgd_run if norm == "linf" else _pgd_run_l2
         rng = np.random.default_rng(seed)
         best = prob.at_x()
         if best is not None:
             return prob.result("pgd", best, start, {"eps_bracket": [0.0, 0.0]},
                                "x itself is misclassified")
-        best = _pgd_run(prob, eps_max, steps, restarts, step_size, rng)
+        best = run(prob, eps_max, steps, restarts, step_size, rng)
         runs = 1
         if best is None:
             return prob.result("pgd", None, start, {"runs": runs},
@@ -377,7 +425,7 @@ def pgd(net: Network, x: npt.ArrayLike, *, label: int | None = None, eps_max: fl
         lo, hi = 0.0, float(best.distance)
         for _ in range(bisection_steps):
             mid = 0.5 * (lo + hi)
-            check = _pgd_run(prob, mid, steps, restarts, step_size, rng)
+            check = run(prob, mid, steps, restarts, step_size, rng)
             runs += 1
             if check is not None:
                 best = _better(best, check)

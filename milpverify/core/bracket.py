@@ -78,7 +78,7 @@ def run_upper_bound(net: Network, q: Query, method: str, candidates: list[int]
         from milpverify.core.attacks import pgd
         from milpverify.core.restriction import lp_restriction
         found = pgd(net, q.x, label=q.label, domain=q.domain, target=q.target, steps=30,
-                    restarts=1, bisection_steps=8)
+                    restarts=1, bisection_steps=8, norm=q.norm)
         if method == "pgd" or found.witness is None or found.adversarial_label is None:
             return found
         # Refine: the nearest point of the attack point's activation region.
@@ -164,10 +164,10 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
 
     1. `pgd` with its defaults (radius `eps_max`; at 1.0, PGD's default, the result is the
        one `pgd` returns by itself, so `upper` of rho is never worse than PGD's); PGD is
-       an L-inf attack, so under the L1 norm only the LP restriction runs (step 2);
+       an L-inf or L2 attack, so under the L1 norm only the LP restriction runs (step 2);
     2. the LP restriction at x (Bastani et al.), and the polish of the best point: the
        nearest point of its activation region (`_refine`), unless it lies beyond
-       `eps_max` (a cap);
+       `eps_max` (a cap); under L2 the restriction is a convex QP (SCIP);
     3. if PGD found a point, up to `ATTACK_ROUNDS` more PGD runs (fresh seeds, no
        bisection of their own) at the middle between the last radius where PGD failed and
        the best distance; each hit is polished again. (If PGD found nothing up to
@@ -179,15 +179,18 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
     run = {"label": q.label, "domain": q.domain, "target": q.target, "margin": q.margin}
     info: dict[str, Any] = {"heuristic": "attack"}
     best, failed, rounds = None, 0.0, 0
-    if q.norm == "linf":
-        found = pgd(net, q.x, eps_max=eps_max, **run)
+    if q.norm in ("linf", "l2"):
+        found = pgd(net, q.x, eps_max=eps_max, norm=q.norm, **run)
         info["pgd_upper"] = found.upper
         best = _verified(net, q, found.witness)
         failed = float(found.stats.get("eps_bracket", [0.0])[0])
         rounds = ATTACK_ROUNDS if best is not None else 0
-    at_x = lp_restriction(net, q.x, target=candidates, margin=q.margin, domain=q.domain,
-                          label=q.label, norm=q.norm)
-    best = _closer(best, _verified(net, q, at_x.witness))
+    if q.norm != "l2" or best is None:
+        # Under L2 one restriction per label is a quadratic program each (seconds on
+        # MNIST): only when PGD found nothing to polish.
+        at_x = lp_restriction(net, q.x, target=candidates, margin=q.margin, domain=q.domain,
+                              label=q.label, norm=q.norm)
+        best = _closer(best, _verified(net, q, at_x.witness))
     if best is None or best.distance > eps_max:
         return best, info  # beyond a cap a witness shrinks no box: not worth a polish
     best = _refine(net, q, best)
@@ -195,7 +198,7 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
         if time.perf_counter() > deadline or best.distance - failed <= 1e-4 * best.distance:
             break
         mid = 0.5 * (failed + best.distance)
-        hit = pgd(net, q.x, eps_max=mid, bisection_steps=0, seed=k + 1, **run)
+        hit = pgd(net, q.x, eps_max=mid, bisection_steps=0, seed=k + 1, norm=q.norm, **run)
         check = _verified(net, q, hit.witness)
         if check is None or check.distance >= best.distance:
             failed = mid

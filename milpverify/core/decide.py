@@ -26,6 +26,13 @@ from milpverify.solve.base import SolveOptions
 SCIP_DEFAULTS: dict[str, object] = {"separating/aggregation/freq": -1}
 
 
+#: How much the second solve of `_decide` shrinks an L2 ball's squared radius, so that a
+#: solver point, which may overshoot the quadratic row by SCIP's feasibility tolerance
+#: (1e-6 on the row scaled by `solve.scip.QUAD_SCALE`, 1e-9 of squared distance), still
+#: lies inside the ball; a wide margin.
+L2_BALL_SHRINK = 2e-6
+
+
 def solver_parameters(backend: str, given: dict[str, object] | None, tolerance: float | None
                    ) -> dict[str, object]:
     """SCIP defaults (+ an absolute gap of half the tolerance for rho) under the user's params.
@@ -92,6 +99,9 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
     First with the misclassification relaxed by SOLVER_SLACK: infeasible proves robust.
     A point found that way may only tie within tolerance; then a second solve asks for a
     strict margin (WITNESS_MARGIN) so the witness survives the float64/onnxruntime re-check.
+    Under L2 the ball is a quadratic row: exact in the first solve (so infeasibility is a
+    proof), shrunk by `L2_BALL_SHRINK` in the second so the solver's point, which may
+    overshoot the row by SCIP's feasibility tolerance, lands inside the ball.
     """
     message = "time limit reached"
     for attempt, row_margin in enumerate((q.margin - SOLVER_SLACK, q.margin + WITNESS_MARGIN)):
@@ -99,7 +109,8 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
         problem = build_robustness_problem(net, q.x, q.label, qb.bounds, box[0], box[1],
                                            norm=q.norm, radius=eps, margin=row_margin,
                                            candidates=qb.candidates, with_distance=False,
-                                           margin_lower=qb.margin_lower)
+                                           margin_lower=qb.margin_lower,
+                                           ball_shrink=attempt * L2_BALL_SHRINK)
         timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t1
         stats["binaries"] = int(problem.model.n_integer)
         remaining = deadline - time.perf_counter()

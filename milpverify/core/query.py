@@ -42,16 +42,24 @@ class Query:
     target: int | None
 
 
+#: Norms of the MILP paths that build no quadratic row (properties, export).
+LINEAR_NORMS = ("linf", "l1")
+#: Norms of `rho` and `certify`; "l2" makes their problems mixed-integer quadratic (SCIP).
+NORMS = ("linf", "l1", "l2")
+
+
 def validate_query(net: Network, x: npt.ArrayLike, *, norm: str, domain: tuple[float, float],
-              margin: float, target: int | None, label: int | None) -> Query:
+              margin: float, target: int | None, label: int | None,
+              norms: tuple[str, ...] = LINEAR_NORMS) -> Query:
     batch = net.as_batch(x)
     if batch.shape[0] != 1:
         raise InvalidInputError(f"`x` must be one sample; got a batch of {batch.shape[0]}.")
     flat = batch[0]
     if not np.all(np.isfinite(flat)):
         raise InvalidInputError("`x` contains inf or NaN.")
-    if norm not in ("linf", "l1"):
-        raise InvalidInputError(f"`norm` must be 'linf' or 'l1'; got {norm!r}.")
+    if norm not in norms:
+        raise InvalidInputError(f"`norm` must be one of {', '.join(map(repr, norms))}; "
+                                f"got {norm!r}.")
     lo, hi = (float(v) for v in domain)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise InvalidInputError(f"`domain` must be finite (low, high) with low < high; got {domain}.")
@@ -71,6 +79,14 @@ def validate_query(net: Network, x: npt.ArrayLike, *, norm: str, domain: tuple[f
     return Query(flat, pred, norm, (lo, hi), float(margin), None if target is None else int(target))
 
 
+def check_norm_backend(norm: str, backend: str) -> None:
+    """L2 problems are mixed-integer quadratic: only SCIP solves them here."""
+    if norm == "l2" and str(backend).strip().lower() != "scip":
+        raise InvalidInputError(
+            f"norm 'l2' needs backend 'scip' (a mixed-integer quadratic program); backend "
+            f"{backend!r} solves only linear models.")
+
+
 def check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
     if value is None and allow_none:
         return
@@ -79,6 +95,11 @@ def check_positive(name: str, value: float | None, *, allow_none: bool = True) -
 
 
 def query_box(q: Query, radius: float) -> tuple[FloatArray, FloatArray]:
+    """The L-inf box of `radius` around x, within the domain.
+
+    It contains the ball of every supported norm (||d||_inf <= ||d||_2 <= ||d||_1), so
+    bounds computed on it are sound for each; the L2 ball is a quadratic row of the model.
+    """
     lo, hi = q.domain
     return np.maximum(lo, q.x - radius), np.minimum(hi, q.x + radius)
 
@@ -86,6 +107,9 @@ def query_box(q: Query, radius: float) -> tuple[FloatArray, FloatArray]:
 def max_radius(q: Query) -> float:
     """Distance to the farthest point of the domain (any adversarial point is closer)."""
     lo, hi = q.domain
+    far = np.maximum(q.x - lo, hi - q.x)
     if q.norm == "linf":
-        return float(np.max(np.maximum(q.x - lo, hi - q.x)))
+        return float(np.max(far))
+    if q.norm == "l2":
+        return float(np.nextafter(np.sqrt(np.sum(far * far)), np.inf))
     return float(np.sum(np.maximum(q.x - lo, hi - q.x)))

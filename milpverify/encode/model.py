@@ -19,6 +19,10 @@ per block: block ``name="fc1/relu"`` of 3 variables yields ``fc1/relu[0]``, ``fc
 always unique. Names are *not* sanitised here; file writers (`milpverify.solve.scip.write_model`)
 map them to what each file format accepts.
 
+A model may also carry convex quadratic rows ``sum_k x_{cols[k]}^2 <= rhs + x_t``
+(`MilpModel.add_sum_squares`, the L2 distance): only the SCIP backend solves those, the
+others refuse such a model.
+
 A model may also carry cut `Separator`s (`MilpModel.add_separator`): valid inequalities
 found on demand, which backends with cut callbacks (SCIP) add during the solve.
 
@@ -66,6 +70,15 @@ class Cuts:
     @property
     def count(self) -> int:
         return len(self.rhs)
+
+
+@dataclass(frozen=True)
+class SumSquares:
+    """Convex quadratic row ``sum_k x[cols[k]]^2 <= rhs (+ x[bound] if bound >= 0)``."""
+
+    cols: IntArray
+    bound: int
+    rhs: float
 
 
 class Separator(Protocol):
@@ -175,6 +188,7 @@ class MilpModel:
         self._c0 = 0.0
         self._A_cache: sp.csr_array | None = None
         self._separators: list[Separator] = []
+        self._quadratic: list[SumSquares] = []
 
     # ------------------------------------------------------------------ building
     def add_vars(self, n: int, lower: Bound = 0.0, upper: Bound = np.inf, *,
@@ -534,6 +548,7 @@ class MilpModel:
         Returns :math:`\max(\max_j (l_j - x_j)^+, \max_j (x_j - u_j)^+, \max_i (r^L_i - a_i x)^+,
         \max_i (a_i x - r^U_i)^+, \max_{j \in I} |x_j - \operatorname{round}(x_j)|)`; 0 for a
         feasible point. Solvers only guarantee about 1e-6, so compare with a tolerance.
+        Quadratic rows (`add_sum_squares`) are not checked.
         """
         xv = np.asarray(x, dtype=np.float64).reshape(-1)
         if xv.shape[0] != self._n_vars:
@@ -558,6 +573,18 @@ class MilpModel:
         if variables.size and (variables.min() < 0 or variables.max() >= self._n_vars):
             raise InvalidModelError("a separator reads variables outside the model")
         self._separators.append(separator)
+
+    def add_sum_squares(self, cols: ArrayLike, rhs: float, bound: int = -1) -> None:
+        """Add ``sum_k x[cols[k]]^2 <= rhs + x[bound]`` (no variable if `bound` < 0)."""
+        idx = _as_index(cols, self._n_vars, "sum-of-squares columns")
+        if bound >= self._n_vars or not np.isfinite(rhs):
+            raise InvalidModelError(f"sum-of-squares row: bad bound variable {bound} or rhs {rhs}")
+        self._quadratic.append(SumSquares(idx, int(bound), float(rhs)))
+
+    @property
+    def quadratic(self) -> tuple[SumSquares, ...]:
+        """The convex quadratic rows (see `add_sum_squares`); empty for a MILP."""
+        return tuple(self._quadratic)
 
     @property
     def separators(self) -> tuple[Separator, ...]:
@@ -585,6 +612,7 @@ class MilpModel:
         new._obj_cols, new._obj_vals = self._obj_cols.copy(), self._obj_vals.copy()
         new._c0 = self._c0
         new._separators = list(self._separators)  # immutable: shared
+        new._quadratic = list(self._quadratic)  # immutable: shared
         return new
 
     def relaxed(self) -> MilpModel:

@@ -43,6 +43,11 @@ def add_distance(model: MilpModel, x: FloatArray, input_vars: IntArray, norm: st
 
     - linf: one variable t in [0, radius] with `-t <= x'_i - x_i <= t`; minimise t.
     - l1: split `x'_i - x_i = p_i - n_i`, p, n >= 0; minimise sum(p + n).
+    - l2: offsets `d_i = x'_i - x_i` and t in [0, radius^2] with the convex quadratic row
+      `sum_i d_i^2 <= t`; minimise t, the *squared* distance (see `add_l2_ball`). The
+      squared form is a plain convex quadratic constraint, which SCIP outer-approximates
+      with gradient cuts valid everywhere; a second-order cone `||d|| <= t` would keep the
+      objective in input units but relies on SCIP recognising the cone.
     """
     n = len(input_vars)
     k = np.arange(n)
@@ -62,7 +67,44 @@ def add_distance(model: MilpModel, x: FloatArray, input_vars: IntArray, norm: st
                        np.r_[np.ones(n), -np.ones(n), np.ones(n)], n, x, x, name="distance/split")
         model.set_objective(np.r_[p, m], np.ones(2 * n))
         return None
-    raise InvalidInputError(f"`norm` must be 'linf' or 'l1' for the MILP; got {norm!r}.")
+    if norm == "l2":
+        t = int(model.add_vars(1, 0.0, _squared_up(radius), name="distance.squared")[0])
+        model.add_sum_squares(_offsets(model, x, input_vars, radius), 0.0, t)
+        model.set_objective(np.array([t]), np.array([1.0]))
+        return None
+    raise InvalidInputError(f"`norm` must be 'linf', 'l1' or 'l2' for the MILP; got {norm!r}.")
+
+
+def _squared_up(radius: float) -> float:
+    """`radius**2` rounded up (a bound that must not cut off the ball)."""
+    return float(np.nextafter(radius * radius, np.inf))
+
+
+def _offsets(model: MilpModel, x: FloatArray, input_vars: IntArray, radius: float) -> IntArray:
+    """Variables `d_i = x'_i - x_i` (|d_i| <= radius), so the quadratic row has no constant.
+
+    Expanding `(x'_i - x_i)^2` would put `sum x_i^2` (~100 for an image) into the row's
+    right-hand side, where SCIP's relative feasibility tolerance would swamp a squared
+    distance of 1e-4.
+    """
+    n = len(input_vars)
+    k = np.arange(n)
+    d = model.add_vars(n, -radius, radius, name="distance.offset")
+    model.add_rows(np.r_[k, k], np.r_[input_vars, d], np.r_[np.ones(n), -np.ones(n)], n, x, x,
+                   name="distance/offset")
+    return d
+
+
+def add_l2_ball(model: MilpModel, x: FloatArray, input_vars: IntArray, radius: float,
+                shrink: float = 0.0) -> None:
+    """`||x' - x||_2^2 <= radius^2 - shrink`: the L2 ball of a feasibility query (no objective).
+
+    `shrink` > 0 asks for points strictly inside (a solver point may overshoot the row by
+    its feasibility tolerance); 0 keeps the row a proof when the model is infeasible.
+    """
+    rhs = _squared_up(radius) if shrink <= 0 else max(radius * radius - shrink,
+                                                       0.25 * radius * radius)
+    model.add_sum_squares(_offsets(model, x, input_vars, radius), rhs)
 
 
 @dataclass(frozen=True)
@@ -158,8 +200,11 @@ def build_robustness_problem(net: Network, x: FloatArray, label: int, bounds: Bo
                              box_lower: FloatArray, box_upper: FloatArray, *, norm: str,
                              radius: float, margin: float, candidates: list[int],
                              relax: bool = False, with_distance: bool = True,
-                             margin_lower: FloatArray | None = None) -> RobustnessProblem:
+                             margin_lower: FloatArray | None = None,
+                             ball_shrink: float = 0.0) -> RobustnessProblem:
     """The full MILP: input box, network, misclassification, and (optionally) the distance.
+
+    Without the distance, an L2 query keeps its ball as a row (`add_l2_ball`, `ball_shrink`).
 
     `bounds` must be valid over [box_lower, box_upper]; `candidates` non-empty.
     `margin_lower[k]`, if given, is a sound lower bound of `f_{candidates[k]} - f_label`
@@ -169,15 +214,20 @@ def build_robustness_problem(net: Network, x: FloatArray, label: int, bounds: Bo
     return build_unsafe_problem(net, x, bounds, box_lower, box_upper,
                                 misclassification(net.num_classes, label, candidates, margin),
                                 norm=norm, radius=radius, relax=relax,
-                                with_distance=with_distance, row_max=row_max)
+                                with_distance=with_distance, row_max=row_max,
+                                ball_shrink=ball_shrink)
 
 
 def build_unsafe_problem(net: Network, x: FloatArray | None, bounds: Bounds,
                          box_lower: FloatArray, box_upper: FloatArray,
                          disjuncts: list[Disjunct], *, norm: str = "linf", radius: float = 0.0,
                          relax: bool = False, with_distance: bool = True,
-                         row_max: list[FloatArray] | None = None) -> RobustnessProblem:
-    """Input box + network + "outputs in the unsafe set" (+ distance to x if asked)."""
+                         row_max: list[FloatArray] | None = None,
+                         ball_shrink: float = 0.0) -> RobustnessProblem:
+    """Input box + network + "outputs in the unsafe set" (+ distance to x if asked).
+
+    The box bounds L-inf; without the distance, L2 adds its ball (`add_l2_ball`).
+    """
     model = MilpModel()
     input_vars = model.add_vars(net.input_size, box_lower, box_upper, name="input")
     used = np.zeros(net.num_classes, dtype=bool)
@@ -192,4 +242,7 @@ def build_unsafe_problem(net: Network, x: FloatArray | None, bounds: Bounds,
     if with_distance:
         assert x is not None
         t = add_distance(model, x, input_vars, norm, radius)
+    elif norm == "l2":
+        assert x is not None
+        add_l2_ball(model, x, input_vars, radius, ball_shrink)
     return RobustnessProblem(model, encoding, input_vars, t, disjuncts, choice)

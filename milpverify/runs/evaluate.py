@@ -24,7 +24,7 @@ from milpverify.runs.tasks import DEFAULT_METHODS
 def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLike[str],
              data: str | os.PathLike[str] | None = None,
              indices: str | Sequence[int] | None = None,
-             methods: str | Sequence[str] = DEFAULT_METHODS, time_limit_s: float = 60.0,
+             methods: str | Sequence[str] | None = None, time_limit_s: float = 60.0,
              pixel_divisor: float | None = None, eps_cap: float | None = None,
              backend: str = "scip", method_options: Mapping[str, Mapping[str, Any]] | None = None,
              workers: int = 1, ray: str | None = None, rerun: bool = False,
@@ -32,7 +32,7 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
              mean: str | float | Sequence[float] | None = None,
              std: str | float | Sequence[float] | None = None,
              figure_format: str | Sequence[str] = "png", figure_grid: int = 8,
-             retry: str | Sequence[str] | None = None) -> RunResult:
+             retry: str | Sequence[str] | None = None, norm: str = "linf") -> RunResult:
     """Estimate rho on many images with several methods; write a resumable run directory.
 
     Parameters
@@ -50,9 +50,10 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
         ``.npz`` with ``images`` and ``labels``; optional for ``"default"`` (its 10 images).
     indices : str or sequence of int, optional
         Which images (``"0:100"``, ``"3,5,8"``, ``[1, 2]``); all when None.
-    methods : str or sequence of str
+    methods : str or sequence of str, optional
         Any of ``exact`` (`milpverify.verify.rho`), ``lp`` (`lp_restriction`, all target
         labels), ``pgd``, ``fgsm``, ``lbfgs`` (`milpverify.core.attacks`); comma-separated or a list.
+        Default: those of ``DEFAULT_METHODS`` (exact, lp, pgd, fgsm) that measure in `norm`.
     time_limit_s : float
         Per-image budget of the exact method (heuristics have their own iteration limits).
     pixel_divisor : float, optional
@@ -124,7 +125,7 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
                               eps_cap=eps_cap, methods=methods, time_limit_s=time_limit_s,
                               pixel_divisor=pixel_divisor, backend=backend,
                               method_options=method_options, workers=workers, ray=ray,
-                              prop=property, mean=mean, std=std)
+                              prop=property, mean=mean, std=std, norm=norm)
     formats = figure_formats(figure_format)
     if isinstance(figure_grid, bool) or not isinstance(figure_grid, int) or figure_grid < 1:
         raise InvalidInputError(f"`figure_grid` must be an integer >= 1; got {figure_grid!r}.")
@@ -147,7 +148,7 @@ def rho_table(model: str | os.PathLike[str], *, out: str | os.PathLike[str],
               rerun: bool = False, quiet: bool = False, property: str | None = None,
               mean: str | float | Sequence[float] | None = None,
               std: str | float | Sequence[float] | None = None,
-              retry: str | Sequence[str] | None = None) -> RunResult:
+              retry: str | Sequence[str] | None = None, norm: str = "linf") -> RunResult:
     """Exact rho for many images into one resumable CSV: `evaluate` with methods=exact.
 
     Writes `out` (the rows), and beside it ``<stem>.run.json``, ``<stem>.adversarial.npz``,
@@ -163,7 +164,8 @@ def rho_table(model: str | os.PathLike[str], *, out: str | os.PathLike[str],
     spec, selected = _prepare("rho", model, data=data, indices=indices, eps=None,
                               eps_cap=eps_cap, methods=("exact",), time_limit_s=time_limit_s,
                               pixel_divisor=pixel_divisor, backend=backend, method_options=None,
-                              workers=workers, ray=ray, prop=property, mean=mean, std=std)
+                              workers=workers, ray=ray, prop=property, mean=mean, std=std,
+                              norm=norm)
     out_path = Path(os.fspath(out))
     if out_path.is_dir():
         raise InvalidInputError(f"`out` {os.fspath(out)!r} is a directory; rho writes a CSV "

@@ -31,7 +31,9 @@ from milpverify.runs.executors import TaskList, _process_pool, _ray_tasks, _seri
 from milpverify.runs.metrics import MethodSummary, combine, summarize, summary_table
 from milpverify.runs.results_file import ResultsFile, atomic_write
 from milpverify.runs.tasks import (
+    DEFAULT_METHODS,
     METHODS,
+    NORM_METHODS,
     TORCH_METHODS,
     RunSpec,
     _resolve_model,
@@ -45,10 +47,14 @@ log = logging.getLogger(__name__)
 
 #: run.json options that must match for a rerun to resume (they change the rows or the summary).
 RESUME_KEYS = ("command", "model", "data", "pixel_divisor", "eps", "eps_cap", "time_limit_s",
-               "methods", "backend", "domain", "method_options", "property", "mean", "std")
+               "methods", "backend", "domain", "method_options", "property", "mean", "std",
+               "norm")
 
 #: Below this accuracy on the selected images a run warns: the preprocessing is likely wrong.
 LOW_ACCURACY = 0.5
+
+#: Value of a resume key in a run.json written before the key existed.
+RESUME_DEFAULTS = {"norm": "linf"}
 
 
 # ---------------------------------------------------------------------------- layout, run.json
@@ -143,8 +149,10 @@ def environment(methods: Sequence[str], ray_used: bool) -> dict[str, Any]:
 def _check_resume(previous: Mapping[str, Any], options: Mapping[str, Any], path: Path, *,
                   ignore: Sequence[str] = ()) -> None:
     old = previous.get("options", {})
-    diffs = [f"`{k}` was {old.get(k)!r}, now {options.get(k)!r}"
-             for k in RESUME_KEYS if k not in ignore and old.get(k) != options.get(k)]
+    def was(k: str) -> Any:
+        return old.get(k, RESUME_DEFAULTS.get(k))
+    diffs = [f"`{k}` was {was(k)!r}, now {options.get(k)!r}"
+             for k in RESUME_KEYS if k not in ignore and was(k) != options.get(k)]
     if diffs:
         raise InvalidInputError(
             f"Cannot resume the run in {str(path.parent)!r}: its options differ "
@@ -203,7 +211,13 @@ def _check_number(name: str, value: Any, *, allow_none: bool = False) -> float |
     return float(value)
 
 
-def _methods(methods: str | Sequence[str]) -> tuple[str, ...]:
+def _methods(methods: str | Sequence[str] | None, norm: str = "linf") -> tuple[str, ...]:
+    """The validated methods; None means `DEFAULT_METHODS` that measure in `norm`."""
+    if norm not in NORM_METHODS:
+        raise InvalidInputError(f"`norm` must be one of {', '.join(map(repr, NORM_METHODS))}; "
+                                f"got {norm!r}.")
+    if methods is None:
+        return tuple(m for m in DEFAULT_METHODS if m in NORM_METHODS[norm])
     items = [m.strip().lower() for m in (methods.split(",") if isinstance(methods, str)
                                          else methods)]
     items = [m for m in items if m]
@@ -213,6 +227,10 @@ def _methods(methods: str | Sequence[str]) -> tuple[str, ...]:
                                 f" in `methods`; choose from {', '.join(METHODS)}.")
     if len(set(items)) != len(items):
         raise InvalidInputError(f"`methods` lists a method twice: {items}.")
+    other = [m for m in items if m not in NORM_METHODS[norm]]
+    if other:
+        raise InvalidInputError(f"method(s) {', '.join(other)} do not measure in norm {norm!r}; "
+                                f"with it use {', '.join(NORM_METHODS[norm])}.")
     return tuple(items)
 
 
@@ -228,7 +246,8 @@ def _method_options(options: Mapping[str, Mapping[str, Any]] | None, methods: Se
         params = set(inspect.signature(fn).parameters) - {"net", "x", "prop"}
         # Set by the run's own options; the base defaults of `method_function` may be overridden.
         reserved = {"domain", *(("eps_cap", "time_limit_s", "backend")
-                                if method == "exact" else ())}
+                                if method == "exact" else ()),
+                    *(("norm",) if method in ("exact", "lp", "pgd") else ())}
         bad = sorted(set(opts) - params) + sorted(set(opts) & reserved)
         if bad:
             raise InvalidInputError(
@@ -264,20 +283,23 @@ def _property_spec(prop: str | None, methods: Sequence[str]) -> str | None:
 
 def _prepare(command: str, model: str | os.PathLike[str], *, data: str | os.PathLike[str] | None,
              indices: str | Sequence[int] | None, eps: float | None, eps_cap: float | None,
-             methods: str | Sequence[str], time_limit_s: float, pixel_divisor: float | None,
-             backend: str, method_options: Mapping[str, Mapping[str, Any]] | None,
+             methods: str | Sequence[str] | None, time_limit_s: float,
+             pixel_divisor: float | None, backend: str,
+             method_options: Mapping[str, Mapping[str, Any]] | None,
              workers: int, ray: str | None, prop: str | None = None,
-             mean: Any = None, std: Any = None) -> tuple[RunSpec, list[int]]:
+             mean: Any = None, std: Any = None, norm: str = "linf"
+             ) -> tuple[RunSpec, list[int]]:
     """The validation front door: every option is checked before anything is computed."""
     from milpverify.runs.normalise import check_normalisation, parse_channels
     model_arg, model_path, default_divisor = _resolve_model(model)
-    norm = check_normalisation(parse_channels("mean", mean), parse_channels("std", std))
+    normalisation = check_normalisation(parse_channels("mean", mean),
+                                        parse_channels("std", std))
     eps = _check_number("eps", eps, allow_none=command == "rho")
     eps_cap = _check_number("eps_cap", eps_cap, allow_none=True)
     time_limit_s = float(_check_number("time_limit_s", time_limit_s) or 0.0)
     divisor = float(_check_number("pixel_divisor", pixel_divisor, allow_none=True)
                     or default_divisor)
-    chosen = _methods(methods)
+    chosen = _methods(methods, norm)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InvalidInputError(f"`workers` must be an integer >= 1; got {workers!r}.")
     if ray is not None and not (isinstance(ray, str) and ray.strip()):
@@ -286,8 +308,12 @@ def _prepare(command: str, model: str | os.PathLike[str], *, data: str | os.Path
         raise InvalidInputError(f"`data` is required for model {model_arg!r} (an .npz file with "
                                 "'images' and 'labels'); only 'default' has embedded images.")
     prop = _property_spec(prop, chosen)
+    if prop and norm == "l2":
+        raise InvalidInputError("`property` supports norm 'linf' or 'l1'; got 'l2'.")
     if "exact" in chosen:
+        from milpverify.core.query import check_norm_backend
         from milpverify.solve import get_backend
+        check_norm_backend(norm, backend)
         get_backend(backend)  # an unknown or missing solver is reported now, not per image
     data_path = None
     if data is not None:
@@ -299,7 +325,7 @@ def _prepare(command: str, model: str | os.PathLike[str], *, data: str | os.Path
                    eps_cap if eps_cap is not None or command == "rho" else eps,
                    time_limit_s, chosen, backend, (0.0, 1.0),
                    _method_options(method_options, chosen, prop), prop,
-                   *(norm if norm is not None else (None, None)))
+                   *(normalisation if normalisation is not None else (None, None)), norm)
     net, images, _ = load_inputs(spec)
     if prop:
         parsed_property(prop).validate(net.num_classes)

@@ -34,6 +34,11 @@ from milpverify.runs.datasets import (
 METHODS = ("exact", "lp", "pgd", "fgsm", "lbfgs")
 
 
+#: Methods that measure in each norm (they take a `norm` argument, except L-inf-only fgsm
+#: and lbfgs): exact everywhere, the LP restriction for L-inf/L1, PGD for L-inf/L2.
+NORM_METHODS = {"linf": METHODS, "l1": ("exact", "lp"), "l2": ("exact", "pgd")}
+
+
 #: Methods that need torch (their versions are recorded only when one of them runs).
 TORCH_METHODS = frozenset({"pgd", "fgsm", "lbfgs"})
 
@@ -69,6 +74,7 @@ class RunSpec:
     property: str | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    norm: str = "linf"
 
     def options(self) -> dict[str, Any]:
         """The options recorded in run.json and compared on resume."""
@@ -84,6 +90,7 @@ class RunSpec:
             "property": parsed_property(self.property).name if self.property else None,
             "mean": None if self.mean is None else list(self.mean),
             "std": None if self.std is None else list(self.std),
+            "norm": self.norm,
         }
 
 
@@ -240,6 +247,8 @@ def run_task(spec: RunSpec, index: int, method: str) -> TaskResult:
             # go on; without it Ctrl-C stops the run (finished rows are already on disk).
             kwargs["solver_params"] = {"misc/catchctrlc": False,
                                        **(kwargs.get("solver_params") or {})}
+    if method in ("exact", "lp", "pgd"):
+        kwargs["norm"] = spec.norm
     witness = None
     start = time.perf_counter()
     with _captured_logs() as captured:

@@ -287,6 +287,18 @@ def finish_result(status: SolveStatus, objective: float | None, dual_bound: floa
                        row_duals=row_duals, dual_ray=dual_ray)
 
 
+#: The one backend that solves models with quadratic rows (the L2 norm).
+QUADRATIC_BACKEND = "scip"
+
+
+def require_linear(model: MilpModel, backend: str) -> None:
+    """Refuse a model with quadratic rows (L2 distance) in a linear-only backend."""
+    if model.quadratic:
+        raise InvalidInputError(
+            f"norm 'l2' makes a mixed-integer quadratic program, which backend {backend!r} "
+            f"cannot solve; use backend {QUADRATIC_BACKEND!r}.")
+
+
 def warn_unknown_param(backend: str, name: str, reason: str = "") -> None:
     """Warn that a `SolveOptions.solver_params` entry was not accepted by the solver."""
     extra = f": {reason}" if reason else ""

@@ -246,6 +246,9 @@ def write_model(model: MilpModel, path: str | os.PathLike[str], format: str | No
     ranged row ``name`` is written as two rows ``name_lhs``/``name_rhs`` (like SCIP's writer).
     Numbers are written with ``repr``, so they are read back exactly.
     """
+    if model.quadratic:
+        raise InvalidInputError("LP/MPS files here hold linear models only; this model has "
+                                "quadratic rows (norm 'l2')")
     path = Path(path)
     fmt = (format or path.suffix.lstrip(".")).lower()
     if fmt == "lp":

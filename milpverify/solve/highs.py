@@ -43,6 +43,7 @@ from milpverify.solve.base import (
     bounds_args,
     finish_result,
     objective_terms,
+    require_linear,
     warn_unknown_param,
 )
 
@@ -277,6 +278,7 @@ class HighsBackend:
         """Build ``model`` in HiGHS and solve it once."""
         options = options or SolveOptions()
         t0 = time.perf_counter()
+        require_linear(model, self.name)
         h = build_highs(model, verbose=options.verbose)
         try:
             return _run(h, model.n_vars, bool(model.n_integer), options, t0)
@@ -296,6 +298,7 @@ class HighsSession:
     def __init__(self, model: MilpModel) -> None:
         self._n = model.n_vars
         self._is_mip = bool(model.n_integer)
+        require_linear(model, self.backend)
         self._h = build_highs(model)
         n = self._n
         self._h.changeColsCost(n, np.arange(n, dtype=np.int32), np.zeros(n))

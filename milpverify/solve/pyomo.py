@@ -52,6 +52,7 @@ from milpverify.solve.base import (
     bounds_args,
     finish_result,
     objective_terms,
+    require_linear,
     warn_unknown_param,
 )
 
@@ -263,6 +264,7 @@ class PyomoBackend:
         """Build ``model`` in Pyomo and solve it once."""
         options = options or SolveOptions()
         t0 = time.perf_counter()
+        require_linear(model, self.name)
         pm, pvars, obj = _build(model)
         return _solve(self.solver_name, pm, pvars, obj, model.objective_value, options, t0)
 

@@ -173,6 +173,9 @@ def build_scip(model: MilpModel, *, method: str = "coef", names: bool = True,
     scip.hideOutput(not verbose)
     if not verbose:
         scip.setParam("display/verblevel", 0)
+    if model.quadratic and method in ("mps", "matrix"):
+        raise InvalidInputError(f"SCIP build method {method!r} cannot pass quadratic rows; "
+                                "use 'coef', 'expr' or 'quicksum'")
     if method == "mps":
         return scip, _build_via_mps(scip, model)
     if method == "matrix":
@@ -210,7 +213,38 @@ def build_scip(model: MilpModel, *, method: str = "coef", names: bool = True,
         for i in range(model.n_rows):
             expr = quicksum(data[k] * variables[idx[k]] for k in range(ip[i], ip[i + 1]))
             add_cons(ExprCons(expr, rl[i], ru[i]), name=rnames[i])
+    _add_quadratic(ps, scip, model, variables)
     return scip, variables
+
+
+#: Factor on both sides of a quadratic row: SCIP measures a nonlinear row's violation
+#: absolutely, so this tightens its feasibility tolerance (1e-6 on a squared distance is
+#: 5e-6 on a distance of 0.1) without touching the linear rows.
+QUAD_SCALE = 1e3
+
+
+def _add_quadratic(ps: Any, scip: Any, model: MilpModel, variables: list[Any]) -> None:
+    """The model's convex rows ``sum x_k^2 <= rhs + x_t``, disaggregated for SCIP.
+
+    One variable ``s_k >= x_k^2`` per term (a one-dimensional convex row) and the linear
+    row ``sum s_k - x_t <= rhs``. SCIP separates convex rows by gradient cuts, valid
+    everywhere, so its dual bound stays a bound of the quadratic problem. An aggregated row
+    gets one cut per round, which converges slowly over hundreds of inputs; per-term rows
+    give a tight outer approximation at once (the extended formulation).
+    """
+    Term, Expr, ExprCons = ps.scip.Term, ps.scip.Expr, ps.scip.ExprCons
+    add_var, add_cons = scip.addVar, scip.addCons
+    for q, row in enumerate(model.quadratic):
+        terms = {}
+        for k in row.cols.tolist():
+            v = variables[k]
+            s = add_var(f"sum_squares[{q}].term[{k}]", "C", 0.0, None, 0.0)
+            add_cons(ExprCons(Expr({Term(v, v): QUAD_SCALE, Term(s): -QUAD_SCALE}), None, 0.0),
+                     name=f"sum_squares[{q}]/term[{k}]")
+            terms[Term(s)] = 1.0
+        if row.bound >= 0:
+            terms[Term(variables[row.bound])] = -1.0
+        add_cons(ExprCons(Expr(terms), None, row.rhs), name=f"sum_squares[{q}]")
 
 
 def _add_vars(scip: Any, model: MilpModel, names: bool) -> list[Any]:
