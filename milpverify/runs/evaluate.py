@@ -17,7 +17,6 @@ from typing import Any
 from milpverify.errors import InvalidInputError
 from milpverify.runs.report import _report, figure_formats
 from milpverify.runs.runner import Layout, RunResult, _prepare, retry_statuses, run
-from milpverify.runs.tasks import DEFAULT_METHODS
 
 
 # ---------------------------------------------------------------------------- public API
