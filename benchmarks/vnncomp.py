@@ -53,12 +53,7 @@ from _common import cpu_name  # noqa: E402
 import milpverify  # noqa: E402
 from milpverify.runs.vnncomp import Instance, read_instances, run_vnncomp
 from milpverify.vnn.falsify import FalsifierOptions
-from milpverify.vnn.options import (
-    MILP_FORMS,
-    VnnlibOptions,
-    milp_form_flag,
-    root_cut_rounds_flag,
-)
+from milpverify.vnn.options import MILP_FORMS, VnnlibOptions, milp_form_flag, root_cut_rounds_flag
 
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results"

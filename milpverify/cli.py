@@ -363,11 +363,7 @@ def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
 
 def _vnnlib_options(args: argparse.Namespace) -> Any:
     from milpverify.errors import InvalidInputError
-    from milpverify.vnn.options import (
-        VnnlibOptions,
-        milp_form_flag,
-        root_cut_rounds_flag,
-    )
+    from milpverify.vnn.options import VnnlibOptions, milp_form_flag, root_cut_rounds_flag
     if args.threads < 1:
         raise InvalidInputError(f"`--threads` must be >= 1; got {args.threads}.")
     return VnnlibOptions(threads=args.threads, attack=not args.no_attack, alpha=not args.no_alpha,

@@ -18,15 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from milpverify.errors import (
-    InvalidInputError,
-    InvalidModelError,
-    UnsupportedModelError,
-)
-from milpverify.frontends import (  # noqa: F401  (register their converters)
-    onnx_activations,
-    onnx_layers,
-)
+from milpverify.errors import InvalidInputError, InvalidModelError, UnsupportedModelError
+from milpverify.frontends import onnx_activations, onnx_layers  # noqa: F401  (register their converters)
 from milpverify.frontends.onnx_base import (
     _REGISTRY,
     Converter,

@@ -32,11 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from milpverify.errors import (
-    InvalidInputError,
-    InvalidModelError,
-    UnsupportedModelError,
-)
+from milpverify.errors import InvalidInputError, InvalidModelError, UnsupportedModelError
 from milpverify.ir import ops
 from milpverify.ir.network import Network, Origin
 from milpverify.ir.ops import FloatArray, size_of

@@ -12,25 +12,12 @@ from typing import Any
 import numpy.typing as npt
 
 from milpverify.bounds.base import Bounds
-from milpverify.core.query import (
-    SOLVER_SLACK,
-    check_positive,
-    query_box,
-    validate_query,
-)
-from milpverify.core.results import (
-    Certificate,
-    Verdict,
-)
+from milpverify.core.query import SOLVER_SLACK, check_positive, query_box, validate_query
+from milpverify.core.results import Certificate, Verdict
 from milpverify.core.witness import WitnessCheck
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
-from milpverify.properties.pairs import (
-    OutputBounds,
-    PairPlan,
-    plan_pairs,
-    property_bounds,
-)
+from milpverify.properties.pairs import OutputBounds, PairPlan, plan_pairs, property_bounds
 from milpverify.properties.query import check_property_witness, pgd_topk, topk_query
 from milpverify.properties.rho import check_options, decide_at_radius
 from milpverify.properties.spec import Property, RelaxedTopK, affinity_of

@@ -12,15 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from milpverify.core.query import Query, query_box
-from milpverify.core.restriction import (
-    affine_rows,
-    region_constraints,
-    region_of,
-    violated_rows,
-)
-from milpverify.core.results import (
-    norm_distance,
-)
+from milpverify.core.restriction import affine_rows, region_constraints, region_of, violated_rows
+from milpverify.core.results import norm_distance
 from milpverify.core.witness import RAY_STEPS, WitnessCheck, float32_toward, onnx_logits
 from milpverify.encode.model import MilpModel
 from milpverify.encode.objective import add_distance

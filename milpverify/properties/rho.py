@@ -23,22 +23,13 @@ from milpverify.core.query import (
     query_box,
     validate_query,
 )
-from milpverify.core.results import (
-    RhoResult,
-    RhoStatus,
-    Verdict,
-)
+from milpverify.core.results import RhoResult, RhoStatus, Verdict
 from milpverify.core.witness import WitnessCheck
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.properties.encoding import ENCODINGS, build_property_problem
-from milpverify.properties.pairs import (
-    OutputBounds,
-    PairPlan,
-    plan_pairs,
-    property_bounds,
-)
+from milpverify.properties.pairs import OutputBounds, PairPlan, plan_pairs, property_bounds
 from milpverify.properties.query import (
     TopKQuery,
     _pgd_bisect,

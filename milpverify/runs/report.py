@@ -8,9 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from milpverify.runs.datasets import (
-    DEFAULT_IMAGES,
-)
+from milpverify.runs.datasets import DEFAULT_IMAGES
 from milpverify.runs.metrics import summary_table
 from milpverify.runs.results_file import atomic_write
 from milpverify.runs.runner import Layout, RunResult, _compact, _witnesses

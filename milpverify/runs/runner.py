@@ -24,9 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from milpverify.errors import InvalidInputError
-from milpverify.runs.datasets import (
-    parse_indices,
-)
+from milpverify.runs.datasets import parse_indices
 from milpverify.runs.executors import TaskList, _process_pool, _ray_tasks, _serial
 from milpverify.runs.metrics import MethodSummary, combine, summarize, summary_table
 from milpverify.runs.results_file import ResultsFile, atomic_write

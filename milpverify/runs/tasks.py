@@ -22,13 +22,7 @@ import numpy.typing as npt
 
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
-from milpverify.runs.datasets import (
-    DATA_DIR,
-    DEFAULT_IMAGES,
-    DEFAULT_NET,
-    embedded_net,
-    load_npz,
-)
+from milpverify.runs.datasets import DATA_DIR, DEFAULT_IMAGES, DEFAULT_NET, embedded_net, load_npz
 
 #: Estimators `evaluate` knows, in the order they are run for each image.
 METHODS = ("exact", "lp", "pgd", "fgsm", "lbfgs")

@@ -21,12 +21,7 @@ from milpverify.bounds import (
     interval_bounds,
     symbolic_bounds,
 )
-from milpverify.bounds.symbolic import (
-    bound_vertices,
-    relax_maxpool,
-    relax_relu,
-    symbolic_targets,
-)
+from milpverify.bounds.symbolic import bound_vertices, relax_maxpool, relax_relu, symbolic_targets
 from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
 from milpverify.ir.network import Network

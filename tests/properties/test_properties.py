@@ -24,21 +24,12 @@ import milpverify
 from milpverify.encode.milp import Term, encode_network
 from milpverify.encode.model import MilpModel
 from milpverify.errors import InvalidInputError
-from milpverify.properties.certify import (
-    certify_affinity,
-    certify_properties,
-    certify_topk,
-)
+from milpverify.properties.certify import certify_affinity, certify_properties, certify_topk
 from milpverify.properties.encoding import add_topk_changed
 from milpverify.properties.pairs import plan_pairs, property_bounds
 from milpverify.properties.query import check_property_witness, topk_query
 from milpverify.properties.rho import rho_affinity, rho_property, rho_topk
-from milpverify.properties.spec import (
-    Affinity,
-    RelaxedTopK,
-    load_groups,
-    parse_property,
-)
+from milpverify.properties.spec import Affinity, RelaxedTopK, load_groups, parse_property
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveStatus
 from milpverify.verify import rho

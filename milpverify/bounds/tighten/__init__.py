@@ -53,11 +53,7 @@ import numpy.typing as npt
 from milpverify.bounds import alpha_bounds, interval_bounds, symbolic_bounds
 from milpverify.bounds.base import Bounds
 from milpverify.bounds.interval import check_box
-from milpverify.bounds.tighten.progressive import (
-    EVIDENCE_SAMPLES,
-    _box_samples,
-    _tighten,
-)
+from milpverify.bounds.tighten.progressive import EVIDENCE_SAMPLES, _box_samples, _tighten
 from milpverify.bounds.tighten.state import (
     OutputConstraint,
     _Evidence,
