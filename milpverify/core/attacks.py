@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -302,46 +302,52 @@ def fgsm(net: Network, x: npt.ArrayLike, *, label: int | None = None,
 
 
 # ---------------------------------------------------------------------------- PGD
-def _pgd_run(prob: _Problem, eps: float, steps: int, restarts: int, step_size: float | None,
-             rng: np.random.Generator) -> WitnessCheck | None:
-    """L-inf PGD on the margin inside the eps-box; the first verified example, or None."""
+def _linf_start(prob: _Problem, eps: float, restarts: int, rng: np.random.Generator
+                ) -> tuple[FloatArray, Callable[[FloatArray, FloatArray, float], FloatArray]]:
+    """L-inf PGD: restart 0 at x, the others uniform in the eps-box; signed steps, clipped."""
     low, high = prob.box(eps)
     z = np.repeat(prob.x0[None], restarts, axis=0)
-    if restarts > 1:  # restart 0 starts at x, the others uniformly in the box
+    if restarts > 1:
         z[1:] = rng.uniform(low, high, size=(restarts - 1, prob.x0.size))
-    alpha = 2.5 * eps / steps if step_size is None else float(step_size)
-    for _ in range(steps):
-        _, grad, margin = prob.value_and_grad(z, "margin")
-        prob.stats["iterations"] += 1
-        check = prob.verify_rows(z, margin)
-        if check is not None:
-            return check
-        z = np.clip(z + alpha * np.sign(grad), low, high)
-    return prob.verify_rows(z, prob.margins(z))
+
+    def step(z: FloatArray, grad: FloatArray, alpha: float) -> FloatArray:
+        return np.clip(z + alpha * np.sign(grad), low, high)
+    return z, step
 
 
-def _pgd_run_l2(prob: _Problem, eps: float, steps: int, restarts: int,
-                step_size: float | None, rng: np.random.Generator) -> WitnessCheck | None:
-    """L2 PGD on the margin inside the eps-ball (and the domain); the first verified example.
-
-    Steps follow the normalised gradient; the projection scales the offset back onto the
-    ball, then clips to the domain (x is inside it, so clipping only shortens the offset
-    and the point stays in the ball). Restarts beyond the first start at random points of
-    the ball (random direction, radius `eps * U`).
-    """
+def _l2_start(prob: _Problem, eps: float, restarts: int, rng: np.random.Generator
+              ) -> tuple[FloatArray, Callable[[FloatArray, FloatArray, float], FloatArray]]:
+    """L2 PGD: restart 0 at x, the others at random points of the ball (random direction,
+    radius `eps * U`); steps along the normalised gradient. The projection scales the offset
+    back onto the ball, then clips to the domain (x is inside it, so clipping only shortens
+    the offset and the point stays in the ball)."""
     x0 = prob.x0
 
     def project(z: FloatArray) -> FloatArray:
         delta = z - x0
         length = np.linalg.norm(delta, axis=1, keepdims=True)
-        scale = np.minimum(1.0, eps / np.maximum(length, 1e-300))
-        return prob.clip(x0 + delta * scale)
+        return prob.clip(x0 + delta * np.minimum(1.0, eps / np.maximum(length, 1e-300)))
 
     z = np.repeat(x0[None], restarts, axis=0)
-    if restarts > 1:  # restart 0 starts at x
+    if restarts > 1:
         d = rng.standard_normal((restarts - 1, x0.size))
         d *= (eps * rng.uniform(size=(restarts - 1, 1))) / np.linalg.norm(d, axis=1, keepdims=True)
         z[1:] = project(x0 + d)
+
+    def step(z: FloatArray, grad: FloatArray, alpha: float) -> FloatArray:
+        length = np.linalg.norm(grad, axis=1, keepdims=True)
+        return project(z + alpha * grad / np.maximum(length, 1e-300))
+    return z, step
+
+
+#: How PGD starts and steps in each norm it measures in.
+PGD_GEOMETRY = {"linf": _linf_start, "l2": _l2_start}
+
+
+def _pgd_run(prob: _Problem, eps: float, steps: int, restarts: int, step_size: float | None,
+             rng: np.random.Generator, norm: str = "linf") -> WitnessCheck | None:
+    """PGD on the margin inside the eps-ball of `norm`; the first verified example, or None."""
+    z, step = PGD_GEOMETRY[norm](prob, eps, restarts, rng)
     alpha = 2.5 * eps / steps if step_size is None else float(step_size)
     for _ in range(steps):
         _, grad, margin = prob.value_and_grad(z, "margin")
@@ -349,8 +355,7 @@ def _pgd_run_l2(prob: _Problem, eps: float, steps: int, restarts: int,
         check = prob.verify_rows(z, margin)
         if check is not None:
             return check
-        length = np.linalg.norm(grad, axis=1, keepdims=True)
-        z = project(z + alpha * grad / np.maximum(length, 1e-300))
+        z = step(z, grad, alpha)
     return prob.verify_rows(z, prob.margins(z))
 
 
@@ -394,7 +399,7 @@ def pgd(net: Network, x: npt.ArrayLike, *, label: int | None = None, eps_max: fl
         torch intra-op threads during the attack (see `fgsm`).
     norm : {"linf", "l2"}
         The ball: "linf" takes signed steps in the box; "l2" normalised-gradient steps
-        projected on the L2 ball (`_pgd_run_l2`); distances are measured in that norm.
+        projected on the L2 ball (`PGD_GEOMETRY`); distances are measured in that norm.
 
     Returns
     -------
@@ -411,13 +416,12 @@ def pgd(net: Network, x: npt.ArrayLike, *, label: int | None = None, eps_max: fl
             raise InvalidInputError(f"pgd's `norm` must be 'linf' or 'l2'; got {norm!r}.")
         prob = _Problem(net, x, label, domain, target, margin)
         prob.norm = norm
-        run = _pgd_run if norm == "linf" else _pgd_run_l2
         rng = np.random.default_rng(seed)
         best = prob.at_x()
         if best is not None:
             return prob.result("pgd", best, start, {"eps_bracket": [0.0, 0.0]},
                                "x itself is misclassified")
-        best = run(prob, eps_max, steps, restarts, step_size, rng)
+        best = _pgd_run(prob, eps_max, steps, restarts, step_size, rng, norm)
         runs = 1
         if best is None:
             return prob.result("pgd", None, start, {"runs": runs},
@@ -425,7 +429,7 @@ def pgd(net: Network, x: npt.ArrayLike, *, label: int | None = None, eps_max: fl
         lo, hi = 0.0, float(best.distance)
         for _ in range(bisection_steps):
             mid = 0.5 * (lo + hi)
-            check = run(prob, mid, steps, restarts, step_size, rng)
+            check = _pgd_run(prob, mid, steps, restarts, step_size, rng, norm)
             runs += 1
             if check is not None:
                 best = _better(best, check)
