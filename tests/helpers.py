@@ -235,9 +235,16 @@ def _pairs(combo: tuple[int, ...]) -> set[tuple[int, int, int, int]]:
 def brute_force_rho(weights: list, x: np.ndarray, label: int,
                     domain: tuple[float, float] = (0.0, 1.0)) -> float:
     """min over activation regions and labels of the L-inf LP inside the region (HiGHS)."""
+    return rho_over_regions(activation_regions(weights, len(x), domain), x, label, domain)
+
+
+def rho_over_regions(regions, x: np.ndarray, label: int,
+                     domain: tuple[float, float] = (0.0, 1.0)) -> float:
+    """min over `regions` (``(A_ub, b_ub, fa, fc)``: f = fa x + fc on A_ub x <= b_ub) and
+    labels j != label of the L-inf distance to a point of the region with f_j >= f_label."""
     n = len(x)
     best = math.inf
-    for a_ub, b_ub, fa, fc in activation_regions(weights, n, domain):
+    for a_ub, b_ub, fa, fc in regions:
         for j in range(fa.shape[0]):
             if j == label:
                 continue

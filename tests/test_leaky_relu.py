@@ -15,6 +15,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from helpers import rho_over_regions
 from scipy.optimize import linprog
 
 from milpverify.bounds.symbolic import relax_leaky_relu
@@ -87,21 +88,7 @@ def _regions(weights, kind, params, n):
 
 def brute_force_rho(weights, kind, params, x, label, domain=(0.0, 1.0)) -> float:
     """min over activation regions and labels of the L-inf LP inside the region (HiGHS)."""
-    n = len(x)
-    best = math.inf
-    for a_ub, b_ub, fa, fc in _regions(weights, kind, params, n):
-        for j in range(fa.shape[0]):
-            if j == label:
-                continue
-            lp_rows = np.vstack([np.r_[-(fa[j] - fa[label]), 0.0],
-                                 np.c_[a_ub, np.zeros(len(a_ub))],
-                                 np.c_[np.eye(n), -np.ones(n)], np.c_[-np.eye(n), -np.ones(n)]])
-            lp_rhs = np.concatenate([[fc[j] - fc[label]], b_ub, x, -x])
-            res = linprog(np.r_[np.zeros(n), 1.0], A_ub=lp_rows, b_ub=lp_rhs,
-                          bounds=[domain] * n + [(0, None)], method="highs")
-            if res.status == 0:
-                best = min(best, res.fun)
-    return best
+    return rho_over_regions(_regions(weights, kind, params, len(x)), x, label, domain)
 
 
 def brute_force_max(weights, kind, params, n, output, domain=(0.0, 1.0)) -> float:
