@@ -298,17 +298,21 @@ class MilpModel:
         the model is a relaxation, never a restriction. Terms on variables with an infinite
         bound are kept.
         """
-        if not v.size:
-            return r, c, v, lo, up
         size = np.abs(v)
+        # A coefficient tiny within its row is tiny against the largest of all: most calls
+        # have none and stop here, before the per-row maxima (rows are built in a hot loop).
+        if not size.size or not (size < TINY_COEFFICIENT * size.max()).any():
+            return r, c, v, lo, up
         row_max = np.zeros(n_rows)
         np.maximum.at(row_max, r, size)
-        reach = np.maximum(np.abs(self.lower[c]), np.abs(self.upper[c]))
-        tiny = (size < TINY_COEFFICIENT * row_max[r]) & np.isfinite(reach)
+        tiny = size < TINY_COEFFICIENT * row_max[r]
+        reach = np.maximum(np.abs(self.lower[c[tiny]]), np.abs(self.upper[c[tiny]]))
+        tiny[tiny] = np.isfinite(reach)
+        reach = reach[np.isfinite(reach)]
         if not tiny.any():
             return r, c, v, lo, up
         slack = np.zeros(n_rows)
-        np.add.at(slack, r[tiny], size[tiny] * reach[tiny])
+        np.add.at(slack, r[tiny], size[tiny] * reach)
         slack = slack * (1.0 + 1e-12) + np.where(slack > 0, 1e-300, 0.0)
         keep = ~tiny
         return r[keep], c[keep], v[keep], lo - slack, up + slack
