@@ -12,13 +12,13 @@ import sys
 
 from milpverify.errors import MilpVerifyError
 from milpverify.frontends.onnx import load_onnx
-from milpverify.vnn.verify import _as_spec
+from milpverify.vnn.verify import spec_for
 
 
 def prepare_instance(onnx_path: str, vnnlib_path: str) -> str:
     """Load the network and the spec (raises `MilpVerifyError`); a one-line summary."""
     net = load_onnx(onnx_path)
-    spec = _as_spec(vnnlib_path, net)
+    spec = spec_for(vnnlib_path, net)
     return (f"ok: {net.input_size} inputs, {net.num_classes} outputs, "
             f"{len(spec.properties)} input region(s)")
 

@@ -26,7 +26,9 @@ def _as_network(net_or_path: Network | PathLike) -> Network:
     return load_onnx(net_or_path)
 
 
-def _as_spec(spec_or_path: VnnlibSpec | PathLike, net: Network) -> VnnlibSpec:
+def spec_for(spec_or_path: VnnlibSpec | PathLike, net: Network) -> VnnlibSpec:
+    """The spec, read if given as a path, checked against `net`: sizes match and the network
+    keeps its output values (no dropped trailing Softmax). Raises `MilpVerifyError`."""
     if net.dropped_output is not None:
         raise UnsupportedModelError(
             f"{net.origin.description} ends in {net.dropped_output}, which was dropped because "
@@ -102,7 +104,7 @@ def verify_vnnlib(net_or_path: Network | PathLike, spec_or_path: VnnlibSpec | Pa
     timings: dict[str, float] = {}
     stats: dict[str, Any] = {}
     net = _as_network(net_or_path)
-    spec = _as_spec(spec_or_path, net)
+    spec = spec_for(spec_or_path, net)
     timings["load_s"] = time.perf_counter() - start
     milp_solvers(backend)  # fail early when a solver is missing or unknown
 
