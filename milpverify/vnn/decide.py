@@ -24,9 +24,10 @@ from milpverify.core.query import SOLVER_SLACK, WITNESS_MARGIN
 from milpverify.encode.ideal import relu_cut_separators
 from milpverify.encode.milp import NetworkEncoding, Term, encode_network
 from milpverify.encode.model import MilpModel
-from milpverify.encode.objective import Disjunct, add_unsafe_set, build_unsafe_problem
+from milpverify.encode.objective import add_unsafe_set, build_unsafe_problem
 from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
+from milpverify.ir.constraints import OutputConstraint
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.solve import get_backend
@@ -188,12 +189,12 @@ def _solve_disjuncts(aug: Network, bounds: Any, prop: VnnlibProperty,
 
 
 def _selection(groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: int,
-               rhs: float) -> list[Disjunct]:
+               rhs: float) -> list[OutputConstraint]:
     out = []
     for d in batch:
         sel = np.zeros((len(groups[d]), n_rows))
         sel[np.arange(len(groups[d])), groups[d]] = 1.0
-        out.append(Disjunct(sel, np.full(len(groups[d]), rhs), str(d)))
+        out.append(OutputConstraint(sel, np.full(len(groups[d]), rhs), str(d)))
     return out
 
 
@@ -253,7 +254,7 @@ def _unsafe_model(aug: Network, bounds: Any, prop: VnnlibProperty,
     for d in batch:
         sel = np.zeros((len(groups[d]), len(rows)))
         sel[np.arange(len(groups[d])), [position[int(r)] for r in groups[d]]] = 1.0
-        disjuncts.append(Disjunct(sel, np.zeros(len(groups[d])), str(d)))
+        disjuncts.append(OutputConstraint(sel, np.zeros(len(groups[d])), str(d)))
     add_unsafe_set(model, Term.of_vars(u), disjuncts, u_lo, u_hi)
     model.set_objective(np.array([t]), np.array([1.0]))
     return model, xv, enc
@@ -325,7 +326,7 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
                                                f"{message}")
 
 
-def _disjunct_bounds(aug: Network, bounds: Any, prop: VnnlibProperty, disjunct: Disjunct,
+def _disjunct_bounds(aug: Network, bounds: Any, prop: VnnlibProperty, disjunct: OutputConstraint,
                      deadline: float, opts: VnnlibOptions, timings: dict[str, float]) -> Any:
     """`bounds` LP-tightened over the inputs whose spec outputs satisfy `disjunct` (at
     ``SOLVER_SLACK``, so valid for its MILP at either right-hand side), for
@@ -336,7 +337,7 @@ def _disjunct_bounds(aug: Network, bounds: Any, prop: VnnlibProperty, disjunct: 
     t0 = time.perf_counter()
     out = compute_bounds(aug, prop.input_lower, prop.input_upper, method="lp", base=bounds,
                          time_limit_s=budget, threads=opts.threads,
-                         output_constraint=(disjunct.A, disjunct.b))
+                         output_constraint=disjunct)
     timings["disjunct_tighten_s"] = (timings.get("disjunct_tighten_s", 0.0)
                                      + time.perf_counter() - t0)
     lower = out.flat(SPEC_NODE)[0]  # A selects rows (0/1): A @ lower bounds A s below
