@@ -11,7 +11,7 @@ from typing import Any
 import numpy.typing as npt
 
 from milpverify.bounds.base import Bounds
-from milpverify.bounds.tighten import METHODS as BOUND_METHODS
+from milpverify.bounds.tighten import METHODS
 from milpverify.core.bracket import proven_beyond
 from milpverify.core.decide import solver_parameters
 from milpverify.core.query import (
@@ -304,8 +304,8 @@ def check_options(upper_bound: str | None, encoding: str, bounds_method: str) ->
                                 f"{upper_bound!r}.")
     if encoding not in ENCODINGS:
         raise InvalidInputError(f"`encoding` must be one of {ENCODINGS}; got {encoding!r}.")
-    if bounds_method not in BOUND_METHODS:
-        raise InvalidInputError(f"`bounds_method` must be one of {', '.join(BOUND_METHODS)}; "
+    if bounds_method not in METHODS:
+        raise InvalidInputError(f"`bounds_method` must be one of {', '.join(METHODS)}; "
                                 f"got {bounds_method!r}.")
 
 

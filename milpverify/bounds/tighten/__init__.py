@@ -50,7 +50,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from milpverify.bounds import alpha_bounds, interval_bounds, symbolic_bounds
+from milpverify.bounds import BOUND_METHODS, alpha_bounds, interval_bounds, symbolic_bounds
 from milpverify.bounds.base import Bounds
 from milpverify.bounds.interval import check_box
 from milpverify.bounds.tighten.progressive import EVIDENCE_SAMPLES, _box_samples, _tighten
@@ -59,7 +59,7 @@ from milpverify.errors import InvalidInputError
 from milpverify.ir.constraints import OutputConstraint
 from milpverify.ir.network import Network
 
-METHODS = ("interval", "symbolic", "alpha", "lp", "mip", "progressive")
+METHODS = (*BOUND_METHODS, "lp", "mip", "progressive")
 
 
 LEVELS = ("lp", "mip")
