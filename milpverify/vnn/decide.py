@@ -21,6 +21,7 @@ import numpy.typing as npt
 from milpverify.bounds import alpha_bounds
 from milpverify.bounds.tighten import compute_bounds
 from milpverify.core.query import SOLVER_SLACK, WITNESS_MARGIN
+from milpverify.core.witness import WitnessCheck
 from milpverify.encode.ideal import relu_cut_separators
 from milpverify.encode.milp import NetworkEncoding, Term, encode_network
 from milpverify.encode.model import MilpModel
@@ -33,7 +34,7 @@ from milpverify.ir.ops import FloatArray
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveStatus
 from milpverify.vnn.box_bounds import as_chain
-from milpverify.vnn.check import CounterexampleCheck, _rows, check_counterexample
+from milpverify.vnn.check import _rows, check_counterexample
 from milpverify.vnn.falsify import FalsifierOptions, _attack, falsify
 from milpverify.vnn.input_split import split_search
 from milpverify.vnn.options import VnnlibOptions
@@ -65,7 +66,7 @@ def spec_network(net: Network, a: FloatArray, b: FloatArray) -> Network:
 @dataclass
 class _PropertyOutcome:
     result: str                                # sat / unsat / timeout / unknown / error
-    check: CounterexampleCheck | None = None
+    check: WitnessCheck | None = None
     decided_by: str = ""
     message: str = ""
 

@@ -327,7 +327,7 @@ def test_counterexample_check_rounds_into_the_box(abs_net):
     # 0.1 is not a float32: the rounded point must still lie inside [0.1, 0.3].
     prop = read_vnnlib(_spec("(assert (>= Y_2 0.0))", box=(0.1, 0.3))).properties[0]
     check = check_counterexample(abs_net, prop, np.array([0.1, 0.1]))
-    assert check.verified and check.in_box
+    assert check.verified and check.in_domain
     assert np.all(check.x >= 0.1)
     assert check.margin_onnx is not None and check.margin_onnx >= 0
     bad = check_counterexample(abs_net, read_vnnlib(_spec("(assert (>= Y_0 0.5))")).properties[0],
