@@ -14,7 +14,8 @@ from milpverify.vnn.spec import VnnlibProperty
 
 
 # ---------------------------------------------------------------------------- helpers
-def _rows(prop: VnnlibProperty) -> tuple[FloatArray, FloatArray, list[npt.NDArray[np.int64]]]:
+def property_rows(prop: VnnlibProperty
+                  ) -> tuple[FloatArray, FloatArray, list[npt.NDArray[np.int64]]]:
     """All rows of a property stacked (``prop.unsafe`` is never empty), and the row indices
     of each disjunct."""
     a = np.vstack([c.A for c in prop.unsafe])
@@ -59,7 +60,7 @@ def check_counterexample(net: Network, prop: VnnlibProperty, x: npt.ArrayLike
     >>> check_counterexample(net, spec.properties[0], x).verified
     True
     """
-    a, b, groups = _rows(prop)
+    a, b, groups = property_rows(prop)
 
     def margin(y: FloatArray) -> tuple[float, int]:
         return float(_unsafe_margin(a, b, groups, y[None])[0]), int(np.argmax(y))

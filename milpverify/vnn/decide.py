@@ -34,7 +34,7 @@ from milpverify.ir.ops import FloatArray
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveStatus
 from milpverify.vnn.box_bounds import as_chain
-from milpverify.vnn.check import _rows, check_counterexample
+from milpverify.vnn.check import check_counterexample, property_rows
 from milpverify.vnn.falsify import FalsifierOptions, _attack, falsify
 from milpverify.vnn.input_split import split_search
 from milpverify.vnn.options import VnnlibOptions
@@ -71,7 +71,7 @@ class _PropertyOutcome:
     message: str = ""
 
 
-def _possible(bounds_lower: FloatArray, groups: list[npt.NDArray[np.int64]],
+def possible_disjuncts(bounds_lower: FloatArray, groups: list[npt.NDArray[np.int64]],
               alive: list[int]) -> list[int]:
     """Disjuncts not refuted by the bounds: every row can still reach ``s_r <= 0``."""
     return [d for d in alive if np.all(bounds_lower[groups[d]] <= 0.0)]
@@ -199,7 +199,7 @@ def _selection(groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: in
     return out
 
 
-def _build_milp(aug: Network, bounds: Any, prop: VnnlibProperty,
+def build_unsafe_milp(aug: Network, bounds: Any, prop: VnnlibProperty,
                 groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: int, rhs: float,
                 objective: bool, ideal_cuts: bool = False) -> tuple[Any, npt.NDArray[np.int64]]:
     """The unsafe-set MILP over the spec outputs ``s``: ``OR_d AND_{r in d} s_r <= rhs``
@@ -287,7 +287,7 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
     # then s <= -WITNESS_MARGIN for a point that survives float32 rounding and onnxruntime.
     for attempt, rhs in enumerate((SOLVER_SLACK, -WITNESS_MARGIN)):
         t0 = time.perf_counter()
-        model, input_vars = _build_milp(aug, bounds, prop, groups, batch, n_rows, rhs,
+        model, input_vars = build_unsafe_milp(aug, bounds, prop, groups, batch, n_rows, rhs,
                                         opts.milp_objective,
                                         opts.ideal_cuts and backend == "scip")
         timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t0
@@ -388,7 +388,7 @@ def _input_split(net: Network, aug: Network, prop: VnnlibProperty, a: FloatArray
 def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backend: str,
                      opts: VnnlibOptions, attack_s: float, timings: dict[str, float],
                      stats: dict[str, Any]) -> _PropertyOutcome:
-    a, b, groups = _rows(prop)
+    a, b, groups = property_rows(prop)
     stats["disjuncts"] = stats.get("disjuncts", 0) + len(groups)
     if any(len(g) == 0 for g in groups):  # a disjunct without rows: the whole box is unsafe
         check = check_counterexample(net, prop, 0.5 * (prop.input_lower + prop.input_upper))
@@ -400,7 +400,7 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
     bounds = compute_bounds(aug, prop.input_lower, prop.input_upper, method="symbolic")
     timings["bounds_s"] = timings.get("bounds_s", 0.0) + time.perf_counter() - t0
     stats["unstable_symbolic"] = stats.get("unstable_symbolic", 0) + bounds.unstable
-    alive = _possible(bounds.flat(SPEC_NODE)[0], groups, list(range(len(groups))))
+    alive = possible_disjuncts(bounds.flat(SPEC_NODE)[0], groups, list(range(len(groups))))
     if not alive:
         return _PropertyOutcome("unsat", decided_by="bounds")
     s_upper = bounds.flat(SPEC_NODE)[1]
@@ -421,7 +421,7 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
     if opts.alpha and bounds.unstable:
         bounds = _optimised_slopes(aug, prop, bounds, deadline, opts, timings)
         stats["unstable_alpha"] = stats.get("unstable_alpha", 0) + bounds.unstable
-        alive = _possible(bounds.flat(SPEC_NODE)[0], groups, alive)
+        alive = possible_disjuncts(bounds.flat(SPEC_NODE)[0], groups, alive)
         if not alive:
             return _PropertyOutcome("unsat", decided_by="bounds")
         if opts.attack and attack_s > 0:  # again from where the optimised bounds point
@@ -449,7 +449,7 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
         if opts.alpha and opts.alpha_after_tighten and bounds.unstable:
             bounds = _optimised_slopes(aug, prop, bounds, deadline, opts, timings)
         stats["unstable_tightened"] = stats.get("unstable_tightened", 0) + bounds.unstable
-        alive = _possible(bounds.flat(SPEC_NODE)[0], groups, alive)
+        alive = possible_disjuncts(bounds.flat(SPEC_NODE)[0], groups, alive)
         if not alive:
             return _PropertyOutcome("unsat", decided_by="bounds")
     stats["disjuncts_left"] = stats.get("disjuncts_left", 0) + len(alive)

@@ -262,7 +262,7 @@ def split_search(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray
     chain : Chain
         `as_chain` of ``spec_network(net, a, b)``: its last node is ``s = A y - b``.
     prop : VnnlibProperty
-    a, b, groups : the property's stacked rows and each disjunct's row indices (`_rows`).
+    a, b, groups : the property's stacked rows and each disjunct's row indices (`property_rows`).
     alive : the disjuncts still possible on the whole box; the others are known refuted.
     deadline : float
         `time.perf_counter` value at which to stop with ``timeout``.
