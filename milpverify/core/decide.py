@@ -5,6 +5,7 @@ proof), then a strict re-solve and a verified witness.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from milpverify.encode.objective import RobustnessProblem, build_robustness_prob
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.solve import get_backend
-from milpverify.solve.base import SolveOptions
+from milpverify.solve.base import SolveOptions, SolveResult
 
 #: SCIP parameters used by default (measured in benchmarks/wk17a_first100.py and by the
 #: backend benchmark: the aggregation separator spent most of the time on ReLU big-M rows).
@@ -90,21 +91,53 @@ def _region_repair(net: Network, q: Query, point: FloatArray,
     return check if check.verified else None
 
 
+#: One feasibility solve of `decide_loop`: (attempt, row margin) -> the solver's result and
+#: its repaired, verified point, or (None, None, reason) when no solve ran.
+FeasibilitySolve = Callable[[int, float],
+                            "tuple[SolveResult | None, WitnessCheck | None, str]"]
+
+
+def decide_loop(solve: FeasibilitySolve, margin: float, radius: float
+                ) -> tuple[Verdict, WitnessCheck | None, str]:
+    """The one decision at a radius: is there an unsafe point in the box?
+
+    First with the unsafe rows relaxed by SOLVER_SLACK (`margin - SOLVER_SLACK`): infeasible
+    proves the box safe. A point found that way may only tie within tolerance; then a second
+    solve asks for a strict margin (`margin + WITNESS_MARGIN`) so the witness survives the
+    float64/onnxruntime re-check. A witness farther than `radius` (up to rounding) does not
+    count.
+    """
+    tie = (f"unsafe points exist only within {WITNESS_MARGIN:g} of the boundary "
+           "(not resolved)")
+    message = "time limit reached"
+    for attempt, row_margin in enumerate((margin - SOLVER_SLACK, margin + WITNESS_MARGIN)):
+        result, found, reason = solve(attempt, row_margin)
+        if result is None:
+            return Verdict.UNKNOWN, None, reason or message
+        if result.status.no_solution_proven:
+            if attempt == 0:
+                return Verdict.ROBUST, None, "MILP infeasible"
+            return Verdict.UNKNOWN, None, tie
+        if result.x is None:
+            return Verdict.UNKNOWN, None, f"solver stopped: {result.status.value}"
+        if found is not None and found.distance <= radius * (1 + 1e-12):
+            return Verdict.NOT_ROBUST, found, ""
+        message = "the solver's point failed the witness re-check"
+    return Verdict.UNKNOWN, None, message
+
+
 def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, FloatArray],
             eps: float, deadline: float, backend: str, threads: int,
             solver_params: dict[str, object] | None, timings: dict[str, float],
             stats: dict[str, Any]) -> tuple[Verdict, WitnessCheck | None, str]:
-    """Is there an adversarial point in `box` (radius `eps`)? A feasibility MILP.
-
-    First with the misclassification relaxed by SOLVER_SLACK: infeasible proves robust.
-    A point found that way may only tie within tolerance; then a second solve asks for a
-    strict margin (WITNESS_MARGIN) so the witness survives the float64/onnxruntime re-check.
-    Under L2 the ball is a quadratic row: exact in the first solve (so infeasibility is a
-    proof), shrunk by `L2_BALL_SHRINK` in the second so the solver's point, which may
-    overshoot the row by SCIP's feasibility tolerance, lands inside the ball.
+    """`decide_loop` for misclassification: the MILPs of `build_robustness_problem`, ray then
+    region repair. Under L2 the ball is a quadratic row: exact in the first solve (so
+    infeasibility is a proof), shrunk by `L2_BALL_SHRINK` in the second so the solver's
+    point, which may overshoot the row by SCIP's feasibility tolerance, lands inside the
+    ball.
     """
-    message = "time limit reached"
-    for attempt, row_margin in enumerate((q.margin - SOLVER_SLACK, q.margin + WITNESS_MARGIN)):
+    def solve(attempt: int, row_margin: float
+              ) -> tuple[SolveResult | None, WitnessCheck | None, str]:
         t1 = time.perf_counter()
         problem = build_robustness_problem(net, q.x, q.label, qb.bounds, box[0], box[1],
                                            norm=q.norm, radius=eps, margin=row_margin,
@@ -115,7 +148,7 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
         stats["binaries"] = int(problem.model.n_integer)
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
-            break
+            return None, None, ""
         options = SolveOptions(time_limit_s=remaining, threads=threads,
                                stop_at_first_feasible=True,
                                solver_params=solver_parameters(backend, solver_params, None))
@@ -123,15 +156,8 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
         result = get_backend(backend).solve(problem.model, options)
         timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
         stats["nodes"] = stats.get("nodes", 0) + result.nodes
-        if result.status.no_solution_proven:
-            if attempt == 0:
-                return Verdict.ROBUST, None, "MILP infeasible"
-            message = (f"adversarial points exist only within {WITNESS_MARGIN:g} of the "
-                       "decision boundary (not resolved)")
-            break
         if result.x is None:
-            message = f"solver stopped: {result.status.value}"
-            break
+            return result, None, ""
         point = result.x[problem.input_vars]
         found = repair_witness(net, q.x, point, label=q.label, domain=q.domain, norm=q.norm,
                                required_margin=q.margin, target=q.target, box=box)
@@ -139,7 +165,6 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
             # Row tolerances add up through the layers; the exact LP in the activation
             # region the solver chose gives a verified point if that region holds one.
             found = _region_repair(net, q, point, _solution_region(net, problem, result.x, point))
-        if found is not None and found.distance <= eps * (1 + 1e-12):
-            return Verdict.NOT_ROBUST, found, ""
-        message = "the solver's point failed the witness re-check"
-    return Verdict.UNKNOWN, None, message
+        return result, found, ""
+
+    return decide_loop(solve, q.margin, eps)

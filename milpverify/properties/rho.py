@@ -14,7 +14,7 @@ import numpy.typing as npt
 from milpverify.bounds.base import Bounds
 from milpverify.bounds.tighten import METHODS
 from milpverify.core.bracket import close_bracket, gap_of, proven_beyond
-from milpverify.core.decide import solver_parameters
+from milpverify.core.decide import decide_loop, solver_parameters
 from milpverify.core.query import (
     SOLVER_SLACK,
     WITNESS_MARGIN,
@@ -247,26 +247,23 @@ class _PropertySearch:
         return result, _repair(self.net, self.q, self.query, result.x[problem.input_vars], box)
 
 
-def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds, out: OutputBounds,
-            plan: PairPlan, box: tuple[FloatArray, FloatArray], eps: float, deadline: float,
-            solver: Any, backend: str, encoding: str, threads: int,
-            solver_params: dict[str, object] | None, timings: dict[str, float],
-            stats: dict[str, Any]) -> tuple[Verdict, WitnessCheck | None, str]:
-    """Is there a violating point in `box` (radius `eps`)? `milpverify.core.decide._decide` for a property.
-
-    First with the rows relaxed by SOLVER_SLACK: infeasible proves the property in the box.
-    A point found that way may only tie within tolerance; then a second solve asks for
-    `y_j - y_i >= WITNESS_MARGIN` so the witness survives the float64/onnxruntime re-check.
-    """
-    tie = f"violations exist only within {WITNESS_MARGIN:g} of the boundary (not resolved)"
-    message = "time limit reached before the solve"
-    for attempt, row_margin in enumerate((-SOLVER_SLACK, WITNESS_MARGIN)):
-        if attempt:
-            plan = plan_pairs(query, out, row_margin)
-            if plan.impossible is not None:
-                return Verdict.UNKNOWN, None, tie
+def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds,
+                     out: OutputBounds, plan: PairPlan, box: tuple[FloatArray, FloatArray],
+                     eps: float, deadline: float, solver: Any, backend: str, encoding: str,
+                     threads: int, solver_params: dict[str, object] | None,
+                     timings: dict[str, float], stats: dict[str, Any]
+                     ) -> tuple[Verdict, WitnessCheck | None, str]:
+    """Is there a violating point in `box` (radius `eps`)? `core.decide.decide_loop` with the
+    MILPs of `build_property_problem`; the strict solve re-plans the pairs at its margin
+    (none left: the violations only tie, unknown)."""
+    def solve(attempt: int, row_margin: float
+              ) -> tuple[SolveResult | None, WitnessCheck | None, str]:
+        kept = plan_pairs(query, out, row_margin) if attempt else plan
+        if kept.impossible is not None:
+            return None, None, (f"violations exist only within {WITNESS_MARGIN:g} of the "
+                                "boundary (not resolved)")
         t1 = time.perf_counter()
-        problem = build_property_problem(net, None, bounds, plan, box[0], box[1],
+        problem = build_property_problem(net, None, bounds, kept, box[0], box[1],
                                          margin=row_margin, encoding=encoding,
                                          with_distance=False)
         timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t1
@@ -274,7 +271,7 @@ def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds, o
         stats["property_binaries"] = len(problem.choice_vars)
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
-            break
+            return None, None, "time limit reached before the solve"
         options = SolveOptions(time_limit_s=remaining, threads=threads,
                                stop_at_first_feasible=True,
                                solver_params=solver_parameters(backend, solver_params, None))
@@ -282,17 +279,11 @@ def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds, o
         result = solver.solve(problem.model, options)
         timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
         stats["nodes"] = stats.get("nodes", 0) + result.nodes
-        if result.status.no_solution_proven:
-            if attempt == 0:
-                return Verdict.ROBUST, None, "MILP infeasible"
-            return Verdict.UNKNOWN, None, tie
         if result.x is None:
-            return Verdict.UNKNOWN, None, f"solver stopped: {result.status.value}"
-        found = _repair(net, q, query, result.x[problem.input_vars], box)
-        if found is not None and found.distance <= eps * (1 + 1e-12):
-            return Verdict.NOT_ROBUST, found, ""
-        message = "the solver's point failed the witness re-check"
-    return Verdict.UNKNOWN, None, message
+            return result, None, ""
+        return result, _repair(net, q, query, result.x[problem.input_vars], box), ""
+
+    return decide_loop(solve, 0.0, eps)
 
 
 def check_options(upper_bound: str | None, encoding: str, bounds_method: str) -> None:
