@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from milpverify.encode.objective import RobustnessProblem, build_robustness_prob
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.solve import get_backend
-from milpverify.solve.base import SolveOptions, SolveResult
+from milpverify.solve.base import SolveOptions, SolveResult, SolveStatus
 
 #: SCIP parameters used by default (measured in benchmarks/wk17a_first100.py and by the
 #: backend benchmark: the aggregation separator spent most of the time on ReLU big-M rows).
@@ -97,33 +98,53 @@ FeasibilitySolve = Callable[[int, float],
                             "tuple[SolveResult | None, WitnessCheck | None, str]"]
 
 
-def decide_loop(solve: FeasibilitySolve, margin: float, radius: float
-                ) -> tuple[Verdict, WitnessCheck | None, str]:
+#: The message of a strict solve that has no unsafe rows left (`decide_loop`'s "tie").
+TIE_MESSAGE = (f"unsafe points exist only within {WITNESS_MARGIN:g} of the boundary "
+               "(not resolved)")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What `decide_loop` found: the verdict, a verified witness for NOT_ROBUST, and why an
+    UNKNOWN stopped (`stopped`: "time", "error", "tie" or "recheck"; "" otherwise)."""
+
+    verdict: Verdict
+    witness: WitnessCheck | None
+    message: str
+    stopped: str = ""
+
+
+def decide_loop(solve: FeasibilitySolve, margin: float, radius: float | None = None
+                ) -> Decision:
     """The one decision at a radius: is there an unsafe point in the box?
 
     First with the unsafe rows relaxed by SOLVER_SLACK (`margin - SOLVER_SLACK`): infeasible
     proves the box safe. A point found that way may only tie within tolerance; then a second
     solve asks for a strict margin (`margin + WITNESS_MARGIN`) so the witness survives the
-    float64/onnxruntime re-check. A witness farther than `radius` (up to rounding) does not
-    count.
+    float64/onnxruntime re-check. With a `radius`, a witness farther than it (up to
+    rounding) does not count.
     """
-    tie = (f"unsafe points exist only within {WITNESS_MARGIN:g} of the boundary "
-           "(not resolved)")
+    tie = TIE_MESSAGE
     message = "time limit reached"
     for attempt, row_margin in enumerate((margin - SOLVER_SLACK, margin + WITNESS_MARGIN)):
         result, found, reason = solve(attempt, row_margin)
         if result is None:
-            return Verdict.UNKNOWN, None, reason or message
+            stopped = "tie" if reason == tie else "time"
+            return Decision(Verdict.UNKNOWN, None, reason or message, stopped)
+        if result.status == SolveStatus.ERROR:
+            return Decision(Verdict.UNKNOWN, None, f"solver error: {result.message}", "error")
         if result.status.no_solution_proven:
             if attempt == 0:
-                return Verdict.ROBUST, None, "MILP infeasible"
-            return Verdict.UNKNOWN, None, tie
+                return Decision(Verdict.ROBUST, None, "MILP infeasible")
+            return Decision(Verdict.UNKNOWN, None, tie, "tie")
         if result.x is None:
-            return Verdict.UNKNOWN, None, f"solver stopped: {result.status.value}"
-        if found is not None and found.distance <= radius * (1 + 1e-12):
-            return Verdict.NOT_ROBUST, found, ""
-        message = "the solver's point failed the witness re-check"
-    return Verdict.UNKNOWN, None, message
+            return Decision(Verdict.UNKNOWN, None, f"solver stopped: {result.status.value}",
+                            "time")
+        if found is not None and (radius is None or found.distance is None
+                                  or found.distance <= radius * (1 + 1e-12)):
+            return Decision(Verdict.NOT_ROBUST, found, "")
+        message = reason or "the solver's point failed the witness re-check"
+    return Decision(Verdict.UNKNOWN, None, message, "recheck")
 
 
 def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, FloatArray],
@@ -167,4 +188,5 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
             found = _region_repair(net, q, point, _solution_region(net, problem, result.x, point))
         return result, found, ""
 
-    return decide_loop(solve, q.margin, eps)
+    d = decide_loop(solve, q.margin, eps)
+    return d.verdict, d.witness, d.message

@@ -14,10 +14,9 @@ import numpy.typing as npt
 from milpverify.bounds.base import Bounds
 from milpverify.bounds.tighten import METHODS
 from milpverify.core.bracket import close_bracket, gap_of, proven_beyond
-from milpverify.core.decide import decide_loop, solver_parameters
+from milpverify.core.decide import TIE_MESSAGE, decide_loop, solver_parameters
 from milpverify.core.query import (
     SOLVER_SLACK,
-    WITNESS_MARGIN,
     Query,
     check_positive,
     max_radius,
@@ -260,8 +259,7 @@ def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds,
               ) -> tuple[SolveResult | None, WitnessCheck | None, str]:
         kept = plan_pairs(query, out, row_margin) if attempt else plan
         if kept.impossible is not None:
-            return None, None, (f"violations exist only within {WITNESS_MARGIN:g} of the "
-                                "boundary (not resolved)")
+            return None, None, TIE_MESSAGE
         t1 = time.perf_counter()
         problem = build_property_problem(net, None, bounds, kept, box[0], box[1],
                                          margin=row_margin, encoding=encoding,
@@ -283,7 +281,8 @@ def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds,
             return result, None, ""
         return result, _repair(net, q, query, result.x[problem.input_vars], box), ""
 
-    return decide_loop(solve, 0.0, eps)
+    d = decide_loop(solve, 0.0, eps)
+    return d.verdict, d.witness, d.message
 
 
 def check_options(upper_bound: str | None, encoding: str, bounds_method: str) -> None:

@@ -20,7 +20,9 @@ import numpy.typing as npt
 
 from milpverify.bounds import alpha_bounds
 from milpverify.bounds.tighten import compute_bounds
+from milpverify.core.decide import decide_loop
 from milpverify.core.query import SOLVER_SLACK, WITNESS_MARGIN
+from milpverify.core.results import Verdict
 from milpverify.core.witness import WitnessCheck
 from milpverify.encode.ideal import relu_cut_separators
 from milpverify.encode.milp import NetworkEncoding, Term, encode_network
@@ -32,7 +34,7 @@ from milpverify.ir.constraints import OutputConstraint
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.solve import get_backend
-from milpverify.solve.base import SolveOptions, SolveStatus
+from milpverify.solve.base import SolveOptions, SolveResult, SolveStatus
 from milpverify.vnn.box_bounds import as_chain
 from milpverify.vnn.check import check_counterexample, property_rows
 from milpverify.vnn.falsify import FalsifierOptions, _attack, falsify
@@ -276,25 +278,27 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
                  timings: dict[str, float], stats: dict[str, Any],
                  cancel: threading.Event | None = None) -> _PropertyOutcome:
     solver = get_backend(backend)
-    message = ""
     if len(batch) == 1 and opts.disjunct_tighten_fraction > 0:
         bounds = _disjunct_bounds(aug, bounds, prop, _selection(groups, batch, n_rows,
                                                                 SOLVER_SLACK)[0], deadline,
                                   opts, timings)
         if bounds is None:
             return _PropertyOutcome("unsat", decided_by="bounds")
-    # s <= SOLVER_SLACK: infeasible proves unsat although SCIP accepts ~1e-6 violations;
-    # then s <= -WITNESS_MARGIN for a point that survives float32 rounding and onnxruntime.
-    for attempt, rhs in enumerate((SOLVER_SLACK, -WITNESS_MARGIN)):
+    # The spec rows are s <= 0 with s = A y - b: `decide_loop`'s relaxed solve puts them at
+    # s <= SOLVER_SLACK (infeasible proves unsat although SCIP accepts ~1e-6 violations),
+    # its strict one at s <= -WITNESS_MARGIN (a point that survives float32 rounding and
+    # onnxruntime).
+    def solve(attempt: int, row_margin: float
+              ) -> tuple[SolveResult | None, WitnessCheck | None, str]:
         t0 = time.perf_counter()
-        model, input_vars = build_unsafe_milp(aug, bounds, prop, groups, batch, n_rows, rhs,
-                                        opts.milp_objective,
-                                        opts.ideal_cuts and backend == "scip")
+        model, input_vars = build_unsafe_milp(aug, bounds, prop, groups, batch, n_rows,
+                                              -row_margin, opts.milp_objective,
+                                              opts.ideal_cuts and backend == "scip")
         timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t0
         stats["binaries"] = max(stats.get("binaries", 0), int(model.n_integer))
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
-            return _PropertyOutcome("timeout", message="time limit reached before the solve")
+            return None, None, "time limit reached before the solve"
         options = SolveOptions(time_limit_s=remaining, threads=opts.threads,
                                stop_at_first_feasible=True, cancel=cancel,
                                solver_params=_milp_params(backend, opts))
@@ -302,29 +306,26 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
         result = solver.solve(model, options)
         timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t1
         stats["nodes"] = stats.get("nodes", 0) + result.nodes
-        if result.status == SolveStatus.ERROR:
-            return _PropertyOutcome("error", message=f"solver error: {result.message}")
-        if result.status.no_solution_proven:
-            if attempt == 0:
-                return _PropertyOutcome("unsat", decided_by="milp")
-            return _PropertyOutcome(
-                "unknown", message=f"unsafe points exist only within {WITNESS_MARGIN:g} of the "
-                                   "boundary of the unsafe set (not resolved)")
-        if result.x is None:
-            return _PropertyOutcome("timeout", message=f"solver stopped: {result.status.value}")
+        if result.x is None or result.status == SolveStatus.ERROR:
+            return result, None, ""
         point = result.x[input_vars]
         check = check_counterexample(net, prop, point)
         if check.verified:
-            return _PropertyOutcome("sat", check, "milp")
+            return result, check, ""
         # A few falsifier steps from the solver point usually cross the boundary.
         polish = FalsifierOptions(time_limit_s=min(2.0, max(deadline - time.perf_counter(), 0)),
                                   restarts=1, steps=20, step_start=1e-3, step_end=1e-5)
         found = falsify(net, prop, options=polish, disjuncts=batch, starts=point[None])
-        if found is not None:
-            return _PropertyOutcome("sat", found, "milp")
-        message = check.message
-    return _PropertyOutcome("unknown", message=f"the solver's points failed the re-check: "
-                                               f"{message}")
+        return result, found, ("" if found is not None else
+                               f"the solver's points failed the re-check: {check.message}")
+
+    decision = decide_loop(solve, 0.0)
+    if decision.verdict == Verdict.ROBUST:
+        return _PropertyOutcome("unsat", decided_by="milp")
+    if decision.verdict == Verdict.NOT_ROBUST:
+        return _PropertyOutcome("sat", decision.witness, "milp")
+    word = {"time": "timeout", "error": "error"}.get(decision.stopped, "unknown")
+    return _PropertyOutcome(word, message=decision.message)
 
 
 def _disjunct_bounds(aug: Network, bounds: Any, prop: VnnlibProperty, disjunct: OutputConstraint,
