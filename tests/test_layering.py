@@ -55,7 +55,8 @@ THIRD_PARTY_RULES: dict[str, tuple[str, ...]] = {
     # so onnxruntime re-checks witnesses on the same extended model.
     "onnx": ("milpverify.frontends.onnx", "milpverify.frontends.torchnet",
              "milpverify.runs.normalise"),
-    "torch": ("milpverify.frontends.torch", "milpverify.bounds.alpha",
+    "torch": ("milpverify.frontends.torch", "milpverify.frontends.torch_layers",
+              "milpverify.bounds.alpha",
               "milpverify.frontends.torchnet", "milpverify.core.attacks",
               "milpverify.runs.finetune"),
     "pyscipopt": ("milpverify.solve.scip",),
