@@ -164,37 +164,13 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     cap = eps_cap if eps_cap is not None else max_radius(q)
     proven_cap = cap if eps_cap is not None else math.inf
 
-    symbolic_pass_s = 0.0  # the time of one symbolic bound pass, measured in step 1
-    first_lower = [0.0]  # the bound-certified radius of step 2b, a floor of every `lower`
-
-    def finish(lower: float, status: RhoStatus, witness: WitnessCheck | None, message: str = ""
-               ) -> RhoResult:
-        upper = witness.distance if witness is not None else math.inf
-        if first_lower[0] > lower:
-            stats["lower_from"] = "certified radius before the MILP"
-            lower = first_lower[0]
-        if status == RhoStatus.TIME_LIMIT:
-            t0 = time.perf_counter()
-            certified = _certified_radius(net, q, lower, min(upper, cap), tolerance,
-                                          start + time_limit_s, symbolic_pass_s)
-            timings["salvage_s"] = time.perf_counter() - t0
-            if certified > lower:
-                stats["lower_from"] = "symbolic bisection"
-                lower = certified
-        timings["total_s"] = time.perf_counter() - start
-        lower = min(lower, upper)
-        if status == RhoStatus.TIME_LIMIT and upper - lower <= tolerance:
-            status = RhoStatus.OPTIMAL
-        return RhoResult(lower, upper, status, q.label,
-                         None if witness is None else witness.adversarial_label,
-                         None if witness is None else witness.witness,
-                         witness is not None, timings, stats, "exact", q.norm, message)
+    finish = _RhoFinish(net, q, cap, tolerance, start, time_limit_s, timings, stats)
 
     # 1. Cheap bounds on the capped box (margins f_j - f_label bounded directly): often
     # they already eliminate every other label.
     box = query_box(q, cap)
     qb = query_bounds(net, q, box, "symbolic")
-    symbolic_pass_s = timings["bounds_s"] = time.perf_counter() - start
+    finish.symbolic_pass_s = timings["bounds_s"] = time.perf_counter() - start
     stats["unstable_relus"] = qb.bounds.unstable
     stats["candidate_labels"] = len(qb.candidates)
     if not qb.candidates:
@@ -207,21 +183,12 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
             initial_witness)
     # The MILPs stop early enough to leave time for the time-out salvage (`finish`).
     deadline = start + time_limit_s - min(SALVAGE_SHARE * time_limit_s,
-                                          SALVAGE_STEPS * symbolic_pass_s)
+                                          SALVAGE_STEPS * finish.symbolic_pass_s)
 
     # 2. A quick verified upper bound on the surviving labels shrinks the box.
     t0 = time.perf_counter()
-    # Uncapped, PGD runs at its own default radius 1.0 (not the domain's extent, which
-    # would change its step size), so its result is exactly `pgd`'s.
-    eps_max = eps_cap if eps_cap is not None else 1.0
-    best, info = _heuristic_upper(net, q, upper_bound, qb.candidates, eps_max,
-                                  start + ATTACK_SHARE * time_limit_s)
-    stats.update(info)
-    if initial_witness is not None:
-        given = _check_point(net, q, initial_witness)
-        stats["initial_witness_verified"] = given.verified
-        if given.verified and (best is None or given.distance < best.distance):
-            best = given
+    best = _first_upper(net, q, upper_bound, qb.candidates, eps_cap,
+                        start + ATTACK_SHARE * time_limit_s, initial_witness, stats)
     timings["upper_bound_s"] = time.perf_counter() - t0
     radius = min(cap, best.distance) if best is not None else cap
 
@@ -231,12 +198,12 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     # bisection on [0, cap]: skipped there (it cost WK17a image 8 at cap 0.1 ~4 s).
     if eps_cap is None or radius < cap:
         t0 = time.perf_counter()
-        first_lower[0], info = certified_lower(net, q, radius, tolerance,
-                                               LOWER_SHARE * time_limit_s)
+        finish.first_lower, info = certified_lower(net, q, radius, tolerance,
+                                                   LOWER_SHARE * time_limit_s)
         stats.update(info)
         timings["lower_bound_s"] = time.perf_counter() - t0
-        if best is not None and best.distance - first_lower[0] <= tolerance:
-            return finish(first_lower[0], RhoStatus.OPTIMAL, best)
+        if best is not None and best.distance - finish.first_lower <= tolerance:
+            return finish(finish.first_lower, RhoStatus.OPTIMAL, best)
 
     # 3. Final bounds on the (shrunk) box with the requested method.
     t0 = time.perf_counter()
@@ -250,8 +217,73 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         return proven_beyond(radius, proven_cap, best, finish, tolerance)
 
     search = _Misclassification(net, q, solver, backend, threads, solver_params, timings, stats)
-    return close_bracket(search, best, radius, qb, deadline, tolerance, first_lower[0], stats,
-                         finish, lambda r, b: proven_beyond(r, proven_cap, b, finish, tolerance))
+    return close_bracket(search, best, radius, qb, deadline, tolerance, finish.first_lower,
+                         stats, finish,
+                         lambda r, b: proven_beyond(r, proven_cap, b, finish, tolerance))
+
+
+def _first_upper(net: Network, q: Query, upper_bound: str | None, candidates: list[int],
+                 eps_cap: float | None, attack_deadline: float,
+                 initial_witness: npt.ArrayLike | None, stats: dict[str, Any]
+                 ) -> WitnessCheck | None:
+    """The closer of the heuristic's verified witness and the caller's `initial_witness`
+    (re-checked like any witness)."""
+    # Uncapped, PGD runs at its own default radius 1.0 (not the domain's extent, which
+    # would change its step size), so its result is exactly `pgd`'s.
+    eps_max = eps_cap if eps_cap is not None else 1.0
+    best, info = _heuristic_upper(net, q, upper_bound, candidates, eps_max, attack_deadline)
+    stats.update(info)
+    if initial_witness is not None:
+        given = _check_point(net, q, initial_witness)
+        stats["initial_witness_verified"] = given.verified
+        if given.verified and (best is None or given.distance < best.distance):
+            best = given
+    return best
+
+
+@dataclass
+class _RhoFinish:
+    """Builds `rho`'s result from a bracket: the bound-certified radius found before the
+    MILPs (`first_lower`) is a floor of `lower`, and a time-out raises `lower` by the
+    symbolic bisection of the radius (`_certified_radius`, about `SALVAGE_STEPS` passes of
+    `symbolic_pass_s`)."""
+
+    net: Network
+    q: Query
+    cap: float
+    tolerance: float
+    start: float
+    time_limit_s: float
+    timings: dict[str, float]
+    stats: dict[str, Any]
+    symbolic_pass_s: float = 0.0
+    first_lower: float = 0.0
+
+    def __call__(self, lower: float, status: RhoStatus, witness: WitnessCheck | None,
+                 message: str = "") -> RhoResult:
+        upper = witness.distance if witness is not None else math.inf
+        if self.first_lower > lower:
+            self.stats["lower_from"] = "certified radius before the MILP"
+            lower = self.first_lower
+        if status == RhoStatus.TIME_LIMIT:
+            t0 = time.perf_counter()
+            certified = _certified_radius(self.net, self.q, lower, min(upper, self.cap),
+                                          self.tolerance, self.start + self.time_limit_s,
+                                          self.symbolic_pass_s)
+            self.timings["salvage_s"] = time.perf_counter() - t0
+            if certified > lower:
+                self.stats["lower_from"] = "symbolic bisection"
+                lower = certified
+        self.timings["total_s"] = time.perf_counter() - self.start
+        lower = min(lower, upper)
+        if status == RhoStatus.TIME_LIMIT and upper - lower <= self.tolerance:
+            status = RhoStatus.OPTIMAL
+        q = self.q
+        return RhoResult(lower, upper, status, q.label,
+                         None if witness is None else witness.adversarial_label,
+                         None if witness is None else witness.witness,
+                         witness is not None, self.timings, self.stats, "exact", q.norm,
+                         message)
 
 
 @dataclass
