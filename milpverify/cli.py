@@ -143,10 +143,9 @@ def _add_info_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_path(model: str) -> str:
-    if model == "default" or model.startswith("default:"):
-        from milpverify.runs.datasets import DEFAULT_NET, embedded_net
-        return str(embedded_net(model.partition(":")[2] or DEFAULT_NET).path)
-    return model
+    from milpverify.frontends.embedded import default_name, embedded_net
+    name = default_name(model)
+    return model if name is None else str(embedded_net(name).path)
 
 
 def info_report(net: Any, model: str) -> dict[str, Any]:
@@ -267,7 +266,7 @@ def _export_sample(args: argparse.Namespace) -> Any:
     from milpverify.runs.datasets import (
         DATA_DIR,
         DEFAULT_IMAGES,
-        DEFAULT_NET,
+        default_name,
         embedded_net,
         load_npz,
     )
@@ -277,8 +276,9 @@ def _export_sample(args: argparse.Namespace) -> Any:
                          f"(see '{PROG} export --help')")
     divisor = args.pixel_divisor
     data = args.data
-    if args.model == "default" or args.model.startswith("default:"):
-        entry = embedded_net(args.model.partition(":")[2] or DEFAULT_NET)
+    name = default_name(args.model)
+    if name is not None:
+        entry = embedded_net(name)
         divisor = entry.pixel_divisor if divisor is None else divisor
         data = data or DATA_DIR / DEFAULT_IMAGES
     elif data is None:

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
-from milpverify.runs.datasets import DATA_DIR, DEFAULT_IMAGES, DEFAULT_NET, embedded_net, load_npz
+from milpverify.runs.datasets import DATA_DIR, DEFAULT_IMAGES, default_name, embedded_net, load_npz
 
 #: Estimators `evaluate` knows, in the order they are run for each image.
 METHODS = ("exact", "lp", "pgd", "fgsm", "lbfgs")
@@ -105,8 +105,9 @@ def _file_id(path: str) -> str:
 def _resolve_model(model: str | os.PathLike[str]) -> tuple[str, str, float]:
     """(model argument, absolute ONNX path, default pixel divisor)."""
     text = os.fspath(model)
-    if text == "default" or text.startswith("default:"):
-        entry = embedded_net(text.partition(":")[2] or DEFAULT_NET)
+    name = default_name(text)
+    if name is not None:
+        entry = embedded_net(name)
         return text, str(entry.path), entry.pixel_divisor
     path = Path(text)
     if not path.is_file():
