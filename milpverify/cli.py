@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                                 help="show the full traceback when an error occurs")
         sub_parser.add_argument("--verbose", action="store_true",
-                                help="also print info and debug messages on stderr")
+                                help="also print info and debug messages on stderr, and "
+                                     "(rho, evaluate) the MILP solver's log on stdout")
         sub.add_arguments(sub_parser)
         SUBPARSERS[sub.name] = sub_parser
     return parser
@@ -504,7 +505,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                       workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet,
                       property=args.property, mean=args.mean, std=args.std,
                       figure_format=args.figure_format, figure_grid=args.figure_grid,
-                      retry=args.retry, norm=args.norm)
+                      retry=args.retry, norm=args.norm, verbose=args.verbose)
     print(result.summary_markdown())
     print(f"{result.computed} rows computed, {result.skipped} resumed; see "
           f"{result.files.get('summary', result.out)}")
@@ -528,7 +529,7 @@ def _run_rho(args: argparse.Namespace) -> int:
                        pixel_divisor=args.pixel_divisor, backend=args.backend,
                        workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet,
                        property=args.property, mean=args.mean, std=args.std,
-                       retry=args.retry, norm=args.norm)
+                       retry=args.retry, norm=args.norm, verbose=args.verbose)
     s = result.summaries["exact"]
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items()))
     print(f"{len(result.rows)} images ({result.computed} computed, {result.skipped} resumed): "

@@ -93,7 +93,8 @@ def _region_repair(net: Network, q: Query, point: FloatArray,
 def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, FloatArray],
             eps: float, deadline: float, backend: str, threads: int,
             solver_params: dict[str, object] | None, timings: dict[str, float],
-            stats: dict[str, Any]) -> tuple[Verdict, WitnessCheck | None, str]:
+            stats: dict[str, Any], *, verbose: bool = False
+            ) -> tuple[Verdict, WitnessCheck | None, str]:
     """Is there an adversarial point in `box` (radius `eps`)? A feasibility MILP.
 
     First with the misclassification relaxed by SOLVER_SLACK: infeasible proves robust.
@@ -116,7 +117,7 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             break
-        options = SolveOptions(time_limit_s=remaining, threads=threads,
+        options = SolveOptions(time_limit_s=remaining, threads=threads, verbose=verbose,
                                stop_at_first_feasible=True,
                                solver_params=solver_parameters(backend, solver_params, None))
         t2 = time.perf_counter()

@@ -14,7 +14,13 @@ import numpy.typing as npt
 from milpverify.core.query import Query, query_box
 from milpverify.core.restriction import affine_rows, region_constraints, region_of, violated_rows
 from milpverify.core.results import norm_distance
-from milpverify.core.witness import RAY_STEPS, WitnessCheck, float32_toward, onnx_logits
+from milpverify.core.witness import (
+    RAY_STEPS,
+    WitnessCheck,
+    float32_toward,
+    note_rejection,
+    onnx_logits,
+)
 from milpverify.encode.model import MilpModel
 from milpverify.encode.objective import add_distance
 from milpverify.errors import InvalidInputError
@@ -125,6 +131,8 @@ def check_property_witness(net: Network, x: npt.ArrayLike, witness: npt.ArrayLik
         f"{query.name} witness rejected: in_domain={in_domain}, numpy violation {v_np:.3g}, "
         f"onnxruntime violation {v_ort if v_ort is None else f'{v_ort:.3g}'} "
         f"(need >= {required_margin:g})")
+    if not verified:
+        note_rejection()
     return WitnessCheck(verified, w.reshape(net.input_shape), norm_distance(w, x0, norm),
                         in_domain, v_np, v_ort, int(np.argmax(logits)), message)
 

@@ -24,7 +24,7 @@ from milpverify.core.query import (
     validate_query,
 )
 from milpverify.core.results import RhoResult, RhoStatus, Verdict
-from milpverify.core.witness import WitnessCheck
+from milpverify.core.witness import WitnessCheck, reports_rejections
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
@@ -49,13 +49,15 @@ DESCENT_ROUNDS = 4
 
 
 # ============================================================================ rho
+@reports_rejections
 def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = "linf",
                  eps_cap: float | None = None, domain: tuple[float, float] = (0.0, 1.0),
                  time_limit_s: float = 60.0, backend: str = "scip",
                  bounds_method: str = "progressive", upper_bound: str | None = "pgd",
                  encoding: str = "pairs", difference_bounds: bool = True, threads: int = 1,
                  tolerance: float = DEFAULT_TOLERANCE,
-                 solver_params: dict[str, object] | None = None) -> RhoResult:
+                 solver_params: dict[str, object] | None = None,
+                 verbose: bool = False) -> RhoResult:
     """Exact distance from x to the nearest x' that violates `prop` (RTK or affinity).
 
     The pipeline, bracket and statuses of `milpverify.verify.rho`: symbolic bounds on the
@@ -95,6 +97,8 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
         Bracket width under which the answer is "optimal".
     solver_params : dict, optional
         Passed to the backend on top of `verify.SCIP_DEFAULTS`.
+    verbose : bool
+        Let the MILP solver print its log on stdout (the CLI's ``--verbose``).
 
     Returns
     -------
@@ -185,7 +189,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
         # gives a first witness.
         verdict, found, message = decide_at_radius(net, q, query, bounds, out, plan, box, radius,
                                           deadline, solver, backend, encoding, threads,
-                                          solver_params, timings, stats)
+                                          solver_params, timings, stats, verbose=verbose)
         if verdict == Verdict.ROBUST:
             return beyond(radius, None)
         if found is None:
@@ -205,7 +209,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
             return beyond(radius, best)
         verdict, found, message = decide_at_radius(net, q, query, bounds, out, plan, box, radius,
                                           deadline, solver, backend, encoding, threads,
-                                          solver_params, timings, stats)
+                                          solver_params, timings, stats, verbose=verbose)
         stats["descent_rounds"] = round_ + 1
         if verdict == Verdict.ROBUST:
             return beyond(radius, best)
@@ -227,7 +231,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
     remaining = deadline - time.perf_counter()
     if remaining <= 0:
         return finish(0.0, RhoStatus.TIME_LIMIT, best, "time limit reached before the solve")
-    options = SolveOptions(time_limit_s=remaining, threads=threads,
+    options = SolveOptions(time_limit_s=remaining, threads=threads, verbose=verbose,
                            objective_cutoff=best.distance,
                            solver_params=solver_parameters(backend, solver_params, tolerance))
     t2 = time.perf_counter()
@@ -254,7 +258,8 @@ def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds, o
             plan: PairPlan, box: tuple[FloatArray, FloatArray], eps: float, deadline: float,
             solver: Any, backend: str, encoding: str, threads: int,
             solver_params: dict[str, object] | None, timings: dict[str, float],
-            stats: dict[str, Any]) -> tuple[Verdict, WitnessCheck | None, str]:
+            stats: dict[str, Any], *, verbose: bool = False
+            ) -> tuple[Verdict, WitnessCheck | None, str]:
     """Is there a violating point in `box` (radius `eps`)? `milpverify.core.decide._decide` for a property.
 
     First with the rows relaxed by SOLVER_SLACK: infeasible proves the property in the box.
@@ -278,7 +283,7 @@ def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds, o
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             break
-        options = SolveOptions(time_limit_s=remaining, threads=threads,
+        options = SolveOptions(time_limit_s=remaining, threads=threads, verbose=verbose,
                                stop_at_first_feasible=True,
                                solver_params=solver_parameters(backend, solver_params, None))
         t2 = time.perf_counter()

@@ -285,7 +285,7 @@ def _prepare(command: str, model: str | os.PathLike[str], *, data: str | os.Path
              pixel_divisor: float | None, backend: str,
              method_options: Mapping[str, Mapping[str, Any]] | None,
              workers: int, ray: str | None, prop: str | None = None,
-             mean: Any = None, std: Any = None, norm: str = "linf"
+             mean: Any = None, std: Any = None, norm: str = "linf", verbose: bool = False
              ) -> tuple[RunSpec, list[int]]:
     """The validation front door: every option is checked before anything is computed."""
     from milpverify.runs.normalise import check_normalisation, parse_channels
@@ -323,7 +323,8 @@ def _prepare(command: str, model: str | os.PathLike[str], *, data: str | os.Path
                    eps_cap if eps_cap is not None or command == "rho" else eps,
                    time_limit_s, chosen, backend, (0.0, 1.0),
                    _method_options(method_options, chosen, prop), prop,
-                   *(normalisation if normalisation is not None else (None, None)), norm)
+                   *(normalisation if normalisation is not None else (None, None)), norm,
+                   verbose=bool(verbose))
     net, images, _ = load_inputs(spec)
     if prop:
         parsed_property(prop).validate(net.num_classes)
