@@ -153,6 +153,24 @@ def test_cli_rho_verbose_shows_the_solver_log(tmp_path):
     assert proc.stdout.splitlines()[-1].startswith("1 images (1 computed, 0 resumed)")
 
 
+def test_cli_verbose_solver_log_of_workers_reaches_stdout(tmp_path):
+    """Pool workers end without the interpreter's teardown (`executors._exit_now`); the
+    solver log they buffered (C stdio, a file here) is flushed first: one SCIP summary per
+    image, from each worker."""
+    log = tmp_path / "stdout.txt"
+    with log.open("w") as out:
+        proc = subprocess.run(
+            [sys.executable, "-m", "milpverify", "rho", "default", "--indices", "1,5",
+             "--eps-cap", "0.1", "--quiet", "--verbose", "--workers", "2", "--out",
+             str(tmp_path / "r.csv")],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out,
+            stderr=subprocess.PIPE, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    text = log.read_text()
+    assert text.count("SCIP Status") >= 2, text[-2000:]
+    assert text.splitlines()[-1].startswith("2 images (2 computed, 0 resumed): optimal 2")
+
+
 @pytest.mark.parametrize("backend,marker", [("scip", "SCIP Status"), ("highs", "HiGHS")])
 def test_rho_solver_log_only_when_verbose(backend, marker, capfd):
     from milpverify import load_default, rho
