@@ -101,9 +101,13 @@ def _version(dist: str) -> str | None:
 def scip_version() -> str | None:
     """SCIP's own version (pyscipopt `Model().version()`), or None without pyscipopt.
 
-    Asked in a child interpreter: pyscipopt is confined to `milpverify.solve.scip`, and
-    the parent of a process-pool run never needs to load it.
+    Asked in this process when pyscipopt is loaded already (`_prepare` checks the backend
+    of the exact method), else in a child interpreter, so a parent that does not solve
+    never loads it; the child costs about 0.5 s before any row starts.
     """
+    if "pyscipopt" in sys.modules:
+        from milpverify.solve.scip import scip_version as loaded_version
+        return loaded_version()
     code = "import pyscipopt; print(pyscipopt.Model().version())"
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
