@@ -32,7 +32,7 @@ from _common import machine  # noqa: E402
 from milpverify.bounds import symbolic_bounds  # noqa: E402
 from milpverify.frontends.onnx import load_onnx  # noqa: E402
 from milpverify.vnn.box_bounds import as_chain, chain_bounds  # noqa: E402
-from milpverify.vnn.check import _rows  # noqa: E402
+from milpverify.vnn.check import property_rows  # noqa: E402
 from milpverify.vnn.decide import SPEC_NODE, spec_network  # noqa: E402
 from milpverify.vnn.spec import read_vnnlib  # noqa: E402
 
@@ -62,7 +62,7 @@ def measure(folder: str, net_name: str, spec: str, rng: np.random.Generator) -> 
     """One table row: per-box symbolic boxes/s, then batched boxes/s per batch size."""
     net = load_onnx(DATA / folder / "onnx" / f"{net_name}.onnx")
     prop = read_vnnlib(DATA / folder / "vnnlib" / f"{spec}.vnnlib").properties[0]
-    a, b, _ = _rows(prop)
+    a, b, _ = property_rows(prop)
     aug = spec_network(net, a, b)
     chain = as_chain(aug)
     width = (prop.input_upper - prop.input_lower) / 8

@@ -27,7 +27,7 @@ from _common import machine  # noqa: E402
 
 from milpverify.frontends.onnx import load_onnx  # noqa: E402
 from milpverify.vnn.box_bounds import as_chain  # noqa: E402
-from milpverify.vnn.check import _rows  # noqa: E402
+from milpverify.vnn.check import property_rows  # noqa: E402
 from milpverify.vnn.decide import spec_network  # noqa: E402
 from milpverify.vnn.input_split import SplitOptions, split_search  # noqa: E402
 from milpverify.vnn.spec import read_vnnlib  # noqa: E402
@@ -40,7 +40,7 @@ RULES = ("lookahead", "widest", "gradient")
 def run(name: str, rule: str, seconds: float) -> tuple[str, float, int]:
     net = load_onnx(FOLDER / "onnx" / f"{name.split('_')[0]}.onnx")
     prop = read_vnnlib(FOLDER / "vnnlib" / f"{name}.vnnlib").properties[0]
-    a, b, groups = _rows(prop)
+    a, b, groups = property_rows(prop)
     chain = as_chain(spec_network(net, a, b))
     t0 = time.perf_counter()
     out = split_search(net, chain, prop, a, b, groups, list(range(len(groups))),

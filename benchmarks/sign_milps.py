@@ -40,7 +40,7 @@ from _common import machine  # noqa: E402
 from milpverify import load_onnx
 from milpverify.bounds import alpha_bounds  # noqa: E402
 from milpverify.bounds.tighten import compute_bounds, lp, mip
-from milpverify.vnn.check import _rows
+from milpverify.vnn.check import property_rows
 from milpverify.vnn.decide import spec_network
 from milpverify.vnn.options import VnnlibOptions
 from milpverify.vnn.spec import read_vnnlib
@@ -70,7 +70,7 @@ def start(idx: int) -> tuple:
     spec = read_vnnlib(ERAN / "specs" / "mnist" / f"mnist_spec_idx_{idx}_eps_0.01500.vnnlib",
                        n_inputs=net.input_size, n_outputs=net.num_classes)
     prop = spec.properties[0]
-    a, b, _ = _rows(prop)
+    a, b, _ = property_rows(prop)
     aug = spec_network(net, a, b)
     symbolic = compute_bounds(aug, prop.input_lower, prop.input_upper,
                                       method="symbolic")

@@ -37,8 +37,8 @@ from milpverify.bounds.tighten import compute_bounds
 from milpverify.core.query import SOLVER_SLACK
 from milpverify.solve import get_backend  # noqa: E402
 from milpverify.solve.base import SolveOptions  # noqa: E402
-from milpverify.vnn.check import _rows
-from milpverify.vnn.decide import SPEC_NODE, _build_milp, _possible, spec_network
+from milpverify.vnn.check import property_rows
+from milpverify.vnn.decide import SPEC_NODE, build_unsafe_milp, possible_disjuncts, spec_network
 from milpverify.vnn.spec import read_vnnlib
 
 DATA = REPO.parent / "shared" / "data" / "vnncomp"
@@ -82,7 +82,7 @@ def main() -> int:
 
     net = load_onnx(base / onnx)
     prop = read_vnnlib(base / args.vnnlib).properties[0]
-    a, b, groups = _rows(prop)
+    a, b, groups = property_rows(prop)
     aug = spec_network(net, a, b)
     lo, hi = prop.input_lower, prop.input_upper
     t0 = time.perf_counter()
@@ -92,7 +92,7 @@ def main() -> int:
                             base=bounds)
     bounds = alpha_bounds(aug, lo, hi, base=bounds, time_limit_s=20)
     spec_lower = bounds.flat(SPEC_NODE)[0]
-    alive = _possible(spec_lower, groups, list(range(len(groups))))
+    alive = possible_disjuncts(spec_lower, groups, list(range(len(groups))))
     print(f"bounds in {time.perf_counter() - t0:.1f} s: {bounds.unstable} unstable ReLUs, "
           f"open disjuncts {alive}", flush=True)
     if args.disjuncts is not None:
@@ -108,7 +108,7 @@ def main() -> int:
             writer.writeheader()
             fh.flush()  # at once: a second run may open the file before the first row
         for batch in batches:
-            model, _ = _build_milp(aug, bounds, prop, groups, batch, aug.num_classes,
+            model, _ = build_unsafe_milp(aug, bounds, prop, groups, batch, aug.num_classes,
                                    SOLVER_SLACK, args.objective,
                                    ideal_cuts=args.backend == "scip")
             t1 = time.perf_counter()

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy.typing as npt
 
 from milpverify.core.bracket import (
     ATTACK_SHARE,
-    DESCENT_ROUNDS,
     LOWER_SHARE,
     SALVAGE_SHARE,
     SALVAGE_STEPS,
@@ -29,6 +29,9 @@ from milpverify.core.bracket import (
     _heuristic_upper,
     _refine,
     certified_lower,
+    close_bracket,
+    distance_below,
+    gap_of,
     proven_beyond,
 )
 from milpverify.core.decide import (
@@ -40,8 +43,6 @@ from milpverify.core.decide import (
 )
 from milpverify.core.query import (
     NORMS,
-    SOLVER_SLACK,
-    WITNESS_MARGIN,
     Query,
     check_norm_backend,
     check_positive,
@@ -50,14 +51,14 @@ from milpverify.core.query import (
     validate_query,
 )
 from milpverify.core.results import Certificate, RhoResult, RhoStatus, Verdict
-from milpverify.core.spec_bounds import query_bounds
+from milpverify.core.spec_bounds import QueryBounds, query_bounds
 from milpverify.core.witness import WitnessCheck, repair_witness, reports_rejections
 from milpverify.encode.objective import build_robustness_problem
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.solve import get_backend
-from milpverify.solve.base import SolveOptions, SolveStatus
+from milpverify.solve.base import SolveOptions, SolveResult, SolveStatus
 
 #: How `rho` searches several open labels (see its `strategy` parameter).
 STRATEGIES = ("disjunction", "per_target")
@@ -253,149 +254,80 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     if not qb.candidates:
         return proven_beyond(radius, proven_cap, best, finish, tolerance)
 
-    if best is None or best.distance > radius:
-        # 4. Nothing known inside the radius: a feasibility MILP (no degenerate distance
-        # objective) either proves rho > radius or yields a first witness, which is then
-        # refined to the nearest point of its activation region (LP restriction).
-        verdict, found, message = _decide(net, q, qb, box, radius, deadline,
-                                          backend, threads, solver_params, timings, stats,
-                                          verbose=verbose)
-        if verdict == Verdict.ROBUST:
-            return proven_beyond(radius, proven_cap, best, finish, tolerance)
-        if found is None:
-            return finish(0.0, RhoStatus.TIME_LIMIT, best, message)
-        best = _refine(net, q, found)
-        stats["first_witness"] = "feasibility MILP"
-    # 5. Close the bracket by descent: a feasibility MILP on the box of radius
-    # best - 0.99 * tolerance either proves the bracket (measured on WK17a image 8: 31 s,
-    # where the distance MILP did not finish in 120 s) or yields a closer point, which
-    # is refined and the step repeats.
-    # `outer`: bounds valid on a box at least as large as the best witness's distance,
-    # which the fallback distance MILP needs.
-    outer = qb
-    crawl = 0
-    for round_ in range(DESCENT_ROUNDS):
-        target_radius = min(radius, best.distance - 0.99 * tolerance)
-        if target_radius <= 0:
-            return finish(0.0, RhoStatus.OPTIMAL, best)
-        radius = target_radius
-        box = query_box(q, radius)
-        t0 = time.perf_counter()
-        # Bounds of the larger box remain valid here; intersect with them.
-        qb = query_bounds(net, q, box, "symbolic", base=qb.bounds)
-        timings["bounds_s"] += time.perf_counter() - t0
-        if not qb.candidates:
-            return proven_beyond(radius, proven_cap, best, finish, tolerance)
-        verdict, found, message = _decide(net, q, qb, box, radius, deadline,
-                                          backend, threads, solver_params, timings, stats,
-                                          verbose=verbose)
-        stats["descent_rounds"] = round_ + 1
-        if verdict == Verdict.ROBUST:
-            return proven_beyond(radius, proven_cap, best, finish, tolerance)
-        if found is None:
-            break  # inconclusive (time, or a point that failed every re-check)
-        previous = best.distance
-        best = _refine(net, q, found)
-        outer = qb  # the new witness lies inside this round's box
-        # Points that only tie within tolerance land on the box boundary, and the descent
-        # then crawls by one tolerance per round: after two such rounds in a row, the
-        # distance MILP is faster (e.g. a small conv net: 0.0274 -> 0.02136 in one solve).
-        small = previous - best.distance < max(10 * tolerance, 0.005 * previous)
-        crawl = crawl + 1 if small else 0
-        if crawl >= 2:
-            break
+    search = _Misclassification(net, q, solver, backend, threads, solver_params, timings, stats,
+                                verbose)
+    return close_bracket(search, best, radius, qb, deadline, tolerance, first_lower[0], stats,
+                         finish, lambda r, b: proven_beyond(r, proven_cap, b, finish, tolerance))
 
-    # 6. Fallback: the distance MILP on the box of the best witness, its distance as cutoff.
-    # The first solve (misclassification relaxed by SOLVER_SLACK) proves `lower`; if its
-    # optimum is a near-miss that no true adversarial point attains (a region whose best
-    # margin lies in (-SOLVER_SLACK, 0)), solves with a strict margin (2e-6, twice SCIP's
-    # feasibility tolerance, then WITNESS_MARGIN) find a point that passes the re-check
-    # and lowers `upper`.
-    radius = best.distance
-    box = query_box(q, radius)
-    qb = outer
-    lower, status_note = first_lower[0], "time limit reached before the solve"
-    margins = (q.margin - SOLVER_SLACK, q.margin + 2e-6, q.margin + WITNESS_MARGIN)
-    for attempt, row_margin in enumerate(margins):
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0:
-            break
+
+@dataclass
+class _Misclassification:
+    """`core.bracket.DistanceSearch` for misclassification: bounds on the margins
+    f_j - f_label, the MILPs of `build_robustness_problem`, ray then region repair."""
+
+    net: Network
+    q: Query
+    solver: Any
+    backend: str
+    threads: int
+    solver_params: dict[str, object] | None
+    timings: dict[str, float]
+    stats: dict[str, Any]
+    verbose: bool = False
+
+    def bounds(self, box: tuple[FloatArray, FloatArray], base: QueryBounds
+               ) -> QueryBounds | None:
+        t0 = time.perf_counter()
+        qb = query_bounds(self.net, self.q, box, "symbolic", base=base.bounds)
+        self.timings["bounds_s"] += time.perf_counter() - t0
+        return qb if qb.candidates else None
+
+    def decide(self, qb: QueryBounds, box: tuple[FloatArray, FloatArray], radius: float,
+               deadline: float) -> tuple[Verdict, WitnessCheck | None, str]:
+        return _decide(self.net, self.q, qb, box, radius, deadline, self.backend,
+                       self.threads, self.solver_params, self.timings, self.stats,
+                       verbose=self.verbose)
+
+    def refine(self, found: WitnessCheck) -> WitnessCheck:
+        return _refine(self.net, self.q, found)
+
+    def distance_milp(self, qb: QueryBounds, box: tuple[FloatArray, FloatArray],
+                      radius: float, row_margin: float, cutoff: float, lower: float,
+                      tolerance: float, deadline: float
+                      ) -> tuple[SolveResult | None, WitnessCheck | None]:
+        net, q = self.net, self.q
         t1 = time.perf_counter()
         problem = build_robustness_problem(net, q.x, q.label, qb.bounds, box[0], box[1],
                                            norm=q.norm, radius=radius, margin=row_margin,
                                            candidates=qb.candidates,
                                            margin_lower=qb.margin_lower)
-        timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t1
-        stats["binaries"] = int(problem.model.n_integer)
-        stats["rows"] = problem.model.n_rows
-        options = SolveOptions(time_limit_s=remaining, threads=threads, verbose=verbose,
-                               objective_cutoff=_objective_of(q.norm, best.distance),
+        self.timings["build_s"] = self.timings.get("build_s", 0.0) + time.perf_counter() - t1
+        self.stats["binaries"] = int(problem.model.n_integer)
+        self.stats["rows"] = problem.model.n_rows
+        options = SolveOptions(time_limit_s=max(deadline - time.perf_counter(), 1e-3),
+                               threads=self.threads, objective_cutoff=cutoff,
+                               verbose=self.verbose,
                                solver_params=solver_parameters(
-                                   backend, solver_params, _gap_of(q.norm, tolerance, lower)))
+                                   self.backend, self.solver_params,
+                                   gap_of(q.norm, tolerance, lower)))
         t2 = time.perf_counter()
-        result = solver.solve(problem.model, options)
-        timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
-        stats["nodes"] = stats.get("nodes", 0) + result.nodes
-        if result.status == SolveStatus.ERROR:
-            return finish(lower, RhoStatus.ERROR, best, f"solver error: {result.message}")
-        if result.status.no_solution_proven:
-            if attempt == 0:
-                # Nothing strictly closer than the cutoff inside the box.
-                return proven_beyond(radius, proven_cap, best, finish, tolerance)
-            break
-        if attempt == 0:
-            lower = max(lower, _distance_below(q.norm, result.dual_bound))
-        if result.x is not None:
-            point = result.x[problem.input_vars]
-            found = repair_witness(net, q.x, point, label=q.label, domain=q.domain,
-                                   norm=q.norm, required_margin=q.margin, target=q.target,
-                                   box=box)
-            if found is None or found.distance - lower > tolerance:
-                # A tie the ray cannot fix: solve exactly in the region the solver chose.
-                regional = _region_repair(net, q, point,
-                                          _solution_region(net, problem, result.x, point))
-                if regional is not None and (found is None or
-                                             regional.distance < found.distance):
-                    found = regional
-            if found is not None and found.distance < best.distance:
-                best = found
-        if best.distance - lower <= tolerance:
-            return finish(lower, RhoStatus.OPTIMAL, best)
-        if result.status != SolveStatus.OPTIMAL:
-            status_note = f"solver stopped: {result.status.value}"
-            break
-        status_note = (f"the relaxed optimum {lower:.6g} is not attained by a verified "
-                       f"witness; bracket left open")
-    return finish(lower, RhoStatus.TIME_LIMIT, best, status_note)
-
-
-def _objective_of(norm: str, distance: float) -> float:
-    """The MILP objective of a distance (squared for L2), rounded up: a cutoff that keeps
-    every point strictly closer than `distance`."""
-    if norm != "l2":
-        return distance
-    return float(math.nextafter(distance * distance, math.inf))
-
-
-def _distance_below(norm: str, dual_bound: float) -> float:
-    """A distance proven by the MILP's dual bound (for L2, the square root, rounded down)."""
-    if norm != "l2":
-        return dual_bound
-    if not dual_bound > 0:
-        return 0.0
-    return float(math.nextafter(math.sqrt(dual_bound), 0.0))
-
-
-def _gap_of(norm: str, tolerance: float, lower: float) -> float | None:
-    """The absolute gap (in objective units) that closes the bracket to `tolerance / 2`.
-
-    For L2 the objective is the squared distance: with a proven `lower` L > 0, a gap
-    `p - d <= tolerance * L` gives `sqrt(p) - max(L, sqrt(d)) <= tolerance * L / (2 L)`.
-    Without one, no early stop (None): SCIP closes the gap itself.
-    """
-    if norm != "l2":
-        return tolerance
-    return tolerance * lower if lower > 0 else None
+        result = self.solver.solve(problem.model, options)
+        self.timings["solve_s"] = self.timings.get("solve_s", 0.0) + time.perf_counter() - t2
+        self.stats["nodes"] = self.stats.get("nodes", 0) + result.nodes
+        if result.x is None or result.status == SolveStatus.ERROR:
+            return result, None
+        point = result.x[problem.input_vars]
+        found = repair_witness(net, q.x, point, label=q.label, domain=q.domain, norm=q.norm,
+                               required_margin=q.margin, target=q.target, box=box)
+        if row_margin < q.margin:  # the relaxed solve: its dual bound is a proven distance
+            lower = max(lower, distance_below(q.norm, result.dual_bound))
+        if found is None or found.distance - lower > tolerance:
+            # A tie the ray cannot fix: solve exactly in the region the solver chose.
+            regional = _region_repair(net, q, point,
+                                      _solution_region(net, problem, result.x, point))
+            if regional is not None and (found is None or regional.distance < found.distance):
+                found = regional
+        return result, found
 
 
 def _rho_per_target(net: Network, q: Query, candidates: list[int], eps_cap: float | None,

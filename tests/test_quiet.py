@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,29 +58,19 @@ def test_result_repr_is_short():
     assert repr(r.lower) in text  # the bracket keeps full precision
 
 
-def test_property_repair_failure_logs_at_debug(monkeypatch, caplog):
-    """A witness that fails its re-check is routine near ties: debug, not warning."""
-    from milpverify.core.witness import WitnessCheck
-    from milpverify.properties import query as q
+def test_rejected_witnesses_log_at_debug(caplog):
+    """A witness that fails its re-check is routine near ties: debug, not warning, whichever
+    query it was checked against."""
+    from milpverify.core.witness import check_witness
+    from milpverify.properties.query import check_property_witness
+    from milpverify.properties.spec import RelaxedTopK
+    from milpverify.runs.datasets import load_default
 
-    def reject(*args, **kwargs):
-        return WitnessCheck(False, np.zeros(2), 0.0, True, -1.0, -1.0, 0,
-                            "topk witness rejected: test")
-
-    monkeypatch.setattr(q, "check_property_witness", reject)
-
-    class Q:
-        x = np.zeros(2)
-        domain = (0.0, 1.0)
-        norm = "linf"
-
-    class Net:
-        @staticmethod
-        def as_batch(p):
-            return np.asarray(p, dtype=float).reshape(1, -1)
-
+    net, images, labels = load_default()
+    x, label = images[0], int(labels[0])
     caplog.set_level(logging.DEBUG, logger="milpverify")
-    assert q._repair(Net(), Q(), None, np.ones(2), (np.zeros(2), np.ones(2))) is None
+    assert not check_witness(net, x, x, label=label).verified
+    assert not check_property_witness(net, x, x, RelaxedTopK(1)).verified
     levels = {r.levelno for r in caplog.records if "rejected" in r.getMessage()}
     assert levels == {logging.DEBUG}
 
@@ -117,11 +106,13 @@ def test_rho_stats_count_rejected_witnesses(monkeypatch):
     # level only), so the count is the number of checks, and no witness survives.
     calls = []
 
-    def never_adversarial(logits, label, target):
-        calls.append(1)
-        return -1.0, label
+    def never_adversarial(label, target=None):
+        def slack(y):
+            calls.append(1)
+            return -1.0, label
+        return slack
 
-    monkeypatch.setattr(witness, "_margin", never_adversarial)
+    monkeypatch.setattr(witness, "misclassification_slack", never_adversarial)
     r = rho(net, images[1], eps_cap=0.1, time_limit_s=10)
     assert not r.witness_verified and calls
     assert r.stats["witness_rejections"] == len(calls) // 2  # numpy and onnxruntime

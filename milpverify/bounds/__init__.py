@@ -43,8 +43,6 @@ def alpha_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike,
     return alpha.alpha_bounds(net, lower, upper, **options)
 
 
-BOUND_METHODS["alpha"] = alpha_bounds
-
 __all__ = [
     "BOUND_METHODS", "Bounds", "INTERVAL_RULES", "LinearRelaxation", "alpha_bounds",
     "bounds_for_box", "contains", "interval_bounds", "relu_case_counts", "symbolic_bounds",

@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +52,7 @@ from milpverify.bounds.symbolic import (
     symbolic_pass,
 )
 from milpverify.errors import InvalidInputError
+from milpverify.frontends.torchnet import torch_threads
 from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
@@ -278,17 +278,6 @@ class SlopeOptimizer:
         return out
 
 
-@contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def alpha_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
                  base: Bounds | None = None, time_limit_s: float | None = None,
                  iterations: int = ITERATIONS, threads: int | None = 1) -> Bounds:
@@ -336,7 +325,7 @@ def alpha_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
     centre, radius = centre_radius(lo, hi)
     deadline = time.perf_counter() + (np.inf if time_limit_s is None else time_limit_s)
     hook = SlopeOptimizer(net, centre, radius, deadline, iterations)
-    with _torch_threads(threads):
+    with torch_threads(threads):
         out = symbolic_pass(net, lo, hi, base, "alpha", hook)
     out.details["alpha"] = dict(hook.stats)
     return out

@@ -522,11 +522,18 @@ def symbolic_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
 # ---------------------------------------------------------------------------- dispatch
 BoundMethod = Callable[[Network, npt.ArrayLike, npt.ArrayLike], Bounds]
 
+def _alpha_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike) -> Bounds:
+    from milpverify.bounds.alpha import alpha_bounds  # torch loads slowly: only when asked
+
+    return alpha_bounds(net, lower, upper)
+
+
 BOUND_METHODS: dict[str, BoundMethod] = {
     "interval": interval_bounds,
     "symbolic": symbolic_bounds,
+    "alpha": _alpha_bounds,
 }
-"""Bound-tightening methods by name; other modules may register more (e.g. "lp")."""
+"""The solver-free bound methods by name (`compute_bounds` adds the LP and MILP ones)."""
 
 
 def bounds_for_box(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike,

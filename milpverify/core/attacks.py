@@ -13,10 +13,9 @@ torch is imported lazily (inside the functions).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,24 +32,6 @@ Domain = tuple[float, float] | None
 
 #: `np.linalg.norm` orders of the norms an attack measures in.
 _ORDER = {"linf": np.inf, "l2": 2}
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with `threads` intra-op torch threads, restoring the previous setting.
-
-    Small networks are 10-100x faster with one thread than with several contending ones.
-    """
-    import torch
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class _Problem:
@@ -257,7 +238,9 @@ def fgsm(net: Network, x: npt.ArrayLike, *, label: int | None = None,
     -------
     >>> fgsm(net, images[0] / 255.0).upper
     """
-    with _torch_threads(threads):
+    from milpverify.frontends.torchnet import torch_threads
+
+    with torch_threads(threads):
         start = time.perf_counter()
         prob = _Problem(net, x, label, domain, target, margin)
         grid = np.arange(1, 1001) / 1000.0 if eps_grid is None \
@@ -407,7 +390,9 @@ def pgd(net: Network, x: npt.ArrayLike, *, label: int | None = None, eps_max: fl
         ``method="pgd"``; ``stats["eps_bracket"]`` is the final [lo, hi] of the bisection
         (PGD found nothing at lo, which proves nothing), ``stats["runs"]`` the PGD runs.
     """
-    with _torch_threads(threads):
+    from milpverify.frontends.torchnet import torch_threads
+
+    with torch_threads(threads):
         start = time.perf_counter()
         if not eps_max > 0 or steps < 1 or restarts < 1 or bisection_steps < 0:
             raise InvalidInputError("pgd needs eps_max > 0, steps >= 1, restarts >= 1 and "
@@ -522,7 +507,9 @@ def lbfgs(net: Network, x: npt.ArrayLike, *, label: int | None = None,
         ``method="lbfgs"``; ``stats["c"]`` is the penalty of the witness, ``stats["target"]``
         the label it was aimed at, ``stats["solves"]`` the L-BFGS-B runs.
     """
-    with _torch_threads(threads):
+    from milpverify.frontends.torchnet import torch_threads
+
+    with torch_threads(threads):
         start = time.perf_counter()
         if targets not in ("all", "second"):
             raise InvalidInputError(f"targets must be 'all' or 'second'; got {targets!r}.")

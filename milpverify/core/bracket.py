@@ -1,6 +1,7 @@
 """Closing the bracket on rho: the first bracket before any MILP (a minimum-distortion attack
-for `upper`, a bound-certified radius for `lower`), descent refinement, and the
-certified-radius salvage on a time-out.
+for `upper`, a bound-certified radius for `lower`), the closer shared by every distance query
+(`close_bracket`: first witness, descent, distance MILP), and the certified-radius salvage on
+a time-out.
 """
 
 from __future__ import annotations
@@ -8,15 +9,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from milpverify.core.decide import _check_point
 from milpverify.core.query import Query, query_box
-from milpverify.core.results import RhoResult, RhoStatus
+from milpverify.core.results import RhoResult, RhoStatus, Verdict
 from milpverify.core.spec_bounds import query_bounds
 from milpverify.core.witness import WitnessCheck
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
+from milpverify.ir.ops import FloatArray
+from milpverify.solve.base import SolveResult, SolveStatus
 
 #: Rounds of "prove nothing within best - tolerance, or find a closer point" in `rho`.
 DESCENT_ROUNDS = 20
@@ -250,3 +253,153 @@ def proven_beyond(radius: float, cap: float, best: WitnessCheck | None,
         return finish(cap if best is None or radius >= cap else radius,
                       RhoStatus.ROBUST_AT_CAP, best, message)
     return finish(radius, RhoStatus.TIME_LIMIT, best)
+
+
+# ---------------------------------------------------------------------------- the closer
+def objective_of(norm: str, distance: float) -> float:
+    """The MILP objective of a distance (squared for L2), rounded up: a cutoff that keeps
+    every point strictly closer than `distance`."""
+    if norm != "l2":
+        return distance
+    return float(math.nextafter(distance * distance, math.inf))
+
+
+def distance_below(norm: str, dual_bound: float) -> float:
+    """A distance proven by the MILP's dual bound (for L2, the square root, rounded down)."""
+    if norm != "l2":
+        return dual_bound
+    if not dual_bound > 0:
+        return 0.0
+    return float(math.nextafter(math.sqrt(dual_bound), 0.0))
+
+
+def gap_of(norm: str, tolerance: float, lower: float) -> float | None:
+    """The absolute gap (in objective units) that closes the bracket to `tolerance / 2`.
+
+    For L2 the objective is the squared distance: with a proven `lower` L > 0, a gap
+    `p - d <= tolerance * L` gives `sqrt(p) - max(L, sqrt(d)) <= tolerance * L / (2 L)`.
+    Without one, no early stop (None): SCIP closes the gap itself.
+    """
+    if norm != "l2":
+        return tolerance
+    return tolerance * lower if lower > 0 else None
+
+
+Box = tuple[FloatArray, FloatArray]
+
+
+class DistanceSearch(Protocol):
+    """What `close_bracket` needs from one kind of distance query (misclassification in
+    `verify.rho`, a relaxed top-K or affinity property in `properties.rho_property`).
+    `Prepared` is the query's bounds on a box (output bounds, open labels or pairs)."""
+
+    q: Query
+
+    def bounds(self, box: Box, base: Any) -> Any | None:
+        """Symbolic bounds on `box`, intersected with `base` (bounds of a larger box); None
+        when they prove that no unsafe point lies in the box."""
+
+    def decide(self, prepared: Any, box: Box, radius: float, deadline: float
+               ) -> tuple[Verdict, WitnessCheck | None, str]:
+        """A feasibility MILP: robust in `box`, or a verified witness, or unknown."""
+
+    def refine(self, found: WitnessCheck) -> WitnessCheck:
+        """A closer verified point in `found`'s activation region, or `found`."""
+
+    def distance_milp(self, prepared: Any, box: Box, radius: float, row_margin: float,
+                      cutoff: float, lower: float, tolerance: float, deadline: float
+                      ) -> tuple[SolveResult | None, WitnessCheck | None]:
+        """Minimise the distance over `box` with the unsafe rows at `row_margin`, cut off at
+        `cutoff` (objective units), stopping at a gap that closes `[lower, ...]` to
+        `tolerance`; the result and its repaired, verified point. None as the result when
+        the query has no unsafe rows at that margin."""
+
+
+def close_bracket(search: DistanceSearch, best: WitnessCheck | None, radius: float,
+                  prepared: Any, deadline: float, tolerance: float, lower: float,
+                  stats: dict[str, Any], finish: Callable[..., RhoResult],
+                  beyond: Callable[[float, WitnessCheck | None], RhoResult]) -> RhoResult:
+    """Close `[lower, best]` from bounds `prepared` valid on the box of `radius`.
+
+    4. No witness inside the radius: a feasibility MILP (no degenerate distance objective)
+       proves rho > radius or yields a first witness, refined in its activation region.
+    5. Descent: a feasibility MILP on the box of radius best - 0.99 tolerance proves the
+       bracket or yields a closer point, which is refined, and the step repeats (at most
+       `DESCENT_ROUNDS`; after two rounds in a row that gain little, the points only tie on
+       the box boundary and the descent would crawl by one tolerance per round).
+    6. The distance MILP on the box of the best witness, its distance as cutoff. The first
+       solve (unsafe rows relaxed by SOLVER_SLACK) proves `lower`; if its optimum is a
+       near-miss that no true unsafe point attains, solves with a strict margin (2e-6, twice
+       SCIP's feasibility tolerance, then WITNESS_MARGIN) find a point that passes the
+       re-check and lowers `upper`.
+
+    `finish(lower, status, best, message)` builds the result; `beyond(radius, best)` reports
+    a radius within which no unsafe point exists.
+    """
+    from milpverify.core.query import SOLVER_SLACK, WITNESS_MARGIN
+
+    q = search.q
+    if best is None or best.distance > radius:
+        verdict, found, message = search.decide(prepared, query_box(q, radius), radius,
+                                                deadline)
+        if verdict == Verdict.ROBUST:
+            return beyond(radius, best)
+        if found is None:
+            return finish(0.0, RhoStatus.TIME_LIMIT, best, message)
+        best = search.refine(found)
+        stats["first_witness"] = "feasibility MILP"
+    outer = prepared  # bounds valid on a box that contains the best witness
+    crawl = 0
+    for round_ in range(DESCENT_ROUNDS):
+        target_radius = min(radius, best.distance - 0.99 * tolerance)
+        if target_radius <= 0:
+            return finish(0.0, RhoStatus.OPTIMAL, best)
+        radius = target_radius
+        box = query_box(q, radius)
+        prepared = search.bounds(box, prepared)
+        if prepared is None:
+            return beyond(radius, best)
+        verdict, found, message = search.decide(prepared, box, radius, deadline)
+        stats["descent_rounds"] = round_ + 1
+        if verdict == Verdict.ROBUST:
+            return beyond(radius, best)
+        if found is None:
+            break  # inconclusive (time, or a point that failed every re-check)
+        previous = best.distance
+        best = search.refine(found)
+        outer = prepared
+        small = previous - best.distance < max(10 * tolerance, 0.005 * previous)
+        crawl = crawl + 1 if small else 0
+        if crawl >= 2:
+            break
+
+    radius = best.distance
+    box = query_box(q, radius)
+    note = "time limit reached before the solve"
+    margins = (q.margin - SOLVER_SLACK, q.margin + 2e-6, q.margin + WITNESS_MARGIN)
+    for attempt, row_margin in enumerate(margins):
+        if deadline - time.perf_counter() <= 0:
+            break
+        result, found = search.distance_milp(outer, box, radius, row_margin,
+                                             objective_of(q.norm, best.distance), lower,
+                                             tolerance, deadline)
+        if result is None:
+            break
+        if result.status == SolveStatus.ERROR:
+            return finish(lower, RhoStatus.ERROR, best, f"solver error: {result.message}")
+        if result.status.no_solution_proven:
+            if attempt == 0:  # nothing strictly closer than the cutoff inside the box
+                return beyond(radius, best)
+            break
+        if attempt == 0:
+            lower = max(lower, distance_below(q.norm, result.dual_bound))
+        if found is not None and found.distance < best.distance:
+            best = found
+        if best.distance - lower <= tolerance:
+            return finish(lower, RhoStatus.OPTIMAL, best)
+        if result.status != SolveStatus.OPTIMAL:
+            note = f"solver stopped: {result.status.value}"
+            break
+        note = (f"the relaxed optimum {lower:.6g} is not attained by a verified witness; "
+                "bracket left open")
+    return finish(lower, RhoStatus.TIME_LIMIT, best, note)

@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from milpverify.core.results import norm_distance
 from milpverify.ir.network import Network
@@ -44,7 +45,8 @@ _REJECTIONS: ContextVar[RejectionCount | None] = ContextVar("witness_rejections"
 
 @contextlib.contextmanager
 def counting_rejections() -> Iterator[RejectionCount]:
-    """Count the witnesses `check_witness` (and the property check) reject in this block.
+    """Count the points `check_point` rejects in this block (witnesses, property
+    witnesses, VNN-LIB counterexamples).
 
     Rejections are routine near ties (numpy and onnxruntime disagree at the 1e-7 level),
     so they are logged at debug level only; the count is what results report
@@ -96,24 +98,44 @@ def reports_rejections(fn: Callable[P, R]) -> Callable[P, R]:
     return counted
 
 
+#: The unsafe-set test of a check: outputs ``y`` -> (margin, adversarial label). The point is
+#: unsafe when the margin is ``>= required_margin`` (ties count: at distance rho the nearest
+#: point may only tie).
+Slack = Callable[[FloatArray], "tuple[float, int]"]
+
+
 @dataclass(frozen=True)
 class WitnessCheck:
-    """Outcome of re-running a candidate adversarial example.
+    """Outcome of re-running a candidate adversarial example or counterexample.
 
-    `margin_numpy` / `margin_onnx` are `max_{j != label} f_j(w) - f_label(w)` (or for the
-    given target j only); the witness is adversarial when a margin is `>= required_margin`
-    (ties count: at distance rho the nearest point may only tie). `onnx_margin` is None when
-    the network has no ONNX origin (then only numpy is checked).
+    `margin_numpy` / `margin_onnx` are the query's margins at the checked point, in numpy
+    float64 and in onnxruntime on the original model: `max_{j != label} f_j - f_label` for
+    misclassification (or for the given target j only), the relaxed top-K violation, or
+    `max_d min_r (b - A y)` for a VNN-LIB property. `margin_onnx` and `y_onnx` are None
+    when the network has no ONNX origin (then only numpy is checked). `distance` is the
+    checked point's distance to the centre, None without one.
     """
 
     verified: bool
-    witness: FloatArray
-    distance: float
+    witness: FloatArray  # the checked (float32-rounded) point, in the network's input shape
+    distance: float | None
     in_domain: bool
     margin_numpy: float
     margin_onnx: float | None
     adversarial_label: int
     message: str
+    y_numpy: FloatArray | None = None
+    y_onnx: FloatArray | None = None
+
+    @property
+    def x(self) -> FloatArray:
+        """The checked point, flat (the layout VNN-LIB results are written in)."""
+        return self.witness.reshape(-1)
+
+    @property
+    def y(self) -> FloatArray | None:
+        """The outputs to report: onnxruntime's when available, else numpy's."""
+        return self.y_onnx if self.y_onnx is not None else self.y_numpy
 
 
 def float32_toward(point: FloatArray, x: FloatArray) -> FloatArray:
@@ -127,6 +149,18 @@ def float32_toward(point: FloatArray, x: FloatArray) -> FloatArray:
     farther = np.abs(rounded.astype(np.float64) - x) > np.abs(point - x)
     toward = np.nextafter(rounded, np.where(x > point, np.float32(np.inf), np.float32(-np.inf)))
     return np.where(farther, toward, rounded).astype(np.float64)
+
+
+def float32_into_box(point: FloatArray, lower: FloatArray, upper: FloatArray) -> FloatArray:
+    """float32 values of `point` inside the box: clipped into it, then each coordinate that
+    rounding moved out nudged one float32 step back in. A coordinate whose box holds no
+    float32 value stays outside (and the check rejects the point)."""
+    x32 = np.clip(point, lower, upper).astype(np.float32)
+    high = x32.astype(np.float64) > upper
+    x32[high] = np.nextafter(x32[high], np.float32(-np.inf))
+    low = x32.astype(np.float64) < lower
+    x32[low] = np.nextafter(x32[low], np.float32(np.inf))
+    return x32.astype(np.float64)
 
 
 @lru_cache(maxsize=8)
@@ -150,16 +184,62 @@ def onnx_logits(net: Network, x: FloatArray) -> FloatArray | None:
     return np.asarray(rows, dtype=np.float64)
 
 
-def _margin(logits: FloatArray, label: int, target: int | None) -> tuple[float, int]:
-    others = np.delete(np.arange(logits.size), label) if target is None else np.array([target])
-    best = int(others[np.argmax(logits[others])])
-    return float(logits[best] - logits[label]), best
+def check_point(net: Network, point: npt.ArrayLike, slack: Slack, *,
+                centre: FloatArray | None = None, box: tuple[Any, Any] | None = None,
+                norm: str = "linf", required_margin: float = 0.0, what: str = "witness"
+                ) -> WitnessCheck:
+    """The one witness check: round `point` to float32 and re-run it in numpy float64 and in
+    onnxruntime on the original model.
+
+    Rounding goes toward `centre` when there is one (`float32_toward`: a point found in a
+    ball stays in it), then into `box` (`float32_into_box`; bounds may be scalars or per
+    coordinate). Verified iff the point lies in `box` and `slack` gives a margin
+    ``>= required_margin`` on both outputs. `what` names the query in the message.
+    """
+    p = net.as_batch(point)[0]
+    w = p.astype(np.float32).astype(np.float64) if centre is None else float32_toward(p, centre)
+    in_domain = True
+    if box is not None:
+        lower = np.broadcast_to(np.asarray(box[0], dtype=np.float64), w.shape)
+        upper = np.broadcast_to(np.asarray(box[1], dtype=np.float64), w.shape)
+        w = float32_into_box(w, lower, upper)
+        in_domain = bool(np.all(w >= lower) and np.all(w <= upper))
+    y_np = net.forward(w)[0]
+    margin_np, adv = slack(y_np)
+    ref = onnx_logits(net, w)
+    y_ort = None if ref is None else ref[0]
+    margin_ort = None if y_ort is None else slack(y_ort)[0]
+    verified = (in_domain and margin_np >= required_margin
+                and (margin_ort is None or margin_ort >= required_margin))
+    message = "" if verified else (
+        f"{what} rejected: in_domain={in_domain}, numpy margin {margin_np:.3g}, onnxruntime "
+        f"margin {'n/a' if margin_ort is None else f'{margin_ort:.3g}'} (need >= "
+        f"{required_margin:g})")
+    if not verified:
+        # Routine while repairing near-tie solver points (numpy and onnxruntime disagree at
+        # the 1e-7 level); the reason also travels in `WitnessCheck.message`.
+        note_rejection()
+        log.debug(message)
+    distance = None if centre is None else norm_distance(w, centre, norm)
+    return WitnessCheck(verified, w.reshape(net.input_shape), distance, in_domain,
+                        float(margin_np), None if margin_ort is None else float(margin_ort),
+                        int(adv), message, y_np, y_ort)
+
+
+def misclassification_slack(label: int, target: int | None = None) -> Slack:
+    """`max_{j != label} y_j - y_label` (or `y_target - y_label`), and the j attaining it."""
+    def slack(y: FloatArray) -> tuple[float, int]:
+        others = np.delete(np.arange(y.size), label) if target is None else np.array([target])
+        best = int(others[np.argmax(y[others])])
+        return float(y[best] - y[label]), best
+    return slack
 
 
 def check_witness(net: Network, x: FloatArray, witness: FloatArray, *, label: int,
                   domain: tuple[float, float] | None = (0.0, 1.0), norm: str = "linf",
                   required_margin: float = 0.0, target: int | None = None) -> WitnessCheck:
-    """Re-run `witness` and decide whether it is a genuine adversarial example for `x`.
+    """Re-run `witness` and decide whether it is a genuine adversarial example for `x`
+    (`check_point` with the misclassification margin).
 
     Parameters
     ----------
@@ -180,52 +260,39 @@ def check_witness(net: Network, x: FloatArray, witness: FloatArray, *, label: in
     -------
     WitnessCheck
     """
-    x0 = net.as_batch(x)[0]
-    w = float32_toward(net.as_batch(witness)[0], x0)
-    in_domain = domain is None or bool(np.all(w >= domain[0]) and np.all(w <= domain[1]))
-    margin_np, adv = _margin(net.forward(w)[0], label, target)
-    ref = onnx_logits(net, w)
-    margin_ort = None if ref is None else _margin(ref[0], label, target)[0]
-    ok_np = margin_np >= required_margin
-    ok_ort = margin_ort is None or margin_ort >= required_margin
-    verified = in_domain and ok_np and ok_ort
-    message = "" if verified else (
-        f"witness rejected: in_domain={in_domain}, numpy margin {margin_np:.3g}, onnxruntime "
-        f"margin {margin_ort if margin_ort is None else f'{margin_ort:.3g}'} (need >= "
-        f"{required_margin:g})")
-    if not verified:
-        # Routine while repairing near-tie solver points (numpy and onnxruntime disagree at
-        # the 1e-7 level); the reason also travels in `WitnessCheck.message`.
-        note_rejection()
-        log.debug(message)
-    return WitnessCheck(verified, w.reshape(net.input_shape), norm_distance(w, x0, norm),
-                        in_domain, margin_np, margin_ort, adv, message)
+    return check_point(net, witness, misclassification_slack(label, target),
+                       centre=net.as_batch(x)[0], box=domain, norm=norm,
+                       required_margin=required_margin)
 
 
 #: Relative extra steps along the ray x -> point tried by `repair_witness`.
 RAY_STEPS = (0.0, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3)
 
 
+def along_ray(x: FloatArray, point: FloatArray, box: tuple[Any, Any],
+              check: Callable[[FloatArray], WitnessCheck]) -> WitnessCheck | None:
+    """Re-check a solver point; if it fails, push it slightly further along its ray.
+
+    Solver points satisfy rows only up to tolerance, so a point at the exact optimum may
+    miss the unsafe set by ~1e-7. `x + (1 + s)(point - x)` for small s (`RAY_STEPS`)
+    crosses the boundary; it is clipped to `box`. The first candidate that passes `check`
+    is returned, or None if none does.
+    """
+    for step in RAY_STEPS:
+        found = check(np.clip(x + (1.0 + step) * (point - x), box[0], box[1]))
+        if found.verified:
+            return found
+    return None
+
+
 def repair_witness(net: Network, x: FloatArray, point: FloatArray, *, label: int,
                    domain: tuple[float, float] | None = (0.0, 1.0), norm: str = "linf",
                    required_margin: float = 0.0, target: int | None = None,
                    box: tuple[FloatArray, FloatArray] | None = None) -> WitnessCheck | None:
-    """Re-check a solver point; if it fails, push it slightly further along its ray.
-
-    Solver points satisfy rows only up to tolerance, so a point at the exact optimum may
-    miss the misclassification by ~1e-7. `x + (1 + s)(point - x)` for small s crosses the
-    decision boundary; it is clipped to `box` (default: the domain). The first candidate
-    that passes `check_witness` is returned, or None if none does.
-    """
+    """`along_ray` with `check_witness`; `box` defaults to the domain."""
     x0 = net.as_batch(x)[0]
-    p0 = net.as_batch(point)[0]
     if box is None:
-        lo, hi = domain if domain is not None else (-np.inf, np.inf)
-        box = (np.full_like(x0, lo), np.full_like(x0, hi))
-    for step in RAY_STEPS:
-        cand = np.clip(x0 + (1.0 + step) * (p0 - x0), box[0], box[1])
-        check = check_witness(net, x0, cand, label=label, domain=domain, norm=norm,
-                              required_margin=required_margin, target=target)
-        if check.verified:
-            return check
-    return None
+        box = domain if domain is not None else (-np.inf, np.inf)
+    return along_ray(x0, net.as_batch(point)[0], box, lambda cand: check_witness(
+        net, x0, cand, label=label, domain=domain, norm=norm, required_margin=required_margin,
+        target=target))

@@ -21,6 +21,7 @@ from milpverify.bounds.base import Bounds
 from milpverify.encode.milp import NetworkEncoding, Term, encode_network
 from milpverify.encode.model import MilpModel
 from milpverify.errors import InvalidInputError
+from milpverify.ir.constraints import OutputConstraint
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray, IntArray
 
@@ -33,7 +34,7 @@ class RobustnessProblem:
     encoding: NetworkEncoding
     input_vars: IntArray
     distance_var: int | None
-    disjuncts: list[Disjunct]
+    disjuncts: list[OutputConstraint]
     choice_vars: IntArray
 
 
@@ -107,40 +108,18 @@ def add_l2_ball(model: MilpModel, x: FloatArray, input_vars: IntArray, radius: f
     model.add_sum_squares(_offsets(model, x, input_vars, radius), rhs)
 
 
-@dataclass(frozen=True)
-class Disjunct:
-    """One conjunction of linear output constraints, `A y <= b` (rows of A over all outputs)."""
-
-    A: FloatArray
-    b: FloatArray
-    label: str = ""
-
-
 def misclassification(num_classes: int, label: int, candidates: list[int], margin: float
-                      ) -> list[Disjunct]:
+                      ) -> list[OutputConstraint]:
     """`f_j - f_label >= margin` for j in candidates, as disjuncts `(e_label - e_j) y <= -margin`."""
     out = []
     for j in candidates:
         a = np.zeros((1, num_classes))
         a[0, label], a[0, j] = 1.0, -1.0
-        out.append(Disjunct(a, np.array([-margin]), str(j)))
+        out.append(OutputConstraint(a, np.array([-margin]), str(j)))
     return out
 
 
-def _row_range(a: FloatArray, lower: FloatArray, upper: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Interval `[min, max]` of each row of `a y` over the box `lower <= y <= upper`."""
-    lo = np.where(a > 0, a * lower, a * upper).sum(axis=1)
-    hi = np.where(a > 0, a * upper, a * lower).sum(axis=1)
-    return lo, hi
-
-
-def possible_disjuncts(disjuncts: list[Disjunct], lower: FloatArray, upper: FloatArray
-                       ) -> list[Disjunct]:
-    """Drop disjuncts that the output bounds prove impossible (some row's min exceeds b)."""
-    return [d for d in disjuncts if np.all(_row_range(d.A, lower, upper)[0] <= d.b)]
-
-
-def add_unsafe_set(model: MilpModel, outputs: Term, disjuncts: list[Disjunct],
+def add_unsafe_set(model: MilpModel, outputs: Term, disjuncts: list[OutputConstraint],
                    lower: FloatArray, upper: FloatArray, *, relax: bool = False,
                    row_max: list[FloatArray] | None = None) -> IntArray:
     """Require the outputs y to satisfy at least one disjunct `A_d y <= b_d`.
@@ -160,7 +139,7 @@ def add_unsafe_set(model: MilpModel, outputs: Term, disjuncts: list[Disjunct],
     for pos, d in enumerate(disjuncts):
         is_var = outputs.var >= 0
         const = d.A[:, ~is_var] @ outputs.const[~is_var]
-        top = _row_range(d.A, lower, upper)[1]
+        top = d.row_range(lower, upper)[1]
         if row_max is not None:
             top = np.minimum(top, row_max[pos])
         big = top - d.b
@@ -178,22 +157,11 @@ def add_unsafe_set(model: MilpModel, outputs: Term, disjuncts: list[Disjunct],
                 vals = np.r_[vals, big[r]]
                 rhs = rhs + big[r]
             model.add_rows(np.zeros(len(cols), dtype=np.int64), cols, vals, 1, -np.inf, rhs,
-                           name=f"unsafe[{d.label or pos}]")
+                           name=f"unsafe[{d.name or pos}]")
     if not single:
         model.add_rows(np.zeros(len(z), dtype=np.int64), z, np.ones(len(z)), 1, 1.0, 1.0,
                        name="unsafe/one")
     return z
-
-
-def candidate_labels(bounds: Bounds, output: str, label: int, margin: float,
-                     target: int | None = None) -> list[int]:
-    """Labels that can still beat `label` by `margin` in the box: `u_j - l_label >= margin`.
-
-    Labels whose upper bound is below the label's lower bound (plus margin) are eliminated.
-    """
-    lower, upper = bounds.flat(output)
-    pool = [target] if target is not None else [j for j in range(len(lower)) if j != label]
-    return [j for j in pool if upper[j] - lower[label] >= margin]
 
 
 def build_robustness_problem(net: Network, x: FloatArray, label: int, bounds: Bounds,
@@ -220,7 +188,7 @@ def build_robustness_problem(net: Network, x: FloatArray, label: int, bounds: Bo
 
 def build_unsafe_problem(net: Network, x: FloatArray | None, bounds: Bounds,
                          box_lower: FloatArray, box_upper: FloatArray,
-                         disjuncts: list[Disjunct], *, norm: str = "linf", radius: float = 0.0,
+                         disjuncts: list[OutputConstraint], *, norm: str = "linf", radius: float = 0.0,
                          relax: bool = False, with_distance: bool = True,
                          row_max: list[FloatArray] | None = None,
                          ball_shrink: float = 0.0) -> RobustnessProblem:

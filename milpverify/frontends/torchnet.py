@@ -14,10 +14,11 @@ This module imports torch at import time; nothing in `milpverify` imports it eag
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,22 @@ from milpverify.errors import InvalidInputError, UnsupportedModelError
 from milpverify.ir import ops
 from milpverify.ir.network import Network, Origin
 from milpverify.ir.ops import FloatArray, size_of
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with `threads` intra-op torch threads (None: keep the current setting), restoring
+    the previous setting afterwards.
+
+    Small networks are 10-100x faster with one thread than with several contending ones.
+    """
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 # ---------------------------------------------------------------------------- layers

@@ -4,7 +4,6 @@ upper bound.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
@@ -13,14 +12,7 @@ import numpy.typing as npt
 
 from milpverify.core.query import Query, query_box
 from milpverify.core.restriction import affine_rows, region_constraints, region_of, violated_rows
-from milpverify.core.results import norm_distance
-from milpverify.core.witness import (
-    RAY_STEPS,
-    WitnessCheck,
-    float32_toward,
-    note_rejection,
-    onnx_logits,
-)
+from milpverify.core.witness import WitnessCheck, along_ray, check_point
 from milpverify.encode.model import MilpModel
 from milpverify.encode.objective import add_distance
 from milpverify.errors import InvalidInputError
@@ -29,8 +21,6 @@ from milpverify.ir.ops import FloatArray, IntArray
 from milpverify.properties.spec import Affinity, Property, RelaxedTopK
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions
-
-log = logging.getLogger(__name__)
 
 
 # ============================================================================ the query at x
@@ -105,8 +95,8 @@ def check_property_witness(net: Network, x: npt.ArrayLike, witness: npt.ArrayLik
                            required_margin: float = 0.0) -> WitnessCheck:
     """Re-run `witness` and decide whether it violates `prop` at x.
 
-    The witness is rounded to float32 toward x (`witness.float32_toward`, as
-    `check_witness` does). Verified iff it lies in `domain` and `violation >=
+    The witness is rounded to float32 toward x and checked as `check_witness` does
+    (`witness.check_point`). Verified iff it lies in `domain` and `violation >=
     required_margin` both in numpy float64 and in onnxruntime on the original model (when
     the network has an ONNX origin): every certifying top-k set of x is changed.
     `margin_numpy` / `margin_onnx` of the returned `WitnessCheck` hold the two violations,
@@ -119,38 +109,20 @@ def check_property_witness(net: Network, x: npt.ArrayLike, witness: npt.ArrayLik
     """
     x0 = net.as_batch(x)[0]
     query = prop if isinstance(prop, TopKQuery) else topk_query(net, x0, prop)
-    w = float32_toward(net.as_batch(witness)[0], x0)
-    in_domain = domain is None or bool(np.all(w >= domain[0]) and np.all(w <= domain[1]))
-    logits = net.forward(w)[0]
-    v_np = query.violation(logits)
-    ref = onnx_logits(net, w)
-    v_ort = None if ref is None else query.violation(ref[0])
-    verified = in_domain and v_np >= required_margin and (v_ort is None or
-                                                          v_ort >= required_margin)
-    message = "" if verified else (
-        f"{query.name} witness rejected: in_domain={in_domain}, numpy violation {v_np:.3g}, "
-        f"onnxruntime violation {v_ort if v_ort is None else f'{v_ort:.3g}'} "
-        f"(need >= {required_margin:g})")
-    if not verified:
-        note_rejection()
-    return WitnessCheck(verified, w.reshape(net.input_shape), norm_distance(w, x0, norm),
-                        in_domain, v_np, v_ort, int(np.argmax(logits)), message)
+
+    def violation(y: FloatArray) -> tuple[float, int]:
+        return query.violation(y), int(np.argmax(y))
+
+    return check_point(net, witness, violation, centre=x0, box=domain, norm=norm,
+                       required_margin=required_margin, what=f"{query.name} witness")
 
 
 def _repair(net: Network, q: Query, query: TopKQuery, point: FloatArray,
             box: tuple[FloatArray, FloatArray]) -> WitnessCheck | None:
-    """`witness.repair_witness` for a property: re-check `x + (1 + s)(point - x)`, clipped
-    to `box`, for s in `RAY_STEPS`; the first verified candidate, or None (logged)."""
-    p0 = net.as_batch(point)[0]
-    last = None
-    for step in RAY_STEPS:
-        cand = np.clip(q.x + (1.0 + step) * (p0 - q.x), box[0], box[1])
-        last = check_property_witness(net, q.x, cand, query, domain=q.domain, norm=q.norm)
-        if last.verified:
-            return last
-    if last is not None:
-        log.debug(last.message)
-    return None
+    """`witness.along_ray` for a property: the first verified point of the ray from x
+    through `point`, clipped to `box`, or None."""
+    return along_ray(q.x, net.as_batch(point)[0], box, lambda cand: check_property_witness(
+        net, q.x, cand, query, domain=q.domain, norm=q.norm))
 
 
 # ============================================================================ attack

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy.typing as npt
 
 from milpverify.bounds.base import Bounds
-from milpverify.bounds.tighten import METHODS as BOUND_METHODS
-from milpverify.core.bracket import proven_beyond
+from milpverify.bounds.tighten import METHODS
+from milpverify.core.bracket import close_bracket, gap_of, proven_beyond
 from milpverify.core.decide import solver_parameters
 from milpverify.core.query import (
     SOLVER_SLACK,
@@ -40,12 +41,8 @@ from milpverify.properties.query import (
 )
 from milpverify.properties.spec import Property, RelaxedTopK, affinity_of
 from milpverify.solve import get_backend
-from milpverify.solve.base import SolveOptions, SolveStatus
+from milpverify.solve.base import SolveOptions, SolveResult, SolveStatus
 from milpverify.verify import DEFAULT_TOLERANCE
-
-#: Rounds of "prove nothing within best - tolerance, or find a closer point" in
-#: `rho_property` (the descent of `verify.rho`).
-DESCENT_ROUNDS = 4
 
 
 # ============================================================================ rho
@@ -62,9 +59,10 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
 
     The pipeline, bracket and statuses of `milpverify.verify.rho`: symbolic bounds on the
     capped box (they may prove the property there already), a PGD upper bound on the
-    violation that shrinks the box, final bounds with `bounds_method`, a feasibility MILP
-    when no witness is known yet, then the distance MILP of `build_property_problem` cut
-    off at the best witness. `upper` is always the distance of a witness that passed
+    violation that shrinks the box, final bounds with `bounds_method`, then the closer
+    `rho` uses (`core.bracket.close_bracket`: a feasibility MILP when no witness is known
+    yet, descent, and the distance MILP of `build_property_problem` cut off at the best
+    witness). `upper` is always the distance of a witness that passed
     `check_property_witness` (numpy float64 and onnxruntime both show every certifying
     top-k set changed); a solver point that fails is pushed along its ray
     (`witness.RAY_STEPS`) and re-checked, else discarded and the bracket stays open.
@@ -183,75 +181,77 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
     if plan.impossible is not None:
         return beyond(radius, best)
 
-    deadline = start + time_limit_s
-    if best is None:
-        # 4. Nothing known inside the radius: a feasibility MILP proves rho > radius or
-        # gives a first witness.
-        verdict, found, message = decide_at_radius(net, q, query, bounds, out, plan, box, radius,
-                                          deadline, solver, backend, encoding, threads,
-                                          solver_params, timings, stats, verbose=verbose)
-        if verdict == Verdict.ROBUST:
-            return beyond(radius, None)
-        if found is None:
-            return finish(0.0, RhoStatus.TIME_LIMIT, None, message)
-        best = _refine_in_region(net, q, query, found)
-        stats["first_witness"] = "feasibility MILP"
-    # 5. Close the bracket by descent (as `verify.rho`): a feasibility MILP on the box of
-    # radius best - 0.99 tolerance proves the bracket or yields a closer point.
-    outer = (bounds, out, plan)  # bounds valid on a box containing the best witness
-    for round_ in range(DESCENT_ROUNDS):
-        radius = min(radius, best.distance - 0.99 * tolerance)
-        if radius <= 0:
-            return finish(0.0, RhoStatus.OPTIMAL, best)
-        box = query_box(q, radius)
-        bounds, out, plan = bound(box, "symbolic", base=bounds)
-        if plan.impossible is not None:
-            return beyond(radius, best)
-        verdict, found, message = decide_at_radius(net, q, query, bounds, out, plan, box, radius,
-                                          deadline, solver, backend, encoding, threads,
-                                          solver_params, timings, stats, verbose=verbose)
-        stats["descent_rounds"] = round_ + 1
-        if verdict == Verdict.ROBUST:
-            return beyond(radius, best)
-        if found is None:
-            break
-        best = _refine_in_region(net, q, query, found)
-        outer = (bounds, out, plan)
-    # 6. Fallback: the distance MILP on the box of the best witness, its distance as cutoff.
-    radius = best.distance
-    box = query_box(q, radius)
-    bounds, out, plan = outer
-    t1 = time.perf_counter()
-    problem = build_property_problem(net, q.x, bounds, plan, box[0], box[1],
-                                     margin=-SOLVER_SLACK, norm=q.norm, radius=radius,
-                                     encoding=encoding)
-    timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t1
-    stats["binaries"] = int(problem.model.n_integer)
-    stats["property_binaries"] = len(problem.choice_vars)
-    remaining = deadline - time.perf_counter()
-    if remaining <= 0:
-        return finish(0.0, RhoStatus.TIME_LIMIT, best, "time limit reached before the solve")
-    options = SolveOptions(time_limit_s=remaining, threads=threads, verbose=verbose,
-                           objective_cutoff=best.distance,
-                           solver_params=solver_parameters(backend, solver_params, tolerance))
-    t2 = time.perf_counter()
-    result = solver.solve(problem.model, options)
-    timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
-    stats["nodes"] = stats.get("nodes", 0) + result.nodes
+    search = _PropertySearch(net, q, query, solver, backend, encoding, threads, solver_params,
+                             timings, stats, bound, verbose)
+    return close_bracket(search, best, radius, (bounds, out, plan), start + time_limit_s,
+                         tolerance, 0.0, stats, finish, beyond)
 
-    if result.status == SolveStatus.ERROR:
-        return finish(0.0, RhoStatus.ERROR, best, f"solver error: {result.message}")
-    if result.status.no_solution_proven:
-        return beyond(radius, best)
-    if result.x is not None:
-        found = _repair(net, q, query, result.x[problem.input_vars], box)
-        if found is not None and found.distance < best.distance:
-            best = found
-    lower = max(0.0, result.dual_bound)
-    if result.status == SolveStatus.OPTIMAL:
-        status = RhoStatus.OPTIMAL if best.distance - lower <= tolerance else RhoStatus.TIME_LIMIT
-        return finish(lower, status, best)
-    return finish(lower, RhoStatus.TIME_LIMIT, best, f"solver stopped: {result.status.value}")
+
+Prepared = tuple[Bounds, OutputBounds, PairPlan]
+
+
+@dataclass
+class _PropertySearch:
+    """`core.bracket.DistanceSearch` for a relaxed property: bounds on the output
+    differences and the kept pairs, the MILPs of `build_property_problem`, ray repair."""
+
+    net: Network
+    q: Query
+    query: TopKQuery
+    solver: Any
+    backend: str
+    encoding: str
+    threads: int
+    solver_params: dict[str, object] | None
+    timings: dict[str, float]
+    stats: dict[str, Any]
+    bound: Callable[..., Prepared]
+    verbose: bool = False
+
+    def bounds(self, box: tuple[FloatArray, FloatArray], base: Prepared) -> Prepared | None:
+        prepared = self.bound(box, "symbolic", base=base[0])
+        return None if prepared[2].impossible is not None else prepared
+
+    def decide(self, prepared: Prepared, box: tuple[FloatArray, FloatArray], radius: float,
+               deadline: float) -> tuple[Verdict, WitnessCheck | None, str]:
+        bounds, out, plan = prepared
+        return decide_at_radius(self.net, self.q, self.query, bounds, out, plan, box, radius,
+                                deadline, self.solver, self.backend, self.encoding,
+                                self.threads, self.solver_params, self.timings, self.stats,
+                                verbose=self.verbose)
+
+    def refine(self, found: WitnessCheck) -> WitnessCheck:
+        return _refine_in_region(self.net, self.q, self.query, found)
+
+    def distance_milp(self, prepared: Prepared, box: tuple[FloatArray, FloatArray],
+                      radius: float, row_margin: float, cutoff: float, lower: float,
+                      tolerance: float, deadline: float
+                      ) -> tuple[SolveResult | None, WitnessCheck | None]:
+        bounds, out, plan = prepared
+        if row_margin > -SOLVER_SLACK:  # a strict margin keeps fewer pairs
+            plan = plan_pairs(self.query, out, row_margin)
+            if plan.impossible is not None:
+                return None, None
+        t1 = time.perf_counter()
+        problem = build_property_problem(self.net, self.q.x, bounds, plan, box[0], box[1],
+                                         margin=row_margin, norm=self.q.norm, radius=radius,
+                                         encoding=self.encoding)
+        self.timings["build_s"] = self.timings.get("build_s", 0.0) + time.perf_counter() - t1
+        self.stats["binaries"] = int(problem.model.n_integer)
+        self.stats["property_binaries"] = len(problem.choice_vars)
+        options = SolveOptions(time_limit_s=max(deadline - time.perf_counter(), 1e-3),
+                               threads=self.threads, objective_cutoff=cutoff,
+                               verbose=self.verbose,
+                               solver_params=solver_parameters(
+                                   self.backend, self.solver_params,
+                                   gap_of(self.q.norm, tolerance, lower)))
+        t2 = time.perf_counter()
+        result = self.solver.solve(problem.model, options)
+        self.timings["solve_s"] = self.timings.get("solve_s", 0.0) + time.perf_counter() - t2
+        self.stats["nodes"] = self.stats.get("nodes", 0) + result.nodes
+        if result.x is None or result.status == SolveStatus.ERROR:
+            return result, None
+        return result, _repair(self.net, self.q, self.query, result.x[problem.input_vars], box)
 
 
 def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds, out: OutputBounds,
@@ -309,8 +309,8 @@ def check_options(upper_bound: str | None, encoding: str, bounds_method: str) ->
                                 f"{upper_bound!r}.")
     if encoding not in ENCODINGS:
         raise InvalidInputError(f"`encoding` must be one of {ENCODINGS}; got {encoding!r}.")
-    if bounds_method not in BOUND_METHODS:
-        raise InvalidInputError(f"`bounds_method` must be one of {', '.join(BOUND_METHODS)}; "
+    if bounds_method not in METHODS:
+        raise InvalidInputError(f"`bounds_method` must be one of {', '.join(METHODS)}; "
                                 f"got {bounds_method!r}.")
 
 

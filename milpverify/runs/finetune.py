@@ -37,6 +37,7 @@ import numpy.typing as npt
 
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
+from milpverify.runs.tasks import method_function
 
 METHODS = ("lp", "pgd", "fgsm", "lbfgs")
 
@@ -47,17 +48,6 @@ DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "fgsm": {},
     "lbfgs": {"targets": "second"},
 }
-
-
-def attack_function(method: str) -> Callable[..., Any]:
-    """The estimator behind `method` as `f(net, x, label=, margin=, **options) -> RhoResult`."""
-    if method == "lp":
-        from milpverify.core.restriction import lp_restriction
-        return lp_restriction
-    from milpverify.core import attacks
-    if method in ("pgd", "fgsm", "lbfgs"):
-        return getattr(attacks, method)
-    raise InvalidInputError(f"`method` must be one of {', '.join(METHODS)}; got {method!r}.")
 
 
 def _check(images: Any, labels: Any, net: Network, method: str, rounds: int, margin: float,
@@ -161,7 +151,7 @@ def finetune(net: Network, images: npt.ArrayLike, labels: npt.ArrayLike, *, meth
 
     from milpverify.frontends.torchnet import to_network, to_torch
 
-    attack = attack_function(method)
+    attack = method_function(method)[0]  # the estimator `evaluate` runs for this method
     options = {**DEFAULT_OPTIONS[method], **dict(method_options or {})}
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -287,5 +277,5 @@ def finetune_file(model: str | os.PathLike[str], data: str | os.PathLike[str], o
     return onnx_path, path, log
 
 
-__all__ = ["DEFAULT_OPTIONS", "METHODS", "attack_function", "finetune", "finetune_file",
+__all__ = ["DEFAULT_OPTIONS", "METHODS", "finetune", "finetune_file",
            "log_path"]

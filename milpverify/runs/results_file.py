@@ -6,7 +6,7 @@ import contextlib
 import csv
 import io
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ def _format(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return repr(value)
+        return repr(float(value))  # numpy floats too, without their type name
     return " ".join(str(value).split())  # one physical line per row, always
 
 
@@ -73,52 +73,84 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 class ResultsFile:
-    """The append-only results CSV: recovered on open, one fsynced line per row.
+    """An append-only results CSV: recovered on open, one fsynced line per row.
 
+    The one writer of every run that must survive a kill (`evaluate`, `rho`, `vnncomp`).
     On open an existing file is read; a last line without its newline (the run was killed
-    mid-write) is dropped and the file rewritten atomically without it. When an (index,
-    method) appears twice, the later line (a retry) wins. Any other
-    malformed line is an error: the file is not ours to repair.
+    mid-write) is dropped and the file rewritten atomically without it. Rows are kept by
+    their `key` columns; when a key appears twice, the later line (a retry or a rerun)
+    wins. Any other malformed line is an error: the file is not ours to repair.
+
+    Parameters
+    ----------
+    path : Path
+        The CSV file; created with its header if missing.
+    columns : sequence of str
+        The columns of a new file, in order (default: `evaluate`'s `COLUMNS`).
+    key : sequence of str
+        The columns that name a row (default ``("index", "method")``).
+    parse : callable, optional
+        Typed row from the CSV text of one row (default `_parse_row` for `COLUMNS`; None
+        keeps the text).
+    adopt_header : bool
+        False (default): an existing file must start with `columns` (or the legacy
+        layout, which is upgraded). True: an existing file's own header is kept and rows are
+        written in its columns (cells it lacks are dropped, columns it has and a row lacks
+        stay empty), for files older versions wrote.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, columns: Sequence[str] = COLUMNS,
+                 key: Sequence[str] = ("index", "method"),
+                 parse: Callable[[Mapping[str, str]], dict[str, Any]] | None = _parse_row,
+                 adopt_header: bool = False) -> None:
         self.path = path
-        self.rows: dict[tuple[int, str], dict[str, Any]] = {}
+        self.columns = tuple(columns)
+        self.key_columns = tuple(key)
+        self._parse = parse if parse is not None else dict
+        self.adopt_header = adopt_header
+        self.rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         self.dropped_partial = False
-        header = ",".join(COLUMNS) + "\n"
-        if not path.exists():
-            atomic_write(path, header.encode())
+        if not path.exists() or path.stat().st_size == 0:
+            atomic_write(path, self._header().encode())
         else:
-            self._recover(header)
+            self._recover()
         # Held open for the whole run (closed by `close`): one append handle, no reopen per row.
         self._file = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115
 
-    def _recover(self, header: str) -> None:
+    def _header(self) -> str:
+        return ",".join(self.columns) + "\n"
+
+    def key(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The row's key: its `key` columns (typed as `parse` types them)."""
+        return tuple(row.get(c) for c in self.key_columns)
+
+    def _recover(self) -> None:
         text = self.path.read_text(encoding="utf-8")
         if not text.endswith("\n"):
             text = text[: text.rfind("\n") + 1]  # drop the truncated last line
             self.dropped_partial = True
+        if text and self.adopt_header:
+            self.columns = tuple(next(csv.reader([text[: text.index("\n")]])))
         legacy = ",".join(LEGACY_COLUMNS) + "\n"
         if not text:
-            text = header
-        elif text.startswith(legacy):
+            text = self._header()
+        elif self.columns == COLUMNS and text.startswith(legacy):
             text = self._upgrade(text)
-        elif not text.startswith(header):
+        elif not text.startswith(self._header()):
             raise InvalidInputError(
-                f"{str(self.path)!r} does not start with the expected header ({header.strip()!r}); "
-                "it was written by another program or version. Use another output path or "
-                "--rerun to start over.")
+                f"{str(self.path)!r} does not start with the expected header "
+                f"({self._header().strip()!r}); it was written by another program or version. "
+                "Use another output path or --rerun to start over.")
         for n, raw in enumerate(csv.DictReader(io.StringIO(text)), start=2):
             if None in raw or any(v is None for v in raw.values()):
                 raise InvalidInputError(f"{str(self.path)!r} line {n} has the wrong number of "
                                         "fields; use --rerun to start over.")
             try:
-                row = _parse_row(raw)
+                row = self._parse(raw)
             except ValueError as exc:
                 raise InvalidInputError(f"{str(self.path)!r} line {n} cannot be read ({exc}); "
                                         "use --rerun to start over.") from exc
-            # A later row of the same (index, method) is a retry (`replace`).
-            self.rows[(row["index"], row["method"])] = row
+            self.rows[self.key(row)] = row  # a later line of the same key wins
         if self.dropped_partial:
             atomic_write(self.path, text.encode())
 
@@ -133,25 +165,28 @@ class ResultsFile:
         return buf.getvalue()
 
     def append(self, row: Mapping[str, Any]) -> None:
-        """Write one row as one line, flush and fsync; skip rows already present."""
-        if (int(row["index"]), str(row["method"])) in self.rows:
+        """Write one row as one line, flush and fsync; skip rows whose key is present."""
+        line = self._line(row)
+        if self.key(self._parse(line)) in self.rows:
             return
-        self._write(row)
+        self._write(line)
 
     def replace(self, row: Mapping[str, Any]) -> None:
-        """A retried row: appended like `append`, and it wins over the earlier line of its
-        (index, method) when the file is read (`_recover`)."""
-        self._write(row)
+        """A retried or rerun row: appended like `append`, and it wins over the earlier line
+        of its key when the file is read (`_recover`)."""
+        self._write(self._line(row))
 
-    def _write(self, row: Mapping[str, Any]) -> None:
-        key = (int(row["index"]), str(row["method"]))
+    def _line(self, row: Mapping[str, Any]) -> dict[str, str]:
+        return {c: _format(row.get(c)) for c in self.columns}
+
+    def _write(self, line: dict[str, str]) -> None:
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow([_format(row.get(c)) for c in COLUMNS])
+        csv.writer(buf, lineterminator="\n").writerow(line.values())
         self._file.write(buf.getvalue())
         self._file.flush()
         os.fsync(self._file.fileno())
-        self.rows[key] = _parse_row(dict(zip(COLUMNS, next(csv.reader([buf.getvalue()])),
-                                             strict=True)))
+        parsed = self._parse(line)
+        self.rows[self.key(parsed)] = parsed
 
     def close(self) -> None:
         """Close the file handle."""

@@ -16,6 +16,7 @@ import numpy as np
 from milpverify.errors import InvalidInputError, MilpVerifyError
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
+from milpverify.runs.results_file import ResultsFile
 from milpverify.vnn.decide import milp_solvers
 from milpverify.vnn.options import VnnlibOptions
 from milpverify.vnn.results import RESULT_COLUMNS, VnnlibResult
@@ -65,41 +66,6 @@ def read_instances(path: PathLike) -> list[Instance]:
     return out
 
 
-def _done_keys(out: Path) -> set[tuple[str, str]]:
-    if not out.exists() or out.stat().st_size == 0:
-        return set()
-    with open(out, newline="", encoding="utf-8") as fh:
-        return {(r["onnx"], r["vnnlib"]) for r in csv.DictReader(fh) if r.get("result")}
-
-
-class _RowWriter:
-    """Append rows to the results CSV, flushed and fsync'ed one by one (resumable runs)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new = not path.exists() or path.stat().st_size == 0
-        columns: Sequence[str] = RESULT_COLUMNS
-        if not new:  # keep the columns of an existing file (e.g. from an older version)
-            with open(path, newline="", encoding="utf-8") as fh:
-                columns = next(csv.reader(fh), None) or RESULT_COLUMNS
-        self.fh = open(path, "a", newline="", encoding="utf-8")
-        self.writer = csv.DictWriter(self.fh, fieldnames=list(columns), extrasaction="ignore")
-        if new:
-            self.writer.writeheader()
-            self._sync()
-
-    def _sync(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-
-    def write(self, row: dict[str, Any]) -> None:
-        self.writer.writerow(row)
-        self._sync()
-
-    def close(self) -> None:
-        self.fh.close()
-
-
 def _row(inst: Instance, result: VnnlibResult, seconds: float, group: str) -> dict[str, Any]:
     message = " ".join(result.message.split())[:300]
     return {"onnx": inst.onnx, "vnnlib": inst.vnnlib, "result": result.result,
@@ -145,7 +111,8 @@ def run_vnncomp(benchdir: PathLike, out: PathLike, *,
         ``seconds`` includes the group's rho time and its ``group`` column names the group
         (so the wall time of a group is the largest ``seconds`` in it).
     rerun : bool
-        Run instances already in `out` again (rows are appended, not replaced).
+        Run instances already in `out` again (rows are appended; a later row of an
+        instance wins when the file is read).
     backend, options
         Passed to `verify_vnnlib` (shared rho uses the first of several solvers).
     result_dir : path, optional
@@ -177,11 +144,13 @@ def run_vnncomp(benchdir: PathLike, out: PathLike, *,
     else:
         todo_all = list(instances)
     out_path = Path(out)
-    done = set() if rerun else _done_keys(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    writer = ResultsFile(out_path, RESULT_COLUMNS, key=("onnx", "vnnlib"), parse=None,
+                         adopt_header=True)
+    done = set() if rerun else {k for k, r in writer.rows.items() if r.get("result")}
     todo = [i for i in todo_all if (i.onnx, i.vnnlib) not in done]
     if result_dir is not None:
         Path(result_dir).mkdir(parents=True, exist_ok=True)
-    writer = _RowWriter(out_path)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -193,7 +162,7 @@ def run_vnncomp(benchdir: PathLike, out: PathLike, *,
 
     def record(inst: Instance, result: VnnlibResult, seconds: float, group: str = "") -> None:
         row = _row(inst, result, seconds, group)
-        writer.write(row)
+        writer.replace(row)
         rows.append(row)
         if result_dir is not None:
             result.write(Path(result_dir) / _counterexample_name(inst))

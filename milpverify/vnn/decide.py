@@ -21,18 +21,20 @@ import numpy.typing as npt
 from milpverify.bounds import alpha_bounds
 from milpverify.bounds.tighten import compute_bounds
 from milpverify.core.query import SOLVER_SLACK, WITNESS_MARGIN
+from milpverify.core.witness import WitnessCheck
 from milpverify.encode.ideal import relu_cut_separators
 from milpverify.encode.milp import NetworkEncoding, Term, encode_network
 from milpverify.encode.model import MilpModel
-from milpverify.encode.objective import Disjunct, add_unsafe_set, build_unsafe_problem
+from milpverify.encode.objective import add_unsafe_set, build_unsafe_problem
 from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
+from milpverify.ir.constraints import OutputConstraint
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveStatus
 from milpverify.vnn.box_bounds import as_chain
-from milpverify.vnn.check import CounterexampleCheck, _rows, check_counterexample
+from milpverify.vnn.check import check_counterexample, property_rows
 from milpverify.vnn.falsify import FalsifierOptions, _attack, falsify
 from milpverify.vnn.input_split import split_search
 from milpverify.vnn.options import VnnlibOptions
@@ -64,12 +66,12 @@ def spec_network(net: Network, a: FloatArray, b: FloatArray) -> Network:
 @dataclass
 class _PropertyOutcome:
     result: str                                # sat / unsat / timeout / unknown / error
-    check: CounterexampleCheck | None = None
+    check: WitnessCheck | None = None
     decided_by: str = ""
     message: str = ""
 
 
-def _possible(bounds_lower: FloatArray, groups: list[npt.NDArray[np.int64]],
+def possible_disjuncts(bounds_lower: FloatArray, groups: list[npt.NDArray[np.int64]],
               alive: list[int]) -> list[int]:
     """Disjuncts not refuted by the bounds: every row can still reach ``s_r <= 0``."""
     return [d for d in alive if np.all(bounds_lower[groups[d]] <= 0.0)]
@@ -188,16 +190,16 @@ def _solve_disjuncts(aug: Network, bounds: Any, prop: VnnlibProperty,
 
 
 def _selection(groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: int,
-               rhs: float) -> list[Disjunct]:
+               rhs: float) -> list[OutputConstraint]:
     out = []
     for d in batch:
         sel = np.zeros((len(groups[d]), n_rows))
         sel[np.arange(len(groups[d])), groups[d]] = 1.0
-        out.append(Disjunct(sel, np.full(len(groups[d]), rhs), str(d)))
+        out.append(OutputConstraint(sel, np.full(len(groups[d]), rhs), str(d)))
     return out
 
 
-def _build_milp(aug: Network, bounds: Any, prop: VnnlibProperty,
+def build_unsafe_milp(aug: Network, bounds: Any, prop: VnnlibProperty,
                 groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: int, rhs: float,
                 objective: bool, ideal_cuts: bool = False) -> tuple[Any, npt.NDArray[np.int64]]:
     """The unsafe-set MILP over the spec outputs ``s``: ``OR_d AND_{r in d} s_r <= rhs``
@@ -253,7 +255,7 @@ def _unsafe_model(aug: Network, bounds: Any, prop: VnnlibProperty,
     for d in batch:
         sel = np.zeros((len(groups[d]), len(rows)))
         sel[np.arange(len(groups[d])), [position[int(r)] for r in groups[d]]] = 1.0
-        disjuncts.append(Disjunct(sel, np.zeros(len(groups[d])), str(d)))
+        disjuncts.append(OutputConstraint(sel, np.zeros(len(groups[d])), str(d)))
     add_unsafe_set(model, Term.of_vars(u), disjuncts, u_lo, u_hi)
     model.set_objective(np.array([t]), np.array([1.0]))
     return model, xv, enc
@@ -285,7 +287,7 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
     # then s <= -WITNESS_MARGIN for a point that survives float32 rounding and onnxruntime.
     for attempt, rhs in enumerate((SOLVER_SLACK, -WITNESS_MARGIN)):
         t0 = time.perf_counter()
-        model, input_vars = _build_milp(aug, bounds, prop, groups, batch, n_rows, rhs,
+        model, input_vars = build_unsafe_milp(aug, bounds, prop, groups, batch, n_rows, rhs,
                                         opts.milp_objective,
                                         opts.ideal_cuts and backend == "scip")
         timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t0
@@ -325,7 +327,7 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
                                                f"{message}")
 
 
-def _disjunct_bounds(aug: Network, bounds: Any, prop: VnnlibProperty, disjunct: Disjunct,
+def _disjunct_bounds(aug: Network, bounds: Any, prop: VnnlibProperty, disjunct: OutputConstraint,
                      deadline: float, opts: VnnlibOptions, timings: dict[str, float]) -> Any:
     """`bounds` LP-tightened over the inputs whose spec outputs satisfy `disjunct` (at
     ``SOLVER_SLACK``, so valid for its MILP at either right-hand side), for
@@ -336,7 +338,7 @@ def _disjunct_bounds(aug: Network, bounds: Any, prop: VnnlibProperty, disjunct: 
     t0 = time.perf_counter()
     out = compute_bounds(aug, prop.input_lower, prop.input_upper, method="lp", base=bounds,
                          time_limit_s=budget, threads=opts.threads,
-                         output_constraint=(disjunct.A, disjunct.b))
+                         output_constraint=disjunct)
     timings["disjunct_tighten_s"] = (timings.get("disjunct_tighten_s", 0.0)
                                      + time.perf_counter() - t0)
     lower = out.flat(SPEC_NODE)[0]  # A selects rows (0/1): A @ lower bounds A s below
@@ -386,7 +388,7 @@ def _input_split(net: Network, aug: Network, prop: VnnlibProperty, a: FloatArray
 def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backend: str,
                      opts: VnnlibOptions, attack_s: float, timings: dict[str, float],
                      stats: dict[str, Any]) -> _PropertyOutcome:
-    a, b, groups = _rows(prop)
+    a, b, groups = property_rows(prop)
     stats["disjuncts"] = stats.get("disjuncts", 0) + len(groups)
     if any(len(g) == 0 for g in groups):  # a disjunct without rows: the whole box is unsafe
         check = check_counterexample(net, prop, 0.5 * (prop.input_lower + prop.input_upper))
@@ -398,7 +400,7 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
     bounds = compute_bounds(aug, prop.input_lower, prop.input_upper, method="symbolic")
     timings["bounds_s"] = timings.get("bounds_s", 0.0) + time.perf_counter() - t0
     stats["unstable_symbolic"] = stats.get("unstable_symbolic", 0) + bounds.unstable
-    alive = _possible(bounds.flat(SPEC_NODE)[0], groups, list(range(len(groups))))
+    alive = possible_disjuncts(bounds.flat(SPEC_NODE)[0], groups, list(range(len(groups))))
     if not alive:
         return _PropertyOutcome("unsat", decided_by="bounds")
     s_upper = bounds.flat(SPEC_NODE)[1]
@@ -419,7 +421,7 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
     if opts.alpha and bounds.unstable:
         bounds = _optimised_slopes(aug, prop, bounds, deadline, opts, timings)
         stats["unstable_alpha"] = stats.get("unstable_alpha", 0) + bounds.unstable
-        alive = _possible(bounds.flat(SPEC_NODE)[0], groups, alive)
+        alive = possible_disjuncts(bounds.flat(SPEC_NODE)[0], groups, alive)
         if not alive:
             return _PropertyOutcome("unsat", decided_by="bounds")
         if opts.attack and attack_s > 0:  # again from where the optimised bounds point
@@ -447,7 +449,7 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
         if opts.alpha and opts.alpha_after_tighten and bounds.unstable:
             bounds = _optimised_slopes(aug, prop, bounds, deadline, opts, timings)
         stats["unstable_tightened"] = stats.get("unstable_tightened", 0) + bounds.unstable
-        alive = _possible(bounds.flat(SPEC_NODE)[0], groups, alive)
+        alive = possible_disjuncts(bounds.flat(SPEC_NODE)[0], groups, alive)
         if not alive:
             return _PropertyOutcome("unsat", decided_by="bounds")
     stats["disjuncts_left"] = stats.get("disjuncts_left", 0) + len(alive)

@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.core.witness import WitnessCheck
 from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
-from milpverify.vnn.check import CounterexampleCheck, check_counterexample
+from milpverify.vnn.check import check_counterexample
 from milpverify.vnn.spec import VnnlibProperty
 
 
@@ -94,7 +95,7 @@ def _input_gradient(net: Network, x: FloatArray, out_grad: FloatArray) -> FloatA
 
 def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | None = None,
             disjuncts: Sequence[int] | None = None, starts: npt.ArrayLike | None = None,
-            start_disjuncts: npt.ArrayLike | None = None) -> CounterexampleCheck | None:
+            start_disjuncts: npt.ArrayLike | None = None) -> WitnessCheck | None:
     """Search the property's box for a counterexample by projected signed-gradient ascent.
 
     For each disjunct ``d`` separately (targeted), maximise ``min_r (b_dr - (A_d f(x))_r)``
@@ -121,7 +122,7 @@ def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | N
 
     Returns
     -------
-    CounterexampleCheck or None
+    WitnessCheck or None
         A verified counterexample, or None if none was found in the time limit (which
         proves nothing).
 
@@ -201,7 +202,7 @@ def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | N
     return None
 
 
-def _verified_or_none(check: CounterexampleCheck) -> CounterexampleCheck | None:
+def _verified_or_none(check: WitnessCheck) -> WitnessCheck | None:
     return check if check.verified else None
 
 
@@ -224,7 +225,7 @@ def _vertex_starts(bounds: Any, groups: list[npt.NDArray[np.int64]],
 def _attack(net: Network, prop: VnnlibProperty, bounds: Any,
             groups: list[npt.NDArray[np.int64]], alive: list[int], falsifier: FalsifierOptions,
             attack_s: float, deadline: float, timings: dict[str, float]
-            ) -> CounterexampleCheck | None:
+            ) -> WitnessCheck | None:
     """`falsify` the open disjuncts for at most `attack_s` (and not past `deadline`), from
     random starts and from the bounds' vertices (`_vertex_starts`)."""
     t0 = time.perf_counter()

@@ -38,10 +38,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.core.witness import WitnessCheck
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.vnn.box_bounds import Chain, chain_bounds
-from milpverify.vnn.check import CounterexampleCheck, _unsafe_margin, check_counterexample
+from milpverify.vnn.check import _unsafe_margin, check_counterexample
 from milpverify.vnn.falsify import _input_gradient
 from milpverify.vnn.spec import VnnlibProperty
 
@@ -57,7 +58,7 @@ class SplitOutcome:
     """What `split_search` found: ``result`` is sat / unsat / timeout / unknown."""
 
     result: str
-    check: CounterexampleCheck | None = None
+    check: WitnessCheck | None = None
     message: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -171,7 +172,7 @@ def _local_attack(net: Network, a: FloatArray, b: FloatArray, rows: list[FloatAr
 
 def _try_points(net: Network, prop: VnnlibProperty, a: FloatArray, b: FloatArray,
                 groups: list[npt.NDArray[np.int64]], points: FloatArray, tries: int
-                ) -> tuple[CounterexampleCheck | None, FloatArray]:
+                ) -> tuple[WitnessCheck | None, FloatArray]:
     """Run `points` forward; re-check the (at most `tries`) most unsafe ones with
     `check_counterexample`. Returns the first that passes (or None) and every point's
     unsafe margin (`_unsafe_margin`, >= 0: unsafe in float64)."""
@@ -206,7 +207,7 @@ class _Queue:
 def _falsify_batch(net: Network, prop: VnnlibProperty, a: FloatArray, b: FloatArray,
                    groups: list[npt.NDArray[np.int64]], lo: FloatArray, hi: FloatArray,
                    coef: FloatArray, worst: npt.NDArray[np.int64], attack_boxes: int,
-                   attack_steps: int) -> CounterexampleCheck | None:
+                   attack_steps: int) -> WitnessCheck | None:
     """Counterexample search on open boxes (sorted worst first): centres and each worst
     disjunct's rows' minimising vertices (`bound_vertices` per box), then `_local_attack`
     from the centres and vertices of `attack_boxes` of them."""
@@ -261,7 +262,7 @@ def split_search(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray
     chain : Chain
         `as_chain` of ``spec_network(net, a, b)``: its last node is ``s = A y - b``.
     prop : VnnlibProperty
-    a, b, groups : the property's stacked rows and each disjunct's row indices (`_rows`).
+    a, b, groups : the property's stacked rows and each disjunct's row indices (`property_rows`).
     alive : the disjuncts still possible on the whole box; the others are known refuted.
     deadline : float
         `time.perf_counter` value at which to stop with ``timeout``.
@@ -285,7 +286,7 @@ def split_search(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray
     stats: dict[str, Any] = {"split_boxes": 0, "split_batches": 0, "split_stuck": 0}
     size = 1
 
-    def outcome(result: str, check: CounterexampleCheck | None = None,
+    def outcome(result: str, check: WitnessCheck | None = None,
                 message: str = "") -> SplitOutcome:
         elapsed = time.perf_counter() - started
         stats["split_s"] = elapsed
@@ -317,7 +318,7 @@ def split_search(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray
 def _expand(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray, b: FloatArray,
             groups: list[npt.NDArray[np.int64]], lo: FloatArray, hi: FloatArray,
             open_: npt.NDArray[np.bool_], scale: FloatArray, opts: SplitOptions,
-            queue: _Queue, stats: dict[str, Any]) -> CounterexampleCheck | None:
+            queue: _Queue, stats: dict[str, Any]) -> WitnessCheck | None:
     """One batch: bound the boxes, drop the refuted ones, try to falsify the rest (worst
     first) and push their halves; returns a verified counterexample or None."""
     bounds = chain_bounds(chain, lo, hi)

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any, Union
 
+from milpverify.core.witness import WitnessCheck
 from milpverify.errors import InvalidInputError, UnsupportedModelError
 from milpverify.ir.network import Network
-from milpverify.vnn.check import CounterexampleCheck
 from milpverify.vnn.decide import _decide_property, _PropertyOutcome, milp_solvers
 from milpverify.vnn.options import VnnlibOptions
 from milpverify.vnn.results import VnnlibResult
@@ -108,7 +108,7 @@ def verify_vnnlib(net_or_path: Network | PathLike, spec_or_path: VnnlibSpec | Pa
     timings["load_s"] = time.perf_counter() - start
     milp_solvers(backend)  # fail early when a solver is missing or unknown
 
-    def done(result: str, check: CounterexampleCheck | None = None, by: str = "",
+    def done(result: str, check: WitnessCheck | None = None, by: str = "",
              message: str = "") -> VnnlibResult:
         timings["total_s"] = time.perf_counter() - start
         return VnnlibResult(result, None if check is None else check.x,

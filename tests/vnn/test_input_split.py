@@ -19,7 +19,7 @@ from milpverify.ir import ops
 from milpverify.ir.constraints import OutputConstraint
 from milpverify.ir.network import Network
 from milpverify.vnn.box_bounds import as_chain, chain_bounds
-from milpverify.vnn.check import _rows, check_counterexample
+from milpverify.vnn.check import check_counterexample, property_rows
 from milpverify.vnn.decide import SPEC_NODE, spec_network
 from milpverify.vnn.input_split import SplitOptions, split_search
 from milpverify.vnn.options import VnnlibOptions
@@ -35,7 +35,7 @@ def _truth(folder: Path) -> dict[str, str]:
 
 
 def _search(net, prop, seconds=20.0, **options):
-    a, b, groups = _rows(prop)
+    a, b, groups = property_rows(prop)
     chain = as_chain(spec_network(net, a, b))
     assert chain is not None
     return split_search(net, chain, prop, a, b, groups, list(range(len(groups))),
@@ -115,7 +115,7 @@ def test_chain_bounds_sound_on_reach_sub_boxes(shared_data):
     for name in ("vdp", "robot", "gcas"):
         net = load_onnx(folder / "onnx" / f"{name}.onnx")
         prop = read_vnnlib(folder / "vnnlib" / f"{name}_0.vnnlib").properties[0]
-        a, b, _ = _rows(prop)
+        a, b, _ = property_rows(prop)
         aug = spec_network(net, a, b)
         width = prop.input_upper - prop.input_lower
         lo = rng.uniform(prop.input_lower, prop.input_upper - width / 8, size=(30, width.size))

@@ -38,7 +38,7 @@ from milpverify.vnn.decide import (
 )
 from milpverify.vnn.falsify import FalsifierOptions, falsify
 from milpverify.vnn.options import VnnlibOptions, milp_form_flag
-from milpverify.vnn.results import parse_result
+from milpverify.vnn.results import RESULT_COLUMNS, parse_result
 from milpverify.vnn.shared_rho import linf_robustness_form, shared_rho_decisions
 from milpverify.vnn.spec import read_vnnlib
 from milpverify.vnn.verify import verify_vnnlib
@@ -327,7 +327,7 @@ def test_counterexample_check_rounds_into_the_box(abs_net):
     # 0.1 is not a float32: the rounded point must still lie inside [0.1, 0.3].
     prop = read_vnnlib(_spec("(assert (>= Y_2 0.0))", box=(0.1, 0.3))).properties[0]
     check = check_counterexample(abs_net, prop, np.array([0.1, 0.1]))
-    assert check.verified and check.in_box
+    assert check.verified and check.in_domain
     assert np.all(check.x >= 0.1)
     assert check.margin_onnx is not None and check.margin_onnx >= 0
     bad = check_counterexample(abs_net, read_vnnlib(_spec("(assert (>= Y_0 0.5))")).properties[0],
@@ -487,6 +487,41 @@ def test_cli_vnncomp_is_resumable(tmp_path, abs_model):
         assert len(list(csv.DictReader(fh))) == 2
     assert len(run_vnncomp(bench, out, progress=False)) == 0
     assert len(run_vnncomp(bench, out, progress=False, rerun=True)) == 2
+
+
+def test_vnncomp_resume_drops_a_truncated_last_line(tmp_path, abs_model):
+    """A run killed mid-row leaves a line without its newline: the resumed run drops it and
+    runs that instance again, so no row is glued to a half-written one."""
+    bench = _bench(tmp_path, abs_model)
+    out = tmp_path / "results.csv"
+    run_vnncomp(bench, out, progress=False)
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:2]) + lines[2][:12])  # header, sat row, half the unsat row
+    again = run_vnncomp(bench, out, progress=False)
+    assert [r["vnnlib"] for r in again] == ["vnnlib/unsat.vnnlib"]
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["onnx"], r["vnnlib"], r["result"]) for r in rows] == [
+        ("onnx/abs.onnx", "vnnlib/sat.vnnlib", "sat"),
+        ("onnx/abs.onnx", "vnnlib/unsat.vnnlib", "unsat")]
+
+
+def test_vnncomp_resume_keeps_an_older_files_columns(tmp_path, abs_model):
+    """A results file written before the `group` column existed is resumed in its own seven
+    columns: its rows count as done and new rows are written in its layout."""
+    bench = _bench(tmp_path, abs_model)
+    out = tmp_path / "results.csv"
+    old = [c for c in RESULT_COLUMNS if c != "group"]
+    out.write_text(",".join(old) + "\n"
+                   + "onnx/abs.onnx,vnnlib/sat.vnnlib,sat,0.5,30,attack,found\n")
+    again = run_vnncomp(bench, out, progress=False)
+    assert [r["vnnlib"] for r in again] == ["vnnlib/unsat.vnnlib"]
+    with open(out, newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    assert reader.fieldnames == old
+    assert [(r["vnnlib"], r["result"]) for r in rows] == [("vnnlib/sat.vnnlib", "sat"),
+                                                          ("vnnlib/unsat.vnnlib", "unsat")]
 
 
 def test_read_instances_errors(tmp_path):

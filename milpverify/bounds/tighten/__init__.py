@@ -50,22 +50,16 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from milpverify.bounds import alpha_bounds, interval_bounds, symbolic_bounds
+from milpverify.bounds import BOUND_METHODS, alpha_bounds, interval_bounds, symbolic_bounds
 from milpverify.bounds.base import Bounds
 from milpverify.bounds.interval import check_box
 from milpverify.bounds.tighten.progressive import EVIDENCE_SAMPLES, _box_samples, _tighten
-from milpverify.bounds.tighten.state import (
-    OutputConstraint,
-    _Evidence,
-    _flat,
-    _intersect,
-    _LevelStats,
-    _State,
-)
+from milpverify.bounds.tighten.state import _Evidence, _flat, _intersect, _LevelStats, _State
 from milpverify.errors import InvalidInputError
+from milpverify.ir.constraints import OutputConstraint
 from milpverify.ir.network import Network
 
-METHODS = ("interval", "symbolic", "alpha", "lp", "mip", "progressive")
+METHODS = (*BOUND_METHODS, "lp", "mip", "progressive")
 
 
 LEVELS = ("lp", "mip")
@@ -77,7 +71,7 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
                    per_neuron_s: float | None = None, backend: str = "highs",
                    mip_backend: str = "scip", levels: Sequence[str] = ("lp", "mip"),
                    base: Bounds | None = None, threads: int = 1,
-                   output_constraint: tuple[npt.ArrayLike, npt.ArrayLike] | None = None
+                   output_constraint: OutputConstraint | tuple[npt.ArrayLike, npt.ArrayLike] | None = None
                    ) -> Bounds:
     """Sound bounds of every node over the input box `[lower, upper]`.
 
@@ -117,8 +111,8 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
         Neurons of a layer solved at once, at every level (default 1): each thread takes
         every `threads`-th neuron, with its own solver sessions. highspy and pyscipopt's
         ``optimizeNogil`` release the GIL while they solve.
-    output_constraint : (C, d), optional
-        Bound only the inputs of the box whose outputs ``y`` satisfy ``C y <= d`` (C of
+    output_constraint : OutputConstraint or (A, b), optional
+        Bound only the inputs of the box whose outputs ``y`` satisfy ``A y <= b`` (A of
         shape (k, outputs)), e.g. one disjunct of an unsafe set: every solve (a solver
         method is required) runs on the whole network with these rows added, so the
         bounds hold for those inputs only. If they cross (some lower > upper, or a symbolic
@@ -168,7 +162,7 @@ def compute_bounds(net: Network, lower: npt.ArrayLike, upper: npt.ArrayLike, *,
         if method not in ("lp", "mip", "progressive"):
             raise InvalidInputError(f"`output_constraint` needs a solver method (lp, mip, "
                                     f"progressive); got method {method!r}.")
-        constraint = OutputConstraint.of(net, output_constraint)
+        constraint = OutputConstraint.of(output_constraint, net.num_classes)
     start = time.perf_counter()
     lo, hi = check_box(net, lower, upper)
     if method == "interval":

@@ -20,6 +20,7 @@ from milpverify.encode.milp import Term, encode_network
 from milpverify.encode.model import MilpModel
 from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
+from milpverify.ir.constraints import OutputConstraint
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray, IntArray
 from milpverify.solve.base import SolveOptions, SolveStatus
@@ -106,7 +107,7 @@ class _State:
     layer_deadline: float = np.inf
     threads: int = 1  # neurons of a layer solved at once, each thread with its own sessions
     cut_short: bool = False  # some neuron was not reached for lack of time
-    constraint: OutputConstraint | None = None  # rows `C y <= d` on the network output
+    constraint: OutputConstraint | None = None  # rows `A y <= b` on the network output
     empty: bool = False  # some bounds crossed: no input of the box satisfies `constraint`
 
     def bounds(self, method: str) -> Bounds:
@@ -200,40 +201,6 @@ def _pending(net: Network, node: str, lower: FloatArray, upper: FloatArray
 
 
 # ---------------------------------------------------------------------------- one cone
-@dataclass(frozen=True)
-class OutputConstraint:
-    """Rows ``C y <= d`` on the flat network output ``y``: `compute_bounds` then bounds
-    only the inputs of the box whose outputs satisfy them (e.g. one disjunct of an unsafe
-    set)."""
-
-    C: FloatArray  # (k, outputs)
-    d: FloatArray  # (k,)
-
-    @staticmethod
-    def of(net: Network, value: tuple[npt.ArrayLike, npt.ArrayLike]) -> OutputConstraint:
-        """Check ``(C, d)`` against `net`'s output size.
-
-        Raises
-        ------
-        InvalidInputError
-            Wrong shapes or non-finite entries.
-        """
-        try:
-            c_raw, d_raw = value
-            C = np.array(c_raw, dtype=np.float64, ndmin=2)
-            d = np.array(d_raw, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"`output_constraint` must be a pair (C, d) of numeric "
-                                    f"arrays: {exc}") from exc
-        if C.ndim != 2 or C.shape[1] != net.num_classes or d.shape != (C.shape[0],):
-            raise InvalidInputError(
-                f"`output_constraint` (C, d) needs C of shape (k, {net.num_classes}) (the "
-                f"network's outputs) and d of shape (k,); got {C.shape} and {d.shape}.")
-        if not (np.all(np.isfinite(C)) and np.all(np.isfinite(d))):
-            raise InvalidInputError("`output_constraint` has NaN or infinite entries.")
-        return OutputConstraint(C, d)
-
-
 @dataclass
 class _Cone:
     """A node's ancestors encoded in a `MilpModel`, with only `neurons` of it as outputs;
@@ -254,7 +221,7 @@ class _Cone:
             outputs[neurons] = True
         else:
             sub = net
-            outputs = np.any(state.constraint.C != 0, axis=0)
+            outputs = np.any(state.constraint.A != 0, axis=0)
         enc = encode_network(sub, state.bounds("tighten"), model, Term.of_vars(xv),
                              outputs=outputs, relax=not exact)
         if state.constraint is not None:
@@ -263,16 +230,16 @@ class _Cone:
 
 
 def _add_output_rows(model: MilpModel, out: Term, constraint: OutputConstraint) -> None:
-    """``C y <= d`` with the constant outputs moved to the right-hand side."""
+    """``A y <= b`` with the constant outputs moved to the right-hand side."""
     is_var = out.var >= 0
-    C = constraint.C
-    moved = C[:, ~is_var] @ out.const[~is_var]
-    # rounded up, so the LP's region contains every real point with C y <= d
-    slack = 4 * np.finfo(np.float64).eps * (np.abs(constraint.d) + np.abs(C[:, ~is_var])
+    A = constraint.A
+    moved = A[:, ~is_var] @ out.const[~is_var]
+    # rounded up, so the LP's region contains every real point with A y <= b
+    slack = 4 * np.finfo(np.float64).eps * (np.abs(constraint.b) + np.abs(A[:, ~is_var])
                                             @ np.abs(out.const[~is_var]))
-    rhs = np.nextafter(constraint.d - moved + slack, np.inf)
-    coo = sp.coo_array(C[:, is_var])
-    model.add_rows(coo.row, out.var[is_var][coo.col], coo.data, C.shape[0], -np.inf, rhs,
+    rhs = np.nextafter(constraint.b - moved + slack, np.inf)
+    coo = sp.coo_array(A[:, is_var])
+    model.add_rows(coo.row, out.var[is_var][coo.col], coo.data, A.shape[0], -np.inf, rhs,
                    name="output_constraint")
 
 

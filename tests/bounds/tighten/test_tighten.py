@@ -309,12 +309,12 @@ def test_output_constraint_on_a_real_net(shared_data: Path) -> None:
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"output_constraint": ([[1.0, 2.0]], [0.0])},
-     r"C of shape \(k, 1\) .* got \(1, 2\) and \(1,\)"),
+     r"A of shape \(k, 1\) .* got \(1, 2\) and \(1,\)"),
     ({"output_constraint": ([[np.nan]], [0.0])}, r"NaN or infinite"),
     ({"output_constraint": ([[1.0]], [0.0]), "method": "symbolic"},
      r"`output_constraint` needs a solver method .* got method 'symbolic'"),
-    ({"output_constraint": 5}, r"pair \(C, d\) of numeric arrays"),
-    ({"output_constraint": (["a"], [0.0])}, r"pair \(C, d\) of numeric arrays"),
+    ({"output_constraint": 5}, r"pair \(A, b\) of numeric arrays"),
+    ({"output_constraint": (["a"], [0.0])}, r"pair \(A, b\) of numeric arrays"),
 ])
 def test_bad_output_constraint(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
