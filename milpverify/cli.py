@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                                 help="show the full traceback when an error occurs")
         sub_parser.add_argument("--verbose", action="store_true",
-                                help="also print info and debug messages on stderr")
+                                help="also print info and debug messages on stderr, and "
+                                     "(rho, evaluate) the MILP solver's log on stdout")
         sub.add_arguments(sub_parser)
         SUBPARSERS[sub.name] = sub_parser
     return parser
@@ -143,10 +144,9 @@ def _add_info_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_path(model: str) -> str:
-    if model == "default" or model.startswith("default:"):
-        from milpverify.runs.datasets import DEFAULT_NET, embedded_net
-        return str(embedded_net(model.partition(":")[2] or DEFAULT_NET).path)
-    return model
+    from milpverify.frontends.embedded import default_name, embedded_net
+    name = default_name(model)
+    return model if name is None else str(embedded_net(name).path)
 
 
 def info_report(net: Any, model: str) -> dict[str, Any]:
@@ -267,7 +267,7 @@ def _export_sample(args: argparse.Namespace) -> Any:
     from milpverify.runs.datasets import (
         DATA_DIR,
         DEFAULT_IMAGES,
-        DEFAULT_NET,
+        default_name,
         embedded_net,
         load_npz,
     )
@@ -277,8 +277,9 @@ def _export_sample(args: argparse.Namespace) -> Any:
                          f"(see '{PROG} export --help')")
     divisor = args.pixel_divisor
     data = args.data
-    if args.model == "default" or args.model.startswith("default:"):
-        entry = embedded_net(args.model.partition(":")[2] or DEFAULT_NET)
+    name = default_name(args.model)
+    if name is not None:
+        entry = embedded_net(name)
         divisor = entry.pixel_divisor if divisor is None else divisor
         data = data or DATA_DIR / DEFAULT_IMAGES
     elif data is None:
@@ -504,7 +505,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                       workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet,
                       property=args.property, mean=args.mean, std=args.std,
                       figure_format=args.figure_format, figure_grid=args.figure_grid,
-                      retry=args.retry, norm=args.norm)
+                      retry=args.retry, norm=args.norm, verbose=args.verbose)
     print(result.summary_markdown())
     print(f"{result.computed} rows computed, {result.skipped} resumed; see "
           f"{result.files.get('summary', result.out)}")
@@ -528,7 +529,7 @@ def _run_rho(args: argparse.Namespace) -> int:
                        pixel_divisor=args.pixel_divisor, backend=args.backend,
                        workers=args.workers, ray=args.ray, rerun=args.rerun, quiet=args.quiet,
                        property=args.property, mean=args.mean, std=args.std,
-                       retry=args.retry, norm=args.norm)
+                       retry=args.retry, norm=args.norm, verbose=args.verbose)
     s = result.summaries["exact"]
     statuses = ", ".join(f"{k} {v}" for k, v in sorted(s.statuses.items()))
     print(f"{len(result.rows)} images ({result.computed} computed, {result.skipped} resumed): "

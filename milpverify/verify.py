@@ -52,7 +52,7 @@ from milpverify.core.query import (
 )
 from milpverify.core.results import Certificate, RhoResult, RhoStatus, Verdict
 from milpverify.core.spec_bounds import QueryBounds, query_bounds
-from milpverify.core.witness import WitnessCheck, repair_witness
+from milpverify.core.witness import WitnessCheck, repair_witness, reports_rejections
 from milpverify.encode.objective import build_robustness_problem
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
@@ -69,6 +69,7 @@ STRATEGIES = ("disjunction", "per_target")
 DEFAULT_TOLERANCE = 1e-5
 
 
+@reports_rejections
 def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | None = None,
         target: int | None = None, domain: tuple[float, float] = (0.0, 1.0),
         time_limit_s: float = 60.0, backend: str = "scip", margin: float = 0.0,
@@ -76,7 +77,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         threads: int = 1, tolerance: float = DEFAULT_TOLERANCE, label: int | None = None,
         solver_params: dict[str, object] | None = None,
         initial_witness: npt.ArrayLike | None = None,
-        strategy: str = "disjunction") -> RhoResult:
+        strategy: str = "disjunction", verbose: bool = False) -> RhoResult:
     """Exact pointwise robustness rho(f, x) = min ||x' - x|| s.t. x' is misclassified.
 
     Parameters
@@ -131,6 +132,9 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         (`benchmarks/per_target.py`, 0.89x total), but on mnist_fc 256x2 image 6 (rho in
         (0.03, 0.05], cap 0.05) it spent 300 s proving the first label beyond the cap and
         found no witness, where the disjunction finds one, so it is not the default.
+    verbose : bool
+        Let the MILP solver print its log on stdout (the CLI's ``--verbose``); bound
+        tightening and the heuristics stay quiet.
 
     Returns
     -------
@@ -179,7 +183,8 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         return _rho_per_target(
             net, q, qb.candidates, eps_cap, start, time_limit_s, tolerance,
             dict(backend=backend, bounds_method=bounds_method, upper_bound=upper_bound,
-                 threads=threads, tolerance=tolerance, solver_params=solver_params),
+                 threads=threads, tolerance=tolerance, solver_params=solver_params,
+                 verbose=verbose),
             initial_witness)
     # The MILPs stop early enough to leave time for the time-out salvage (`finish`).
     deadline = start + time_limit_s - min(SALVAGE_SHARE * time_limit_s,
@@ -216,7 +221,8 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     if not qb.candidates:
         return proven_beyond(radius, proven_cap, best, finish, tolerance)
 
-    search = _Misclassification(net, q, solver, backend, threads, solver_params, timings, stats)
+    search = _Misclassification(net, q, solver, backend, threads, solver_params, timings, stats,
+                                verbose)
     return close_bracket(search, best, radius, qb, deadline, tolerance, finish.first_lower,
                          stats, finish,
                          lambda r, b: proven_beyond(r, proven_cap, b, finish, tolerance))
@@ -299,6 +305,7 @@ class _Misclassification:
     solver_params: dict[str, object] | None
     timings: dict[str, float]
     stats: dict[str, Any]
+    verbose: bool = False
 
     def bounds(self, box: tuple[FloatArray, FloatArray], base: QueryBounds
                ) -> QueryBounds | None:
@@ -310,7 +317,8 @@ class _Misclassification:
     def decide(self, qb: QueryBounds, box: tuple[FloatArray, FloatArray], radius: float,
                deadline: float) -> tuple[Verdict, WitnessCheck | None, str]:
         return _decide(self.net, self.q, qb, box, radius, deadline, self.backend,
-                       self.threads, self.solver_params, self.timings, self.stats)
+                       self.threads, self.solver_params, self.timings, self.stats,
+                       verbose=self.verbose)
 
     def refine(self, found: WitnessCheck) -> WitnessCheck:
         return _refine(self.net, self.q, found)
@@ -330,6 +338,7 @@ class _Misclassification:
         self.stats["rows"] = problem.model.n_rows
         options = SolveOptions(time_limit_s=max(deadline - time.perf_counter(), 1e-3),
                                threads=self.threads, objective_cutoff=cutoff,
+                               verbose=self.verbose,
                                solver_params=solver_parameters(
                                    self.backend, self.solver_params,
                                    gap_of(q.norm, tolerance, lower)))
@@ -439,15 +448,18 @@ def _rho_per_target(net: Network, q: Query, candidates: list[int], eps_cap: floa
                      "exact", q.norm, "; ".join(messages))
 
 
+@reports_rejections
 def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float = 60.0,
             norm: str = "linf", domain: tuple[float, float] = (0.0, 1.0), target: int | None = None,
             margin: float = 0.0, backend: str = "scip", bounds_method: str = "progressive",
             attack: str | None = "pgd", threads: int = 1, label: int | None = None,
-            solver_params: dict[str, object] | None = None) -> Certificate:
+            solver_params: dict[str, object] | None = None,
+            verbose: bool = False) -> Certificate:
     """Decide whether every x' with ||x' - x|| <= eps (in `domain`) keeps the label.
 
     Stops at the first adversarial point the solver finds. "not_robust" always comes with
     a verified witness; "robust" only with a proof (bounds or solver infeasibility).
+    Options as in `rho`; `verbose` lets the MILP solver print its log on stdout.
 
     Example
     -------
@@ -489,5 +501,5 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
         return done(Verdict.ROBUST, None, "proven by bounds alone")
     deadline = start + time_limit_s
     verdict, witness, message = _decide(net, q, qb, box, eps, deadline, backend, threads,
-                                        solver_params, timings, stats)
+                                        solver_params, timings, stats, verbose=verbose)
     return done(verdict, witness, message)

@@ -150,12 +150,13 @@ def decide_loop(solve: FeasibilitySolve, margin: float, radius: float | None = N
 def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, FloatArray],
             eps: float, deadline: float, backend: str, threads: int,
             solver_params: dict[str, object] | None, timings: dict[str, float],
-            stats: dict[str, Any]) -> tuple[Verdict, WitnessCheck | None, str]:
+            stats: dict[str, Any], *, verbose: bool = False
+            ) -> tuple[Verdict, WitnessCheck | None, str]:
     """`decide_loop` for misclassification: the MILPs of `build_robustness_problem`, ray then
     region repair. Under L2 the ball is a quadratic row: exact in the first solve (so
     infeasibility is a proof), shrunk by `L2_BALL_SHRINK` in the second so the solver's
     point, which may overshoot the row by SCIP's feasibility tolerance, lands inside the
-    ball.
+    ball. `verbose` shows the solver's log.
     """
     def solve(attempt: int, row_margin: float
               ) -> tuple[SolveResult | None, WitnessCheck | None, str]:
@@ -170,7 +171,7 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             return None, None, ""
-        options = SolveOptions(time_limit_s=remaining, threads=threads,
+        options = SolveOptions(time_limit_s=remaining, threads=threads, verbose=verbose,
                                stop_at_first_feasible=True,
                                solver_params=solver_parameters(backend, solver_params, None))
         t2 = time.perf_counter()

@@ -69,7 +69,9 @@ class RhoResult:
     timings : dict[str, float]
         Seconds: ``bounds_s``, ``build_s``, ``solve_s``, ``total_s`` (and method-specific).
     stats : dict[str, Any]
-        Counts such as ``binaries``, ``unstable_relus``, ``nodes``.
+        Counts such as ``binaries``, ``unstable_relus``, ``nodes``, and
+        ``witness_rejections``: candidate points that failed the re-check during the call
+        (routine near ties; `rho`, `certify` and the estimators report it).
     method, norm : str
         Which estimator and which norm ("linf", "l1", "l2").
     message : str
@@ -115,6 +117,7 @@ class Certificate:
 
     `verdict` is ``"not_robust"`` only with a verified `witness`, ``"robust"`` only when the
     solver proved infeasibility, and ``"unknown"`` otherwise (time limit, failed check).
+    `stats` holds counts as in `RhoResult` (``witness_rejections`` among them).
     """
 
     verdict: Verdict

@@ -7,11 +7,14 @@ distance is the distance of that point.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +24,78 @@ from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 
 log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- rejection counts
+@dataclass
+class RejectionCount:
+    """Candidates that failed their re-check inside a `counting_rejections` block.
+
+    Counts reach every enclosing block (`parent`), so a `rho` that calls `rho` per target
+    counts the inner calls' rejections too.
+    """
+
+    count: int = 0
+    parent: RejectionCount | None = None
+
+
+#: The innermost open `counting_rejections` block of this thread / task (None outside).
+_REJECTIONS: ContextVar[RejectionCount | None] = ContextVar("witness_rejections", default=None)
+
+
+@contextlib.contextmanager
+def counting_rejections() -> Iterator[RejectionCount]:
+    """Count the points `check_point` rejects in this block (witnesses, property
+    witnesses, VNN-LIB counterexamples).
+
+    Rejections are routine near ties (numpy and onnxruntime disagree at the 1e-7 level),
+    so they are logged at debug level only; the count is what results report
+    (`stats["witness_rejections"]`, the runs' ``witness_rejections`` column).
+
+    Example
+    -------
+    >>> with counting_rejections() as rejected:
+    ...     check = check_witness(net, x, x, label=label)
+    >>> rejected.count
+    1
+    """
+    counter = RejectionCount(parent=_REJECTIONS.get())
+    token = _REJECTIONS.set(counter)
+    try:
+        yield counter
+    finally:
+        _REJECTIONS.reset(token)
+
+
+def note_rejection() -> None:
+    """Add one rejected candidate to every open `counting_rejections` block."""
+    counter = _REJECTIONS.get()
+    while counter is not None:
+        counter.count += 1
+        counter = counter.parent
+
+
+class _HasStats(Protocol):
+    @property
+    def stats(self) -> dict[str, Any]: ...
+
+
+P = ParamSpec("P")
+R = TypeVar("R", bound=_HasStats)
+
+
+def reports_rejections(fn: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a verifier entry point: its result's ``stats["witness_rejections"]`` is
+    the number of candidates rejected during the call (`counting_rejections`)."""
+
+    @functools.wraps(fn)
+    def counted(*args: P.args, **kwargs: P.kwargs) -> R:
+        with counting_rejections() as rejected:
+            result = fn(*args, **kwargs)
+        result.stats["witness_rejections"] = rejected.count
+        return result
+
+    return counted
 
 
 #: The unsafe-set test of a check: outputs ``y`` -> (margin, adversarial label). The point is
@@ -143,6 +218,7 @@ def check_point(net: Network, point: npt.ArrayLike, slack: Slack, *,
     if not verified:
         # Routine while repairing near-tie solver points (numpy and onnxruntime disagree at
         # the 1e-7 level); the reason also travels in `WitnessCheck.message`.
+        note_rejection()
         log.debug(message)
     distance = None if centre is None else norm_distance(w, centre, norm)
     return WitnessCheck(verified, w.reshape(net.input_shape), distance, in_domain,

@@ -20,6 +20,7 @@ import numpy as np
 
 from milpverify.errors import InvalidInputError, InvalidModelError, UnsupportedModelError
 from milpverify.frontends import onnx_activations, onnx_layers  # noqa: F401  (register their converters)
+from milpverify.frontends.embedded import default_name, embedded_net
 from milpverify.frontends.onnx_base import (
     _REGISTRY,
     Converter,
@@ -96,9 +97,11 @@ def _read_model(source: Any) -> tuple[Any, str]:
     if not isinstance(source, (str, os.PathLike)):
         raise InvalidInputError(f"load_onnx expects a path or an onnx.ModelProto; got "
                                 f"{type(source).__name__}.")
-    path = Path(source)
+    name = default_name(source) if isinstance(source, str) else None
+    path = embedded_net(name).path if name is not None else Path(source)
     if not path.is_file():
-        raise InvalidInputError(f"ONNX file not found: {str(path)!r}.")
+        raise InvalidInputError(f"ONNX file not found: {str(path)!r}; pass an .onnx file or "
+                                "'default' for the bundled network.")
     try:
         data = path.read_bytes()
         if path.suffix == ".gz" or data[:2] == b"\x1f\x8b":
@@ -138,9 +141,13 @@ def load_onnx(source: str | os.PathLike[str] | Any, *, simplify_graph: bool = Tr
 
     Parameters
     ----------
-    source : path or onnx.ModelProto
+    source : path, "default" or onnx.ModelProto
         The model. The first input axis is the batch axis; all other dims must be fixed. A
-        rank-1 input `[n]` is one sample without a batch axis.
+        rank-1 input `[n]` is one sample without a batch axis. The string ``"default"`` is
+        the bundled 784-32-16-10 MNIST MLP and ``"default:NAME"`` another bundled network
+        (`milpverify.frontends.embedded.EMBEDDED_NETS`), as for the CLI's ``MODEL``; their
+        inputs are pixels / 255 (``planet_lenet``: / 256), and `load_default` also returns
+        10 test images.
     simplify_graph : bool
         Fold normalisation/BatchNorm/permutations into neighbouring linear ops (default).
     drop_trailing_monotone : bool
@@ -159,7 +166,7 @@ def load_onnx(source: str | os.PathLike[str] | Any, *, simplify_graph: bool = Tr
     Raises
     ------
     InvalidInputError
-        The file does not exist.
+        The file does not exist, or ``"default:NAME"`` names no bundled network.
     InvalidModelError
         The file is not a readable ONNX model, or its graph is malformed (NaN weights,
         several inputs or outputs, unknown dimensions).
@@ -169,6 +176,7 @@ def load_onnx(source: str | os.PathLike[str] | Any, *, simplify_graph: bool = Tr
     Example
     -------
     >>> net = load_onnx("mnist_relu_3_50.onnx")
+    >>> net = load_onnx("default")
     """
     model, description = _read_model(source)
     original = model

@@ -24,7 +24,7 @@ from milpverify.core.query import (
     validate_query,
 )
 from milpverify.core.results import RhoResult, RhoStatus, Verdict
-from milpverify.core.witness import WitnessCheck
+from milpverify.core.witness import WitnessCheck, reports_rejections
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
@@ -45,13 +45,15 @@ from milpverify.verify import DEFAULT_TOLERANCE
 
 
 # ============================================================================ rho
+@reports_rejections
 def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = "linf",
                  eps_cap: float | None = None, domain: tuple[float, float] = (0.0, 1.0),
                  time_limit_s: float = 60.0, backend: str = "scip",
                  bounds_method: str = "progressive", upper_bound: str | None = "pgd",
                  encoding: str = "pairs", difference_bounds: bool = True, threads: int = 1,
                  tolerance: float = DEFAULT_TOLERANCE,
-                 solver_params: dict[str, object] | None = None) -> RhoResult:
+                 solver_params: dict[str, object] | None = None,
+                 verbose: bool = False) -> RhoResult:
     """Exact distance from x to the nearest x' that violates `prop` (RTK or affinity).
 
     The pipeline, bracket and statuses of `milpverify.verify.rho`: symbolic bounds on the
@@ -92,6 +94,8 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
         Bracket width under which the answer is "optimal".
     solver_params : dict, optional
         Passed to the backend on top of `verify.SCIP_DEFAULTS`.
+    verbose : bool
+        Let the MILP solver print its log on stdout (the CLI's ``--verbose``).
 
     Returns
     -------
@@ -177,7 +181,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
         return beyond(radius, best)
 
     search = _PropertySearch(net, q, query, solver, backend, encoding, threads, solver_params,
-                             timings, stats, bound)
+                             timings, stats, bound, verbose)
     return close_bracket(search, best, radius, (bounds, out, plan), start + time_limit_s,
                          tolerance, 0.0, stats, finish, beyond)
 
@@ -201,6 +205,7 @@ class _PropertySearch:
     timings: dict[str, float]
     stats: dict[str, Any]
     bound: Callable[..., Prepared]
+    verbose: bool = False
 
     def bounds(self, box: tuple[FloatArray, FloatArray], base: Prepared) -> Prepared | None:
         prepared = self.bound(box, "symbolic", base=base[0])
@@ -211,7 +216,8 @@ class _PropertySearch:
         bounds, out, plan = prepared
         return decide_at_radius(self.net, self.q, self.query, bounds, out, plan, box, radius,
                                 deadline, self.solver, self.backend, self.encoding,
-                                self.threads, self.solver_params, self.timings, self.stats)
+                                self.threads, self.solver_params, self.timings, self.stats,
+                                verbose=self.verbose)
 
     def refine(self, found: WitnessCheck) -> WitnessCheck:
         return _refine_in_region(self.net, self.q, self.query, found)
@@ -234,6 +240,7 @@ class _PropertySearch:
         self.stats["property_binaries"] = len(problem.choice_vars)
         options = SolveOptions(time_limit_s=max(deadline - time.perf_counter(), 1e-3),
                                threads=self.threads, objective_cutoff=cutoff,
+                               verbose=self.verbose,
                                solver_params=solver_parameters(
                                    self.backend, self.solver_params,
                                    gap_of(self.q.norm, tolerance, lower)))
@@ -250,8 +257,8 @@ def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds,
                      out: OutputBounds, plan: PairPlan, box: tuple[FloatArray, FloatArray],
                      eps: float, deadline: float, solver: Any, backend: str, encoding: str,
                      threads: int, solver_params: dict[str, object] | None,
-                     timings: dict[str, float], stats: dict[str, Any]
-                     ) -> tuple[Verdict, WitnessCheck | None, str]:
+                     timings: dict[str, float], stats: dict[str, Any], *,
+                     verbose: bool = False) -> tuple[Verdict, WitnessCheck | None, str]:
     """Is there a violating point in `box` (radius `eps`)? `core.decide.decide_loop` with the
     MILPs of `build_property_problem`; the strict solve re-plans the pairs at its margin
     (none left: the violations only tie, unknown)."""
@@ -270,7 +277,7 @@ def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds,
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             return None, None, "time limit reached before the solve"
-        options = SolveOptions(time_limit_s=remaining, threads=threads,
+        options = SolveOptions(time_limit_s=remaining, threads=threads, verbose=verbose,
                                stop_at_first_feasible=True,
                                solver_params=solver_parameters(backend, solver_params, None))
         t2 = time.perf_counter()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
@@ -18,58 +17,19 @@ import numpy as np
 import numpy.typing as npt
 
 from milpverify.errors import InvalidInputError
+from milpverify.frontends.embedded import (  # noqa: F401  (re-exported: the run layer's names)
+    DATA_DIR,
+    DEFAULT_NET,
+    EMBEDDED_NETS,
+    EmbeddedNet,
+    default_name,
+    embedded_net,
+)
 from milpverify.ir.network import Network
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEFAULT_IMAGES = "mnist_test_first10.npz"
 
 Indices = Union[str, int, Sequence[int], npt.NDArray[np.integer], slice, None]
-
-
-@dataclass(frozen=True)
-class EmbeddedNet:
-    """An ONNX network shipped with the package and the pixel divisor its inputs need."""
-
-    file: str
-    pixel_divisor: float
-    description: str
-
-    @property
-    def path(self) -> Path:
-        """Absolute path of the ONNX file."""
-        return DATA_DIR / self.file
-
-
-EMBEDDED_NETS: dict[str, EmbeddedNet] = {
-    "planet_lenet": EmbeddedNet(
-        "planet_lenet.onnx", 256.0,
-        "Planet LeNet (R. Ehlers; ONNX by D. Shriver, dnnv-benchmarks; MIT): "
-        "conv-maxpool-FC8-FC10"),
-    "mnist_mlp_32_16": EmbeddedNet(
-        "mnist_mlp_32_16.onnx", 255.0,
-        "MLP 784-32-16-10 trained by benchmarks/make_embedded_default.py on MNIST test 2000-9999"),
-}
-#: The README's first command runs on this one: exact rho finishes on all 10 images,
-#: while Planet LeNet's MaxPool needs hundreds of binaries (8/10 time out at 60 s).
-DEFAULT_NET = "mnist_mlp_32_16"
-
-
-def embedded_net(name: str = DEFAULT_NET) -> EmbeddedNet:
-    """The embedded network `name` (see `EMBEDDED_NETS`).
-
-    Raises
-    ------
-    InvalidInputError
-        Unknown name, or the file is missing from the installation.
-    """
-    if name not in EMBEDDED_NETS:
-        raise InvalidInputError(f"Unknown embedded network {name!r}; choose one of "
-                                f"{sorted(EMBEDDED_NETS)}.")
-    net = EMBEDDED_NETS[name]
-    if not net.path.is_file():
-        raise InvalidInputError(f"Embedded network file {str(net.path)!r} is missing; "
-                                "reinstall milpverify or run benchmarks/make_embedded_default.py.")
-    return net
 
 
 def load_default(name: str = DEFAULT_NET) -> tuple[Network, npt.NDArray[np.float64],

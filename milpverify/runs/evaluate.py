@@ -31,7 +31,8 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
              mean: str | float | Sequence[float] | None = None,
              std: str | float | Sequence[float] | None = None,
              figure_format: str | Sequence[str] = "png", figure_grid: int = 8,
-             retry: str | Sequence[str] | None = None, norm: str = "linf") -> RunResult:
+             retry: str | Sequence[str] | None = None, norm: str = "linf",
+             verbose: bool = False) -> RunResult:
     """Estimate rho on many images with several methods; write a resumable run directory.
 
     Parameters
@@ -78,6 +79,9 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
         Discard existing results in `out` and start over.
     quiet : bool
         No progress bar.
+    verbose : bool
+        The exact method's MILP solver prints its log on stdout (SCIP / HiGHS are silent
+        otherwise); not recorded among the options, so a rerun may change it.
     report : bool
         Write summary.md and the figures (matplotlib).
     figure_format : str or sequence of str
@@ -124,7 +128,8 @@ def evaluate(model: str | os.PathLike[str], *, eps: float, out: str | os.PathLik
                               eps_cap=eps_cap, methods=methods, time_limit_s=time_limit_s,
                               pixel_divisor=pixel_divisor, backend=backend,
                               method_options=method_options, workers=workers, ray=ray,
-                              prop=property, mean=mean, std=std, norm=norm)
+                              prop=property, mean=mean, std=std, norm=norm,
+                              verbose=verbose)
     formats = figure_formats(figure_format)
     if isinstance(figure_grid, bool) or not isinstance(figure_grid, int) or figure_grid < 1:
         raise InvalidInputError(f"`figure_grid` must be an integer >= 1; got {figure_grid!r}.")
@@ -147,12 +152,13 @@ def rho_table(model: str | os.PathLike[str], *, out: str | os.PathLike[str],
               rerun: bool = False, quiet: bool = False, property: str | None = None,
               mean: str | float | Sequence[float] | None = None,
               std: str | float | Sequence[float] | None = None,
-              retry: str | Sequence[str] | None = None, norm: str = "linf") -> RunResult:
+              retry: str | Sequence[str] | None = None, norm: str = "linf",
+              verbose: bool = False) -> RunResult:
     """Exact rho for many images into one resumable CSV: `evaluate` with methods=exact.
 
     Writes `out` (the rows), and beside it ``<stem>.run.json``, ``<stem>.adversarial.npz``,
     ``<stem>.log`` and ``<stem>.witnesses/``. Parameters as in `evaluate`; without
-    `eps_cap` rho is searched over the whole domain; `mean` / `std` and `retry` as in
+    `eps_cap` rho is searched over the whole domain; `mean` / `std`, `retry` and `verbose` as in
     `evaluate`. With `property` ("topk:K" or "affinity:FILE.json") each row is the exact distance to the nearest violation of that
     property (`milpverify.properties.rho_property`).
 
@@ -164,7 +170,7 @@ def rho_table(model: str | os.PathLike[str], *, out: str | os.PathLike[str],
                               eps_cap=eps_cap, methods=("exact",), time_limit_s=time_limit_s,
                               pixel_divisor=pixel_divisor, backend=backend, method_options=None,
                               workers=workers, ray=ray, prop=property, mean=mean, std=std,
-                              norm=norm)
+                              norm=norm, verbose=verbose)
     out_path = Path(os.fspath(out))
     if out_path.is_dir():
         raise InvalidInputError(f"`out` {os.fspath(out)!r} is a directory; rho writes a CSV "

@@ -15,7 +15,8 @@ WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 
 
 def _init_worker() -> None:
-    """Process-pool initializer: die with the parent (Linux), one thread per library."""
+    """Process-pool initializer: die with the parent (Linux), one thread per library, and
+    end without the interpreter's teardown (`_exit_now`)."""
     os.environ.update(WORKER_ENV)
     if sys.platform.startswith("linux"):
         import ctypes
@@ -23,6 +24,26 @@ def _init_worker() -> None:
         with contextlib.suppress(OSError, AttributeError):
             # PR_SET_PDEATHSIG = 1: a SIGKILLed parent must not leave solvers running.
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    import atexit
+    atexit.register(_exit_now)
+
+
+def _exit_now() -> None:
+    """End a worker once its loop has returned, skipping the interpreter's teardown.
+
+    A worker reaches exit only after the pool's shutdown sentinel, when every result has
+    been sent through the (synchronous) result pipe, so nothing is lost; but the teardown
+    of torch, onnxruntime and SCIP takes 1-2 s per worker, and `pool.shutdown(wait=True)`
+    (and so every parallel run) waited for it. Output still buffered in Python or in C
+    stdio (a solver log under ``--verbose``) is flushed first.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or replaced stream: nothing to flush
+            stream.flush()
+    with contextlib.suppress(OSError, AttributeError, TypeError):  # TypeError: no libc (Windows)
+        import ctypes
+        ctypes.CDLL(None).fflush(None)
+    os._exit(0)
 
 
 # ---------------------------------------------------------------------------- executors

@@ -101,9 +101,13 @@ def _version(dist: str) -> str | None:
 def scip_version() -> str | None:
     """SCIP's own version (pyscipopt `Model().version()`), or None without pyscipopt.
 
-    Asked in a child interpreter: pyscipopt is confined to `milpverify.solve.scip`, and
-    the parent of a process-pool run never needs to load it.
+    Asked in this process when pyscipopt is loaded already (`_prepare` checks the backend
+    of the exact method), else in a child interpreter, so a parent that does not solve
+    never loads it; the child costs about 0.5 s before any row starts.
     """
+    if "pyscipopt" in sys.modules:
+        from milpverify.solve.scip import scip_version as loaded_version
+        return loaded_version()
     code = "import pyscipopt; print(pyscipopt.Model().version())"
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -285,7 +289,7 @@ def _prepare(command: str, model: str | os.PathLike[str], *, data: str | os.Path
              pixel_divisor: float | None, backend: str,
              method_options: Mapping[str, Mapping[str, Any]] | None,
              workers: int, ray: str | None, prop: str | None = None,
-             mean: Any = None, std: Any = None, norm: str = "linf"
+             mean: Any = None, std: Any = None, norm: str = "linf", verbose: bool = False
              ) -> tuple[RunSpec, list[int]]:
     """The validation front door: every option is checked before anything is computed."""
     from milpverify.runs.normalise import check_normalisation, parse_channels
@@ -323,7 +327,8 @@ def _prepare(command: str, model: str | os.PathLike[str], *, data: str | os.Path
                    eps_cap if eps_cap is not None or command == "rho" else eps,
                    time_limit_s, chosen, backend, (0.0, 1.0),
                    _method_options(method_options, chosen, prop), prop,
-                   *(normalisation if normalisation is not None else (None, None)), norm)
+                   *(normalisation if normalisation is not None else (None, None)), norm,
+                   verbose=bool(verbose))
     net, images, _ = load_inputs(spec)
     if prop:
         parsed_property(prop).validate(net.num_classes)

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.core.witness import counting_rejections
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
-from milpverify.runs.datasets import DATA_DIR, DEFAULT_IMAGES, DEFAULT_NET, embedded_net, load_npz
+from milpverify.runs.datasets import DATA_DIR, DEFAULT_IMAGES, default_name, embedded_net, load_npz
 
 #: Estimators `evaluate` knows, in the order they are run for each image.
 METHODS = ("exact", "lp", "pgd", "fgsm", "lbfgs")
@@ -51,6 +52,8 @@ class RunSpec:
     "affinity:/absolute/groups.json"); the exact method then computes `rho_property`.
     `mean` / `std` (per channel, or None) are the input normalisation the network expects
     but does not contain; it is prepended to the graph (`milpverify.runs.normalise`).
+    `verbose` lets the exact method's MILP solver print its log on stdout; it changes no
+    row, so it is not among the `options` a resumed run must match.
     """
 
     command: str
@@ -69,6 +72,7 @@ class RunSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     norm: str = "linf"
+    verbose: bool = False
 
     def options(self) -> dict[str, Any]:
         """The options recorded in run.json and compared on resume."""
@@ -105,8 +109,9 @@ def _file_id(path: str) -> str:
 def _resolve_model(model: str | os.PathLike[str]) -> tuple[str, str, float]:
     """(model argument, absolute ONNX path, default pixel divisor)."""
     text = os.fspath(model)
-    if text == "default" or text.startswith("default:"):
-        entry = embedded_net(text.partition(":")[2] or DEFAULT_NET)
+    name = default_name(text)
+    if name is not None:
+        entry = embedded_net(name)
         return text, str(entry.path), entry.pixel_divisor
     path = Path(text)
     if not path.is_file():
@@ -161,37 +166,29 @@ def method_function(method: str, prop: str | None = None
 
 
 class _Collect(logging.Handler):
-    """Keeps the messages of milpverify's loggers during one task (they go to the run log).
-
-    Records below INFO are not kept, but rejected witnesses (logged at debug level: routine
-    near ties) are counted in `rejected`, which the row reports as `witness_rejections`.
-    """
+    """Keeps the messages (INFO and above) of milpverify's loggers during one task (they go
+    to the run log)."""
 
     def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
+        super().__init__(logging.INFO)
         self.messages: list[str] = []
-        self.rejected = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if "witness rejected" in message:
-            self.rejected += 1
-        if record.levelno >= logging.INFO:
-            self.messages.append(f"{record.levelname.lower()}: {message}")
+        self.messages.append(f"{record.levelname.lower()}: {record.getMessage()}")
 
 
 @contextlib.contextmanager
 def _captured_logs() -> Iterator[_Collect]:
     """Route milpverify log records and warnings of one task into a handler (not stderr).
 
-    Keeps the progress bar readable: witness rejections can log dozens of lines per image.
-    The logger is opened to debug level for the task so the rejections can be counted.
+    Keeps the progress bar readable. The logger is opened to info level for the task, so
+    the run log keeps info records that the terminal shows only with ``--verbose``.
     """
     logger = logging.getLogger("milpverify")
     handler, propagate, level = _Collect(), logger.propagate, logger.level
     logger.addHandler(handler)
     logger.propagate = False
-    logger.setLevel(logging.DEBUG)
+    logger.setLevel(logging.INFO)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -235,7 +232,7 @@ def run_task(spec: RunSpec, index: int, method: str) -> TaskResult:
     kwargs = {**kwargs, "domain": spec.domain, **spec.method_options.get(method, {})}
     if method == "exact":
         kwargs.update(eps_cap=spec.eps_cap, time_limit_s=spec.time_limit_s,
-                      backend=spec.backend)
+                      backend=spec.backend, verbose=spec.verbose)
         if spec.backend == "scip":
             # SCIP's own Ctrl-C handler would end only the current solve and the batch would
             # go on; without it Ctrl-C stops the run (finished rows are already on disk).
@@ -245,7 +242,7 @@ def run_task(spec: RunSpec, index: int, method: str) -> TaskResult:
         kwargs["norm"] = spec.norm
     witness = None
     start = time.perf_counter()
-    with _captured_logs() as captured:
+    with _captured_logs() as captured, counting_rejections() as rejected:
         try:
             result = fn(net, x, **kwargs)
         except Exception as exc:  # noqa: BLE001 - recorded as an error row, see docstring
@@ -263,5 +260,6 @@ def run_task(spec: RunSpec, index: int, method: str) -> TaskResult:
             if result.witness is not None and result.witness_verified:
                 witness = np.asarray(result.witness, dtype=np.float64).reshape(x.shape)
     row["seconds"] = time.perf_counter() - start
-    row["witness_rejections"] = captured.rejected
+    # Candidates of every method that failed their re-check (routine near ties).
+    row["witness_rejections"] = rejected.count
     return TaskResult(row, witness, captured.messages)

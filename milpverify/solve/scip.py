@@ -131,6 +131,17 @@ def _pyscipopt() -> Any:
     return pyscipopt
 
 
+def scip_version() -> str:
+    """SCIP's own version (``pyscipopt.Model().version()``), e.g. ``"10.0"``.
+
+    Raises
+    ------
+    SolverError
+        pyscipopt is not installed.
+    """
+    return str(_pyscipopt().Model().version())
+
+
 def _scip_bound(a: np.ndarray) -> list[float]:
     return np.clip(a, -SCIP_INFINITY, SCIP_INFINITY).tolist()
 

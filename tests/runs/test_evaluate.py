@@ -189,7 +189,7 @@ def test_killed_mid_write_loses_only_that_row(reference, tmp_path):
                             methods="fgsm", quiet=True)
     """).replace("ROW_PREFIX", "2,1,1,fgsm,0.0,0.05")
     proc = subprocess.run([sys.executable, "-c", script], env=child_env(), cwd=REPO,
-                          capture_output=True, timeout=120)
+                          capture_output=True, timeout=120, check=False)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     text = (out / "results.csv").read_text()
     assert not text.endswith("\n") and len(text.splitlines()) == 4  # header, 2 rows, partial
@@ -208,12 +208,34 @@ def test_two_workers_equal_one(reference, tmp_path):
     assert parallel.computed == N_ROWS
 
 
-@pytest.mark.slow
+def _children() -> set[int]:
+    """Process ids whose parent is this process (Linux /proc; empty elsewhere)."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # Field 4 is the parent id; the command name (field 2) may hold spaces.
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            children.add(int(stat.parent.name))
+    return children
+
+
 def test_ray_local_equals_one_worker(reference, tmp_path):
-    pytest.importorskip("ray", reason="ray is optional (pip install 'milpverify[ray]')")
+    """A local 2-CPU Ray cluster gives the rows of one worker, and is shut down after."""
+    ray = pytest.importorskip("ray", reason="ray is optional (pip install 'milpverify[test]')")
+    before = _children()
     result = evaluate(MODEL, out=tmp_path / "ray", ray="local", workers=2, quiet=True,
                       report=False, **OPTIONS)
     assert stable(result.rows) == stable(reference.rows)
+    assert not ray.is_initialized()
+    # ray.shutdown() stops the cluster's processes (GCS, raylet, workers) it started.
+    deadline = time.monotonic() + 10
+    while _children() - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _children() - before
+    assert not left, {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in left}
 
 
 def test_exact_with_other_methods_adds_combined_summary(tmp_path):
