@@ -194,6 +194,13 @@ def affine_rows(net: Network, region: Region, node: str, g: Any
 # ------------------------------------------------------------------ region rows
 def violated_rows(net: Network, region: Region, x_new: FloatArray) -> list[tuple[str, IntArray]]:
     """Region inequalities that `x_new` violates, grouped by node."""
+    return [(name, idx) for name, idx, _ in violations(net, region, x_new)]
+
+
+def violations(net: Network, region: Region, x_new: FloatArray
+               ) -> list[tuple[str, IntArray, FloatArray]]:
+    """`violated_rows` with by how much each is violated (a ReLU's pre-activation on the wrong
+    side of 0; how far a MaxPool window's largest input exceeds the region's arg-max)."""
     values = net.forward_all(x_new, flat=True)
     out = []
     for name, op in net.items():
@@ -202,13 +209,13 @@ def violated_rows(net: Network, region: Region, x_new: FloatArray) -> list[tuple
             act = region.active[name]
             bad = np.flatnonzero(np.where(act, pre < -VIOLATION_TOL, pre > VIOLATION_TOL))
             if len(bad):
-                out.append((name, bad))
+                out.append((name, bad, np.abs(pre[bad])))
         elif isinstance(op, ops.MaxPool):
             xin = np.r_[values[op.inputs[0]][0], -np.inf]
-            best = xin[region.argmax[name]]
-            bad = np.flatnonzero((xin[op.windows] - best[:, None] > VIOLATION_TOL).any(axis=1))
+            excess = (xin[op.windows] - xin[region.argmax[name]][:, None]).max(axis=1)
+            bad = np.flatnonzero(excess > VIOLATION_TOL)
             if len(bad):
-                out.append((name, bad))
+                out.append((name, bad, excess[bad]))
     return out
 
 
@@ -405,6 +412,11 @@ class RestrictionLP:
         self.session.close()
 
 
+#: Region rows the lazy LP adds in its first round at most (the most violated), doubling each
+#: round; None adds every violated row at once.
+ROW_BUDGET: int | None = 64
+
+
 _REUSABLE = threading.local()
 
 
@@ -544,6 +556,19 @@ class _Added:
         return any(name not in self.mask or not self.mask[name][idx].all()
                    for name, idx in pending)
 
+    def worst(self, found: list[tuple[str, IntArray, FloatArray]], budget: float
+              ) -> list[tuple[str, IntArray]]:
+        """The violated rows not added yet, at most `budget` of them, the most violated first."""
+        fresh = []
+        for name, idx, amount in found:
+            keep = ~self.mask[name][idx] if name in self.mask else np.ones(len(idx), bool)
+            fresh.append((name, idx[keep], amount[keep]))
+        total = sum(len(idx) for _, idx, _ in fresh)
+        if total > budget:
+            cut = np.sort(np.concatenate([amount for _, _, amount in fresh]))[-int(budget)]
+            fresh = [(name, idx[amount >= cut], amount) for name, idx, amount in fresh]
+        return [(name, idx) for name, idx, _ in fresh if len(idx)]
+
 
 def _restrict_reused(net: Network, region: Region, x: FloatArray,
                      objective: tuple[FloatArray, float], margin: float,
@@ -552,8 +577,10 @@ def _restrict_reused(net: Network, region: Region, x: FloatArray,
     """One label's restriction in this thread's `RestrictionLP` (HiGHS).
 
     Under L-inf the first LP (no region rows) is solved in closed form (`linf_nearest`); its
-    basis warm-starts HiGHS once region rows are needed. Each later round appends the rows
-    the last point violates and re-solves from HiGHS's basis (dual simplex).
+    basis warm-starts HiGHS once region rows are needed. Each later round appends rows the
+    last point violates and re-solves from HiGHS's basis (dual simplex): the most violated
+    ones first, at most `ROW_BUDGET` in the first round and twice as many each round after
+    (the loop still ends only when the point violates no row it lacks).
     """
     lp = reusable_lp(len(x), norm)
     a, c = objective
@@ -561,6 +588,7 @@ def _restrict_reused(net: Network, region: Region, x: FloatArray,
     added = _Added(net)
     pending = [] if lazy else all_rows(net, region)
     rounds, basis = 0, None
+    budget = math.inf if ROW_BUDGET is None else ROW_BUDGET
     try:
         if norm == "linf":
             first = linf_nearest(a, margin - c, x, domain)
@@ -570,7 +598,7 @@ def _restrict_reused(net: Network, region: Region, x: FloatArray,
                 point, *basis = first
                 if lazy:  # the closed form is the first round
                     rounds = 1
-                    pending = violated_rows(net, region, point)
+                    pending = added.worst(violations(net, region, point), budget)
                     if not pending or rounds >= max_rounds:
                         return _TargetRun(SolveStatus.OPTIMAL, point, 1, 0)
         while True:
@@ -585,8 +613,9 @@ def _restrict_reused(net: Network, region: Region, x: FloatArray,
             status, point = lp.solve()
             if point is None or not lazy or rounds >= max_rounds:
                 break
-            pending = violated_rows(net, region, point)
-            if not added.any_new(pending):
+            budget *= 2
+            pending = added.worst(violations(net, region, point), budget)
+            if not pending:
                 break
         return _TargetRun(status, point, rounds, lp.rows)
     finally:
