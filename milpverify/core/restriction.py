@@ -399,8 +399,14 @@ class RestrictionLP:
         return self.session.set_basis(col_status, rows)
 
     def solve(self) -> tuple[SolveStatus, FloatArray | None]:
-        result = self.session.minimize(self.dist, np.ones(len(self.dist)),
-                                       SolveOptions(solver_params=HIGHS_PARAMS))
+        """Re-solve from the current basis; where HiGHS ends without a verdict (numerical
+        trouble, seen on nearly degenerate regions of ERAN convSmall), once more from scratch
+        with HiGHS's defaults, as a freshly built LP would be solved."""
+        cost = np.ones(len(self.dist))
+        result = self.session.minimize(self.dist, cost, SolveOptions(solver_params=HIGHS_PARAMS))
+        if result.status not in (SolveStatus.OPTIMAL, SolveStatus.INFEASIBLE):
+            self.session.clear_basis()
+            result = self.session.minimize(self.dist, cost, SolveOptions())
         return result.status, None if result.x is None else result.x[self.xv]
 
     def release(self) -> None:

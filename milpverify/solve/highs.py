@@ -394,6 +394,11 @@ class HighsSession:
             self._h.deleteRows(total - keep, np.arange(keep, total, dtype=np.int32))
         self._h.clearSolver()
 
+    def clear_basis(self) -> None:
+        """Forget the basis (and solution): the next solve starts afresh."""
+        self._check_open()
+        self._h.clearSolver()
+
     def set_basis(self, col_status: ArrayLike, row_status: ArrayLike) -> bool:
         """Start the next LP solve from this basis (`BASIS_LOWER`, `BASIS_BASIC`, `BASIS_UPPER`
         per column and row); False, and no basis, if HiGHS rejects it."""
