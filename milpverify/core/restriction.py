@@ -15,7 +15,15 @@ constraint solving" (`lazy=True`) starts without region rows and adds the rows t
 current LP point violates until none is violated; `lazy=False` adds them all at once.
 
 Rows are obtained by back-substituting through the IR with the phases fixed
-(`RESTRICTION_RULES`), so only the rows needed are ever computed.
+(`RESTRICTION_RULES`), so only the rows needed are ever computed; rows of single neurons
+stay sparse (scipy CSR) through convolutions, whose receptive fields they cover.
+
+With HiGHS (L-inf and L1) the LP lives in one model per input size and thread
+(`RestrictionLP`): the distance rows are built once, a new centre changes their bounds, and
+each label's LP only swaps the misclassification and region rows. Under L-inf the first
+round (no region rows) is solved in closed form (`linf_nearest`), whose basis warm-starts
+HiGHS; later rounds add the most violated rows (`ROW_BUDGET`) and re-solve from the last
+basis. Other backends and the L2 program build each round afresh.
 """
 
 from __future__ import annotations
