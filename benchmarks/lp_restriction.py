@@ -149,7 +149,9 @@ def run_speed(name: str, images: int, rev: str) -> list[dict]:
         for target, key in (("second", "lp2"), ("all", "lp_all")):
             order = ("new", "base") if (i + (key == "lp_all")) % 2 == 0 else ("base", "new")
             for impl in order:
+                cpu = time.process_time()
                 result, secs = timed(impls[impl], net, x, target=target)
+                row[f"{key}_{impl}_cpu_s"] = time.process_time() - cpu
                 assert result.witness is None or result.witness_verified
                 row[f"{key}_{impl}"], row[f"{key}_{impl}_s"] = result.upper, secs
                 row[f"{key}_{impl}_rounds"] = result.stats["rounds"]
@@ -181,6 +183,16 @@ def speed_summary(name: str, rows: list[dict], rev: str) -> str:
                      f"{np.median(base) / np.median(new):.1f}x | {np.median(base / new):.1f}x | "
                      f"{base.sum():.1f} | {new.sum():.1f} | {same_rows(f'{key}_same')}/{len(rows)}"
                      f" | {int(np.isfinite(f(f'{key}_new')).sum())} |")
+    if "lp2_new_cpu_s" in rows[0]:
+        lines += ["", ("CPU time of the process (one thread), less sensitive than the wall clock "
+                       "to other jobs on the machine:"), "",
+                  ("| target | base median ms | current median ms | ratio of medians | base total s "
+                   "| current total s |"), "|---|---|---|---|---|---|"]
+        for key, target in (("lp2", "second"), ("lp_all", "all")):
+            base, new = f(f"{key}_base_cpu_s"), f(f"{key}_new_cpu_s")
+            lines.append(f"| {target} | {np.median(base) * 1000:.1f} | "
+                         f"{np.median(new) * 1000:.1f} | {np.median(base) / np.median(new):.1f}x "
+                         f"| {base.sum():.1f} | {new.sum():.1f} |")
     quick = f("lp2_new_rounds") <= 1
     lines += ["", (f"Target second: on {int(quick.sum())} images the first LP (no region rows) "
                    "already decides (no label reachable in the input domain, or its optimum lies "
