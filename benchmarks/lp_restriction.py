@@ -12,14 +12,27 @@ images with a finite proven bracket.
            [--full-images 20] [--eps-cap 1.0] [--time-limit-s 30] [--lbfgs]
 
 Writes benchmarks/results/lp_restriction_<net>.csv (resumable) and lp_restriction.md.
+
+    python benchmarks/lp_restriction.py --speed [--base main] --nets wk17a --images 100
+
+times only the restriction (targets "second" and "all", lazy), the current code against
+`milpverify/core/restriction.py` of the git revision `--base` (loaded beside it, on the
+current rest of the package), interleaved per image in one process (the order alternates),
+and checks that both give the same rho_hat. Writes lp_restriction_speed_<net>.csv; the
+summary lp_restriction.md then holds the speed of every net with such a CSV, and the
+accuracy rows of the other CSVs.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import logging
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -104,6 +117,91 @@ def run_net(name: str, images: int, eps_cap: float, limit: float, lbfgs: bool,
     return [rows[i] for i in range(images)]
 
 
+def base_restriction(rev: str):
+    """`milpverify.core.restriction` as of git revision `rev`, as a module of its own."""
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "show", f"{rev}:milpverify/core/restriction.py"], cwd=root,
+                            check=True, capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "restriction_base.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("restriction_base", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+def same(a: float, b: float) -> bool:
+    return (np.isinf(a) and np.isinf(b)) or abs(a - b) <= 1e-6
+
+
+def run_speed(name: str, images: int, rev: str) -> list[dict]:
+    """Current vs `rev` restriction per image, interleaved: times, rho_hat, equality."""
+    net = milpverify.load_onnx(SHARED / NETS[name])
+    data = np.load(SHARED / "mnist/mnist_test.npz")
+    impls = {"new": lp_restriction, "base": base_restriction(rev).lp_restriction}
+    impls["new"](net, data["images"][0] / 255.0, target="second")  # one-time loading costs
+    impls["base"](net, data["images"][0] / 255.0, target="second")
+    rows = []
+    for i in range(images):
+        x = data["images"][i] / 255.0
+        row: dict = {"index": i}
+        for target, key in (("second", "lp2"), ("all", "lp_all")):
+            order = ("new", "base") if (i + (key == "lp_all")) % 2 == 0 else ("base", "new")
+            for impl in order:
+                cpu = time.process_time()
+                result, secs = timed(impls[impl], net, x, target=target)
+                row[f"{key}_{impl}_cpu_s"] = time.process_time() - cpu
+                assert result.witness is None or result.witness_verified
+                row[f"{key}_{impl}"], row[f"{key}_{impl}_s"] = result.upper, secs
+                row[f"{key}_{impl}_rounds"] = result.stats["rounds"]
+            row[f"{key}_same"] = same(row[f"{key}_new"], row[f"{key}_base"])
+        rows.append(row)
+        print(f"{name} {i}: second {row['lp2_base_s'] * 1000:.0f} -> {row['lp2_new_s'] * 1000:.0f}"
+              f" ms, all {row['lp_all_base_s'] * 1000:.0f} -> {row['lp_all_new_s'] * 1000:.0f} ms,"
+              f" rho_hat {row['lp_all_new']:.6f} (same {row['lp2_same']}, {row['lp_all_same']})",
+              flush=True)
+    out = RESULTS / f"lp_restriction_speed_{name}.csv"
+    with out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def speed_summary(name: str, rows: list[dict], rev: str) -> str:
+    f = lambda key: np.array([float(r[key]) for r in rows])
+    same_rows = lambda key: sum(str(r[key]) == "True" for r in rows)
+    lines = [(f"### {name}: restriction time per image, current code vs `{rev}` ({len(rows)} "
+              "images, interleaved in one process)"), "",
+             ("| target | base median ms | current median ms | ratio of medians | median per-image "
+              "ratio base/current | base total s | current total s | same rho_hat | points found |"),
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, target in (("lp2", "second"), ("lp_all", "all")):
+        base, new = f(f"{key}_base_s"), f(f"{key}_new_s")
+        lines.append(f"| {target} | {np.median(base) * 1000:.1f} | {np.median(new) * 1000:.1f} | "
+                     f"{np.median(base) / np.median(new):.1f}x | {np.median(base / new):.1f}x | "
+                     f"{base.sum():.1f} | {new.sum():.1f} | {same_rows(f'{key}_same')}/{len(rows)}"
+                     f" | {int(np.isfinite(f(f'{key}_new')).sum())} |")
+    if "lp2_new_cpu_s" in rows[0]:
+        lines += ["", ("CPU time of the process (one thread), less sensitive than the wall clock "
+                       "to other jobs on the machine:"), "",
+                  ("| target | base median ms | current median ms | ratio of medians | base total s "
+                   "| current total s |"), "|---|---|---|---|---|---|"]
+        for key, target in (("lp2", "second"), ("lp_all", "all")):
+            base, new = f(f"{key}_base_cpu_s"), f(f"{key}_new_cpu_s")
+            lines.append(f"| {target} | {np.median(base) * 1000:.1f} | "
+                         f"{np.median(new) * 1000:.1f} | {np.median(base) / np.median(new):.1f}x "
+                         f"| {base.sum():.1f} | {new.sum():.1f} |")
+    quick = f("lp2_new_rounds") <= 1
+    lines += ["", (f"Target second: on {int(quick.sum())} images the first LP (no region rows) "
+                   "already decides (no label reachable in the input domain, or its optimum lies "
+                   "in the region); on the others, median "
+                   f"{np.median(f('lp2_base_s')[~quick]) * 1000:.0f} ms (base) and "
+                   f"{np.median(f('lp2_new_s')[~quick]) * 1000:.0f} ms (current)."), ""]
+    return "\n".join(lines) + "\n"
+
+
 def summary(name: str, rows: list[dict]) -> str:
     f = lambda key: np.array([float(r[key]) if r.get(key) not in (None, "", "None") else np.nan  # noqa: E731
                               for r in rows])
@@ -172,19 +270,44 @@ def main() -> None:
     ap.add_argument("--lbfgs", action="store_true")
     ap.add_argument("--summarize-only", action="store_true",
                     help="only rewrite lp_restriction.md from the CSVs (all rows they hold)")
+    ap.add_argument("--speed", action="store_true",
+                    help="only time the restriction, current code vs --base, interleaved")
+    ap.add_argument("--base", default="main",
+                    help="git revision whose restriction.py --speed compares against")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.speed:
+        for name in args.nets.split(","):
+            run_speed(name, args.images, args.base)
     text = ["# LP restriction vs exact rho (MNIST test images 0, 1, ...; counts per net below)", "",
-            f"Command: `python benchmarks/lp_restriction.py --nets {args.nets} --images "
-            f"{args.images} --full-images {args.full_images} --eps-cap {args.eps_cap} "
-            f"--time-limit-s {args.time_limit_s}"
-            f"{' --lbfgs' if args.lbfgs else ''}`"
-            + (" (summary only: the rows and their settings come from the CSVs; see the "
-               "run commands in the closing notes)" if args.summarize_only else ""), "",
             f"Machine (when the summary was written): {machine()}", ""]
-    for name in args.nets.split(","):
-        if args.summarize_only:
+    speed_csvs = sorted(RESULTS.glob("lp_restriction_speed_*.csv"))
+    if speed_csvs:
+        text += ["## Speed of the restriction", "",
+                 (f"Command: `python benchmarks/lp_restriction.py --speed --base {args.base} "
+                  "--nets NET --images N` (one run per net below; the base revision's "
+                  "restriction.py runs on the current rest of the package)"), ""]
+        for path in speed_csvs:
+            with path.open() as fh:
+                text.append(speed_summary(path.stem.removeprefix("lp_restriction_speed_"),
+                                          list(csv.DictReader(fh)), args.base))
+    accuracy = args.nets.split(",")
+    if args.speed or args.summarize_only:
+        accuracy = [n for n in NETS if (RESULTS / f"lp_restriction_{n}.csv").exists()]
+    if args.speed or args.summarize_only:
+        command = ("Rows: every row of lp_restriction_<net>.csv, as written by runs of "
+                   "`python benchmarks/lp_restriction.py` without `--speed` (settings, and times, "
+                   "those of their runs and of the code then; the current restriction's speed is "
+                   "the section above)")
+    else:
+        command = (f"Command: `python benchmarks/lp_restriction.py --nets {','.join(accuracy)} "
+                   f"--images {args.images} --full-images {args.full_images} --eps-cap "
+                   f"{args.eps_cap} --time-limit-s {args.time_limit_s}"
+                   f"{' --lbfgs' if args.lbfgs else ''}`")
+    text += ["## Estimators vs exact rho", "", command, ""]
+    for name in accuracy:
+        if args.speed or args.summarize_only:
             with (RESULTS / f"lp_restriction_{name}.csv").open() as fh:
                 rows = list(csv.DictReader(fh))
         else:

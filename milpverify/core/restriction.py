@@ -15,12 +15,21 @@ constraint solving" (`lazy=True`) starts without region rows and adds the rows t
 current LP point violates until none is violated; `lazy=False` adds them all at once.
 
 Rows are obtained by back-substituting through the IR with the phases fixed
-(`RESTRICTION_RULES`), so only the rows needed are ever computed.
+(`RESTRICTION_RULES`), so only the rows needed are ever computed; rows of single neurons
+stay sparse (scipy CSR) through convolutions, whose receptive fields they cover.
+
+With HiGHS (L-inf and L1) the LP lives in one model per input size and thread
+(`RestrictionLP`): the distance rows are built once, a new centre changes their bounds, and
+each label's LP only swaps the misclassification and region rows. Under L-inf the first
+round (no region rows) is solved in closed form (`linf_nearest`), whose basis warm-starts
+HiGHS; later rounds add the most violated rows (`ROW_BUDGET`) and re-solve from the last
+basis. Other backends and the L2 program build each round afresh.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 
 from milpverify.core.results import RhoResult, RhoStatus
 from milpverify.core.witness import repair_witness
@@ -49,8 +59,6 @@ RESTRICTION_NORMS = ("linf", "l1", "l2")
 
 
 VIOLATION_TOL = 0.0
-#: The lazy LP with HiGHS appends rows to one model instead of rebuilding it each round.
-WARM_START = True
 
 
 @dataclass(frozen=True)
@@ -76,53 +84,81 @@ def region_of(net: Network, x: FloatArray) -> tuple[Region, dict[str, FloatArray
 
 
 # ------------------------------------------------------------------ back-substitution rules
-Coeffs = dict[str, Any]  # node -> (k x node_size) coefficient matrix (dense ndarray)
-RestrictionRule = Callable[[Op, str, FloatArray, Region, Coeffs, list[FloatArray]], None]
+Coeffs = dict[str, Any]  # node -> (k x node_size) coefficients (ndarray or scipy CSR)
+RestrictionRule = Callable[[Op, str, Any, Region, Coeffs, list[FloatArray]], None]
 
 
-def _accumulate(coeffs: Coeffs, name: str, g: FloatArray) -> None:
-    coeffs[name] = g if name not in coeffs else coeffs[name] + g
+#: A sparse coefficient matrix (scipy CSR) becomes dense once this fraction of it is filled.
+DENSE_FILL = 0.25
 
 
-def restriction_linear(op: ops.LinearOp, name: str, g: FloatArray, region: Region,
+def _dense(g: Any) -> FloatArray:
+    return g.toarray() if sp.issparse(g) else g
+
+
+def _accumulate(coeffs: Coeffs, name: str, g: Any) -> None:
+    if name not in coeffs:
+        coeffs[name] = g
+    elif sp.issparse(coeffs[name]) and sp.issparse(g):
+        coeffs[name] = coeffs[name] + g
+    else:
+        coeffs[name] = _dense(coeffs[name]) + _dense(g)
+
+
+def restriction_linear(op: ops.LinearOp, name: str, g: Any, region: Region,
                        coeffs: Coeffs, const: list[FloatArray]) -> None:
-    """`y = M x + b`: G_x += G M, constant += G b."""
+    """`y = M x + b`: G_x += G M, constant += G b. A sparse G (rows of single neurons) stays
+    sparse through sparse M (convolutions: the receptive field) until it fills up."""
     matrix, bias = op.linear_map
-    gm = g @ matrix if isinstance(matrix, np.ndarray) else (op.transposed @ g.T).T
-    _accumulate(coeffs, op.inputs[0], np.asarray(gm))
+    if sp.issparse(g):
+        gm = g @ matrix
+        if sp.issparse(gm) and gm.nnz > DENSE_FILL * gm.shape[0] * gm.shape[1]:
+            gm = gm.toarray()
+    elif isinstance(matrix, np.ndarray):
+        gm = g @ matrix
+    else:
+        gm = (op.transposed @ g.T).T
+    _accumulate(coeffs, op.inputs[0], gm if sp.issparse(gm) else np.asarray(gm))
     const[0] = const[0] + g @ bias
 
 
-def restriction_relu(op: ops.Relu, name: str, g: FloatArray, region: Region, coeffs: Coeffs,
+def _scale_columns(g: Any, factor: FloatArray) -> Any:
+    return sp.csr_array(g.multiply(factor[None, :])) if sp.issparse(g) else g * factor
+
+
+def restriction_relu(op: ops.Relu, name: str, g: Any, region: Region, coeffs: Coeffs,
                      const: list[FloatArray]) -> None:
     """Fixed phase: `post = pre` where active at x, else `post = 0`: G_pre += G diag(active)."""
-    _accumulate(coeffs, op.inputs[0], g * region.active[name])
+    _accumulate(coeffs, op.inputs[0], _scale_columns(g, region.active[name].astype(np.float64)))
 
 
-def restriction_leaky_relu(op: ops.LeakyRelu, name: str, g: FloatArray, region: Region,
+def restriction_leaky_relu(op: ops.LeakyRelu, name: str, g: Any, region: Region,
                            coeffs: Coeffs, const: list[FloatArray]) -> None:
     """Fixed phase: `post = pre` where active at x, else `slope * pre`."""
-    _accumulate(coeffs, op.inputs[0], g * np.where(region.active[name], 1.0, op.slope))
+    factor = np.broadcast_to(np.where(region.active[name], 1.0, op.slope), (op.size,))
+    _accumulate(coeffs, op.inputs[0], _scale_columns(g, np.asarray(factor, dtype=np.float64)))
 
 
-def restriction_maxpool(op: ops.MaxPool, name: str, g: FloatArray, region: Region,
+def restriction_maxpool(op: ops.MaxPool, name: str, g: Any, region: Region,
                         coeffs: Coeffs, const: list[FloatArray]) -> None:
     """Fixed arg-max: `y_k = x_{a_k}`: G_x[:, a_k] += G[:, k]."""
+    g = _dense(g)
     gx = np.zeros((g.shape[0], coeffs["__sizes__"][op.inputs[0]]))
     np.add.at(gx.T, region.argmax[name], g.T)
     _accumulate(coeffs, op.inputs[0], gx)
 
 
-def restriction_add(op: ops.Add, name: str, g: FloatArray, region: Region, coeffs: Coeffs,
+def restriction_add(op: ops.Add, name: str, g: Any, region: Region, coeffs: Coeffs,
                     const: list[FloatArray]) -> None:
     """`y = a + b`: both inputs receive G."""
     for arg in op.inputs:
         _accumulate(coeffs, arg, g)
 
 
-def restriction_concat(op: ops.Concat, name: str, g: FloatArray, region: Region,
+def restriction_concat(op: ops.Concat, name: str, g: Any, region: Region,
                        coeffs: Coeffs, const: list[FloatArray]) -> None:
     """`y = concat(inputs)[index]`: scatter G's columns back to the inputs."""
+    g = _dense(g)
     sizes = coeffs["__sizes__"]
     bounds = np.cumsum([0] + [sizes[a] for a in op.inputs])
     joined = np.zeros((g.shape[0], bounds[-1]))
@@ -140,27 +176,39 @@ RESTRICTION_RULES: dict[type[Op], RestrictionRule] = {
 }
 
 
-def affine_rows(net: Network, region: Region, node: str, g: FloatArray
-                ) -> tuple[FloatArray, FloatArray]:
+def affine_rows(net: Network, region: Region, node: str, g: Any
+                ) -> tuple[Any, FloatArray]:
     """`(A, c)` with `g @ value(node)(x') = A x' + c` for every x' in `region`.
 
-    `g` is (k, node_size): k linear functionals of the node's output.
+    `g` is (k, node_size): k linear functionals of the node's output, a dense array (then
+    `A` is dense) or scipy sparse (then `A` is CSR while it stays sparse, else dense).
     """
     order = net.order[: net.order.index(node) + 1]
-    coeffs: Coeffs = {node: np.asarray(g, dtype=np.float64),
-                      "__sizes__": {n: net.op(n).size for n in order}}
+    start = sp.csr_array(g, dtype=np.float64) if sp.issparse(g) else np.asarray(g, np.float64)
+    coeffs: Coeffs = {node: start, "__sizes__": {n: net.op(n).size for n in order}}
     const = [np.zeros(g.shape[0])]
     for name in reversed(order):
         op = net.op(name)
         if name not in coeffs or isinstance(op, ops.Input):
             continue
         RESTRICTION_RULES[type(op)](op, name, coeffs.pop(name), region, coeffs, const)
-    return coeffs.get(net.input, np.zeros((g.shape[0], net.input_size))), const[0]
+    a = coeffs.get(net.input)
+    if a is None:
+        a = sp.csr_array((g.shape[0], net.input_size)) if sp.issparse(g) else \
+            np.zeros((g.shape[0], net.input_size))
+    return a, np.asarray(const[0], dtype=np.float64)
 
 
 # ------------------------------------------------------------------ region rows
 def violated_rows(net: Network, region: Region, x_new: FloatArray) -> list[tuple[str, IntArray]]:
     """Region inequalities that `x_new` violates, grouped by node."""
+    return [(name, idx) for name, idx, _ in violations(net, region, x_new)]
+
+
+def violations(net: Network, region: Region, x_new: FloatArray
+               ) -> list[tuple[str, IntArray, FloatArray]]:
+    """`violated_rows` with by how much each is violated (a ReLU's pre-activation on the wrong
+    side of 0; how far a MaxPool window's largest input exceeds the region's arg-max)."""
     values = net.forward_all(x_new, flat=True)
     out = []
     for name, op in net.items():
@@ -169,13 +217,13 @@ def violated_rows(net: Network, region: Region, x_new: FloatArray) -> list[tuple
             act = region.active[name]
             bad = np.flatnonzero(np.where(act, pre < -VIOLATION_TOL, pre > VIOLATION_TOL))
             if len(bad):
-                out.append((name, bad))
+                out.append((name, bad, np.abs(pre[bad])))
         elif isinstance(op, ops.MaxPool):
             xin = np.r_[values[op.inputs[0]][0], -np.inf]
-            best = xin[region.argmax[name]]
-            bad = np.flatnonzero((xin[op.windows] - best[:, None] > VIOLATION_TOL).any(axis=1))
+            excess = (xin[op.windows] - xin[region.argmax[name]][:, None]).max(axis=1)
+            bad = np.flatnonzero(excess > VIOLATION_TOL)
             if len(bad):
-                out.append((name, bad))
+                out.append((name, bad, excess[bad]))
     return out
 
 
@@ -190,26 +238,30 @@ def all_rows(net: Network, region: Region) -> list[tuple[str, IntArray]]:
 
 def region_constraints(net: Network, region: Region, name: str, idx: IntArray
                        ) -> tuple[FloatArray, FloatArray]:
-    """Rows `(A, c)` meaning `A x' + c >= 0` for the given neurons of a (leaky) ReLU or MaxPool."""
+    """Rows `(A, c)` meaning `A x' + c >= 0` for the given neurons of a (leaky) ReLU or MaxPool
+    (`A` dense)."""
+    a, c = region_rows(net, region, name, idx)
+    return _dense(a), c
+
+
+def region_rows(net: Network, region: Region, name: str, idx: IntArray) -> tuple[Any, FloatArray]:
+    """`region_constraints` with `A` as scipy CSR where the rows stay sparse (a neuron behind
+    convolutions depends on its receptive field only), else dense."""
     op = net.op(name)
     src = op.inputs[0]
     size = net.op(src).size
+    idx = np.asarray(idx, dtype=np.int64)
     if isinstance(op, ops.SIGN_SPLIT):
         sign = np.where(region.active[name][idx], 1.0, -1.0)
-        g = np.zeros((len(idx), size))
-        g[np.arange(len(idx)), idx] = sign
+        g = sp.csr_array((sign, (np.arange(len(idx)), idx)), shape=(len(idx), size))
         return affine_rows(net, region, src, g)
     assert isinstance(op, ops.MaxPool)
-    rows = []
-    for k in idx:
-        window = op.windows[k][op.windows[k] >= 0]
-        a = region.argmax[name][k]
-        for i in window[window != a]:
-            rows.append((a, i))
-    g = np.zeros((len(rows), size))
-    for r, (a, i) in enumerate(rows):
-        g[r, a] += 1.0
-        g[r, i] -= 1.0
+    pairs = [(region.argmax[name][k], i) for k in idx
+             for i in op.windows[k][op.windows[k] >= 0] if i != region.argmax[name][k]]
+    rows = np.repeat(np.arange(len(pairs)), 2)
+    cols = np.array([j for pair in pairs for j in pair], dtype=np.int64)
+    vals = np.tile([1.0, -1.0], len(pairs))
+    g = sp.csr_array((vals, (rows, cols)), shape=(len(pairs), size))
     return affine_rows(net, region, src, g)
 
 
@@ -269,52 +321,319 @@ class _TargetRun:
     rows_added: int
 
 
+# ------------------------------------------------------------------ the LP kept in HiGHS
+#: HiGHS settings of the restriction's LPs. Each round re-solves from the last basis after a
+#: few new rows; with dual steepest edge pricing (HiGHS's default) a re-solve first
+#: recomputes the edge weights of the whole basis, which costs more than its few
+#: iterations, while Devex weights start afresh for free. (Scaling stays on: without it the
+#: ERAN convSmall LP of `tests/core/test_restriction.py` stops at points outside region rows
+#: by more than their distance is worth.)
+HIGHS_PARAMS: dict[str, Any] = {"simplex_dual_edge_weight_strategy": 1}
+
+
+class RestrictionLP:
+    """The restriction's LP for one input size and norm ("linf" or "l1"), kept in one HiGHS
+    model and reused for every centre, label and region (one per thread, `reusable_lp`).
+
+    The model holds the input variables, the distance variables and the distance rows (the
+    centre is in their bounds). `start` sets the centre and the domain, drops the rows of the
+    previous LP and adds the misclassification row; `add` appends region rows; `solve`
+    re-solves from HiGHS's current basis, or from the basis given to `warm_start`.
+    """
+
+    def __init__(self, n: int, norm: str) -> None:
+        if norm not in ("linf", "l1"):
+            raise InvalidInputError(f"RestrictionLP is for 'linf' or 'l1'; got {norm!r}.")
+        from milpverify.solve.highs import HighsSession
+
+        self.n, self.norm = n, norm
+        model = MilpModel()
+        self.xv = model.add_vars(n, 0.0, 1.0, name="input")
+        zero, k = np.zeros(n), np.arange(n)
+        if norm == "linf":
+            t = model.add_vars(1, 0.0, np.inf, name="distance")
+            tt = np.full(n, t[0])
+            model.add_rows(np.r_[k, k], np.r_[self.xv, tt], np.r_[np.ones(n), -np.ones(n)],
+                           n, -np.inf, zero, name="distance/upper")
+            model.add_rows(np.r_[k, k], np.r_[self.xv, tt], np.r_[np.ones(n), np.ones(n)],
+                           n, zero, np.inf, name="distance/lower")
+            self.dist = t
+            # rows (upper, lower) of the centre: x'_i - t <= x_i and x'_i + t >= x_i
+            self._centre_rows = (np.arange(n), np.arange(n, 2 * n))
+        else:
+            p = model.add_vars(n, 0.0, np.inf, name="distance.plus")
+            m = model.add_vars(n, 0.0, np.inf, name="distance.minus")
+            model.add_rows(np.r_[k, k, k], np.r_[self.xv, p, m],
+                           np.r_[np.ones(n), -np.ones(n), np.ones(n)], n, zero, zero,
+                           name="distance/split")
+            self.dist = np.r_[p, m]
+            self._centre_rows = (np.arange(n),)
+        self.base_rows = model.n_rows
+        self.session = HighsSession(model)
+        self._x: FloatArray | None = None
+        self._domain: tuple[float, float] = (0.0, 1.0)
+        self.rows = 0  # region rows of the current LP
+
+    def start(self, x: FloatArray, domain: tuple[float, float], a: FloatArray,
+              rhs: float) -> None:
+        """A new LP: centre `x`, `domain`, misclassification row `a x' >= rhs`, no region rows."""
+        s = self.session
+        if self._x is None or not np.array_equal(self._x, x):
+            if self.norm == "linf":
+                up, lo = self._centre_rows
+                s.set_row_bounds(up, -np.inf, x)
+                s.set_row_bounds(lo, x, np.inf)
+            else:
+                s.set_row_bounds(self._centre_rows[0], x, x)
+            self._x = np.array(x, dtype=np.float64)
+        if self._domain != tuple(domain):
+            s.set_bounds(self.xv, domain[0], domain[1])
+            self._domain = (float(domain[0]), float(domain[1]))
+        s.truncate_rows(self.base_rows)
+        s.add_rows(self.xv, a[None, :], rhs, np.inf)
+        self.rows = 0
+
+    def add(self, a: Any, c: FloatArray) -> None:
+        """Append region rows `a x' + c >= 0`."""
+        self.session.add_rows(self.xv, a, -c, np.inf)
+        self.rows += a.shape[0]
+
+    def warm_start(self, col_status: IntArray, row_status: IntArray) -> bool:
+        """Start the next solve from this basis of the LP without region rows (every region
+        row added since is basic: the basis stays dual feasible); False if HiGHS rejects it."""
+        from milpverify.solve.highs import BASIS_BASIC
+
+        rows = np.r_[row_status, np.full(self.rows, BASIS_BASIC)]
+        return self.session.set_basis(col_status, rows)
+
+    def solve(self) -> tuple[SolveStatus, FloatArray | None]:
+        """Re-solve from the current basis; where HiGHS ends without a verdict (numerical
+        trouble, seen on nearly degenerate regions of ERAN convSmall), once more from scratch
+        with HiGHS's defaults, as a freshly built LP would be solved."""
+        cost = np.ones(len(self.dist))
+        result = self.session.minimize(self.dist, cost, SolveOptions(solver_params=HIGHS_PARAMS))
+        if result.status not in (SolveStatus.OPTIMAL, SolveStatus.INFEASIBLE):
+            self.session.clear_basis()
+            result = self.session.minimize(self.dist, cost, SolveOptions())
+        return result.status, None if result.x is None else result.x[self.xv]
+
+    def release(self) -> None:
+        """Drop the LP's own rows (the model keeps only its distance rows)."""
+        self.session.truncate_rows(self.base_rows)
+        self.rows = 0
+
+    def close(self) -> None:
+        self.session.close()
+
+
+#: Region rows the lazy LP adds in its first round at most (the most violated), doubling each
+#: round; None adds every violated row at once.
+ROW_BUDGET: int | None = 64
+
+
+_REUSABLE = threading.local()
+
+
+def reusable_lp(n: int, norm: str) -> RestrictionLP:
+    """This thread's `RestrictionLP` for inputs of size `n` under `norm` (built on first use)."""
+    cache = _REUSABLE.__dict__.setdefault("lps", {})
+    lp = cache.get((n, norm))
+    if lp is None:
+        lp = cache[(n, norm)] = RestrictionLP(n, norm)
+    return lp
+
+
+def _forget_lp(n: int, norm: str) -> None:
+    lp = _REUSABLE.__dict__.get("lps", {}).pop((n, norm), None)
+    if lp is not None:
+        lp.close()
+
+
+def linf_nearest(a: FloatArray, rhs: float, x: FloatArray, domain: tuple[float, float]
+                 ) -> tuple[FloatArray, IntArray, IntArray] | str:
+    """The L-inf restriction's LP without region rows, solved in closed form.
+
+    minimise t s.t. a x' >= rhs, |x' - x| <= t, x' in domain. The largest `a x'` within
+    distance t is `a x + sum_i |a_i| min(t, cap_i)`, with `cap_i` how far coordinate i can
+    move in the direction of `a_i` before the domain stops it: concave, piecewise linear and
+    nondecreasing in t, so the smallest t is found on its sorted breakpoints.
+
+    Returns "infeasible" (no point of the domain reaches `rhs`), "at_centre" (x itself does;
+    t = 0 is degenerate: left to the LP solver), or `(point, column statuses, row statuses)`:
+    an optimal vertex and its basis in `RestrictionLP`'s layout (columns x', t; rows
+    distance/upper, distance/lower, misclassification), every coordinate with two basic
+    variables among its column and its two distance rows, t basic.
+    """
+    from milpverify.solve.highs import BASIS_BASIC, BASIS_LOWER, BASIS_UPPER
+
+    lo, hi = domain
+    n = len(x)
+    need = rhs - float(a @ x)
+    if need <= 0:
+        return "at_centre"
+    live = np.flatnonzero(a)
+    cap = np.where(a[live] > 0, hi - x[live], x[live] - lo)
+    order = np.argsort(cap, kind="stable")
+    caps, gain = cap[order], np.abs(a[live][order])
+    suffix = np.cumsum(gain[::-1])[::-1]           # sum of gains from each breakpoint on
+    done = np.cumsum(gain * np.where(np.isfinite(caps), caps, 0.0))
+    rest = np.r_[suffix[1:], 0.0]
+    reach = done + np.where(rest > 0, caps * rest, 0.0)  # a x' - a x at each breakpoint
+    if not len(reach) or not reach[-1] >= need:
+        return "infeasible"
+    k = int(np.searchsorted(reach, need))
+    before = done[k - 1] if k else 0.0
+    t = (need - before) / suffix[k]
+    t = float(np.clip(t, caps[k - 1] if k else 0.0, caps[k]))
+    # columns: x' then t; rows: upper (x'_i - t <= x_i), lower (x'_i + t >= x_i), misclassified
+    cols = np.full(n + 1, BASIS_BASIC)
+    upper = np.full(n, BASIS_BASIC)
+    lower = np.full(n, BASIS_BASIC)
+    step = np.zeros(n)
+    direction = np.zeros(n)
+    direction[live] = np.sign(a[live])
+    room = np.full(n, np.inf)
+    room[live] = cap
+    free = np.flatnonzero(a == 0)
+    # a coordinate without gain: x' = x + t (or x - t, or the upper end) keeps two basics
+    fits_up, fits_down = x[free] + t <= hi, x[free] - t >= lo
+    direction[free] = np.where(fits_up, 1.0, np.where(fits_down, -1.0, 1.0))
+    room[free] = np.where(fits_up | fits_down, np.inf, hi - x[free])
+    clipped = room < t
+    step = direction * np.where(clipped, room, t)
+    point = x + step
+    pos, neg = direction > 0, direction < 0
+    upper[~clipped & pos] = BASIS_UPPER
+    lower[~clipped & neg] = BASIS_LOWER
+    cols[:n][clipped & pos] = BASIS_UPPER
+    cols[:n][clipped & neg] = BASIS_LOWER
+    point[clipped & pos] = hi
+    point[clipped & neg] = lo
+    rows = np.r_[upper, lower, BASIS_LOWER]
+    return point, cols, rows
+
+
 def _restrict_target(net: Network, region: Region, x: FloatArray, label: int, target: int,
                      margin: float, domain: tuple[float, float], lazy: bool, norm: str,
                      backend: str, max_rounds: int) -> _TargetRun:
     g = np.zeros((1, net.num_classes))
     g[0, target], g[0, label] = 1.0, -1.0
     a, c = affine_rows(net, region, net.output, g)
-    region_a: list[FloatArray] = []
+    objective = (_dense(a)[0], float(c[0]))
+    if backend == "highs" and norm in ("linf", "l1"):
+        try:
+            return _restrict_reused(net, region, x, objective, margin, domain, lazy, norm,
+                                    max_rounds)
+        except BaseException:
+            _forget_lp(len(x), norm)  # its state is unknown: the next call builds afresh
+            raise
+    # Other solvers (and the L2 program): every round is built and solved afresh.
+    region_a: list[Any] = []
     region_c: list[FloatArray] = []
-    added: set[tuple[str, int]] = set()
+    added = _Added(net)
     pending = [] if lazy else all_rows(net, region)
-    # The lazy LP with HiGHS keeps one model and appends rows (warm-started dual simplex);
-    # otherwise every round is built and solved afresh.
-    session = None
-    if lazy and backend == "highs" and WARM_START:
-        model, xv, dist = _base_lp(x, domain, (a[0], c[0]), margin, norm)
-        session = get_backend(backend).session(model)
     rounds = 0
-    try:
-        while True:
-            for name, idx in pending:
-                fresh = np.array([i for i in idx if (name, int(i)) not in added], dtype=np.int64)
-                if len(fresh) == 0:
-                    continue
-                ra, rc = region_constraints(net, region, name, fresh)
+    while True:
+        for name, idx in pending:
+            fresh = added.take(name, idx)
+            if len(fresh):
+                ra, rc = region_rows(net, region, name, fresh)
                 region_a.append(ra)
                 region_c.append(rc)
-                added.update((name, int(i)) for i in fresh)
-                if session is not None:
-                    session.add_rows(xv, ra, -rc, np.inf)
+        rounds += 1
+        status, point, _ = _solve_lp(x, domain, objective, margin, region_a, region_c, norm,
+                                     backend)
+        if point is None or not lazy or rounds >= max_rounds:
+            break
+        pending = violated_rows(net, region, point)
+        if not added.any_new(pending):
+            break
+    return _TargetRun(status, point, rounds, sum(r.shape[0] for r in region_a))
+
+
+class _Added:
+    """Which region rows (neurons of each ReLU / MaxPool node) an LP already holds."""
+
+    def __init__(self, net: Network) -> None:
+        self.net = net
+        self.mask: dict[str, npt.NDArray[np.bool_]] = {}
+
+    def take(self, name: str, idx: IntArray) -> IntArray:
+        """The neurons of `idx` not added yet, now marked as added."""
+        mask = self.mask.setdefault(name, np.zeros(self.net.op(name).size, dtype=bool))
+        idx = np.asarray(idx, dtype=np.int64)
+        fresh = np.unique(idx[~mask[idx]])
+        mask[fresh] = True
+        return fresh
+
+    def any_new(self, pending: list[tuple[str, IntArray]]) -> bool:
+        return any(name not in self.mask or not self.mask[name][idx].all()
+                   for name, idx in pending)
+
+    def worst(self, found: list[tuple[str, IntArray, FloatArray]], budget: float
+              ) -> list[tuple[str, IntArray]]:
+        """The violated rows not added yet, at most `budget` of them, the most violated first."""
+        fresh = []
+        for name, idx, amount in found:
+            keep = ~self.mask[name][idx] if name in self.mask else np.ones(len(idx), bool)
+            fresh.append((name, idx[keep], amount[keep]))
+        total = sum(len(idx) for _, idx, _ in fresh)
+        if total > budget:
+            cut = np.sort(np.concatenate([amount for _, _, amount in fresh]))[-int(budget)]
+            fresh = [(name, idx[amount >= cut], amount) for name, idx, amount in fresh]
+        return [(name, idx) for name, idx, _ in fresh if len(idx)]
+
+
+def _restrict_reused(net: Network, region: Region, x: FloatArray,
+                     objective: tuple[FloatArray, float], margin: float,
+                     domain: tuple[float, float], lazy: bool, norm: str, max_rounds: int
+                     ) -> _TargetRun:
+    """One label's restriction in this thread's `RestrictionLP` (HiGHS).
+
+    Under L-inf the first LP (no region rows) is solved in closed form (`linf_nearest`); its
+    basis warm-starts HiGHS once region rows are needed. Each later round appends rows the
+    last point violates and re-solves from HiGHS's basis (dual simplex): the most violated
+    ones first, at most `ROW_BUDGET` in the first round and twice as many each round after
+    (the loop still ends only when the point violates no row it lacks).
+    """
+    lp = reusable_lp(len(x), norm)
+    a, c = objective
+    lp.start(x, domain, a, margin - c)
+    added = _Added(net)
+    pending = [] if lazy else all_rows(net, region)
+    rounds, basis = 0, None
+    budget = math.inf if ROW_BUDGET is None else ROW_BUDGET
+    try:
+        if norm == "linf":
+            first = linf_nearest(a, margin - c, x, domain)
+            if isinstance(first, str) and first == "infeasible":
+                return _TargetRun(SolveStatus.INFEASIBLE, None, 1, 0)
+            if not isinstance(first, str):
+                point, *basis = first
+                if lazy:  # the closed form is the first round
+                    rounds = 1
+                    pending = added.worst(violations(net, region, point), budget)
+                    if not pending or rounds >= max_rounds:
+                        return _TargetRun(SolveStatus.OPTIMAL, point, 1, 0)
+        while True:
+            for name, idx in pending:
+                fresh = added.take(name, idx)
+                if len(fresh):
+                    lp.add(*region_rows(net, region, name, fresh))
+            if basis is not None:
+                lp.warm_start(*basis)
+                basis = None
             rounds += 1
-            if session is not None:
-                result = session.minimize(dist, np.ones(len(dist)))
-                status, point = result.status, None if result.x is None else result.x[xv]
-            else:
-                status, point, _ = _solve_lp(x, domain, (a[0], c[0]), margin, region_a,
-                                             region_c, norm, backend)
+            status, point = lp.solve()
             if point is None or not lazy or rounds >= max_rounds:
                 break
-            pending = violated_rows(net, region, point)
-            if not pending or all((n, int(i)) in added for n, idx in pending for i in idx):
+            budget *= 2
+            pending = added.worst(violations(net, region, point), budget)
+            if not pending:
                 break
+        return _TargetRun(status, point, rounds, lp.rows)
     finally:
-        if session is not None:
-            session.close()
-    n_rows = sum(len(r) for r in region_a)
-    return _TargetRun(status, point, rounds, n_rows)
+        lp.release()
 
 
 def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int | list[int] = "all",

@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
 from milpverify.encode.model import MilpModel
@@ -47,7 +48,12 @@ from milpverify.solve.base import (
     warn_unknown_param,
 )
 
-__all__ = ["HighsBackend", "HighsSession", "build_highs", "new_highs", "unknown_options"]
+__all__ = ["BASIS_BASIC", "BASIS_LOWER", "BASIS_UPPER", "HighsBackend", "HighsSession",
+           "build_highs", "new_highs", "unknown_options"]
+
+#: Basis statuses of `HighsSession.set_basis`: nonbasic at the lower bound, basic, nonbasic
+#: at the upper bound (of a column, or of a row's activity).
+BASIS_LOWER, BASIS_BASIC, BASIS_UPPER = 0, 1, 2
 
 HIGHS_INT_MAX = 2147483647
 """The largest value of HiGHS's integer options (32-bit)."""
@@ -338,21 +344,76 @@ class HighsSession:
 
     def add_rows(self, cols: ArrayLike, coeffs: ArrayLike, lower: ArrayLike,
                  upper: ArrayLike) -> None:
-        """Append rows ``lower <= coeffs @ x[cols] <= upper`` (`coeffs` dense, one row per
-        constraint) for the following solves. HiGHS keeps its basis, so the next LP
+        """Append rows ``lower <= coeffs @ x[cols] <= upper`` (`coeffs` dense or scipy sparse,
+        one row per constraint) for the following solves. HiGHS keeps its basis, so the next LP
         warm-starts (the lazy LP restriction adds rows round by round)."""
         self._check_open()
-        a = np.atleast_2d(np.asarray(coeffs, dtype=np.float64))
-        k = a.shape[0]
-        if k == 0:
-            return
         col_idx = np.asarray(cols, dtype=np.int64)
-        rows, pos = np.nonzero(a)
-        starts = np.searchsorted(rows, np.arange(k)).astype(np.int32)
+        if sp.issparse(coeffs):
+            csr = sp.csr_array(coeffs)
+            csr.eliminate_zeros()
+            k = csr.shape[0]
+            if k == 0:
+                return
+            starts, index, values = csr.indptr[:-1], col_idx[csr.indices], csr.data
+        else:
+            a = np.atleast_2d(np.asarray(coeffs, dtype=np.float64))
+            k = a.shape[0]
+            if k == 0:
+                return
+            rows, pos = np.nonzero(a)
+            starts, index, values = np.searchsorted(rows, np.arange(k)), col_idx[pos], a[rows, pos]
         lo = np.broadcast_to(np.asarray(lower, dtype=np.float64), (k,)).copy()
         up = np.broadcast_to(np.asarray(upper, dtype=np.float64), (k,)).copy()
-        self._h.addRows(k, lo, up, rows.size, starts, col_idx[pos].astype(np.int32),
-                        a[rows, pos])
+        self._h.addRows(k, lo, up, len(values), np.asarray(starts, dtype=np.int32),
+                        np.asarray(index, dtype=np.int32), np.asarray(values, dtype=np.float64))
+
+    @property
+    def num_rows(self) -> int:
+        """Number of rows the model holds now."""
+        self._check_open()
+        return int(self._h.getNumRow())
+
+    def set_row_bounds(self, idx: ArrayLike, lower: ArrayLike, upper: ArrayLike) -> None:
+        """Set row bounds (``±inf`` allowed) for the following solves."""
+        self._check_open()
+        j = np.asarray(idx, dtype=np.int32)
+        k = j.size
+        if k:
+            lo = np.broadcast_to(np.asarray(lower, dtype=np.float64), (k,)).copy()
+            up = np.broadcast_to(np.asarray(upper, dtype=np.float64), (k,)).copy()
+            self._h.changeRowsBounds(k, j, lo, up)
+
+    def truncate_rows(self, keep: int) -> None:
+        """Delete every row from index `keep` on (rows added since the model held `keep`).
+
+        The basis is dropped with them: the next solve starts from `set_basis` or afresh."""
+        self._check_open()
+        total = int(self._h.getNumRow())
+        if total > keep:
+            self._h.deleteRows(total - keep, np.arange(keep, total, dtype=np.int32))
+        self._h.clearSolver()
+
+    def clear_basis(self) -> None:
+        """Forget the basis (and solution): the next solve starts afresh."""
+        self._check_open()
+        self._h.clearSolver()
+
+    def set_basis(self, col_status: ArrayLike, row_status: ArrayLike) -> bool:
+        """Start the next LP solve from this basis (`BASIS_LOWER`, `BASIS_BASIC`, `BASIS_UPPER`
+        per column and row); False, and no basis, if HiGHS rejects it."""
+        self._check_open()
+        hp = _highspy()
+        statuses = (hp.HighsBasisStatus.kLower, hp.HighsBasisStatus.kBasic,
+                    hp.HighsBasisStatus.kUpper)
+        basis = hp.HighsBasis()
+        basis.col_status = [statuses[s] for s in np.asarray(col_status).tolist()]
+        basis.row_status = [statuses[s] for s in np.asarray(row_status).tolist()]
+        basis.valid = True
+        if self._h.setBasis(basis) == hp.HighsStatus.kOk:
+            return True
+        self._h.clearSolver()
+        return False
 
     def close(self) -> None:
         """Free HiGHS's memory."""

@@ -8,6 +8,7 @@ import pytest
 import milpverify
 from milpverify.core.restriction import VIOLATION_TOL, lp_restriction, region_of
 from milpverify.core.witness import onnx_logits
+from milpverify.solve.base import SolveStatus
 
 
 def _phases_kept(net: milpverify.Network, x: np.ndarray, w: np.ndarray) -> bool:
@@ -101,3 +102,88 @@ def test_bad_arguments_are_reported() -> None:
     with pytest.raises(milpverify.InvalidInputError, match="outside the domain"):
         lp_restriction(net, np.array([1.5, 0.5]))
     assert VIOLATION_TOL < 1e-6
+
+
+def _conv_pool_net(rng: np.random.Generator) -> milpverify.Network:
+    """Conv, ReLU, MaxPool, Affine, ReLU, a residual Add: every rule of the back-substitution."""
+    from milpverify.ir import ops
+    from milpverify.ir.network import Network
+    nodes = [
+        ("x", ops.Input((), (1, 4, 4))),
+        ("conv", ops.Conv(("x",), (2, 3, 3), (1, 4, 4), rng.normal(size=(2, 1, 2, 2)),
+                          rng.normal(size=2) * 0.1, (1, 1), (0, 0, 0, 0), (1, 1), 1)),
+        ("relu", ops.Relu(("conv",), (2, 3, 3))),
+        ("pool", ops.MaxPool(("relu",), (2, 2, 2), (2, 3, 3), (2, 2), (1, 1), (0, 0, 0, 0),
+                             (1, 1))),
+        ("fc", ops.Affine(("pool",), (8,), rng.normal(size=(8, 8)), rng.normal(size=8) * 0.1)),
+        ("relu2", ops.Relu(("fc",), (8,))),
+        ("res", ops.Add(("relu2", "pool"), (8,))),
+        ("out", ops.Affine(("res",), (3,), rng.normal(size=(3, 8)), np.zeros(3))),
+    ]
+    return Network(nodes, "out")
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+def test_reused_lp_equals_a_fresh_build(kind: str, norm: str) -> None:
+    """The LP kept in HiGHS across centres, labels and regions (closed-form first round and
+    warm starts under L-inf) has the optimum of the full LP built afresh, region by region."""
+    from helpers import random_mlp
+
+    from milpverify.core import restriction as r
+    rng = np.random.default_rng(7)
+    net = random_mlp(rng, [6, 10, 8, 4])[0] if kind == "mlp" else _conv_pool_net(rng)
+    n, compared, found = net.input_size, 0, 0
+    for _ in range(4):
+        x = rng.uniform(0.1, 0.9, size=n)
+        label = int(np.argmax(net.forward(x)[0]))
+        for _ in range(3):  # regions: x's own, then those of points around it
+            anchor = np.clip(x + rng.uniform(-0.3, 0.3, size=n), 0.0, 1.0)
+            region, _ = r.region_of(net, anchor)
+            rows = [r.region_rows(net, region, name, idx) for name, idx in r.all_rows(net, region)]
+            full_a = np.vstack([r._dense(a) for a, _ in rows])
+            full_c = np.concatenate([c for _, c in rows])
+            for target in (j for j in range(net.num_classes) if j != label):
+                g = np.zeros((1, net.num_classes))
+                g[0, target], g[0, label] = 1.0, -1.0
+                a, c = r.affine_rows(net, region, net.output, g)
+                objective = (a[0], float(c[0]))
+                status, _, fresh = r._solve_lp(x, (0.0, 1.0), objective, 0.0, [full_a],
+                                               [full_c], norm, "highs")
+                for lazy in (True, False):
+                    run = r._restrict_reused(net, region, x, objective, 0.0, (0.0, 1.0), lazy,
+                                             norm, 50)
+                    assert (run.point is None) == (status is not SolveStatus.OPTIMAL)
+                    if run.point is None:
+                        continue
+                    d = run.point - x
+                    dist = np.max(np.abs(d)) if norm == "linf" else np.sum(np.abs(d))
+                    assert dist == pytest.approx(fresh, abs=1e-7)
+                    assert np.all(full_a @ run.point + full_c >= -1e-6 * (1 + np.abs(full_a).sum(1)))
+                    compared += 1
+            found += lp_restriction(net, x, region_point=anchor, norm=norm).witness_verified
+    assert compared >= 20 and found >= 1
+
+
+def test_linf_closed_form_equals_the_lp(rng: np.random.Generator) -> None:
+    """`linf_nearest` (the first round without an LP) against HiGHS on the same LP, with
+    coordinates at the ends of the domain, zero coefficients and unreachable thresholds."""
+    from milpverify.core import restriction as r
+    n = 12
+    for case in range(60):
+        x = rng.uniform(0.0, 1.0, size=n)
+        x[rng.random(n) < 0.3] = 0.0
+        x[rng.random(n) < 0.1] = 1.0
+        a = rng.normal(size=n) * (rng.random(n) < 0.8)
+        rhs = float(a @ x + rng.uniform(-0.5, 3.0))
+        status, _, value = r._solve_lp(x, (0.0, 1.0), (a, 0.0), rhs, [], [], "linf", "highs")
+        closed = r.linf_nearest(a, rhs, x, (0.0, 1.0))
+        if isinstance(closed, str):
+            assert closed == "at_centre" or (
+                closed == "infeasible" and status is SolveStatus.INFEASIBLE)
+            continue
+        point, _, _ = closed
+        assert status is SolveStatus.OPTIMAL
+        assert np.max(np.abs(point - x)) == pytest.approx(value, abs=1e-9)
+        assert a @ point >= rhs - 1e-9
+        assert np.all((point >= 0.0) & (point <= 1.0))
