@@ -32,10 +32,13 @@ from milpverify.core.bracket import (
     proven_beyond,
 )
 from milpverify.core.decide import (
+    PROPAGATE,
     _check_point,
     _decide,
     _region_repair,
     _solution_region,
+    node_propagator,
+    record_propagation,
     solver_parameters,
 )
 from milpverify.core.query import (
@@ -75,7 +78,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         threads: int = 1, tolerance: float = DEFAULT_TOLERANCE, label: int | None = None,
         solver_params: dict[str, object] | None = None,
         initial_witness: npt.ArrayLike | None = None,
-        strategy: str = "disjunction") -> RhoResult:
+        strategy: str = "disjunction", propagate: bool = PROPAGATE) -> RhoResult:
     """Exact pointwise robustness rho(f, x) = min ||x' - x|| s.t. x' is misclassified.
 
     Parameters
@@ -130,6 +133,11 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         (`benchmarks/per_target.py`, 0.89x total), but on mnist_fc 256x2 image 6 (rho in
         (0.03, 0.05], cap 0.05) it spent 300 s proving the first label beyond the cap and
         found no witness, where the disjunction finds one, so it is not the default.
+    propagate : bool
+        Run the network-aware node propagator inside the MILPs' branch and bound (SCIP
+        only, `milpverify.core.propagate`): at every node it re-derives the bounds from
+        the node's fixed ReLU phases and input box, fixes ReLUs that became stable and
+        cuts off nodes that cannot hold a counterexample. Default `core.decide.PROPAGATE`.
 
     Returns
     -------
@@ -202,7 +210,8 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         return _rho_per_target(
             net, q, qb.candidates, eps_cap, start, time_limit_s, tolerance,
             dict(backend=backend, bounds_method=bounds_method, upper_bound=upper_bound,
-                 threads=threads, tolerance=tolerance, solver_params=solver_params),
+                 threads=threads, tolerance=tolerance, solver_params=solver_params,
+                 propagate=propagate),
             initial_witness)
     # The MILPs stop early enough to leave time for the time-out salvage (`finish`).
     deadline = start + time_limit_s - min(SALVAGE_SHARE * time_limit_s,
@@ -253,7 +262,8 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         # objective) either proves rho > radius or yields a first witness, which is then
         # refined to the nearest point of its activation region (LP restriction).
         verdict, found, message = _decide(net, q, qb, box, radius, deadline,
-                                          backend, threads, solver_params, timings, stats)
+                                          backend, threads, solver_params, timings, stats,
+                                          propagate=propagate)
         if verdict == Verdict.ROBUST:
             return proven_beyond(radius, proven_cap, best, finish, tolerance)
         if found is None:
@@ -281,7 +291,8 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         if not qb.candidates:
             return proven_beyond(radius, proven_cap, best, finish, tolerance)
         verdict, found, message = _decide(net, q, qb, box, radius, deadline,
-                                          backend, threads, solver_params, timings, stats)
+                                          backend, threads, solver_params, timings, stats,
+                                          propagate=propagate)
         stats["descent_rounds"] = round_ + 1
         if verdict == Verdict.ROBUST:
             return proven_beyond(radius, proven_cap, best, finish, tolerance)
@@ -321,13 +332,16 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t1
         stats["binaries"] = int(problem.model.n_integer)
         stats["rows"] = problem.model.n_rows
+        prop = node_propagator(net, qb, problem, backend, propagate)
         options = SolveOptions(time_limit_s=remaining, threads=threads,
                                objective_cutoff=_objective_of(q.norm, best.distance),
                                solver_params=solver_parameters(
-                                   backend, solver_params, _gap_of(q.norm, tolerance, lower)))
+                                   backend, solver_params, _gap_of(q.norm, tolerance, lower)),
+                               node_propagator=prop)
         t2 = time.perf_counter()
         result = solver.solve(problem.model, options)
         timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
+        record_propagation(stats, prop)
         stats["nodes"] = stats.get("nodes", 0) + result.nodes
         if result.status == SolveStatus.ERROR:
             return finish(lower, RhoStatus.ERROR, best, f"solver error: {result.message}")
@@ -481,11 +495,13 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
             norm: str = "linf", domain: tuple[float, float] = (0.0, 1.0), target: int | None = None,
             margin: float = 0.0, backend: str = "scip", bounds_method: str = "progressive",
             attack: str | None = "pgd", threads: int = 1, label: int | None = None,
-            solver_params: dict[str, object] | None = None) -> Certificate:
+            solver_params: dict[str, object] | None = None,
+            propagate: bool = PROPAGATE) -> Certificate:
     """Decide whether every x' with ||x' - x|| <= eps (in `domain`) keeps the label.
 
     Stops at the first adversarial point the solver finds. "not_robust" always comes with
     a verified witness; "robust" only with a proof (bounds or solver infeasibility).
+    `propagate` as for `rho`.
 
     Example
     -------
@@ -527,5 +543,5 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
         return done(Verdict.ROBUST, None, "proven by bounds alone")
     deadline = start + time_limit_s
     verdict, witness, message = _decide(net, q, qb, box, eps, deadline, backend, threads,
-                                        solver_params, timings, stats)
+                                        solver_params, timings, stats, propagate=propagate)
     return done(verdict, witness, message)

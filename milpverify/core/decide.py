@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.core.propagate import NetworkPropagator
 from milpverify.core.query import SOLVER_SLACK, WITNESS_MARGIN, Query
 from milpverify.core.restriction import Region
 from milpverify.core.results import Verdict
@@ -24,6 +25,29 @@ from milpverify.solve.base import SolveOptions
 #: SCIP parameters used by default (measured in benchmarks/wk17a_first100.py and by the
 #: backend benchmark: the aggregation separator spent most of the time on ReLU big-M rows).
 SCIP_DEFAULTS: dict[str, object] = {"separating/aggregation/freq": -1}
+
+
+#: Whether the MILPs of `rho` and `certify` run the network-aware node propagator
+#: (`core.propagate.NetworkPropagator`) by default; measured in benchmarks/propagator.py.
+PROPAGATE = False
+
+
+def node_propagator(net: Network, qb: QueryBounds, problem: RobustnessProblem,
+                    backend: str, propagate: bool) -> NetworkPropagator | None:
+    """The node propagator of a query's MILP, or None (not asked, or a backend without
+    node callbacks)."""
+    if not propagate or backend != "scip":
+        return None
+    return NetworkPropagator(net, qb.bounds, problem)
+
+
+def record_propagation(stats: dict[str, Any], prop: NetworkPropagator | None) -> None:
+    """Add a propagator's counters to a query's stats (summed over its MILPs)."""
+    if prop is None:
+        return
+    for key, value in (("prop_calls", prop.calls), ("prop_cutoffs", prop.cutoffs),
+                       ("prop_fixed", prop.fixed), ("prop_s", prop.seconds)):
+        stats[key] = stats.get(key, 0) + value
 
 
 #: How much the second solve of `_decide` shrinks an L2 ball's squared radius, so that a
@@ -93,7 +117,8 @@ def _region_repair(net: Network, q: Query, point: FloatArray,
 def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, FloatArray],
             eps: float, deadline: float, backend: str, threads: int,
             solver_params: dict[str, object] | None, timings: dict[str, float],
-            stats: dict[str, Any]) -> tuple[Verdict, WitnessCheck | None, str]:
+            stats: dict[str, Any], *, propagate: bool = PROPAGATE
+            ) -> tuple[Verdict, WitnessCheck | None, str]:
     """Is there an adversarial point in `box` (radius `eps`)? A feasibility MILP.
 
     First with the misclassification relaxed by SOLVER_SLACK: infeasible proves robust.
@@ -116,12 +141,15 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             break
+        prop = node_propagator(net, qb, problem, backend, propagate)
         options = SolveOptions(time_limit_s=remaining, threads=threads,
                                stop_at_first_feasible=True,
-                               solver_params=solver_parameters(backend, solver_params, None))
+                               solver_params=solver_parameters(backend, solver_params, None),
+                               node_propagator=prop)
         t2 = time.perf_counter()
         result = get_backend(backend).solve(problem.model, options)
         timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
+        record_propagation(stats, prop)
         stats["nodes"] = stats.get("nodes", 0) + result.nodes
         if result.status.no_solution_proven:
             if attempt == 0:

@@ -49,6 +49,17 @@ node by default (LP solutions only); each round adds at most ``MAX_CUTS_PER_ROUN
 per separator as removable global rows. The result's ``message`` reports how many.
 `ScipSession` (bound tightening) does not run them.
 
+Node propagation
+----------------
+``SolveOptions.node_propagator`` (a `NodePropagator`) runs as one SCIP propagator plugin,
+``PROPAGATOR_NAME``, before the LP of every node (not inside probing or diving, where the
+heuristics' own propagation suffices): it gets the local bounds of its variables, and its
+tightened bounds become local bound changes, or it cuts the node off. It is called again
+at a node only when a bound it reads changed since its last call. The variables it reads
+are kept from being multi-aggregated in presolve (SCIP does not keep such a variable's
+local bounds). Tune with ``propagating/milpverify_nodes/freq`` etc. in ``solver_params``;
+the result's ``message`` reports its calls, cut-offs and time.
+
 Sessions
 --------
 `ScipSession` builds once and, per objective, calls ``freeTransform()``, replaces the
@@ -75,6 +86,7 @@ from numpy.typing import ArrayLike
 from milpverify.encode.model import MilpModel
 from milpverify.errors import InvalidInputError, SolverError
 from milpverify.solve.base import (
+    NodePropagator,
     SolveOptions,
     SolveResult,
     SolveStatus,
@@ -502,6 +514,84 @@ def _attach_separators(scip: Any, model: MilpModel, variables: list[Any]) -> Any
     return plugin
 
 
+PROPAGATOR_NAME = "milpverify_nodes"
+"""SCIP name of the plugin that runs ``SolveOptions.node_propagator``."""
+
+
+def _attach_propagator(scip: Any, propagator: NodePropagator, variables: list[Any]) -> Any:
+    """Include one SCIP propagator plugin calling ``propagator`` at every node."""
+    ps = _pyscipopt()
+    read = np.asarray(propagator.variables, dtype=np.int64)
+    originals = [variables[j] for j in read.tolist()]
+    for v in originals:
+        scip.markDoNotMultaggrVar(v)
+    n = len(originals)
+
+    class _NodeBounds(ps.Prop):  # type: ignore[misc,name-defined]
+        calls = 0
+        cutoffs = 0
+        tightened = 0
+        seconds = 0.0
+        last: tuple[np.ndarray, np.ndarray] | None = None
+        tvars: list[Any] | None = None
+
+        def propexec(self, proptiming: Any) -> dict[str, Any]:
+            m = self.model
+            if m.inProbing():
+                return {"result": ps.SCIP_RESULT.DIDNOTRUN}
+            t0 = time.perf_counter()
+            if self.tvars is None:
+                self.tvars = [m.getTransformedVar(v) for v in originals]
+            tv = self.tvars
+            lo = np.fromiter((v.getLbLocal() for v in tv), np.float64, n)
+            up = np.fromiter((v.getUbLocal() for v in tv), np.float64, n)
+            if self.last is not None and np.array_equal(lo, self.last[0]) \
+                    and np.array_equal(up, self.last[1]):
+                self.seconds += time.perf_counter() - t0
+                return {"result": ps.SCIP_RESULT.DIDNOTFIND}
+            self.last = (lo, up)
+            self.calls += 1
+            out = propagator.propagate(np.where(lo <= -SCIP_INFINITY, -np.inf, lo),
+                                       np.where(up >= SCIP_INFINITY, np.inf, up))
+            result = ps.SCIP_RESULT.DIDNOTFIND
+            if out is None:
+                self.cutoffs += 1
+                result = ps.SCIP_RESULT.CUTOFF
+            else:
+                new_lo, new_up = (np.clip(b, -SCIP_INFINITY, SCIP_INFINITY) for b in out)
+                changed = 0
+                for j in np.flatnonzero(new_lo > lo).tolist():
+                    infeasible, done = m.tightenVarLb(tv[j], float(new_lo[j]))
+                    if infeasible:
+                        result = ps.SCIP_RESULT.CUTOFF
+                        break
+                    changed += bool(done)
+                if result != ps.SCIP_RESULT.CUTOFF:
+                    for j in np.flatnonzero(new_up < up).tolist():
+                        infeasible, done = m.tightenVarUb(tv[j], float(new_up[j]))
+                        if infeasible:
+                            result = ps.SCIP_RESULT.CUTOFF
+                            break
+                        changed += bool(done)
+                if result == ps.SCIP_RESULT.CUTOFF:
+                    self.cutoffs += 1
+                elif changed:
+                    self.tightened += changed
+                    result = ps.SCIP_RESULT.REDUCEDDOM
+                    # the node's bounds are now the tightened ones
+                    self.last = (np.fromiter((v.getLbLocal() for v in tv), np.float64, n),
+                                 np.fromiter((v.getUbLocal() for v in tv), np.float64, n))
+            self.seconds += time.perf_counter() - t0
+            return {"result": result}
+
+    plugin = _NodeBounds()
+    scip.includeProp(plugin, PROPAGATOR_NAME, "network-aware node bounds",
+                     presolpriority=0, presolmaxrounds=0,
+                     proptiming=ps.SCIP_PROPTIMING.BEFORELP, priority=-100, freq=1,
+                     delay=True)
+    return plugin
+
+
 class ScipBackend:
     """SCIP through pyscipopt (see the module docstring for tolerances and options).
 
@@ -531,11 +621,18 @@ class ScipBackend:
                                      verbose=options.verbose)
         try:
             plugin = _attach_separators(scip, model, variables) if model.separators else None
+            prop = options.node_propagator
+            prop_plugin = _attach_propagator(scip, prop, variables) if prop is not None else None
             result = _optimize(scip, variables, options, t0, self.name)
+            notes = [result.message]
             if plugin is not None:
-                cuts = f"{plugin.cuts} separator cuts in {plugin.rounds} rounds"
-                result = dataclasses.replace(
-                    result, message="; ".join(m for m in (result.message, cuts) if m))
+                notes.append(f"{plugin.cuts} separator cuts in {plugin.rounds} rounds")
+            if prop_plugin is not None:
+                notes.append(f"node propagator: {prop_plugin.calls} calls, "
+                             f"{prop_plugin.cutoffs} cut-offs, {prop_plugin.tightened} bounds "
+                             f"tightened, {prop_plugin.seconds:.3f} s; {prop.report()}")
+            if len(notes) > 1:
+                result = dataclasses.replace(result, message="; ".join(m for m in notes if m))
             return result
         finally:
             scip.freeProb()

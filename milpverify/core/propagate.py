@@ -1,0 +1,235 @@
+"""Network-aware node propagation for the MILP's branch and bound (`NetworkPropagator`).
+
+SCIP's generic branch and bound knows nothing of the network: inside the tree the big-M
+constants and variable bounds stay those of the root box. At a node, the branching has
+fixed some ReLU phases (binaries at 0 or 1) and SCIP's own propagation may have shrunk the
+input box and other bounds. `NetworkPropagator.propagate` re-derives the bounds of every
+pre-activation over the node's region, by the symbolic (CROWN-style) back-substitution of
+`milpverify.bounds.symbolic`, with
+
+* the input box = the node's local bounds of the input variables;
+* each pre-activation interval = root bounds, intersected with the node's local bounds of
+  its variable, and with `[0, inf)` (phase fixed active) or `(-inf, 0]` (fixed inactive);
+
+so fixed ReLUs are relaxed exactly (`y = x` or `y = 0`) and the unstable ones by chords of
+the node's (smaller) intervals. From the result it
+
+* tightens the local bounds of the pre-activation and ReLU output variables;
+* fixes the binary of every ReLU that became stable;
+* bounds each row of the unsafe set (`A_d y <= b_d`, one disjunct per label for
+  misclassification) from below by the same back-substitution; a disjunct whose row
+  cannot reach its right-hand side has its choice binary fixed to 0, and the node is cut
+  off when no disjunct remains possible.
+
+Soundness: every feasible point of the MILP inside the node is a true computation of the
+network with the node's fixed phases, inside the node's bounds, so the intervals above
+contain its values; the symbolic pass is sound under float64 rounding (its bounds are
+rounded outward). Intervals that do not intersect therefore prove that the node holds no
+feasible point. A target's back-substitution is skipped while nothing it depends on
+differs from the root (the input box and every earlier ReLU's input interval), where it
+would only give the root's bounds again.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from milpverify.bounds.base import Bounds
+from milpverify.bounds.interval import Interval, propagate as interval_pass
+from milpverify.bounds.symbolic import (
+    RELAXATIONS,
+    SymbolicContext,
+    backsubstitute,
+    symbolic_targets,
+)
+from milpverify.encode.objective import RobustnessProblem
+from milpverify.ir import ops
+from milpverify.ir.network import Network
+from milpverify.ir.ops import FloatArray, IntArray
+
+#: Name of the node appended to the network: the rows of every disjunct of the unsafe set.
+UNSAFE_ROWS_NODE = "milpverify/unsafe_rows"
+
+
+class _Empty(Exception):
+    """Raised inside the pass when a node's intervals do not intersect (node infeasible)."""
+
+
+class NetworkPropagator:
+    """`milpverify.solve.base.NodePropagator` for a robustness/unsafe-set MILP.
+
+    Parameters
+    ----------
+    net : Network
+    bounds : Bounds
+        The root bounds the MILP was encoded with (valid over its input box); may hold
+        extra nodes (e.g. the margin node of `core.spec_bounds`), which are ignored.
+    problem : RobustnessProblem
+        The MILP built from `bounds` (its encoding names the variables).
+
+    Attributes
+    ----------
+    calls, cutoffs, fixed, symbolic_targets, seconds
+        Counters over all `propagate` calls: calls, nodes proven infeasible, ReLU binaries
+        fixed, back-substitutions run, and time spent.
+    """
+
+    def __init__(self, net: Network, bounds: Bounds, problem: RobustnessProblem) -> None:
+        rows = np.vstack([d.A for d in problem.disjuncts])
+        self._rhs = np.concatenate([d.b for d in problem.disjuncts])
+        self._owner = np.repeat(np.arange(len(problem.disjuncts)),
+                                [d.A.shape[0] for d in problem.disjuncts])
+        self.net = net.replace([*net.items(), (UNSAFE_ROWS_NODE, ops.Affine(
+            (net.output,), (rows.shape[0],), rows, np.zeros(rows.shape[0])))],
+            UNSAFE_ROWS_NODE)
+        enc = problem.encoding
+        self._root = {name: tuple(np.array(b, dtype=np.float64) for b in bounds.flat(name))
+                      for name in net.order}
+        self._targets = set(symbolic_targets(self.net))
+        self._n_terms = float(max(op.size for _, op in self.net.items()) + 3)
+        cols: list[IntArray] = [np.asarray(problem.input_vars, dtype=np.int64)]
+        self._input = slice(0, len(cols[0]))
+        at = len(cols[0])
+
+        def take(var: IntArray) -> tuple[IntArray, slice]:
+            nonlocal at
+            idx = np.flatnonzero(var >= 0)
+            cols.append(var[idx])
+            span = slice(at, at + len(idx))
+            at += len(idx)
+            return idx, span
+
+        # per ReLU/LeakyReLU node: (pre node, pre elements with a variable and their slice,
+        # elements with a binary and their slice, ReLU outputs with a variable and slice)
+        self._relus: list[tuple[str, IntArray, slice, IntArray, slice, IntArray, slice]] = []
+        for name, binaries in enc.relu_active.items():
+            op = net.op(name)
+            pre = op.inputs[0]
+            p_idx, p_span = take(enc.terms[pre].var)
+            b_idx, b_span = take(binaries)
+            post = np.full(op.size, -1, dtype=np.int64)
+            if isinstance(op, ops.Relu):
+                post[b_idx] = enc.terms[name].var[b_idx]
+            o_idx, o_span = take(post)
+            self._relus.append((pre, p_idx, p_span, b_idx, b_span, o_idx, o_span))
+        self._relu_of_pre = {r[0]: r for r in self._relus}
+        choice = np.asarray(problem.choice_vars, dtype=np.int64)
+        self._choice = slice(at, at + len(choice))
+        cols.append(choice)
+        self._variables = np.concatenate(cols)
+        self.calls = self.cutoffs = self.fixed = self.symbolic_targets = 0
+        self.seconds = 0.0
+
+    @property
+    def variables(self) -> IntArray:
+        return self._variables
+
+    def report(self) -> str:
+        return (f"network propagation: {self.calls} calls, {self.cutoffs} cut off, "
+                f"{self.fixed} ReLUs fixed, {self.symbolic_targets} back-substitutions, "
+                f"{self.seconds:.3f} s")
+
+    # ------------------------------------------------------------------ one node
+    def node_bounds(self, lower: FloatArray, upper: FloatArray) -> dict[str, Interval] | None:
+        """Bounds of every node of the extended network over the node's region (flat
+        intervals by node name), or None if they prove the region holds no feasible point."""
+        base: dict[str, Interval] = {}
+        for pre, p_idx, p_span, b_idx, b_span, _, _ in self._relus:
+            lo, hi = (a.copy() for a in self._root[pre])
+            lo[p_idx] = np.maximum(lo[p_idx], lower[p_span])
+            hi[p_idx] = np.minimum(hi[p_idx], upper[p_span])
+            lo[b_idx[lower[b_span] > 0.5]] = np.maximum(lo[b_idx[lower[b_span] > 0.5]], 0.0)
+            hi[b_idx[upper[b_span] < 0.5]] = np.minimum(hi[b_idx[upper[b_span] < 0.5]], 0.0)
+            if np.any(lo > hi):
+                return None
+            base[pre] = (lo, hi)
+        in_root = self._root[self.net.input]
+        in_lo = np.maximum(lower[self._input], in_root[0])
+        in_hi = np.minimum(upper[self._input], in_root[1])
+        if np.any(in_lo > in_hi):
+            return None
+        ctx = SymbolicContext(state={}, relaxations={})
+        dirty = [bool(np.any(in_lo > in_root[0]) or np.any(in_hi < in_root[1]))]
+
+        def refine(name: str, op: ops.Op, interval: Interval, state: dict[str, Interval]
+                   ) -> Interval:
+            ctx.state.update(state)
+            fixed = base.get(name, self._root.get(name))
+            if fixed is not None:
+                interval = _meet(interval, fixed)
+            if type(op) in RELAXATIONS:
+                arg = op.inputs[0]
+                ctx.relaxations[name] = RELAXATIONS[type(op)](op, *state[arg])
+                root = self._root.get(arg)
+                if root is None or not (np.array_equal(state[arg][0], root[0])
+                                        and np.array_equal(state[arg][1], root[1])):
+                    dirty[0] = True
+            if name in self._targets and dirty[0]:
+                self.symbolic_targets += 1
+                interval = _meet(interval, backsubstitute(self.net, name, ctx, self._n_terms))
+            return interval
+
+        try:
+            return interval_pass(self.net, in_lo, in_hi, refine)
+        except _Empty:
+            return None
+
+    def propagate(self, lower: FloatArray, upper: FloatArray
+                  ) -> tuple[FloatArray, FloatArray] | None:
+        """Tightened bounds of `variables`, or None if the node holds no feasible point."""
+        t0 = time.perf_counter()
+        self.calls += 1
+        try:
+            out = self._propagate(np.asarray(lower, dtype=np.float64),
+                                  np.asarray(upper, dtype=np.float64))
+        finally:
+            self.seconds += time.perf_counter() - t0
+        if out is None:
+            self.cutoffs += 1
+        return out
+
+    def _propagate(self, lower: FloatArray, upper: FloatArray
+                   ) -> tuple[FloatArray, FloatArray] | None:
+        state = self.node_bounds(lower, upper)
+        if state is None:
+            return None
+        new_lo, new_hi = lower.copy(), upper.copy()
+        for pre, p_idx, p_span, b_idx, b_span, o_idx, o_span in self._relus:
+            lo, hi = state[pre]
+            new_lo[p_span] = np.maximum(new_lo[p_span], lo[p_idx])
+            new_hi[p_span] = np.minimum(new_hi[p_span], hi[p_idx])
+            # A phase fixed by branching that the bounds contradict made node_bounds
+            # return None already; here free binaries of stable ReLUs are fixed.
+            free = (lower[b_span] < 0.5) & (upper[b_span] > 0.5)
+            on = free & (lo[b_idx] >= 0)
+            off = free & ~on & (hi[b_idx] <= 0)
+            self.fixed += int(on.sum() + off.sum())
+            new_lo[b_span] = np.where(on, 1.0, new_lo[b_span])
+            new_hi[b_span] = np.where(off, 0.0, new_hi[b_span])
+            new_lo[o_span] = np.maximum(new_lo[o_span], np.maximum(lo[o_idx], 0.0))
+            new_hi[o_span] = np.minimum(new_hi[o_span], np.maximum(hi[o_idx], 0.0))
+        if np.any(new_lo > new_hi):
+            return None
+        row_lo = state[UNSAFE_ROWS_NODE][0]
+        impossible = np.zeros(self._owner.max() + 1, dtype=bool)
+        np.logical_or.at(impossible, self._owner, row_lo > self._rhs)
+        choice = self._choice
+        if choice.stop > choice.start:
+            still = (upper[choice] > 0.5) & ~impossible
+            if not still.any():
+                return None
+            new_hi[choice] = np.where(impossible, 0.0, new_hi[choice])
+            if np.any(new_lo[choice] > new_hi[choice]):
+                return None
+        elif impossible.any():
+            return None
+        return new_lo, new_hi
+
+
+def _meet(a: Interval, b: Interval) -> Interval:
+    lo, hi = np.maximum(a[0], b[0]), np.minimum(a[1], b[1])
+    if np.any(lo > hi):
+        raise _Empty
+    return lo, hi
