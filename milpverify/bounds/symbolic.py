@@ -100,6 +100,11 @@ Coef = Union[FloatArray, sp.csr_array]
 DENSE_FRACTION = 0.25
 """Sparse coefficient matrices denser than this are converted to dense arrays."""
 
+DENSE_START = 64
+"""Targets of at most this many elements start back-substitution from a dense `[I; -I]`:
+building the sparse one cost more than the whole pass on small layers (node propagation
+runs thousands of passes on layers of tens of neurons)."""
+
 
 # ---------------------------------------------------------------------------- relaxations
 @dataclass(frozen=True)
@@ -386,8 +391,12 @@ def backsubstitute(net: Network, target: str, ctx: SymbolicContext, n_terms: flo
     size = net.op(target).size
     ctx.row_slopes.clear()
     ctx.row_slopes.update(row_slopes or {})
-    eye = sp.identity(size, format="csr", dtype=np.float64)
-    coefs: dict[str, Coef] = {target: sp.csr_array(sp.vstack([eye, -eye]))}
+    if size <= DENSE_START:
+        eye = np.eye(size)
+        coefs: dict[str, Coef] = {target: np.vstack([eye, -eye])}
+    else:
+        sparse_eye = sp.identity(size, format="csr", dtype=np.float64)
+        coefs = {target: sp.csr_array(sp.vstack([sparse_eye, -sparse_eye]))}
     const = np.zeros(2 * size)
     err = np.zeros(2 * size)
     keep = ancestors(net, target)

@@ -32,6 +32,11 @@ SCIP_DEFAULTS: dict[str, object] = {"separating/aggregation/freq": -1}
 PROPAGATE = False
 
 
+#: Whether the node propagator also chooses the branching variable (BaBSR-style scores,
+#: `NetworkPropagator.branch_scores`); measured in benchmarks/propagator.py.
+BRANCHING = False
+
+
 def node_propagator(net: Network, qb: QueryBounds, problem: RobustnessProblem,
                     backend: str, propagate: bool) -> NetworkPropagator | None:
     """The node propagator of a query's MILP, or None (not asked, or a backend without

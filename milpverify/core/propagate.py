@@ -39,6 +39,7 @@ import numpy as np
 from milpverify.bounds.base import Bounds
 from milpverify.bounds.interval import Interval, propagate as interval_pass
 from milpverify.bounds.symbolic import (
+    BACKWARD_RULES,
     RELAXATIONS,
     SymbolicContext,
     backsubstitute,
@@ -68,6 +69,9 @@ class NetworkPropagator:
         extra nodes (e.g. the margin node of `core.spec_bounds`), which are ignored.
     problem : RobustnessProblem
         The MILP built from `bounds` (its encoding names the variables).
+    branching : bool
+        Offer `branch_scores` (BaBSR-style scores of the unstable ReLUs at the last
+        propagated node) to the solver's branching; False: leave branching to the solver.
 
     Attributes
     ----------
@@ -76,7 +80,10 @@ class NetworkPropagator:
         fixed, back-substitutions run, and time spent.
     """
 
-    def __init__(self, net: Network, bounds: Bounds, problem: RobustnessProblem) -> None:
+    def __init__(self, net: Network, bounds: Bounds, problem: RobustnessProblem, *,
+                 branching: bool = False) -> None:
+        self.branching = branching
+        self._scores: FloatArray | None = None
         rows = np.vstack([d.A for d in problem.disjuncts])
         self._rhs = np.concatenate([d.b for d in problem.disjuncts])
         self._owner = np.repeat(np.arange(len(problem.disjuncts)),
@@ -114,7 +121,7 @@ class NetworkPropagator:
                 post[b_idx] = enc.terms[name].var[b_idx]
             o_idx, o_span = take(post)
             self._relus.append((pre, p_idx, p_span, b_idx, b_span, o_idx, o_span))
-        self._relu_of_pre = {r[0]: r for r in self._relus}
+        self._relu_nodes = list(enc.relu_active)
         choice = np.asarray(problem.choice_vars, dtype=np.int64)
         self._choice = slice(at, at + len(choice))
         cols.append(choice)
@@ -195,6 +202,8 @@ class NetworkPropagator:
         state = self.node_bounds(lower, upper)
         if state is None:
             return None
+        if self.branching:
+            self._scores = self._branch_scores(state, lower, upper)
         new_lo, new_hi = lower.copy(), upper.copy()
         for pre, p_idx, p_span, b_idx, b_span, o_idx, o_span in self._relus:
             lo, hi = state[pre]
@@ -226,6 +235,58 @@ class NetworkPropagator:
         elif impossible.any():
             return None
         return new_lo, new_hi
+
+    # ------------------------------------------------------------------ branching
+    def branch_scores(self) -> FloatArray | None:
+        """Scores of `variables` at the last propagated node (higher: branch there
+        first; 0 for anything but an unstable ReLU's binary), or None without branching."""
+        return self._scores if self.branching else None
+
+    def _branch_scores(self, state: dict[str, Interval], lower: FloatArray,
+                       upper: FloatArray) -> FloatArray:
+        """BaBSR-style: how much splitting each unstable ReLU removes from the lower bounds
+        of the unsafe rows.
+
+        One backward pass of the rows (`[I]` on the rows node) through the node's
+        relaxations gives each ReLU output's coefficient `lambda_rk` in the bound; a negative
+        coefficient takes the chord `s x + t` of an unstable ReLU, whose intercept
+        `t = u (-l) / (u - l)` a split removes, so the score is
+        `sum_r max(-lambda_rk, 0) t_k`. Only used to choose a branching variable, so its
+        rounding does not matter.
+        """
+        ctx = SymbolicContext(state=state, relaxations={})
+        for name, op in self.net.items():
+            if type(op) in RELAXATIONS:
+                ctx.relaxations[name] = RELAXATIONS[type(op)](op, *state[op.inputs[0]])
+        n_rows = len(self._rhs)
+        coefs: dict[str, object] = {UNSAFE_ROWS_NODE: np.eye(n_rows)}
+        at_relu: dict[str, FloatArray] = {}
+        for name in reversed(self.net.order):
+            op = self.net.op(name)
+            if isinstance(op, ops.Input) or name not in coefs:
+                continue
+            coef = coefs.pop(name)
+            if name in self._relu_nodes:
+                at_relu[name] = coef.toarray() if hasattr(coef, "toarray") else np.asarray(coef)
+            parts, _, _ = BACKWARD_RULES[type(op)](name, op, coef, ctx)
+            for arg, new in parts:
+                if arg in coefs:
+                    old = coefs[arg]
+                    old = old.toarray() if hasattr(old, "toarray") else old
+                    new = new.toarray() if hasattr(new, "toarray") else new
+                    coefs[arg] = old + new
+                else:
+                    coefs[arg] = new
+        scores = np.zeros(len(self._variables))
+        for relu, (pre, _, _, b_idx, b_span, _, _) in zip(self._relu_nodes, self._relus):
+            lo, hi = state[pre]
+            l, u = lo[b_idx], hi[b_idx]
+            unstable = (l < 0) & (u > 0) & (lower[b_span] < 0.5) & (upper[b_span] > 0.5)
+            icpt = np.where(unstable, u * -l / np.where(unstable, u - l, 1.0), 0.0)
+            weight = np.maximum(-at_relu[relu][:, b_idx], 0.0).sum(axis=0) \
+                if relu in at_relu else np.zeros(len(b_idx))
+            scores[b_span] = weight * icpt
+        return scores
 
 
 def _meet(a: Interval, b: Interval) -> Interval:

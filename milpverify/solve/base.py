@@ -82,6 +82,10 @@ class NodePropagator(Protocol):
     hold for every feasible point of the model inside the given bounds (a node that
     contains a feasible point must never be cut off). `report()` is a short text for the
     result's message (calls, cut-offs, time).
+
+    A propagator may also have ``branch_scores()``: scores of `variables` at the node it
+    last propagated (None: no opinion); SCIP then branches on the fractional binary with
+    the highest positive score, and otherwise by its own rules.
     """
 
     @property
