@@ -43,7 +43,7 @@ def node_propagator(net: Network, qb: QueryBounds, problem: RobustnessProblem,
     node callbacks)."""
     if not propagate or backend != "scip":
         return None
-    return NetworkPropagator(net, qb.bounds, problem)
+    return NetworkPropagator(net, qb.bounds, problem, branching=BRANCHING)
 
 
 def record_propagation(stats: dict[str, Any], prop: NetworkPropagator | None) -> None:

@@ -21,6 +21,14 @@ the node's (smaller) intervals. From the result it
   cannot reach its right-hand side has its choice binary fixed to 0, and the node is cut
   off when no disjunct remains possible.
 
+Two more uses of the node's bounds, through the solver's plugins:
+
+* `local_cuts`: the big-M rows of each unstable ReLU rewritten with the node's bounds
+  (``post <= u a``, ``post <= pre - l (1 - a)``), added as rows local to the node's
+  subtree, so the LP inside the tree uses the node's big-M constants, not the root's;
+* `branch_scores` (optional): BaBSR-style scores of the unstable ReLUs, from one backward
+  pass of the unsafe rows through the node's relaxations.
+
 Soundness: every feasible point of the MILP inside the node is a true computation of the
 network with the node's fixed phases, inside the node's bounds, so the intervals above
 contain its values; the symbolic pass is sound under float64 rounding (its bounds are
@@ -45,10 +53,14 @@ from milpverify.bounds.symbolic import (
     backsubstitute,
     symbolic_targets,
 )
+from milpverify.encode.model import Cuts
 from milpverify.encode.objective import RobustnessProblem
 from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray, IntArray
+
+#: Smallest violation of a local big-M row by the LP point for it to be added as a cut.
+CUT_VIOLATION = 1e-6
 
 #: Name of the node appended to the network: the rows of every disjunct of the unsafe set.
 UNSAFE_ROWS_NODE = "milpverify/unsafe_rows"
@@ -69,6 +81,8 @@ class NetworkPropagator:
         extra nodes (e.g. the margin node of `core.spec_bounds`), which are ignored.
     problem : RobustnessProblem
         The MILP built from `bounds` (its encoding names the variables).
+    local_rows : bool
+        Offer `local_cuts` (the big-M rows with the node's bounds) to the solver.
     branching : bool
         Offer `branch_scores` (BaBSR-style scores of the unstable ReLUs at the last
         propagated node) to the solver's branching; False: leave branching to the solver.
@@ -81,9 +95,12 @@ class NetworkPropagator:
     """
 
     def __init__(self, net: Network, bounds: Bounds, problem: RobustnessProblem, *,
-                 branching: bool = False) -> None:
+                 branching: bool = False, local_rows: bool = True) -> None:
         self.branching = branching
+        self.local_rows = local_rows
         self._scores: FloatArray | None = None
+        self._last: tuple[FloatArray, FloatArray, dict[str, Interval] | None] | None = None
+        self.cuts = 0
         rows = np.vstack([d.A for d in problem.disjuncts])
         self._rhs = np.concatenate([d.b for d in problem.disjuncts])
         self._owner = np.repeat(np.arange(len(problem.disjuncts)),
@@ -111,6 +128,7 @@ class NetworkPropagator:
         # per ReLU/LeakyReLU node: (pre node, pre elements with a variable and their slice,
         # elements with a binary and their slice, ReLU outputs with a variable and slice)
         self._relus: list[tuple[str, IntArray, slice, IntArray, slice, IntArray, slice]] = []
+        self._cut_cols: list[tuple[IntArray, IntArray, IntArray]] = []
         for name, binaries in enc.relu_active.items():
             op = net.op(name)
             pre = op.inputs[0]
@@ -121,7 +139,10 @@ class NetworkPropagator:
                 post[b_idx] = enc.terms[name].var[b_idx]
             o_idx, o_span = take(post)
             self._relus.append((pre, p_idx, p_span, b_idx, b_span, o_idx, o_span))
+            self._cut_cols.append((enc.terms[pre].var[b_idx], post[b_idx], binaries[b_idx]))
         self._relu_nodes = list(enc.relu_active)
+        self._relu_inputs = {net.op(r).inputs[0] for r in self._relu_nodes
+                             if isinstance(net.op(r), ops.Relu)}
         choice = np.asarray(problem.choice_vars, dtype=np.int64)
         self._choice = slice(at, at + len(choice))
         cols.append(choice)
@@ -136,7 +157,7 @@ class NetworkPropagator:
     def report(self) -> str:
         return (f"network propagation: {self.calls} calls, {self.cutoffs} cut off, "
                 f"{self.fixed} ReLUs fixed, {self.symbolic_targets} back-substitutions, "
-                f"{self.seconds:.3f} s")
+                f"{self.cuts} local cuts, {self.seconds:.3f} s")
 
     # ------------------------------------------------------------------ one node
     def node_bounds(self, lower: FloatArray, upper: FloatArray) -> dict[str, Interval] | None:
@@ -174,8 +195,16 @@ class NetworkPropagator:
                                         and np.array_equal(state[arg][1], root[1])):
                     dirty[0] = True
             if name in self._targets and dirty[0]:
+                # a ReLU input needs tighter bounds only where it is unstable: a stable
+                # neuron is relaxed exactly already
+                wanted = None
+                if name in self._relu_inputs:
+                    wanted = np.flatnonzero((interval[0] < 0) & (interval[1] > 0))
+                    if not len(wanted):
+                        return interval
                 self.symbolic_targets += 1
-                interval = _meet(interval, backsubstitute(self.net, name, ctx, self._n_terms))
+                interval = _meet(interval, backsubstitute(self.net, name, ctx, self._n_terms,
+                                                          elements=wanted))
             return interval
 
         try:
@@ -200,6 +229,7 @@ class NetworkPropagator:
     def _propagate(self, lower: FloatArray, upper: FloatArray
                    ) -> tuple[FloatArray, FloatArray] | None:
         state = self.node_bounds(lower, upper)
+        self._last = (lower, upper, state)
         if state is None:
             return None
         if self.branching:
@@ -235,6 +265,65 @@ class NetworkPropagator:
         elif impossible.any():
             return None
         return new_lo, new_hi
+
+    # ------------------------------------------------------------------ local cuts
+    def local_cuts(self, lower: FloatArray, upper: FloatArray, values: FloatArray,
+                   max_cuts: int | None = None) -> Cuts | None:
+        """The big-M rows of each unstable ReLU with the node's bounds `[l, u]` of its
+        pre-activation instead of the root's, where the LP point `values` violates them:
+
+            post <= u a,        post <= pre - l (1 - a).
+
+        Both hold at every point of the node whose pre-activation lies in `[l, u]`, i.e.
+        at every feasible point of the node (so the rows are local to the node's subtree).
+        `lower`/`upper` are the node's bounds of `variables`; the bounds of the last
+        propagated node are reused when the node is inside it, else recomputed.
+        """
+        if not self.local_rows:
+            return Cuts(*(np.zeros(0, dtype=np.int64),) * 2, *(np.zeros(0),) * 3)
+        last = self._last
+        if last is not None and np.all(lower >= last[0]) and np.all(upper <= last[1]):
+            state = last[2]
+        else:
+            state = self.node_bounds(lower, upper)
+        if state is None:
+            return None
+        rows: list[FloatArray] = []
+        parts: list[tuple[IntArray, IntArray, IntArray, FloatArray, FloatArray, FloatArray]] = []
+        for (pre, _, _, b_idx, b_span, _, _), (pre_col, post_col, bin_col) in zip(
+                self._relus, self._cut_cols):
+            if not len(b_idx):
+                continue
+            lo, hi = state[pre]
+            l, u = lo[b_idx], hi[b_idx]
+            root_l, root_u = (a[b_idx] for a in self._root[pre])
+            free = (lower[b_span] < 0.5) & (upper[b_span] > 0.5) & (pre_col >= 0) \
+                & (post_col >= 0) & (l < 0) & (u > 0)
+            a = values[np.where(bin_col >= 0, bin_col, 0)]
+            post = values[np.where(post_col >= 0, post_col, 0)]
+            pre_v = values[np.where(pre_col >= 0, pre_col, 0)]
+            v1 = post - u * a
+            v2 = post - pre_v - l * a + l
+            c1 = free & (u < root_u) & (v1 > CUT_VIOLATION)
+            c2 = free & (l > root_l) & (v2 > CUT_VIOLATION)
+            parts.append((pre_col, post_col, bin_col, np.where(c1, v1, 0.0),
+                          np.where(c2, v2, 0.0), np.stack([l, u])))
+            rows.append(np.r_[v1[c1], v2[c2]])
+        if not rows or not sum(len(r) for r in rows):
+            return Cuts(*(np.zeros(0, dtype=np.int64),) * 2, *(np.zeros(0),) * 3)
+        r_, c_, v_, rhs, viol = [], [], [], [], []
+        k = 0
+        for pre_col, post_col, bin_col, v1, v2, (l, u) in parts:
+            for j in np.flatnonzero(v1 > 0):
+                r_ += [k, k]; c_ += [post_col[j], bin_col[j]]; v_ += [1.0, -u[j]]
+                rhs.append(0.0); viol.append(v1[j]); k += 1
+            for j in np.flatnonzero(v2 > 0):
+                r_ += [k, k, k]; c_ += [post_col[j], pre_col[j], bin_col[j]]
+                v_ += [1.0, -1.0, -l[j]]; rhs.append(-l[j]); viol.append(v2[j]); k += 1
+        cuts = Cuts(np.array(r_, dtype=np.int64), np.array(c_, dtype=np.int64),
+                    np.array(v_), np.array(rhs), np.array(viol))
+        self.cuts += cuts.count
+        return cuts
 
     # ------------------------------------------------------------------ branching
     def branch_scores(self) -> FloatArray | None:

@@ -534,6 +534,7 @@ def _attach_propagator(scip: Any, propagator: NodePropagator, variables: list[An
         seconds = 0.0
         last: tuple[np.ndarray, np.ndarray] | None = None
         tvars: list[Any] | None = None
+        sepa: Any = None
 
         def propexec(self, proptiming: Any) -> dict[str, Any]:
             m = self.model
@@ -605,7 +606,70 @@ def _attach_propagator(scip: Any, propagator: NodePropagator, variables: list[An
                      delay=True)
     if callable(getattr(propagator, "branch_scores", None)):
         _attach_branching(scip, propagator, plugin)
+    if callable(getattr(propagator, "local_cuts", None)):
+        plugin.sepa = _attach_local_cuts(scip, propagator, plugin, read)
     return plugin
+
+
+LOCAL_SEPARATOR_NAME = "milpverify_local"
+"""SCIP name of the separator that adds a propagator's ``local_cuts`` as local rows."""
+
+
+def _attach_local_cuts(scip: Any, propagator: Any, prop_plugin: Any, read: np.ndarray) -> Any:
+    """Include a separator adding ``propagator.local_cuts(lower, upper, values)`` (rows
+    valid in the current node's subtree only) below the root."""
+    ps = _pyscipopt()
+    column = {int(j): k for k, j in enumerate(read.tolist())}
+
+    class _LocalCuts(ps.Sepa):  # type: ignore[misc,name-defined]
+        cuts = 0
+
+        def sepaexeclp(self) -> dict[str, Any]:
+            m = self.model
+            tv = prop_plugin.tvars
+            if tv is None or m.getDepth() == 0:
+                return {"result": ps.SCIP_RESULT.DIDNOTRUN}
+            t0 = time.perf_counter()
+            live = prop_plugin.live
+            n = len(tv)
+            lo = np.full(n, -np.inf)
+            up = np.full(n, np.inf)
+            lo[prop_plugin.read] = np.fromiter((v.getLbLocal() for v in live), np.float64,
+                                               len(live))
+            up[prop_plugin.read] = np.fromiter((v.getUbLocal() for v in live), np.float64,
+                                               len(live))
+            lo[lo <= -SCIP_INFINITY] = -np.inf
+            up[up >= SCIP_INFINITY] = np.inf
+            values = np.zeros(int(read.max()) + 1 if n else 0)
+            values[read] = [m.getSolVal(None, v) for v in tv]
+            cuts = propagator.local_cuts(lo, up, values, MAX_CUTS_PER_ROUND)
+            result = ps.SCIP_RESULT.DIDNOTFIND
+            if cuts is None:
+                result = ps.SCIP_RESULT.CUTOFF
+            elif cuts.count:
+                order = np.argsort(cuts.rows, kind="stable")
+                rows, cols, vals = cuts.rows[order], cuts.cols[order], cuts.vals[order]
+                starts = np.searchsorted(rows, np.arange(cuts.count + 1))
+                best = np.argsort(-cuts.violation, kind="stable")[:MAX_CUTS_PER_ROUND]
+                for r in best.tolist():
+                    row = m.createEmptyRowSepa(self, f"local{self.cuts}", lhs=None,
+                                               rhs=float(cuts.rhs[r]), local=True,
+                                               removable=True)
+                    m.cacheRowExtensions(row)
+                    for j, v in zip(cols[starts[r]:starts[r + 1]].tolist(),
+                                    vals[starts[r]:starts[r + 1]].tolist()):
+                        m.addVarToRow(row, tv[column[j]], v)
+                    m.flushRowExtensions(row)
+                    m.addCut(row)
+                    self.cuts += 1
+                result = ps.SCIP_RESULT.SEPARATED
+            prop_plugin.seconds += time.perf_counter() - t0
+            return {"result": result}
+
+    sepa = _LocalCuts()
+    scip.includeSepa(sepa, LOCAL_SEPARATOR_NAME, "big-M rows with a node's bounds",
+                     priority=90_000, freq=1)
+    return sepa
 
 
 BRANCHRULE_NAME = "milpverify_scores"

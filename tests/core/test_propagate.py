@@ -121,7 +121,7 @@ def test_propagated_bounds_contain_every_sampled_point_of_the_node(seed: int) ->
     lo, hi = np.zeros(4), np.ones(4)
     _, problem = _problem(net, x, label, lo, hi, with_distance=False, margin=-0.5)
     prop = NetworkPropagator(net, symbolic_bounds(net, lo, hi), problem)
-    checked = cut = 0
+    checked = cut = local_cuts = 0
     for _ in range(60):
         lower, upper, box_lo, box_hi = _sample_node(rng, net, problem, prop)
         points = rng.uniform(box_lo, box_hi, size=(4000, 4))
@@ -158,5 +158,25 @@ def test_propagated_bounds_contain_every_sampled_point_of_the_node(seed: int) ->
             if z < 0.5 <= upper[prop._choice][d]:
                 sel = prop._owner == d
                 assert not np.all(rows[:, sel] <= prop._rhs[sel], axis=1).any()
+        # the local big-M rows hold at every point of the node (an LP point that violates
+        # every candidate row asks for all of them)
+        lp = np.zeros(problem.model.n_vars)
+        points_x = np.zeros((int(inside.sum()), problem.model.n_vars))
+        for (pre, _, _, b_idx, _, _, _), (pre_col, post_col, bin_col) in zip(prop._relus,
+                                                                            prop._cut_cols):
+            v = values[pre][inside][:, b_idx]
+            ok = (pre_col >= 0) & (post_col >= 0)
+            lp[pre_col[ok]], lp[post_col[ok]], lp[bin_col[ok]] = -1e3, 1e3, 0.0
+            points_x[:, pre_col[ok]] = v[:, ok]
+            points_x[:, post_col[ok]] = np.maximum(v[:, ok], 0.0)
+            points_x[:, bin_col[ok]] = (v[:, ok] > 0).astype(float)
+        cuts = prop.local_cuts(lower, upper, lp)
+        assert cuts is not None
+        for r in range(cuts.count):
+            sel = cuts.rows == r
+            lhs = points_x[:, cuts.cols[sel]] @ cuts.vals[sel]
+            assert np.all(lhs <= cuts.rhs[r] + 1e-9)
+        local_cuts += cuts.count
         checked += int(inside.sum() > 0)
     assert checked > 5
+    assert local_cuts > 0
