@@ -1,13 +1,14 @@
 """The network-aware node propagator off vs on, side by side in one run (interleaved).
 
 For each network and MNIST test image, `rho` (uncapped) or `certify` (at `--eps`) runs
-once with `propagate=False` and once with `propagate=True`, in alternating order (the
-first image starts with off, the next with on, ...), so that load from other processes
-hits both alike. Per run: status, bracket or verdict, total and MILP time, SCIP nodes,
+once per variant (`--variants`: "off" = `propagate=False`; "on" = `propagate=True`;
+"branch" = on, plus branching on the propagator's BaBSR scores), the order rotating from
+image to image, so that load from other processes hits all alike. Per run: status, bracket or verdict, total and MILP time, SCIP nodes,
 nodes per MILP second, and the propagator's calls, cut-offs, ReLUs fixed and time.
 
     python benchmarks/propagator.py --mode rho --nets eran_3x100,mnist_fc_256x2 \
-        --images 0-4 --time-limit 60 [--eps 0.03] [--out benchmarks/results/propagator_rho.csv]
+        --images 0-4 --time-limit 60 [--eps 0.03] [--variants off,on,branch]
+        [--out benchmarks/results/propagator_rho.csv]
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from _common import machine  # noqa: E402
 from hard_rho import NETS, SHARED, parse_images  # noqa: E402
 
 import milpverify  # noqa: E402
+from milpverify.core import decide  # noqa: E402
 
 FIELDS = ["net", "index", "mode", "eps", "propagate", "status", "lower", "upper", "total_s",
           "solve_s", "nodes", "nodes_per_s", "prop_calls", "prop_cutoffs", "prop_fixed",
@@ -56,6 +58,7 @@ def main() -> None:
     ap.add_argument("--images", default="0-4")
     ap.add_argument("--time-limit", type=float, default=60.0)
     ap.add_argument("--eps", type=float, default=0.03)
+    ap.add_argument("--variants", default="off,on")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     out = args.out or Path(__file__).parent / "results" / f"propagator_{args.mode}.csv"
@@ -69,13 +72,16 @@ def main() -> None:
             net = milpverify.load_onnx(SHARED / NETS[name])
             for i in parse_images(args.images):
                 x = (data["images"][i] / 255.0).reshape(-1)
-                order = (False, True) if turn % 2 == 0 else (True, False)
+                variants = args.variants.split(",")
+                order = variants[turn % len(variants):] + variants[:turn % len(variants)]
                 turn += 1
-                for propagate in order:
+                for variant in order:
+                    decide.BRANCHING = variant == "branch"
                     row = {"net": name, "index": i, "mode": args.mode,
                            "eps": args.eps if args.mode == "certify" else "",
-                           "propagate": propagate,
-                           **run_one(net, x, args.mode, args.eps, args.time_limit, propagate)}
+                           "propagate": variant,
+                           **run_one(net, x, args.mode, args.eps, args.time_limit,
+                                     variant != "off")}
                     writer.writerow(row)
                     fh.flush()
                     print(" ".join(f"{k}={row[k]}" for k in FIELDS), flush=True)
