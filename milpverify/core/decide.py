@@ -28,12 +28,16 @@ SCIP_DEFAULTS: dict[str, object] = {"separating/aggregation/freq": -1}
 
 
 #: Whether the MILPs of `rho` and `certify` run the network-aware node propagator
-#: (`core.propagate.NetworkPropagator`) by default; measured in benchmarks/propagator.py.
+#: (`core.propagate.NetworkPropagator`) by default. Off: measured in
+#: benchmarks/results/propagator.md, it lowered nodes per second 1.4-4x (its 3-10 ms per
+#: node against SCIP's 2-30 ms) and decided nothing more on eran_3x100 / mnist_fc 256x2
+#: (rho on mnist_fc: 1.66x slower on the images both solve).
 PROPAGATE = False
 
 
 #: Whether the node propagator also chooses the branching variable (BaBSR-style scores,
-#: `NetworkPropagator.branch_scores`); measured in benchmarks/propagator.py.
+#: `NetworkPropagator.branch_scores`). Off: no better than SCIP's own branching in
+#: benchmarks/results/propagator.md.
 BRANCHING = False
 
 
