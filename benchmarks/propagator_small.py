@@ -11,7 +11,10 @@ with symbolic root bounds is solved once per variant, interleaved:
 * branch: on + branching on the propagator's BaBSR scores.
 
     python benchmarks/propagator_small.py [--sizes 4-40-40-40-3] [--seeds 0-3]
-        [--eps 0.1,0.2] [--time-limit 20] [--variants off,prop,on,branch]
+        [--eps 0.1,0.2] [--time-limit 20] [--variants off,prop,on,branch] [--prop-freq K]
+
+`--prop-freq K` runs the propagator (and its local rows) only at depths 0, K, 2K, ...
+(SCIP's ``propagating/milpverify_nodes/freq``, ``separating/milpverify_local/freq``).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ def main() -> None:
     ap.add_argument("--eps", default="0.1,0.2")
     ap.add_argument("--time-limit", type=float, default=20.0)
     ap.add_argument("--variants", default="off,prop,on,branch")
+    ap.add_argument("--prop-freq", type=int, default=1)
     ap.add_argument("--out", type=Path,
                     default=Path(__file__).parent / "results" / "propagator_small.csv")
     args = ap.parse_args()
@@ -94,7 +98,10 @@ def main() -> None:
                     r = get_backend("scip").solve(problem.model, SolveOptions(
                         time_limit_s=args.time_limit, stop_at_first_feasible=True,
                         node_propagator=prop,
-                        solver_params={"separating/aggregation/freq": -1}))
+                        solver_params={"separating/aggregation/freq": -1,
+                                       **({"propagating/milpverify_nodes/freq": args.prop_freq,
+                                           "separating/milpverify_local/freq": args.prop_freq}
+                                          if prop is not None else {})}))
                     row = {"sizes": args.sizes, "seed": seed, "eps": eps, "variant": variant,
                            "status": r.status.value, "nodes": r.nodes,
                            "solve_s": round(r.solve_time_s, 3),
