@@ -22,12 +22,12 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-from _common import machine  # noqa: E402
-from hard_rho import NETS, SHARED, parse_images  # noqa: E402
+import numpy as np
+from _common import machine
+from hard_rho import NETS, SHARED, parse_images
 
-import milpverify  # noqa: E402
-from milpverify.core import decide  # noqa: E402
+import milpverify
+from milpverify.core import decide
 
 FIELDS = ["net", "index", "mode", "eps", "propagate", "status", "lower", "upper", "total_s",
           "solve_s", "nodes", "nodes_per_s", "prop_calls", "prop_cutoffs", "prop_fixed",

@@ -29,17 +29,17 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-from _common import machine  # noqa: E402
-from hard_rho import parse_images  # noqa: E402
+import numpy as np
+from _common import machine
+from hard_rho import parse_images
 
-from milpverify.bounds import symbolic_bounds  # noqa: E402
-from milpverify.core.propagate import NetworkPropagator  # noqa: E402
-from milpverify.encode.objective import build_robustness_problem  # noqa: E402
-from milpverify.ir import ops  # noqa: E402
-from milpverify.ir.network import Network  # noqa: E402
-from milpverify.solve import get_backend  # noqa: E402
-from milpverify.solve.base import SolveOptions  # noqa: E402
+from milpverify.bounds import symbolic_bounds
+from milpverify.core.propagate import NetworkPropagator
+from milpverify.encode.objective import build_robustness_problem
+from milpverify.ir import ops
+from milpverify.ir.network import Network
+from milpverify.solve import get_backend
+from milpverify.solve.base import SolveOptions
 
 FIELDS = ["sizes", "seed", "eps", "variant", "status", "nodes", "solve_s", "nodes_per_s",
           "message"]

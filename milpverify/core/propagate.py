@@ -45,7 +45,8 @@ import time
 import numpy as np
 
 from milpverify.bounds.base import Bounds
-from milpverify.bounds.interval import Interval, propagate as interval_pass
+from milpverify.bounds.interval import Interval
+from milpverify.bounds.interval import propagate as interval_pass
 from milpverify.bounds.symbolic import (
     BACKWARD_RULES,
     RELAXATIONS,
