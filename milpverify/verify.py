@@ -35,10 +35,13 @@ from milpverify.core.bracket import (
     proven_beyond,
 )
 from milpverify.core.decide import (
+    PROPAGATE,
     _check_point,
     _decide,
     _region_repair,
     _solution_region,
+    node_propagator,
+    record_propagation,
     solver_parameters,
 )
 from milpverify.core.query import (
@@ -77,7 +80,8 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         threads: int = 1, tolerance: float = DEFAULT_TOLERANCE, label: int | None = None,
         solver_params: dict[str, object] | None = None,
         initial_witness: npt.ArrayLike | None = None,
-        strategy: str = "disjunction", verbose: bool = False) -> RhoResult:
+        strategy: str = "disjunction", verbose: bool = False,
+        propagate: bool = PROPAGATE) -> RhoResult:
     """Exact pointwise robustness rho(f, x) = min ||x' - x|| s.t. x' is misclassified.
 
     Parameters
@@ -136,6 +140,13 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         Let the MILP solver print its log on stdout (the CLI's ``--verbose``); bound
         tightening and the heuristics stay quiet.
 
+    propagate : bool
+        Run the network-aware node propagator inside the MILPs' branch and bound (SCIP
+        only, `milpverify.core.propagate`): at every node it re-derives the bounds from
+        the node's fixed ReLU phases and input box, fixes ReLUs that became stable and
+        cuts off nodes that cannot hold a counterexample. Default `core.decide.PROPAGATE`
+        (off: it lowered nodes per second more than it pruned; benchmarks/results/propagator.md).
+
     Returns
     -------
     RhoResult
@@ -184,7 +195,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
             net, q, qb.candidates, eps_cap, start, time_limit_s, tolerance,
             dict(backend=backend, bounds_method=bounds_method, upper_bound=upper_bound,
                  threads=threads, tolerance=tolerance, solver_params=solver_params,
-                 verbose=verbose),
+                 verbose=verbose, propagate=propagate),
             initial_witness)
     # The MILPs stop early enough to leave time for the time-out salvage (`finish`).
     deadline = start + time_limit_s - min(SALVAGE_SHARE * time_limit_s,
@@ -222,7 +233,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         return proven_beyond(radius, proven_cap, best, finish, tolerance)
 
     search = _Misclassification(net, q, solver, backend, threads, solver_params, timings, stats,
-                                verbose)
+                                verbose, propagate)
     return close_bracket(search, best, radius, qb, deadline, tolerance, finish.first_lower,
                          stats, finish,
                          lambda r, b: proven_beyond(r, proven_cap, b, finish, tolerance))
@@ -306,6 +317,7 @@ class _Misclassification:
     timings: dict[str, float]
     stats: dict[str, Any]
     verbose: bool = False
+    propagate: bool = PROPAGATE
 
     def bounds(self, box: tuple[FloatArray, FloatArray], base: QueryBounds
                ) -> QueryBounds | None:
@@ -318,7 +330,7 @@ class _Misclassification:
                deadline: float) -> tuple[Verdict, WitnessCheck | None, str]:
         return _decide(self.net, self.q, qb, box, radius, deadline, self.backend,
                        self.threads, self.solver_params, self.timings, self.stats,
-                       verbose=self.verbose)
+                       verbose=self.verbose, propagate=self.propagate)
 
     def refine(self, found: WitnessCheck) -> WitnessCheck:
         return _refine(self.net, self.q, found)
@@ -336,15 +348,17 @@ class _Misclassification:
         self.timings["build_s"] = self.timings.get("build_s", 0.0) + time.perf_counter() - t1
         self.stats["binaries"] = int(problem.model.n_integer)
         self.stats["rows"] = problem.model.n_rows
+        prop = node_propagator(net, qb, problem, self.backend, self.propagate)
         options = SolveOptions(time_limit_s=max(deadline - time.perf_counter(), 1e-3),
                                threads=self.threads, objective_cutoff=cutoff,
-                               verbose=self.verbose,
+                               verbose=self.verbose, node_propagator=prop,
                                solver_params=solver_parameters(
                                    self.backend, self.solver_params,
                                    gap_of(q.norm, tolerance, lower)))
         t2 = time.perf_counter()
         result = self.solver.solve(problem.model, options)
         self.timings["solve_s"] = self.timings.get("solve_s", 0.0) + time.perf_counter() - t2
+        record_propagation(self.stats, prop)
         self.stats["nodes"] = self.stats.get("nodes", 0) + result.nodes
         if result.x is None or result.status == SolveStatus.ERROR:
             return result, None
@@ -454,12 +468,13 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
             margin: float = 0.0, backend: str = "scip", bounds_method: str = "progressive",
             attack: str | None = "pgd", threads: int = 1, label: int | None = None,
             solver_params: dict[str, object] | None = None,
-            verbose: bool = False) -> Certificate:
+            verbose: bool = False, propagate: bool = PROPAGATE) -> Certificate:
     """Decide whether every x' with ||x' - x|| <= eps (in `domain`) keeps the label.
 
     Stops at the first adversarial point the solver finds. "not_robust" always comes with
     a verified witness; "robust" only with a proof (bounds or solver infeasibility).
-    Options as in `rho`; `verbose` lets the MILP solver print its log on stdout.
+    Options as in `rho`; `verbose` lets the MILP solver print its log on stdout, `propagate`
+    runs the node propagator as for `rho`.
 
     Example
     -------
@@ -501,5 +516,6 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
         return done(Verdict.ROBUST, None, "proven by bounds alone")
     deadline = start + time_limit_s
     verdict, witness, message = _decide(net, q, qb, box, eps, deadline, backend, threads,
-                                        solver_params, timings, stats, verbose=verbose)
+                                        solver_params, timings, stats, verbose=verbose,
+                                        propagate=propagate)
     return done(verdict, witness, message)

@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("milpverify.encode",),
     ("milpverify.solve",),
     ("milpverify.bounds.tighten",),
-    ("milpverify.core", "milpverify.core.results"),
+    ("milpverify.core", "milpverify.core.results", "milpverify.core.propagate"),
     ("milpverify.core.witness",),
     ("milpverify.core.query",),
     ("milpverify.core.spec_bounds",),

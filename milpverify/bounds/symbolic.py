@@ -100,6 +100,11 @@ Coef = Union[FloatArray, sp.csr_array]
 DENSE_FRACTION = 0.25
 """Sparse coefficient matrices denser than this are converted to dense arrays."""
 
+DENSE_START = 64
+"""Targets of at most this many elements start back-substitution from a dense `[I; -I]`:
+building the sparse one cost more than the whole pass on small layers (node propagation
+runs thousands of passes on layers of tens of neurons)."""
+
 
 # ---------------------------------------------------------------------------- relaxations
 @dataclass(frozen=True)
@@ -372,11 +377,15 @@ def ancestors(net: Network, target: str) -> set[str]:
 
 
 def backsubstitute(net: Network, target: str, ctx: SymbolicContext, n_terms: float,
-                   row_slopes: dict[str, FloatArray] | None = None) -> Interval:
+                   row_slopes: dict[str, FloatArray] | None = None,
+                   elements: npt.NDArray[np.int64] | None = None) -> Interval:
     """Sound lower/upper bounds of node `target` by back-substitution to the input box.
 
     `row_slopes` (optional) gives per-row ReLU lower slopes for the `2 * size` rows
     `[I; -I]` (see `SymbolicContext`); any values in [0, 1] give sound bounds.
+    `elements` (optional, without `row_slopes`) bounds only those elements of the target
+    (rows `[E; -E]` of the identity's rows `E`, cheaper when few are wanted); the others
+    get `(-inf, inf)`.
 
     Returns
     -------
@@ -386,10 +395,24 @@ def backsubstitute(net: Network, target: str, ctx: SymbolicContext, n_terms: flo
     size = net.op(target).size
     ctx.row_slopes.clear()
     ctx.row_slopes.update(row_slopes or {})
-    eye = sp.identity(size, format="csr", dtype=np.float64)
-    coefs: dict[str, Coef] = {target: sp.csr_array(sp.vstack([eye, -eye]))}
-    const = np.zeros(2 * size)
-    err = np.zeros(2 * size)
+    if elements is not None:
+        if row_slopes:
+            raise InvalidInputError("backsubstitute: `elements` and `row_slopes` exclude "
+                                    "each other")
+        m = len(elements)
+        pick = np.zeros((m, size))
+        pick[np.arange(m), elements] = 1.0
+        start: Coef = _compact(sp.csr_array(np.vstack([pick, -pick])))
+    elif size <= DENSE_START:
+        eye = np.eye(size)
+        start = np.vstack([eye, -eye])
+    else:
+        sparse_eye = sp.identity(size, format="csr", dtype=np.float64)
+        start = sp.csr_array(sp.vstack([sparse_eye, -sparse_eye]))
+    rows = start.shape[0]
+    coefs: dict[str, Coef] = {target: start}
+    const = np.zeros(rows)
+    err = np.zeros(rows)
     keep = ancestors(net, target)
     for name in reversed([n for n in net.order if n in keep]):
         op = net.op(name)
@@ -400,10 +423,14 @@ def backsubstitute(net: Network, target: str, ctx: SymbolicContext, n_terms: flo
         err = err + step_err + np.abs(const)
         for arg, new in parts:
             err = _accumulate(coefs, arg, new, magnitude(ctx.state[arg]), err)
-    final = coefs.get(net.input, sp.csr_array((2 * size, net.input_size)))
+    final = coefs.get(net.input, sp.csr_array((rows, net.input_size)))
     centre, radius = centre_radius(*ctx.state[net.input])
     low, _ = sound_affine_range(final, const, centre, radius, n_terms, extra=err)
     ctx.row_slopes.clear()
+    if elements is not None:
+        lower, upper = np.full(size, -np.inf), np.full(size, np.inf)
+        lower[elements], upper[elements] = low[:rows // 2], -low[rows // 2:]
+        return lower, upper
     if target == net.output:
         ctx.output_vertices.append(bound_vertices(final, *ctx.state[net.input]))
     return low[:size], -low[size:]

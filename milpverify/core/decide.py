@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.core.propagate import NetworkPropagator
 from milpverify.core.query import SOLVER_SLACK, WITNESS_MARGIN, Query
 from milpverify.core.restriction import Region
 from milpverify.core.results import Verdict
@@ -26,6 +27,38 @@ from milpverify.solve.base import SolveOptions, SolveResult, SolveStatus
 #: SCIP parameters used by default (measured in benchmarks/wk17a_first100.py and by the
 #: backend benchmark: the aggregation separator spent most of the time on ReLU big-M rows).
 SCIP_DEFAULTS: dict[str, object] = {"separating/aggregation/freq": -1}
+
+
+#: Whether the MILPs of `rho` and `certify` run the network-aware node propagator
+#: (`core.propagate.NetworkPropagator`) by default. Off: measured in
+#: benchmarks/results/propagator.md, it lowered nodes per second 1.4-4x (its 3-10 ms per
+#: node against SCIP's 2-30 ms) and decided nothing more on eran_3x100 / mnist_fc 256x2
+#: (rho on mnist_fc: 1.66x slower on the images both solve).
+PROPAGATE = False
+
+
+#: Whether the node propagator also chooses the branching variable (BaBSR-style scores,
+#: `NetworkPropagator.branch_scores`). Off: no better than SCIP's own branching in
+#: benchmarks/results/propagator.md.
+BRANCHING = False
+
+
+def node_propagator(net: Network, qb: QueryBounds, problem: RobustnessProblem,
+                    backend: str, propagate: bool) -> NetworkPropagator | None:
+    """The node propagator of a query's MILP, or None (not asked, or a backend without
+    node callbacks)."""
+    if not propagate or backend != "scip":
+        return None
+    return NetworkPropagator(net, qb.bounds, problem, branching=BRANCHING)
+
+
+def record_propagation(stats: dict[str, Any], prop: NetworkPropagator | None) -> None:
+    """Add a propagator's counters to a query's stats (summed over its MILPs)."""
+    if prop is None:
+        return
+    for key, value in (("prop_calls", prop.calls), ("prop_cutoffs", prop.cutoffs),
+                       ("prop_fixed", prop.fixed), ("prop_s", prop.seconds)):
+        stats[key] = stats.get(key, 0) + value
 
 
 #: How much the second solve of `_decide` shrinks an L2 ball's squared radius, so that a
@@ -150,13 +183,14 @@ def decide_loop(solve: FeasibilitySolve, margin: float, radius: float | None = N
 def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, FloatArray],
             eps: float, deadline: float, backend: str, threads: int,
             solver_params: dict[str, object] | None, timings: dict[str, float],
-            stats: dict[str, Any], *, verbose: bool = False
+            stats: dict[str, Any], *, verbose: bool = False, propagate: bool = PROPAGATE
             ) -> tuple[Verdict, WitnessCheck | None, str]:
     """`decide_loop` for misclassification: the MILPs of `build_robustness_problem`, ray then
     region repair. Under L2 the ball is a quadratic row: exact in the first solve (so
     infeasibility is a proof), shrunk by `L2_BALL_SHRINK` in the second so the solver's
     point, which may overshoot the row by SCIP's feasibility tolerance, lands inside the
-    ball. `verbose` shows the solver's log.
+    ball. `verbose` shows the solver's log; `propagate` runs the network-aware node
+    propagator (`core.propagate`) in SCIP's tree.
     """
     def solve(attempt: int, row_margin: float
               ) -> tuple[SolveResult | None, WitnessCheck | None, str]:
@@ -171,12 +205,15 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             return None, None, ""
+        prop = node_propagator(net, qb, problem, backend, propagate)
         options = SolveOptions(time_limit_s=remaining, threads=threads, verbose=verbose,
                                stop_at_first_feasible=True,
-                               solver_params=solver_parameters(backend, solver_params, None))
+                               solver_params=solver_parameters(backend, solver_params, None),
+                               node_propagator=prop)
         t2 = time.perf_counter()
         result = get_backend(backend).solve(problem.model, options)
         timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
+        record_propagation(stats, prop)
         stats["nodes"] = stats.get("nodes", 0) + result.nodes
         if result.x is None:
             return result, None, ""

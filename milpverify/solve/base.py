@@ -35,7 +35,7 @@ from numpy.typing import ArrayLike, NDArray
 from milpverify.encode.model import MilpModel
 from milpverify.errors import InvalidInputError
 
-__all__ = ["Backend", "Session", "SolveOptions", "SolveResult", "SolveStatus"]
+__all__ = ["Backend", "NodePropagator", "Session", "SolveOptions", "SolveResult", "SolveStatus"]
 
 
 class SolveStatus(enum.Enum):
@@ -69,6 +69,32 @@ class SolveStatus(enum.Enum):
     def has_limit(self) -> bool:
         """True if the solve stopped early on a limit (time, solution, other)."""
         return self in (SolveStatus.TIME_LIMIT, SolveStatus.SOLUTION_LIMIT, SolveStatus.OTHER_LIMIT)
+
+
+@runtime_checkable
+class NodePropagator(Protocol):
+    """Tightens a branch-and-bound node's variable bounds from knowledge the model lacks.
+
+    At a node, the backend reads the local bounds of `variables` (model columns) and calls
+    `propagate(lower, upper)`. It returns the tightened bounds of the same columns (any
+    bound it cannot improve returned unchanged), or None when it proves that no feasible
+    point of the model lies in the node, which is then cut off. Every returned bound must
+    hold for every feasible point of the model inside the given bounds (a node that
+    contains a feasible point must never be cut off). `report()` is a short text for the
+    result's message (calls, cut-offs, time).
+
+    A propagator may also have ``branch_scores()``: scores of `variables` at the node it
+    last propagated (None: no opinion); SCIP then branches on the fractional binary with
+    the highest positive score, and otherwise by its own rules.
+    """
+
+    @property
+    def variables(self) -> NDArray[np.int64]: ...
+
+    def propagate(self, lower: NDArray[np.float64], upper: NDArray[np.float64]
+                  ) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None: ...
+
+    def report(self) -> str: ...
 
 
 def _frozen_empty() -> Mapping[str, object]:
@@ -106,6 +132,10 @@ class SolveOptions:
     cancel : threading.Event or None
         Set it from another thread to stop the solve early (status OTHER_LIMIT, with what
         was found so far). SCIP and HiGHS; Pyomo solvers run to their own limits.
+    node_propagator : NodePropagator or None
+        Called at branch-and-bound nodes to tighten local bounds or cut the node off (SCIP
+        only, as a propagator plugin; the other backends ignore it, which is sound since it
+        only removes points that are not feasible).
     """
 
     time_limit_s: float | None = None
@@ -117,6 +147,7 @@ class SolveOptions:
     solver_params: Mapping[str, object] = field(default_factory=_frozen_empty)
     verbose: bool = False
     cancel: threading.Event | None = None
+    node_propagator: NodePropagator | None = None
 
     def __post_init__(self) -> None:
         if self.time_limit_s is not None and not self.time_limit_s > 0:
