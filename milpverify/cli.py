@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="show the full traceback when an error occurs")
         sub_parser.add_argument("--verbose", action="store_true",
                                 help="also print info and debug messages on stderr, and "
-                                     "(rho, evaluate) the MILP solver's log on stdout")
+                                     "(rho, evaluate, vnnlib, vnncomp) the MILP solver's log on stdout")
         sub.add_arguments(sub_parser)
         SUBPARSERS[sub.name] = sub_parser
     return parser
@@ -370,6 +370,7 @@ def _vnnlib_options(args: argparse.Namespace) -> Any:
     return VnnlibOptions(threads=args.threads, attack=not args.no_attack, alpha=not args.no_alpha,
                          tighten=not args.no_tighten, split_disjuncts=not args.joint_disjuncts,
                          ideal_cuts=not args.no_ideal_cuts,
+                         verbose=getattr(args, "verbose", False),
                          **({} if args.disjunct_tighten is None
                             else {"disjunct_tighten_fraction": args.disjunct_tighten}),
                          **milp_form_flag(args.milp_form),

@@ -300,7 +300,7 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
         if remaining <= 0:
             return None, None, "time limit reached before the solve"
         options = SolveOptions(time_limit_s=remaining, threads=opts.threads,
-                               stop_at_first_feasible=True, cancel=cancel,
+                               stop_at_first_feasible=True, cancel=cancel, verbose=opts.verbose,
                                solver_params=_milp_params(backend, opts))
         t1 = time.perf_counter()
         result = solver.solve(model, options)

@@ -91,6 +91,8 @@ class VnnlibOptions:
     solver_params : dict
         Passed to the backend (SCIP parameter names for "scip").
     falsifier : FalsifierOptions
+    verbose : bool
+        Let the MILP solver print its log on stdout (the CLI's ``--verbose``).
     """
 
     attack: bool = True
@@ -114,6 +116,7 @@ class VnnlibOptions:
     splitter: SplitOptions = field(default_factory=SplitOptions)
     solver_params: dict[str, object] = field(default_factory=dict)
     falsifier: FalsifierOptions = field(default_factory=FalsifierOptions)
+    verbose: bool = False
 
     def __post_init__(self) -> None:
         rounds = self.root_cut_rounds

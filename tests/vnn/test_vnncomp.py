@@ -728,3 +728,16 @@ def test_gzipped_model_and_spec_paths(tmp_path, abs_model):
     spec_path = tmp_path / "p.vnnlib.gz"
     spec_path.write_bytes(gzip.compress(_spec("(assert (>= Y_0 1.5))").encode()))
     assert verify_vnnlib(model_path, spec_path, timeout_s=30).result == "unsat"
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_vnnlib_solver_log_only_when_verbose(abs_net, tmp_path, capfd, verbose):
+    """`VnnlibOptions.verbose` (the CLI's --verbose) is the one way to see SCIP's log of the
+    property MILPs; the stages before the MILP are off so that the MILP decides."""
+    spec = tmp_path / "sat.vnnlib"
+    spec.write_text(_spec("(assert (and (>= Y_0 0.5) (>= Y_1 0.2)))"))
+    options = VnnlibOptions(attack=False, alpha=False, tighten=False, input_split=False,
+                            verbose=verbose)
+    result = verify_vnnlib(abs_net, spec, timeout_s=30, options=options)
+    assert result.result == "sat" and result.decided_by == "milp"
+    assert ("SCIP Status" in capfd.readouterr().out) == verbose
