@@ -59,7 +59,7 @@ THIRD_PARTY_RULES: dict[str, tuple[str, ...]] = {
               "milpverify.bounds.alpha",
               "milpverify.frontends.torchnet", "milpverify.core.attacks",
               "milpverify.runs.finetune"),
-    "pyscipopt": ("milpverify.solve.scip",),
+    "pyscipopt": ("milpverify.solve.scip", "milpverify.solve.scip_plugins"),
     "pyomo": ("milpverify.solve.pyomo",),
     "highspy": ("milpverify.solve.highs",),
     "onnxruntime": ("milpverify.core.witness",),
