@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from milpverify.core.propagate import NetworkPropagator
 from milpverify.core.query import SOLVER_SLACK, WITNESS_MARGIN, Query
-from milpverify.core.restriction import Region
+from milpverify.core.region import Region
 from milpverify.core.results import Verdict
 from milpverify.core.spec_bounds import QueryBounds
 from milpverify.core.witness import WitnessCheck, check_witness, repair_witness
@@ -98,7 +98,7 @@ def _solution_region(net: Network, problem: RobustnessProblem, solution: FloatAr
     At an optimum a pre-activation is often exactly 0 (a kink), where the sign of the
     float64 value picks an arbitrary neighbouring region; the binaries do not.
     """
-    from milpverify.core.restriction import Region, region_of
+    from milpverify.core.region import Region, region_of
     region, _ = region_of(net, point)
     active = {k: v.copy() for k, v in region.active.items()}
     for name, binaries in problem.encoding.relu_active.items():

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from milpverify.core.query import Query, query_box
-from milpverify.core.restriction import affine_rows, region_constraints, region_of, violated_rows
+from milpverify.core.region import affine_rows, region_constraints, region_of, violated_rows
 from milpverify.core.witness import WitnessCheck, along_ray, check_point
 from milpverify.encode.model import MilpModel
 from milpverify.encode.objective import add_distance

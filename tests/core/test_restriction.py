@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import milpverify
-from milpverify.core.restriction import VIOLATION_TOL, lp_restriction, region_of
+from milpverify.core.region import VIOLATION_TOL, region_of
+from milpverify.core.restriction import lp_restriction
 from milpverify.core.witness import onnx_logits
 from milpverify.solve.base import SolveStatus
 
