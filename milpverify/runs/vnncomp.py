@@ -7,7 +7,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
@@ -156,75 +156,98 @@ def run_vnncomp(benchdir: PathLike, out: PathLike, *,
         from tqdm import tqdm
         bar = tqdm(total=len(todo_all), initial=len(todo_all) - len(todo), unit="inst",
                    desc="vnncomp", dynamic_ncols=True)
-    rows: list[dict[str, Any]] = []
-    nets: dict[str, Network] = {}
-    counts: dict[str, int] = {}
-
-    def record(inst: Instance, result: VnnlibResult, seconds: float, group: str = "") -> None:
-        row = _row(inst, result, seconds, group)
-        writer.replace(row)
-        rows.append(row)
-        if result_dir is not None:
-            result.write(Path(result_dir) / _counterexample_name(inst))
-        counts[result.result] = counts.get(result.result, 0) + 1
+    run = _Run(base, writer, backend, options, result_dir, on_row, bar)
+    run_start = time.perf_counter()
+    try:
+        groups = _shared_groups(todo, base, run.network) if shared_rho else [[i] for i in todo]
+        for number, group in enumerate(groups):
+            if max_total_s is not None and time.perf_counter() - run_start >= max_total_s:
+                break
+            if len(group) == 1:
+                run.one(group[0], group[0].timeout_s, 0.0)
+            else:
+                run.shared(group, f"rho{number}", rho_fraction)
+    finally:
+        writer.close()
         if bar is not None:
-            bar.set_postfix(counts, refresh=False)
-            bar.update(1)
-        if on_row is not None:
-            on_row(row)
+            bar.close()
+    return run.rows
 
-    def network(inst: Instance) -> Network:
-        if inst.onnx not in nets:
+
+@dataclass
+class _Run:
+    """One `run_vnncomp` call: runs instances (alone, or a group after its shared rho) and
+    records each row as soon as it is known."""
+
+    base: Path
+    writer: ResultsFile
+    backend: str
+    options: VnnlibOptions | None
+    result_dir: PathLike | None
+    on_row: Callable[[dict[str, Any]], None] | None
+    bar: Any
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    nets: dict[str, Network] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def record(self, inst: Instance, result: VnnlibResult, seconds: float, group: str = ""
+               ) -> None:
+        row = _row(inst, result, seconds, group)
+        self.writer.replace(row)
+        self.rows.append(row)
+        if self.result_dir is not None:
+            result.write(Path(self.result_dir) / _counterexample_name(inst))
+        self.counts[result.result] = self.counts.get(result.result, 0) + 1
+        if self.bar is not None:
+            self.bar.set_postfix(self.counts, refresh=False)
+            self.bar.update(1)
+        if self.on_row is not None:
+            self.on_row(row)
+
+    def network(self, inst: Instance) -> Network:
+        if inst.onnx not in self.nets:
             from milpverify.frontends.onnx import load_onnx
-            nets[inst.onnx] = load_onnx(base / inst.onnx)
-        return nets[inst.onnx]
+            self.nets[inst.onnx] = load_onnx(self.base / inst.onnx)
+        return self.nets[inst.onnx]
 
-    def run_one(inst: Instance, budget: float, spent: float, group: str = "") -> None:
+    def one(self, inst: Instance, budget: float, spent: float, group: str = "") -> None:
+        """`verify_vnnlib` with what is left of the instance's budget."""
         t0 = time.perf_counter()
         try:
             if budget <= 0:
                 result = VnnlibResult("timeout", message="no time left after the shared rho")
             else:
-                result = verify_vnnlib(network(inst), base / inst.vnnlib, timeout_s=budget,
-                                       backend=backend, options=options)
+                result = verify_vnnlib(self.network(inst), self.base / inst.vnnlib,
+                                       timeout_s=budget, backend=self.backend,
+                                       options=self.options)
         except MilpVerifyError as exc:
             result = VnnlibResult("error", message=f"{type(exc).__name__}: {exc}")
-        record(inst, result, spent + time.perf_counter() - t0, group)
+        self.record(inst, result, spent + time.perf_counter() - t0, group)
 
-    run_start = time.perf_counter()
-    try:
-        groups = _shared_groups(todo, base, network) if shared_rho else [[i] for i in todo]
-        for number, group in enumerate(groups):
-            if max_total_s is not None and time.perf_counter() - run_start >= max_total_s:
-                break
-            if len(group) == 1:
-                run_one(group[0], group[0].timeout_s, 0.0)
-                continue
-            t0 = time.perf_counter()
-            budget = rho_fraction * min(i.timeout_s for i in group)
-            try:
-                specs = [read_vnnlib(base / i.vnnlib) for i in group]
-                answers, _ = shared_rho_decisions(network(group[0]), specs, time_limit_s=budget,
-                                                  backend=milp_solvers(backend)[0])
-            except MilpVerifyError as exc:
-                answers = [None] * len(group)
-                note = f"shared rho failed: {type(exc).__name__}: {exc}"
+    def shared(self, group: list[Instance], name: str, rho_fraction: float) -> None:
+        """One rho answers the group's robustness specs; an instance it leaves open runs on
+        its own with the rest of its timeout."""
+        t0 = time.perf_counter()
+        budget = rho_fraction * min(i.timeout_s for i in group)
+        try:
+            specs = [read_vnnlib(self.base / i.vnnlib) for i in group]
+            answers, _ = shared_rho_decisions(self.network(group[0]), specs,
+                                              time_limit_s=budget,
+                                              backend=milp_solvers(self.backend)[0])
+        except MilpVerifyError as exc:
+            answers = [None] * len(group)
+            note = f"shared rho failed: {type(exc).__name__}: {exc}"
+        else:
+            note = ""
+        spent = time.perf_counter() - t0
+        for inst, answer in zip(group, answers):
+            if answer is not None and spent <= inst.timeout_s:
+                self.record(inst, answer, spent, name)
             else:
-                note = ""
-            spent = time.perf_counter() - t0
-            name = f"rho{number}"
-            for inst, answer in zip(group, answers):
-                if answer is not None and spent <= inst.timeout_s:
-                    record(inst, answer, spent, name)
-                else:
-                    run_one(inst, inst.timeout_s - spent, spent, name)
-                    if note:
-                        rows[-1]["message"] = (note + "; " + rows[-1]["message"]).strip("; ")
-    finally:
-        writer.close()
-        if bar is not None:
-            bar.close()
-    return rows
+                self.one(inst, inst.timeout_s - spent, spent, name)
+                if note:
+                    last = self.rows[-1]
+                    last["message"] = (note + "; " + last["message"]).strip("; ")
 
 
 def _shared_groups(todo: Sequence[Instance], base: Path,
