@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy.typing as npt
 
 from milpverify.bounds.base import Bounds
-from milpverify.core.query import SOLVER_SLACK, check_positive, query_box, validate_query
+from milpverify.core.query import SOLVER_SLACK, Query, check_positive, query_box, validate_query
 from milpverify.core.results import Certificate, Verdict
 from milpverify.core.witness import WitnessCheck
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.properties.pairs import OutputBounds, PairPlan, plan_pairs, property_bounds
-from milpverify.properties.query import check_property_witness, pgd_topk, topk_query
+from milpverify.properties.query import TopKQuery, check_property_witness, pgd_topk, topk_query
 from milpverify.properties.rho import check_options, decide_at_radius
 from milpverify.properties.spec import Property, RelaxedTopK, affinity_of
 from milpverify.solve import get_backend
@@ -76,97 +77,130 @@ def certify_properties(net: Network, x: npt.ArrayLike, props: Sequence[Property]
     q = validate_query(net, x, norm=norm, domain=domain, margin=0.0, target=None, label=None)
     queries = [topk_query(net, q.x, p) for p in props]
     check_options(attack, encoding, bounds_method)
-    solver = get_backend(backend)
-    start = time.perf_counter()
-    shared: dict[str, float] = {}
-    done: dict[int, Certificate] = {}
-    own: dict[int, dict[str, float]] = {n: {} for n in range(len(queries))}
-    stats: dict[int, dict[str, Any]] = {n: {"property": qu.name, "certifying_ks": list(qu.ks)}
-                                        for n, qu in enumerate(queries)}
-    witnesses: list[FloatArray] = [q.x]
-
-    def settle(n: int, verdict: Verdict, witness: WitnessCheck | None, message: str = "") -> None:
-        timings = dict(shared)
-        timings.update(own[n])
-        timings["total_s"] = time.perf_counter() - start
-        done[n] = Certificate(verdict, float(eps), queries[n].order[0],
-                              None if witness is None else witness.witness, witness is not None,
-                              None if witness is None else witness.adversarial_label, timings,
-                              stats[n], message)
-        for m, other in enumerate(queries):
-            same = set(queries[n].ks) == set(other.ks)
-            if m not in done and (same or (verdict == Verdict.ROBUST
-                                           and set(queries[n].ks) <= set(other.ks))):
-                # Same certifying k's at this x: the same property here, whatever the verdict.
-                stats[m]["implied_by"] = queries[n].name
-                reason = message.split(": ", 1)[-1] if message.startswith("implied by") \
-                    else message
-                settle(m, verdict, witness,
-                       f"implied by {queries[n].name}" + (f": {reason}" if reason else ""))
-
-    def try_witnesses() -> None:
-        for n, qu in enumerate(queries):
-            for w in witnesses:
-                if n in done:
-                    break
-                check = check_property_witness(net, q.x, w, qu, domain=q.domain, norm=q.norm)
-                if check.verified and check.distance <= eps * (1 + 1e-12):
-                    settle(n, Verdict.NOT_ROBUST, check)
-
-    def pending(reverse: bool = False) -> list[int]:
-        return sorted((n for n in range(len(queries)) if n not in done),
-                      key=lambda n: len(queries[n].ks), reverse=reverse)
-
-    def bound(method: str) -> tuple[Bounds, OutputBounds]:
-        t0 = time.perf_counter()
-        budget = max(0.5 * time_limit_s - (t0 - start), 1e-3)
-        found = property_bounds(net, box, method, time_limit_s=budget,
-                                differences=difference_bounds)
-        for n in pending():
-            plans[n] = plan_pairs(queries[n], found[1], -SOLVER_SLACK)
-            stats[n].update(plans[n].stats)
-            stats[n]["unstable_relus"] = found[0].unstable
-        shared["bounds_s"] = shared.get("bounds_s", 0.0) + time.perf_counter() - t0
-        for n in pending():
-            if n not in done and plans[n].impossible is not None:
-                settle(n, Verdict.ROBUST, None, "proven by bounds alone")
-        return found
-
-    box = query_box(q, eps)
-    plans: dict[int, PairPlan] = {}
-    try_witnesses()
+    solver = get_backend(backend)  # a bad name fails before any work
+    batch = _Batch(net, q, queries, float(eps), time_limit_s, difference_bounds)
+    batch.try_witnesses()
     # 1. Symbolic bounds (cheap) may prove everything; 2. the attack looks for witnesses,
     # once per distinct set of certifying k's, most k's first (its witness also breaks
     # every property with fewer k's); 3. the requested bounds for what is left.
-    found_bounds = bound("symbolic") if pending() else None
-    if attack == "pgd" and norm == "linf" and pending():
-        t0 = time.perf_counter()
-        tried: set[tuple[int, ...]] = set()
-        for n in pending(reverse=True):
-            if n not in done and queries[n].ks not in tried:
-                tried.add(queries[n].ks)
-                found = pgd_topk(net, q, queries[n], eps, restarts=1)
-                if found is not None:
-                    witnesses.append(found.witness)
-                    try_witnesses()
-        shared["attack_s"] = time.perf_counter() - t0
-    if pending() and bounds_method != "symbolic":
-        found_bounds = bound(bounds_method)
+    found_bounds = batch.bound("symbolic") if batch.pending() else None
+    if attack == "pgd" and norm == "linf" and batch.pending():
+        batch.attack()
+    if batch.pending() and bounds_method != "symbolic":
+        found_bounds = batch.bound(bounds_method)
 
-    shared_s = time.perf_counter() - start
-    for n in pending():
-        if n in done:
+    shared_s = time.perf_counter() - batch.start
+    for n in batch.pending():
+        if n in batch.done:
             continue
         assert found_bounds is not None
         deadline = time.perf_counter() + time_limit_s - shared_s
-        verdict, witness, message = decide_at_radius(net, q, queries[n], *found_bounds, plans[n], box,
-                                            eps, deadline, solver, backend, encoding, threads,
-                                            solver_params, own[n], stats[n])
+        verdict, witness, message = decide_at_radius(
+            net, q, queries[n], *found_bounds, batch.plans[n], batch.box, eps, deadline,
+            solver, backend, encoding, threads, solver_params, batch.own[n], batch.stats[n])
         if witness is not None:
-            witnesses.append(witness.witness)
-        settle(n, verdict, witness, message)
-        try_witnesses()
-    return [done[n] for n in range(len(queries))]
+            batch.witnesses.append(witness.witness)
+        batch.settle(n, verdict, witness, message)
+        batch.try_witnesses()
+    return [batch.done[n] for n in range(len(queries))]
+
+
+@dataclass
+class _Batch:
+    """The state `certify_properties` shares across its properties: settled certificates
+    (a verdict settles every property it implies), the verified witnesses found so far (each
+    re-checked against every open property), and the pair plans of the latest bounds."""
+
+    net: Network
+    q: Query
+    queries: list[TopKQuery]
+    eps: float
+    time_limit_s: float
+    difference_bounds: bool
+    start: float = field(default_factory=time.perf_counter)
+    shared: dict[str, float] = field(default_factory=dict)
+    done: dict[int, Certificate] = field(default_factory=dict)
+    plans: dict[int, PairPlan] = field(default_factory=dict)
+    own: dict[int, dict[str, float]] = field(default_factory=dict)
+    stats: dict[int, dict[str, Any]] = field(default_factory=dict)
+    witnesses: list[FloatArray] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.box = query_box(self.q, self.eps)
+        self.own = {n: {} for n in range(len(self.queries))}
+        self.stats = {n: {"property": qu.name, "certifying_ks": list(qu.ks)}
+                      for n, qu in enumerate(self.queries)}
+        self.witnesses = [self.q.x]
+
+    def settle(self, n: int, verdict: Verdict, witness: WitnessCheck | None,
+               message: str = "") -> None:
+        """Certificate `n`, and every open property it implies (the same certifying k's at
+        this x, or, when robust, a superset of them)."""
+        queries = self.queries
+        timings = dict(self.shared)
+        timings.update(self.own[n])
+        timings["total_s"] = time.perf_counter() - self.start
+        self.done[n] = Certificate(verdict, self.eps, queries[n].order[0],
+                                   None if witness is None else witness.witness,
+                                   witness is not None,
+                                   None if witness is None else witness.adversarial_label,
+                                   timings, self.stats[n], message)
+        for m, other in enumerate(queries):
+            same = set(queries[n].ks) == set(other.ks)
+            if m not in self.done and (same or (verdict == Verdict.ROBUST
+                                                and set(queries[n].ks) <= set(other.ks))):
+                # Same certifying k's at this x: the same property here, whatever the verdict.
+                self.stats[m]["implied_by"] = queries[n].name
+                reason = message.split(": ", 1)[-1] if message.startswith("implied by") \
+                    else message
+                self.settle(m, verdict, witness,
+                            f"implied by {queries[n].name}" + (f": {reason}" if reason else ""))
+
+    def try_witnesses(self) -> None:
+        """Settle every open property that a known witness violates within eps."""
+        q = self.q
+        for n, qu in enumerate(self.queries):
+            for w in self.witnesses:
+                if n in self.done:
+                    break
+                check = check_property_witness(self.net, q.x, w, qu, domain=q.domain,
+                                               norm=q.norm)
+                if check.verified and check.distance <= self.eps * (1 + 1e-12):
+                    self.settle(n, Verdict.NOT_ROBUST, check)
+
+    def pending(self, reverse: bool = False) -> list[int]:
+        return sorted((n for n in range(len(self.queries)) if n not in self.done),
+                      key=lambda n: len(self.queries[n].ks), reverse=reverse)
+
+    def bound(self, method: str) -> tuple[Bounds, OutputBounds]:
+        """Bounds on the eps-box; the pair plans of the open properties; proofs by bounds."""
+        t0 = time.perf_counter()
+        budget = max(0.5 * self.time_limit_s - (t0 - self.start), 1e-3)
+        found = property_bounds(self.net, self.box, method, time_limit_s=budget,
+                                differences=self.difference_bounds)
+        for n in self.pending():
+            self.plans[n] = plan_pairs(self.queries[n], found[1], -SOLVER_SLACK)
+            self.stats[n].update(self.plans[n].stats)
+            self.stats[n]["unstable_relus"] = found[0].unstable
+        self.shared["bounds_s"] = self.shared.get("bounds_s", 0.0) + time.perf_counter() - t0
+        for n in self.pending():
+            if n not in self.done and self.plans[n].impossible is not None:
+                self.settle(n, Verdict.ROBUST, None, "proven by bounds alone")
+        return found
+
+    def attack(self) -> None:
+        """PGD once per distinct set of certifying k's, most k's first; every witness is
+        tried against every open property."""
+        t0 = time.perf_counter()
+        tried: set[tuple[int, ...]] = set()
+        for n in self.pending(reverse=True):
+            if n not in self.done and self.queries[n].ks not in tried:
+                tried.add(self.queries[n].ks)
+                found = pgd_topk(self.net, self.q, self.queries[n], self.eps, restarts=1)
+                if found is not None:
+                    self.witnesses.append(found.witness)
+                    self.try_witnesses()
+        self.shared["attack_s"] = time.perf_counter() - t0
 
 
 def certify_property(net: Network, x: npt.ArrayLike, prop: Property, eps: float,
