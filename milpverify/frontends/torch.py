@@ -352,12 +352,31 @@ def from_torch(module: Any, input_shape: tuple[int, ...], *,
     >>> net = from_torch(model.eval(), (1, 28, 28))
     """
     import torch
-    import torch.fx
-    from torch.fx.node import map_aggregate
 
     if not isinstance(module, torch.nn.Module):
         raise InvalidInputError(
             f"from_torch expects a torch.nn.Module; got {type(module).__name__}.")
+    shape = _input_shape(input_shape)
+    kind = type(module).__name__
+    gm, recorded = _trace(module, shape, kind)
+    cv, output = _convert(gm, recorded, shape)
+    if cv.problems:
+        k = len(cv.problems)
+        raise UnsupportedModelError(
+            f"{k} node{'s' if k > 1 else ''} of torch module {kind} cannot be encoded: "
+            f"{'; '.join(cv.problems)}. Supported: {', '.join(supported_torch())} "
+            "(arithmetic only with a constant operand, except + and - of two tensors; "
+            "only piecewise-linear ReLU/MaxPool networks can be encoded as a MILP).")
+    if output is None:
+        raise InvalidModelError(f"The output of torch module {kind} does not depend on its input.")
+    nodes = _live(cv.nodes, output)
+    net = Network(nodes, output, origin=Origin(description=f"torch module {kind}"),
+                  notes=[f"converted from torch module {kind} with torch.fx"])
+    return simplify(net) if simplify_graph else net
+
+
+
+def _input_shape(input_shape: Any) -> tuple[int, ...]:
     try:
         shape = tuple(int(d) for d in input_shape)
     except (TypeError, ValueError):
@@ -366,7 +385,14 @@ def from_torch(module: Any, input_shape: tuple[int, ...], *,
     if not shape or any(d <= 0 for d in shape):
         raise InvalidInputError(f"input_shape must be a non-empty tuple of positive ints (one "
                                 f"sample, without the batch axis); got {input_shape!r}.")
-    kind = type(module).__name__
+    return shape
+
+
+def _trace(module: Any, shape: tuple[int, ...], kind: str) -> tuple[Any, dict[str, Any]]:
+    """The fx graph of `module` and the value of each of its nodes on a zero batch."""
+    import torch
+    import torch.fx
+
     traced = module
     if torch.fx.Tracer().is_leaf_module(module, ""):
         traced = torch.nn.Sequential(module)  # a bare nn.Conv2d, nn.BatchNorm2d, ...
@@ -384,6 +410,16 @@ def from_torch(module: Any, input_shape: tuple[int, ...], *,
         raise InvalidInputError(
             f"torch module {kind} failed on a zero input of shape {[_BATCH, *shape]} "
             f"({exc}); is input_shape={list(shape)} right?") from exc
+    return gm, recorded
+
+
+def _convert(gm: Any, recorded: dict[str, Any], shape: tuple[int, ...]
+             ) -> tuple[_Converter, str | None]:
+    """Every fx node through its handler; the converter (IR nodes, problems) and the IR name
+    of the output (None when the output does not depend on the input)."""
+    import torch
+    import torch.fx
+    from torch.fx.node import map_aggregate
 
     tables = _tables()
     cv = _Converter(gm, recorded)
@@ -449,19 +485,6 @@ def from_torch(module: Any, input_shape: tuple[int, ...], *,
             cv.problems.append(f"{_describe(gm, n)}: {exc}")
             value = _POISON
         env[n.name] = value
-    if cv.problems:
-        k = len(cv.problems)
-        raise UnsupportedModelError(
-            f"{k} node{'s' if k > 1 else ''} of torch module {kind} cannot be encoded: "
-            f"{'; '.join(cv.problems)}. Supported: {', '.join(supported_torch())} "
-            "(arithmetic only with a constant operand, except + and - of two tensors; "
-            "only piecewise-linear ReLU/MaxPool networks can be encoded as a MILP).")
-    if output is None:
-        raise InvalidModelError(f"The output of torch module {kind} does not depend on its input.")
-    nodes = _live(cv.nodes, output)
-    net = Network(nodes, output, origin=Origin(description=f"torch module {kind}"),
-                  notes=[f"converted from torch module {kind} with torch.fx"])
-    return simplify(net) if simplify_graph else net
-
+    return cv, output
 
 __all__ = ["from_torch", "supported_torch"]
