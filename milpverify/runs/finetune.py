@@ -175,27 +175,9 @@ def finetune(net: Network, images: npt.ArrayLike, labels: npt.ArrayLike, *, meth
         chosen = rng.permutation(len(y_np))[:examples_per_round]
         pred = current.forward(x_np[chosen]).argmax(axis=1)
         chosen = chosen[pred == y_np[chosen]]
-        found = kept = dropped_rounding = 0
-        distances: list[float] = []
-        bar = tqdm(chosen, desc=f"round {t}/{rounds}: {method} examples", unit="pt",
-                   disable=not progress, leave=False)
-        for i in bar:
-            result = attack(current, x_np[i], label=int(y_np[i]), margin=margin, **options)
-            if result.witness is None or not result.witness_verified:
-                continue
-            found += 1
-            w = np.asarray(result.witness, dtype=np.float64).reshape(-1)
-            if pixel_divisor is not None:
-                w = np.clip(np.round(w * pixel_divisor) / pixel_divisor, *domain)
-                if int(current.forward(w).argmax(axis=1)[0]) == int(y_np[i]):
-                    dropped_rounding += 1
-                    continue
-            kept += 1
-            distances.append(float(np.abs(w - x_np[i]).max()))
-            adv_x.append(w)
-            adv_y.append(int(y_np[i]))
-            bar.set_postfix(found=found)
-        bar.close()
+        found, kept, dropped_rounding, distances = _examples(
+            current, attack, options, x_np, y_np, chosen, margin, pixel_divisor, domain,
+            adv_x, adv_y, f"round {t}/{rounds}: {method} examples", progress)
         attack_s = time.perf_counter() - start
         # Continue training on the augmented set at the reduced rate.
         if adv_x:
@@ -203,20 +185,9 @@ def finetune(net: Network, images: npt.ArrayLike, labels: npt.ArrayLike, *, meth
             ya = torch.cat([y_train, torch.as_tensor(adv_y)])
         else:
             xa, ya = x_train, y_train
-        module.train()
-        losses: list[float] = []
         train_start = time.perf_counter()
-        for _ in tqdm(range(epochs), desc=f"round {t}/{rounds}: training", unit="epoch",
-                      disable=not progress, leave=False):
-            total, count = 0.0, 0
-            for batch in torch.randperm(len(ya), generator=generator).split(batch_size):
-                optimiser.zero_grad()
-                loss = torch.nn.functional.cross_entropy(module(xa[batch]), ya[batch])
-                loss.backward()
-                optimiser.step()
-                total += loss.item() * len(batch)
-                count += len(batch)
-            losses.append(total / count)
+        losses = _train(module, optimiser, xa, ya, epochs, batch_size, generator,
+                        f"round {t}/{rounds}: training", progress)
         with torch.no_grad():  # the exported file holds float32 weights: train on those
             for p in module.parameters():
                 p.copy_(p.float().double() if p.dtype == torch.float64 else p)
@@ -236,6 +207,61 @@ def finetune(net: Network, images: npt.ArrayLike, labels: npt.ArrayLike, *, meth
                      f"loss {entry['train_loss']:.4f}, train accuracy "
                      f"{100 * entry['train_accuracy']:.2f}%", file=sys.stderr)
     return current, log
+
+
+def _examples(current: Network, attack: Callable[..., Any], options: dict[str, Any],
+              x_np: npt.NDArray[np.float64], y_np: npt.NDArray[np.int64],
+              chosen: npt.NDArray[np.int64], margin: float, pixel_divisor: float | None,
+              domain: tuple[float, float], adv_x: list[npt.NDArray[np.float64]],
+              adv_y: list[int], desc: str, progress: bool
+              ) -> tuple[int, int, int, list[float]]:
+    """Attack each chosen point; verified witnesses (rounded to the pixel grid when asked,
+    and dropped if rounding undoes them) are appended to `adv_x`/`adv_y`. Returns the
+    counts found, kept and dropped by rounding, and the kept distances."""
+    from tqdm import tqdm
+
+    found = kept = dropped_rounding = 0
+    distances: list[float] = []
+    bar = tqdm(chosen, desc=desc, unit="pt", disable=not progress, leave=False)
+    for i in bar:
+        result = attack(current, x_np[i], label=int(y_np[i]), margin=margin, **options)
+        if result.witness is None or not result.witness_verified:
+            continue
+        found += 1
+        w = np.asarray(result.witness, dtype=np.float64).reshape(-1)
+        if pixel_divisor is not None:
+            w = np.clip(np.round(w * pixel_divisor) / pixel_divisor, *domain)
+            if int(current.forward(w).argmax(axis=1)[0]) == int(y_np[i]):
+                dropped_rounding += 1
+                continue
+        kept += 1
+        distances.append(float(np.abs(w - x_np[i]).max()))
+        adv_x.append(w)
+        adv_y.append(int(y_np[i]))
+        bar.set_postfix(found=found)
+    bar.close()
+    return found, kept, dropped_rounding, distances
+
+
+def _train(module: Any, optimiser: Any, xa: Any, ya: Any, epochs: int, batch_size: int,
+           generator: Any, desc: str, progress: bool) -> list[float]:
+    """`epochs` of cross-entropy training in shuffled batches; the mean loss per epoch."""
+    import torch
+    from tqdm import tqdm
+
+    module.train()
+    losses: list[float] = []
+    for _ in tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=False):
+        total, count = 0.0, 0
+        for batch in torch.randperm(len(ya), generator=generator).split(batch_size):
+            optimiser.zero_grad()
+            loss = torch.nn.functional.cross_entropy(module(xa[batch]), ya[batch])
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(batch)
+            count += len(batch)
+        losses.append(total / count)
+    return losses
 
 
 def log_path(out: str | os.PathLike[str]) -> Path:
