@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from milpverify.errors import InvalidInputError
 from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray, IntArray, Op
@@ -229,3 +230,56 @@ def region_rows(net: Network, region: Region, name: str, idx: IntArray) -> tuple
     vals = np.tile([1.0, -1.0], len(pairs))
     g = sp.csr_array((vals, (rows, cols)), shape=(len(pairs), size))
     return affine_rows(net, region, src, g)
+
+
+def input_gradient(net: Network, x: FloatArray, out_grad: FloatArray) -> FloatArray:
+    """``d (sum_k out_grad[k] . f(x_k)) / d x`` by reverse mode through the IR (numpy), one
+    row per point of the batch `x`: the gradient of the network's affine map in each
+    point's activation region (the numpy attacks' one gradient: the VNN-LIB falsifier,
+    input splitting, relaxed-property PGD).
+
+    Piecewise-linear ops only: linear ops pass ``g M``; ReLU passes g where its input is
+    positive (LeakyReLU passes ``slope * g`` elsewhere); MaxPool routes g to the first
+    maximal window entry; Add copies g to both arguments; Concat scatters g back to its
+    inputs.
+    """
+    values = net.forward_all(x, flat=True)
+    grads: dict[str, FloatArray] = {net.output: out_grad}
+    for name in reversed(net.order):
+        op = net.op(name)
+        g = grads.pop(name, None)
+        if g is None or isinstance(op, ops.Input):
+            if isinstance(op, ops.Input):
+                return g if g is not None else np.zeros_like(values[name])
+            continue
+        parts: list[tuple[str, FloatArray]]
+        if isinstance(op, ops.LinearOp):
+            matrix, _ = op.linear_map
+            back = g @ matrix if isinstance(matrix, np.ndarray) else (matrix.T @ g.T).T
+            parts = [(op.inputs[0], np.asarray(back))]
+        elif isinstance(op, ops.Relu):
+            parts = [(op.inputs[0], g * (values[op.inputs[0]] > 0))]
+        elif isinstance(op, ops.LeakyRelu):
+            parts = [(op.inputs[0], g * np.where(values[op.inputs[0]] > 0, 1.0, op.slope))]
+        elif isinstance(op, ops.MaxPool):
+            src = values[op.inputs[0]]
+            padded = np.concatenate([src, np.full((src.shape[0], 1), -np.inf)], axis=1)
+            win = op.windows
+            arg = np.take_along_axis(np.broadcast_to(win, (src.shape[0], *win.shape)),
+                                     padded[:, win].argmax(axis=-1)[..., None], axis=-1)[..., 0]
+            back = np.zeros_like(src)
+            rows = np.repeat(np.arange(src.shape[0]), win.shape[0])
+            np.add.at(back, (rows, arg.reshape(-1)), g.reshape(-1))
+            parts = [(op.inputs[0], back)]
+        elif isinstance(op, ops.Add):
+            parts = [(op.inputs[0], g), (op.inputs[1], g)]
+        elif isinstance(op, ops.Concat):
+            joined = np.zeros((g.shape[0], sum(net.op(i).size for i in op.inputs)))
+            np.add.at(joined, (slice(None), op.index), g)
+            sizes = np.cumsum([0] + [net.op(i).size for i in op.inputs])
+            parts = [(i, joined[:, s:e]) for i, s, e in zip(op.inputs, sizes[:-1], sizes[1:])]
+        else:  # every IR op is listed above; a new op must get a rule here
+            raise InvalidInputError(f"no gradient rule for {type(op).__name__}")
+        for arg_name, back in parts:
+            grads[arg_name] = grads[arg_name] + back if arg_name in grads else back
+    raise InvalidInputError("network has no input node")  # unreachable for a valid Network

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.core.region import input_gradient
 from milpverify.core.witness import WitnessCheck
 from milpverify.errors import InvalidInputError
-from milpverify.ir import ops
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.vnn.check import check_counterexample
@@ -43,56 +43,6 @@ class FalsifierOptions:
 
 
 # ---------------------------------------------------------------------------- falsifier
-def _input_gradient(net: Network, x: FloatArray, out_grad: FloatArray) -> FloatArray:
-    """``d (sum_k out_grad[k] . f(x_k)) / d x`` by reverse mode through the IR (numpy).
-
-    Piecewise-linear ops only: linear ops pass ``g M``; ReLU passes g where its input is
-    positive (LeakyReLU passes ``slope * g`` elsewhere); MaxPool routes g to the first
-    maximal window entry; Add copies g to both arguments; Concat scatters g back to its
-    inputs.
-    """
-    values = net.forward_all(x, flat=True)
-    grads: dict[str, FloatArray] = {net.output: out_grad}
-    for name in reversed(net.order):
-        op = net.op(name)
-        g = grads.pop(name, None)
-        if g is None or isinstance(op, ops.Input):
-            if isinstance(op, ops.Input):
-                return g if g is not None else np.zeros_like(values[name])
-            continue
-        parts: list[tuple[str, FloatArray]]
-        if isinstance(op, ops.LinearOp):
-            matrix, _ = op.linear_map
-            back = g @ matrix if isinstance(matrix, np.ndarray) else (matrix.T @ g.T).T
-            parts = [(op.inputs[0], np.asarray(back))]
-        elif isinstance(op, ops.Relu):
-            parts = [(op.inputs[0], g * (values[op.inputs[0]] > 0))]
-        elif isinstance(op, ops.LeakyRelu):
-            parts = [(op.inputs[0], g * np.where(values[op.inputs[0]] > 0, 1.0, op.slope))]
-        elif isinstance(op, ops.MaxPool):
-            src = values[op.inputs[0]]
-            padded = np.concatenate([src, np.full((src.shape[0], 1), -np.inf)], axis=1)
-            win = op.windows
-            arg = np.take_along_axis(np.broadcast_to(win, (src.shape[0], *win.shape)),
-                                     padded[:, win].argmax(axis=-1)[..., None], axis=-1)[..., 0]
-            back = np.zeros_like(src)
-            rows = np.repeat(np.arange(src.shape[0]), win.shape[0])
-            np.add.at(back, (rows, arg.reshape(-1)), g.reshape(-1))
-            parts = [(op.inputs[0], back)]
-        elif isinstance(op, ops.Add):
-            parts = [(op.inputs[0], g), (op.inputs[1], g)]
-        elif isinstance(op, ops.Concat):
-            joined = np.zeros((g.shape[0], sum(net.op(i).size for i in op.inputs)))
-            np.add.at(joined, (slice(None), op.index), g)
-            sizes = np.cumsum([0] + [net.op(i).size for i in op.inputs])
-            parts = [(i, joined[:, s:e]) for i, s, e in zip(op.inputs, sizes[:-1], sizes[1:])]
-        else:  # every IR op is listed above; a new op must get a rule here
-            raise InvalidInputError(f"falsifier has no gradient rule for {type(op).__name__}")
-        for arg_name, back in parts:
-            grads[arg_name] = grads[arg_name] + back if arg_name in grads else back
-    raise InvalidInputError("network has no input node")  # unreachable for a valid Network
-
-
 def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | None = None,
             disjuncts: Sequence[int] | None = None, starts: npt.ArrayLike | None = None,
             start_disjuncts: npt.ArrayLike | None = None) -> WitnessCheck | None:
@@ -101,7 +51,7 @@ def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | N
     For each disjunct ``d`` separately (targeted), maximise ``min_r (b_dr - (A_d f(x))_r)``
     over the box from several starts; every point reaching ``>= 0`` is re-checked with
     `check_counterexample` and the first verified one is returned. Gradients come from a
-    numpy reverse pass through the IR (`_input_gradient`), so no torch is needed.
+    numpy reverse pass through the IR (`core.region.input_gradient`), so no torch is needed.
 
     Parameters
     ----------
@@ -194,7 +144,7 @@ def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | N
                 break
             # d value / d y = -A[worst row]; ascend
             out_grad = -a_rows[np.arange(len(x)), worst]
-            grad = _input_gradient(net, x, out_grad.reshape(len(x), n_out))
+            grad = input_gradient(net, x, out_grad.reshape(len(x), n_out))
             frac = step / max(opts.steps - 1, 1)
             alpha = opts.step_start + (opts.step_end - opts.step_start) * frac
             x = np.clip(x + alpha * width * np.sign(grad), lo, hi)

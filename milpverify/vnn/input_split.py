@@ -38,12 +38,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.core.region import input_gradient
 from milpverify.core.witness import WitnessCheck
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.vnn.box_bounds import Chain, chain_bounds
 from milpverify.vnn.check import _unsafe_margin, check_counterexample
-from milpverify.vnn.falsify import _input_gradient
 from milpverify.vnn.spec import VnnlibProperty
 
 BRANCHING = ("lookahead", "widest", "gradient", "coefficient")
@@ -163,7 +163,7 @@ def _local_attack(net: Network, a: FloatArray, b: FloatArray, rows: list[FloatAr
         y = net.forward(x)
         slack = b[sel] - np.einsum("nko,no->nk", a[sel], y)
         worst = sel[np.arange(n), slack.argmin(axis=1)]
-        grad = _input_gradient(net, x, -a[worst])
+        grad = input_gradient(net, x, -a[worst])
         size = 0.2 * (1.0 - step / steps) + 0.005
         x = np.clip(x + size * width * np.sign(grad), lo, hi)
         seen.append(x)
@@ -365,5 +365,5 @@ def _split_choice(net: Network, chain: Chain, lo: FloatArray, hi: FloatArray,
     rows = np.array([groups[d][np.argmax(lower[k, groups[d]])] for k, d in enumerate(worst)])
     gradient = None
     if opts.branching == "gradient":
-        gradient = _input_gradient(net, 0.5 * lo + 0.5 * hi, a[rows])
+        gradient = input_gradient(net, 0.5 * lo + 0.5 * hi, a[rows])
     return choose_dimension(opts.branching, lo, hi, coef, rows, scale, gradient), None

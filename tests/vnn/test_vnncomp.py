@@ -363,13 +363,13 @@ def test_falsifier_starts_attack_their_own_disjunct(abs_net):
 
 
 def test_input_gradient_matches_finite_differences(rng):
-    from milpverify.vnn.falsify import _input_gradient
+    from milpverify.core.region import input_gradient
     layers = [(rng.normal(size=(6, 3)), rng.normal(size=6)), (rng.normal(size=(2, 6)),
                                                                 rng.normal(size=2))]
     net = load_onnx(_mlp_onnx(layers, (3,)))
     x = rng.uniform(size=(4, 3))
     g_out = rng.normal(size=(4, 2))
-    grad = _input_gradient(net, x, g_out)
+    grad = input_gradient(net, x, g_out)
     h = 1e-6
     for i in range(3):
         e = np.zeros(3)
