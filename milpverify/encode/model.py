@@ -26,34 +26,34 @@ others refuse such a model.
 A model may also carry cut `Separator`s (`MilpModel.add_separator`): valid inequalities
 found on demand, which backends with cut callbacks (SCIP) add during the solve.
 
-This module imports only numpy, scipy and `milpverify.errors`.
+This module imports only numpy, scipy, `milpverify.errors` and its own helpers (`encode.arrays`,
+`encode.names`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Union
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 
+from milpverify.encode.arrays import (
+    BoolArray,
+    Bound,
+    FloatArray,
+    IntArray,
+    as_bounds,
+    as_index,
+    as_values,
+    readonly,
+)
 from milpverify.encode.names import NameBlock, NameTable
 from milpverify.errors import InvalidModelError
 
-IntArray = NDArray[np.int64]
-
 #: Coefficients smaller than this times their row's largest are dropped (`MilpModel.add_rows`).
 TINY_COEFFICIENT = 1e-12
-
-
-FloatArray = NDArray[np.float64]
-
-
-BoolArray = NDArray[np.bool_]
-
-
-Bound = Union[float, ArrayLike]
 
 
 @dataclass(frozen=True)
@@ -93,59 +93,6 @@ class Separator(Protocol):
     def variables(self) -> IntArray: ...
 
     def separate(self, values: FloatArray, *, max_cuts: int | None = None) -> Cuts: ...
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    v = a.view()
-    v.flags.writeable = False
-    return v
-
-
-def _as_index(idx: ArrayLike, n: int, what: str) -> IntArray:
-    """Validate integer indices in ``[0, n)`` and return them as a flat int64 array."""
-    a = np.asarray(idx)
-    if a.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if a.dtype.kind not in "iu":
-        raise InvalidModelError(f"{what} must be integers, got dtype {a.dtype}")
-    a = a.astype(np.int64, copy=False).reshape(-1)
-    lo, hi = int(a.min()), int(a.max())
-    if lo < 0 or hi >= n:
-        bad = lo if lo < 0 else hi
-        raise InvalidModelError(f"{what} out of range: {bad} not in [0, {n})")
-    return a
-
-
-def _as_bounds(lower: Bound, upper: Bound, n: int, what: str) -> tuple[FloatArray, FloatArray]:
-    """Broadcast and validate a pair of bound vectors of length ``n``."""
-    try:
-        lo = np.array(np.broadcast_to(np.asarray(lower, dtype=np.float64), (n,)))
-        up = np.array(np.broadcast_to(np.asarray(upper, dtype=np.float64), (n,)))
-    except (ValueError, TypeError) as exc:
-        raise InvalidModelError(
-            f"{what} bounds must be scalars or arrays of length {n}: {exc}") from exc
-    if np.isnan(lo).any() or np.isnan(up).any():
-        raise InvalidModelError(f"{what} bounds contain NaN")
-    if (lo == np.inf).any():
-        raise InvalidModelError(f"{what} lower bound is +inf")
-    if (up == -np.inf).any():
-        raise InvalidModelError(f"{what} upper bound is -inf")
-    bad = np.flatnonzero(lo > up)
-    if bad.size:
-        k = int(bad[0])
-        raise InvalidModelError(
-            f"{what} lower bound > upper bound at {bad.size} position(s), "
-            f"first at local index {k}: {float(lo[k])!r} > {float(up[k])!r}")
-    return lo, up
-
-
-def _as_values(vals: ArrayLike, n: int, what: str) -> FloatArray:
-    v = np.asarray(vals, dtype=np.float64).reshape(-1)
-    if v.shape[0] != n:
-        raise InvalidModelError(f"{what}: expected {n} values, got {v.shape[0]}")
-    if not np.isfinite(v).all():
-        raise InvalidModelError(f"{what} must be finite (got NaN or inf)")
-    return v
 
 
 class MilpModel:
@@ -220,7 +167,7 @@ class MilpModel:
         n = int(n)
         if n < 0:
             raise InvalidModelError(f"number of variables must be >= 0, got {n}")
-        lo, up = _as_bounds(lower, upper, n, "variable")
+        lo, up = as_bounds(lower, upper, n, "variable")
         try:
             isint = np.array(np.broadcast_to(np.asarray(integer, dtype=bool), (n,)))
         except ValueError as exc:
@@ -266,13 +213,13 @@ class MilpModel:
         n_rows = int(n_rows)
         if n_rows < 0:
             raise InvalidModelError(f"number of rows must be >= 0, got {n_rows}")
-        r = _as_index(rows, n_rows, "row indices")
-        c = _as_index(cols, self._n_vars, "column (variable) indices")
+        r = as_index(rows, n_rows, "row indices")
+        c = as_index(cols, self._n_vars, "column (variable) indices")
         if r.shape[0] != c.shape[0]:
             raise InvalidModelError(
                 f"rows and cols must have the same length, got {r.shape[0]} and {c.shape[0]}")
-        v = _as_values(vals, r.shape[0], "coefficients")
-        lo, up = _as_bounds(lower, upper, n_rows, "row")
+        v = as_values(vals, r.shape[0], "coefficients")
+        lo, up = as_bounds(lower, upper, n_rows, "row")
         r, c, v, lo, up = self._drop_tiny(r, c, v, lo, up, n_rows)
         start = self._n_rows
         self._row_names.add(start, n_rows, name)
@@ -338,7 +285,7 @@ class MilpModel:
         ndarray of int64, shape (k,)
             Global indices of the new rows.
         """
-        J = _as_index(col_index, self._n_vars, "col_index")
+        J = as_index(col_index, self._n_vars, "col_index")
         if sp.issparse(M):
             coo = sp.coo_array(M)
             shape = coo.shape
@@ -368,8 +315,8 @@ class MilpModel:
         constant : float
             The finite offset :math:`c_0`.
         """
-        c = _as_index(cols, self._n_vars, "objective column indices")
-        v = _as_values(vals, c.shape[0], "objective coefficients")
+        c = as_index(cols, self._n_vars, "objective column indices")
+        v = as_values(vals, c.shape[0], "objective coefficients")
         if not np.isfinite(constant):
             raise InvalidModelError(f"objective constant must be finite, got {constant!r}")
         self._obj_cols, self._obj_vals, self._c0 = c.copy(), v.copy(), float(constant)
@@ -392,7 +339,7 @@ class MilpModel:
         InvalidModelError
             If a bound is NaN or a domain becomes empty (lower > upper).
         """
-        j = _as_index(idx, self._n_vars, "variable indices")
+        j = as_index(idx, self._n_vars, "variable indices")
         lo, up = self._consolidate_vars()
         lo, up = lo.copy(), up.copy()
         if lower is not None:
@@ -421,7 +368,7 @@ class MilpModel:
         InvalidModelError
             If a value is not finite or lies outside the variable's current bounds.
         """
-        j = _as_index(idx, self._n_vars, "variable indices")
+        j = as_index(idx, self._n_vars, "variable indices")
         v = np.broadcast_to(np.asarray(values, dtype=np.float64), j.shape)
         if not np.isfinite(v).all():
             raise InvalidModelError("fixed values must be finite")
@@ -454,12 +401,12 @@ class MilpModel:
     @property
     def lower(self) -> FloatArray:
         """Variable lower bounds :math:`l`, shape (n_vars,), read-only."""
-        return _readonly(self._consolidate_vars()[0])
+        return readonly(self._consolidate_vars()[0])
 
     @property
     def upper(self) -> FloatArray:
         """Variable upper bounds :math:`u`, shape (n_vars,), read-only."""
-        return _readonly(self._consolidate_vars()[1])
+        return readonly(self._consolidate_vars()[1])
 
     @property
     def integrality(self) -> BoolArray:
@@ -467,7 +414,7 @@ class MilpModel:
         if len(self._int_parts) != 1:
             self._int_parts = [np.concatenate(self._int_parts) if self._int_parts
                                else np.zeros(0, dtype=bool)]
-        return _readonly(self._int_parts[0])
+        return readonly(self._int_parts[0])
 
     @property
     def n_integer(self) -> int:
@@ -477,12 +424,12 @@ class MilpModel:
     @property
     def row_lower(self) -> FloatArray:
         """Row lower bounds :math:`r^L`, shape (n_rows,), read-only."""
-        return _readonly(self._consolidate_rows()[0])
+        return readonly(self._consolidate_rows()[0])
 
     @property
     def row_upper(self) -> FloatArray:
         """Row upper bounds :math:`r^U`, shape (n_rows,), read-only."""
-        return _readonly(self._consolidate_rows()[1])
+        return readonly(self._consolidate_rows()[1])
 
     @property
     def A(self) -> sp.csr_array:
@@ -580,7 +527,7 @@ class MilpModel:
 
     def add_sum_squares(self, cols: ArrayLike, rhs: float, bound: int = -1) -> None:
         """Add ``sum_k x[cols[k]]^2 <= rhs + x[bound]`` (no variable if `bound` < 0)."""
-        idx = _as_index(cols, self._n_vars, "sum-of-squares columns")
+        idx = as_index(cols, self._n_vars, "sum-of-squares columns")
         if bound >= self._n_vars or not np.isfinite(rhs):
             raise InvalidModelError(f"sum-of-squares row: bad bound variable {bound} or rhs {rhs}")
         self._quadratic.append(SumSquares(idx, int(bound), float(rhs)))
