@@ -40,6 +40,7 @@ from milpverify.core.decide import (
     _decide,
     _region_repair,
     _solution_region,
+    counted_solve,
     node_propagator,
     record_propagation,
     solver_parameters,
@@ -355,11 +356,8 @@ class _Misclassification:
                                solver_params=solver_parameters(
                                    self.backend, self.solver_params,
                                    gap_of(q.norm, tolerance, lower)))
-        t2 = time.perf_counter()
-        result = self.solver.solve(problem.model, options)
-        self.timings["solve_s"] = self.timings.get("solve_s", 0.0) + time.perf_counter() - t2
+        result = counted_solve(self.solver, problem.model, options, self.timings, self.stats)
         record_propagation(self.stats, prop)
-        self.stats["nodes"] = self.stats.get("nodes", 0) + result.nodes
         if result.x is None or result.status == SolveStatus.ERROR:
             return result, None
         point = result.x[problem.input_vars]

@@ -18,6 +18,7 @@ from milpverify.core.region import Region
 from milpverify.core.results import Verdict
 from milpverify.core.spec_bounds import QueryBounds
 from milpverify.core.witness import WitnessCheck, check_witness, repair_witness
+from milpverify.encode.model import MilpModel
 from milpverify.encode.objective import RobustnessProblem, build_robustness_problem
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
@@ -82,6 +83,17 @@ def solver_parameters(backend: str, given: dict[str, object] | None, tolerance: 
             params["limits/absgap"] = tolerance / 2
     params.update(given or {})
     return params
+
+
+def counted_solve(solver: Any, model: MilpModel, options: SolveOptions,
+                  timings: dict[str, float], stats: dict[str, Any]) -> SolveResult:
+    """`solver.solve(model, options)`, its time added to ``timings["solve_s"]`` and its
+    branch-and-bound nodes to ``stats["nodes"]`` (a query's totals over all its MILPs)."""
+    t0 = time.perf_counter()
+    result = solver.solve(model, options)
+    timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t0
+    stats["nodes"] = stats.get("nodes", 0) + result.nodes
+    return result
 
 
 def _check_point(net: Network, q: Query, point: npt.ArrayLike) -> WitnessCheck:
@@ -157,19 +169,18 @@ def decide_loop(solve: FeasibilitySolve, margin: float, radius: float | None = N
     float64/onnxruntime re-check. With a `radius`, a witness farther than it (up to
     rounding) does not count.
     """
-    tie = TIE_MESSAGE
     message = "time limit reached"
     for attempt, row_margin in enumerate((margin - SOLVER_SLACK, margin + WITNESS_MARGIN)):
         result, found, reason = solve(attempt, row_margin)
         if result is None:
-            stopped = "tie" if reason == tie else "time"
+            stopped = "tie" if reason == TIE_MESSAGE else "time"
             return Decision(Verdict.UNKNOWN, None, reason or message, stopped)
         if result.status == SolveStatus.ERROR:
             return Decision(Verdict.UNKNOWN, None, f"solver error: {result.message}", "error")
         if result.status.no_solution_proven:
             if attempt == 0:
                 return Decision(Verdict.ROBUST, None, "MILP infeasible")
-            return Decision(Verdict.UNKNOWN, None, tie, "tie")
+            return Decision(Verdict.UNKNOWN, None, TIE_MESSAGE, "tie")
         if result.x is None:
             return Decision(Verdict.UNKNOWN, None, f"solver stopped: {result.status.value}",
                             "time")
@@ -210,11 +221,8 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
                                stop_at_first_feasible=True,
                                solver_params=solver_parameters(backend, solver_params, None),
                                node_propagator=prop)
-        t2 = time.perf_counter()
-        result = get_backend(backend).solve(problem.model, options)
-        timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
+        result = counted_solve(get_backend(backend), problem.model, options, timings, stats)
         record_propagation(stats, prop)
-        stats["nodes"] = stats.get("nodes", 0) + result.nodes
         if result.x is None:
             return result, None, ""
         point = result.x[problem.input_vars]

@@ -14,7 +14,7 @@ import numpy.typing as npt
 from milpverify.bounds.base import Bounds
 from milpverify.bounds.tighten import METHODS
 from milpverify.core.bracket import close_bracket, gap_of, proven_beyond
-from milpverify.core.decide import TIE_MESSAGE, decide_loop, solver_parameters
+from milpverify.core.decide import TIE_MESSAGE, counted_solve, decide_loop, solver_parameters
 from milpverify.core.query import (
     SOLVER_SLACK,
     Query,
@@ -244,10 +244,7 @@ class _PropertySearch:
                                solver_params=solver_parameters(
                                    self.backend, self.solver_params,
                                    gap_of(self.q.norm, tolerance, lower)))
-        t2 = time.perf_counter()
-        result = self.solver.solve(problem.model, options)
-        self.timings["solve_s"] = self.timings.get("solve_s", 0.0) + time.perf_counter() - t2
-        self.stats["nodes"] = self.stats.get("nodes", 0) + result.nodes
+        result = counted_solve(self.solver, problem.model, options, self.timings, self.stats)
         if result.x is None or result.status == SolveStatus.ERROR:
             return result, None
         return result, _repair(self.net, self.q, self.query, result.x[problem.input_vars], box)
@@ -280,10 +277,7 @@ def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds,
         options = SolveOptions(time_limit_s=remaining, threads=threads, verbose=verbose,
                                stop_at_first_feasible=True,
                                solver_params=solver_parameters(backend, solver_params, None))
-        t2 = time.perf_counter()
-        result = solver.solve(problem.model, options)
-        timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t2
-        stats["nodes"] = stats.get("nodes", 0) + result.nodes
+        result = counted_solve(solver, problem.model, options, timings, stats)
         if result.x is None:
             return result, None, ""
         return result, _repair(net, q, query, result.x[problem.input_vars], box), ""

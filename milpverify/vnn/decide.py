@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from milpverify.bounds import alpha_bounds
 from milpverify.bounds.tighten import compute_bounds
-from milpverify.core.decide import decide_loop
+from milpverify.core.decide import counted_solve, decide_loop
 from milpverify.core.query import SOLVER_SLACK, WITNESS_MARGIN
 from milpverify.core.results import Verdict
 from milpverify.core.witness import WitnessCheck
@@ -302,10 +302,7 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
         options = SolveOptions(time_limit_s=remaining, threads=opts.threads,
                                stop_at_first_feasible=True, cancel=cancel, verbose=opts.verbose,
                                solver_params=_milp_params(backend, opts))
-        t1 = time.perf_counter()
-        result = solver.solve(model, options)
-        timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t1
-        stats["nodes"] = stats.get("nodes", 0) + result.nodes
+        result = counted_solve(solver, model, options, timings, stats)
         if result.x is None or result.status == SolveStatus.ERROR:
             return result, None, ""
         point = result.x[input_vars]
