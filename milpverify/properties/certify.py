@@ -121,9 +121,11 @@ class _Batch:
     shared: dict[str, float] = field(default_factory=dict)
     done: dict[int, Certificate] = field(default_factory=dict)
     plans: dict[int, PairPlan] = field(default_factory=dict)
-    own: dict[int, dict[str, float]] = field(default_factory=dict)
-    stats: dict[int, dict[str, Any]] = field(default_factory=dict)
-    witnesses: list[FloatArray] = field(default_factory=list)
+    # set from the queries in __post_init__
+    box: tuple[FloatArray, FloatArray] = field(init=False)
+    own: dict[int, dict[str, float]] = field(init=False)  # per property: its MILP timings
+    stats: dict[int, dict[str, Any]] = field(init=False)
+    witnesses: list[FloatArray] = field(init=False)  # x first: x itself may violate
 
     def __post_init__(self) -> None:
         self.box = query_box(self.q, self.eps)

@@ -167,25 +167,25 @@ class ResultsFile:
     def append(self, row: Mapping[str, Any]) -> None:
         """Write one row as one line, flush and fsync; skip rows whose key is present."""
         line = self._line(row)
-        if self.key(self._parse(line)) in self.rows:
-            return
-        self._write(line)
+        parsed = self._parse(line)
+        if self.key(parsed) not in self.rows:
+            self._write(line, parsed)
 
     def replace(self, row: Mapping[str, Any]) -> None:
         """A retried or rerun row: appended like `append`, and it wins over the earlier line
         of its key when the file is read (`_recover`)."""
-        self._write(self._line(row))
+        line = self._line(row)
+        self._write(line, self._parse(line))
 
     def _line(self, row: Mapping[str, Any]) -> dict[str, str]:
         return {c: _format(row.get(c)) for c in self.columns}
 
-    def _write(self, line: dict[str, str]) -> None:
+    def _write(self, line: dict[str, str], parsed: dict[str, Any]) -> None:
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow(line.values())
         self._file.write(buf.getvalue())
         self._file.flush()
         os.fsync(self._file.fileno())
-        parsed = self._parse(line)
         self.rows[self.key(parsed)] = parsed
 
     def close(self) -> None:
