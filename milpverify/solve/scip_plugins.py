@@ -8,6 +8,7 @@ pyscipopt is imported only inside the functions of this module.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -52,20 +53,8 @@ def _attach_separators(scip: Any, model: MilpModel, variables: list[Any]) -> Any
                 cuts = sep.separate(values, max_cuts=MAX_CUTS_PER_ROUND)
                 if not cuts.count:
                     continue
-                order = np.argsort(cuts.rows, kind="stable")
-                rows, cols, vals = cuts.rows[order], cuts.cols[order], cuts.vals[order]
-                starts = np.searchsorted(rows, np.arange(cuts.count + 1))
-                for r in range(cuts.count):
-                    row = m.createEmptyRowSepa(self, f"cut{self.cuts + added}", lhs=None,
-                                               rhs=float(cuts.rhs[r]), local=False,
-                                               removable=True)
-                    m.cacheRowExtensions(row)
-                    for j, v in zip(cols[starts[r]:starts[r + 1]].tolist(),
-                                    vals[starts[r]:starts[r + 1]].tolist()):
-                        m.addVarToRow(row, variables[j], v)
-                    m.flushRowExtensions(row)
-                    m.addCut(row)
-                    added += 1
+                added += _add_cuts(m, self, cuts, range(cuts.count), variables.__getitem__,
+                                   "cut", self.cuts + added, local=False)
             self.cuts += added
             self.rounds += 1
             result = ps.SCIP_RESULT.SEPARATED if added else ps.SCIP_RESULT.DIDNOTFIND
@@ -75,6 +64,28 @@ def _attach_separators(scip: Any, model: MilpModel, variables: list[Any]) -> Any
     scip.includeSepa(plugin, SEPARATOR_NAME, "cuts of the model's separators",
                      priority=100_000, freq=1)
     return plugin
+
+
+def _add_cuts(m: Any, sepa: Any, cuts: Any, chosen: Iterable[int],
+              var_of: Callable[[int], Any], name: str, first: int, *, local: bool) -> int:
+    """Add the rows `chosen` of `cuts` (``sum_j vals_j x_j <= rhs``; model column j is SCIP
+    variable ``var_of(j)``) as removable cuts named `name` + first, first + 1, ...; valid
+    only in the node's subtree when `local`. Returns how many were added."""
+    order = np.argsort(cuts.rows, kind="stable")
+    cols, vals = cuts.cols[order], cuts.vals[order]
+    starts = np.searchsorted(cuts.rows[order], np.arange(cuts.count + 1))
+    added = 0
+    for r in chosen:
+        row = m.createEmptyRowSepa(sepa, f"{name}{first + added}", lhs=None,
+                                   rhs=float(cuts.rhs[r]), local=local, removable=True)
+        m.cacheRowExtensions(row)
+        for j, v in zip(cols[starts[r]:starts[r + 1]].tolist(),
+                        vals[starts[r]:starts[r + 1]].tolist()):
+            m.addVarToRow(row, var_of(j), v)
+        m.flushRowExtensions(row)
+        m.addCut(row)
+        added += 1
+    return added
 
 
 PROPAGATOR_NAME = "milpverify_nodes"
@@ -208,21 +219,9 @@ def _attach_local_cuts(scip: Any, propagator: Any, prop_plugin: Any, read: np.nd
             if cuts is None:
                 result = ps.SCIP_RESULT.CUTOFF
             elif cuts.count:
-                order = np.argsort(cuts.rows, kind="stable")
-                rows, cols, vals = cuts.rows[order], cuts.cols[order], cuts.vals[order]
-                starts = np.searchsorted(rows, np.arange(cuts.count + 1))
                 best = np.argsort(-cuts.violation, kind="stable")[:MAX_CUTS_PER_ROUND]
-                for r in best.tolist():
-                    row = m.createEmptyRowSepa(self, f"local{self.cuts}", lhs=None,
-                                               rhs=float(cuts.rhs[r]), local=True,
-                                               removable=True)
-                    m.cacheRowExtensions(row)
-                    for j, v in zip(cols[starts[r]:starts[r + 1]].tolist(),
-                                    vals[starts[r]:starts[r + 1]].tolist()):
-                        m.addVarToRow(row, tv[column[j]], v)
-                    m.flushRowExtensions(row)
-                    m.addCut(row)
-                    self.cuts += 1
+                self.cuts += _add_cuts(m, self, cuts, best.tolist(), lambda j: tv[column[j]],
+                                       "local", self.cuts, local=True)
                 result = ps.SCIP_RESULT.SEPARATED
             prop_plugin.seconds += time.perf_counter() - t0
             return {"result": result}
