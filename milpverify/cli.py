@@ -369,8 +369,7 @@ def _vnnlib_options(args: argparse.Namespace) -> Any:
         raise InvalidInputError(f"`--threads` must be >= 1; got {args.threads}.")
     return VnnlibOptions(threads=args.threads, attack=not args.no_attack, alpha=not args.no_alpha,
                          tighten=not args.no_tighten, split_disjuncts=not args.joint_disjuncts,
-                         ideal_cuts=not args.no_ideal_cuts,
-                         verbose=getattr(args, "verbose", False),
+                         ideal_cuts=not args.no_ideal_cuts, verbose=args.verbose,
                          **({} if args.disjunct_tighten is None
                             else {"disjunct_tighten_fraction": args.disjunct_tighten}),
                          **milp_form_flag(args.milp_form),
