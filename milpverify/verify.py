@@ -205,7 +205,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     # 2. A quick verified upper bound on the surviving labels shrinks the box.
     t0 = time.perf_counter()
     best = _first_upper(net, q, upper_bound, qb.candidates, eps_cap,
-                        start + ATTACK_SHARE * time_limit_s, initial_witness, stats)
+                        (start + ATTACK_SHARE * time_limit_s, deadline), initial_witness, stats)
     timings["upper_bound_s"] = time.perf_counter() - t0
     radius = min(cap, best.distance) if best is not None else cap
 
@@ -241,15 +241,16 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
 
 
 def _first_upper(net: Network, q: Query, upper_bound: str | None, candidates: list[int],
-                 eps_cap: float | None, attack_deadline: float,
+                 eps_cap: float | None, deadlines: tuple[float, float],
                  initial_witness: npt.ArrayLike | None, stats: dict[str, Any]
                  ) -> WitnessCheck | None:
     """The closer of the heuristic's verified witness and the caller's `initial_witness`
-    (re-checked like any witness)."""
+    (re-checked like any witness). `deadlines`: the attack's share of the budget, and the
+    end of the MILPs' (see `attack_upper`)."""
     # Uncapped, PGD runs at its own default radius 1.0 (not the domain's extent, which
     # would change its step size), so its result is exactly `pgd`'s.
     eps_max = eps_cap if eps_cap is not None else 1.0
-    best, info = _heuristic_upper(net, q, upper_bound, candidates, eps_max, attack_deadline)
+    best, info = _heuristic_upper(net, q, upper_bound, candidates, eps_max, *deadlines)
     stats.update(info)
     if initial_witness is not None:
         given = _check_point(net, q, initial_witness)

@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("milpverify.core.query",),
     ("milpverify.core.spec_bounds",),
     ("milpverify.core.restriction",),
+    ("milpverify.core.ascent",),
     ("milpverify.core.attacks",),
     ("milpverify.core.decide",),
     ("milpverify.core.bracket",),

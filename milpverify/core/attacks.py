@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.core.ascent import Step, ascend, bisect_radius, signed_step
 from milpverify.core.results import RhoResult, RhoStatus
 from milpverify.core.witness import WitnessCheck, check_witness
 from milpverify.errors import InvalidInputError
@@ -285,21 +286,18 @@ def fgsm(net: Network, x: npt.ArrayLike, *, label: int | None = None,
 
 
 # ---------------------------------------------------------------------------- PGD
-def _linf_start(prob: _Problem, eps: float, restarts: int, rng: np.random.Generator
-                ) -> tuple[FloatArray, Callable[[FloatArray, FloatArray, float], FloatArray]]:
+def _linf_start(prob: _Problem, eps: float, restarts: int, rng: np.random.Generator,
+                alpha: float) -> tuple[FloatArray, Step]:
     """L-inf PGD: restart 0 at x, the others uniform in the eps-box; signed steps, clipped."""
     low, high = prob.box(eps)
     z = np.repeat(prob.x0[None], restarts, axis=0)
     if restarts > 1:
         z[1:] = rng.uniform(low, high, size=(restarts - 1, prob.x0.size))
-
-    def step(z: FloatArray, grad: FloatArray, alpha: float) -> FloatArray:
-        return np.clip(z + alpha * np.sign(grad), low, high)
-    return z, step
+    return z, signed_step(low, high, lambda it: alpha)
 
 
-def _l2_start(prob: _Problem, eps: float, restarts: int, rng: np.random.Generator
-              ) -> tuple[FloatArray, Callable[[FloatArray, FloatArray, float], FloatArray]]:
+def _l2_start(prob: _Problem, eps: float, restarts: int, rng: np.random.Generator,
+              alpha: float) -> tuple[FloatArray, Step]:
     """L2 PGD: restart 0 at x, the others at random points of the ball (random direction,
     radius `eps * U`); steps along the normalised gradient. The projection scales the offset
     back onto the ball, then clips to the domain (x is inside it, so clipping only shortens
@@ -317,7 +315,7 @@ def _l2_start(prob: _Problem, eps: float, restarts: int, rng: np.random.Generato
         d *= (eps * rng.uniform(size=(restarts - 1, 1))) / np.linalg.norm(d, axis=1, keepdims=True)
         z[1:] = project(x0 + d)
 
-    def step(z: FloatArray, grad: FloatArray, alpha: float) -> FloatArray:
+    def step(z: FloatArray, grad: FloatArray, it: int) -> FloatArray:
         length = np.linalg.norm(grad, axis=1, keepdims=True)
         return project(z + alpha * grad / np.maximum(length, 1e-300))
     return z, step
@@ -328,25 +326,27 @@ PGD_GEOMETRY = {"linf": _linf_start, "l2": _l2_start}
 
 
 def _pgd_run(prob: _Problem, eps: float, steps: int, restarts: int, step_size: float | None,
-             rng: np.random.Generator, norm: str = "linf") -> WitnessCheck | None:
+             rng: np.random.Generator, norm: str = "linf", deadline: float = math.inf
+             ) -> WitnessCheck | None:
     """PGD on the margin inside the eps-ball of `norm`; the first verified example, or None."""
-    z, step = PGD_GEOMETRY[norm](prob, eps, restarts, rng)
     alpha = 2.5 * eps / steps if step_size is None else float(step_size)
-    for _ in range(steps):
-        _, grad, margin = prob.value_and_grad(z, "margin")
+    z, step = PGD_GEOMETRY[norm](prob, eps, restarts, rng, alpha)
+
+    def margin(z: FloatArray, with_grad: bool) -> tuple[FloatArray, FloatArray | None]:
+        if not with_grad:
+            return prob.margins(z), None
         prob.stats["iterations"] += 1
-        check = prob.verify_rows(z, margin)
-        if check is not None:
-            return check
-        z = step(z, grad, alpha)
-    return prob.verify_rows(z, prob.margins(z))
+        _, grad, value = prob.value_and_grad(z, "margin")
+        return value, grad
+
+    return ascend(z, margin, step, steps, prob.verify_rows, deadline)
 
 
 def pgd(net: Network, x: npt.ArrayLike, *, label: int | None = None, eps_max: float = 1.0,
         steps: int = 100, restarts: int = 5, step_size: float | None = None,
         bisection_steps: int = 12, seed: int = 0, domain: Domain = (0.0, 1.0),
         target: int | None = None, margin: float = 0.0, threads: int | None = 1,
-        norm: str = "linf") -> RhoResult:
+        norm: str = "linf", time_limit_s: float | None = None) -> RhoResult:
     """L-inf (or L2) projected gradient ascent on the margin, with bisection on eps.
 
     PGD (Madry et al. 2018) maximises `max_{j != label} f_j - f_label` (or `f_target -
@@ -383,6 +383,9 @@ def pgd(net: Network, x: npt.ArrayLike, *, label: int | None = None, eps_max: fl
     norm : {"linf", "l2"}
         The ball: "linf" takes signed steps in the box; "l2" normalised-gradient steps
         projected on the L2 ball (`PGD_GEOMETRY`); distances are measured in that norm.
+    time_limit_s : float, optional
+        Wall-clock budget: no PGD round and no bisection run starts after it (default none:
+        every run completes).
 
     Returns
     -------
@@ -397,30 +400,24 @@ def pgd(net: Network, x: npt.ArrayLike, *, label: int | None = None, eps_max: fl
         if not eps_max > 0 or steps < 1 or restarts < 1 or bisection_steps < 0:
             raise InvalidInputError("pgd needs eps_max > 0, steps >= 1, restarts >= 1 and "
                                     "bisection_steps >= 0.")
+        if time_limit_s is not None and not time_limit_s > 0:
+            raise InvalidInputError(f"pgd's time_limit_s must be > 0; got {time_limit_s}.")
         if norm not in _ORDER:
             raise InvalidInputError(f"pgd's `norm` must be 'linf' or 'l2'; got {norm!r}.")
         prob = _Problem(net, x, label, domain, target, margin)
         prob.norm = norm
         rng = np.random.default_rng(seed)
+        deadline = math.inf if time_limit_s is None else start + time_limit_s
         best = prob.at_x()
         if best is not None:
             return prob.result("pgd", best, start, {"eps_bracket": [0.0, 0.0]},
                                "x itself is misclassified")
-        best = _pgd_run(prob, eps_max, steps, restarts, step_size, rng, norm)
-        runs = 1
+        best, lo, hi, runs = bisect_radius(
+            lambda eps: _pgd_run(prob, eps, steps, restarts, step_size, rng, norm, deadline),
+            eps_max, bisection_steps, deadline)
         if best is None:
             return prob.result("pgd", None, start, {"runs": runs},
                                f"no adversarial example found with eps_max={eps_max:g}")
-        lo, hi = 0.0, float(best.distance)
-        for _ in range(bisection_steps):
-            mid = 0.5 * (lo + hi)
-            check = _pgd_run(prob, mid, steps, restarts, step_size, rng, norm)
-            runs += 1
-            if check is not None:
-                best = _better(best, check)
-                hi = min(mid, float(best.distance))
-            else:
-                lo = mid
         return prob.result("pgd", best, start, {"runs": runs, "eps_bracket": [lo, hi]})
 
 

@@ -52,17 +52,17 @@ LOWER_ALPHA_STEPS = 3
 
 
 def _heuristic_upper(net: Network, q: Query, method: str | None, candidates: list[int],
-                     eps_max: float = 1.0, deadline: float = math.inf
+                     eps_max: float = 1.0, deadline: float = math.inf, end: float = math.inf
                      ) -> tuple[WitnessCheck | None, dict[str, Any]]:
     """Run a quick upper-bound heuristic on `candidates`; its witness is always re-checked.
 
-    "attack" (`attack_upper`) searches radii up to `eps_max` and starts no new PGD run
-    after `deadline`.
+    "attack" (`attack_upper`) searches radii up to `eps_max`, starts no extra PGD run after
+    `deadline` and stops its first PGD at `end` (the end of the caller's budget).
     """
     if method is None or method == "none":
         return None, {}
     if method == "attack":
-        return attack_upper(net, q, candidates, eps_max, deadline)
+        return attack_upper(net, q, candidates, eps_max, deadline, end)
     result = run_upper_bound(net, q, method, candidates)
     if result is None or not result.witness_verified or result.witness is None:
         return None, {}
@@ -162,11 +162,13 @@ def certified_lower(net: Network, q: Query, high: float, tolerance: float, budge
 
 
 def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
-                 deadline: float) -> tuple[WitnessCheck | None, dict[str, Any]]:
+                 deadline: float, end: float = math.inf
+                 ) -> tuple[WitnessCheck | None, dict[str, Any]]:
     """A minimum-distortion attack: a verified witness as close to x as cheaply found.
 
     1. `pgd` with its defaults (radius `eps_max`; at 1.0, PGD's default, the result is the
-       one `pgd` returns by itself, so `upper` of rho is never worse than PGD's); PGD is
+       one `pgd` returns by itself, so `upper` of rho is never worse than PGD's unless the
+       caller's budget ends (`end`) before PGD does: the budget is kept); PGD is
        an L-inf or L2 attack, so under the L1 norm only the LP restriction runs (step 2);
     2. the LP restriction at x (Bastani et al.), and the polish of the best point: the
        nearest point of its activation region (`_refine`), unless it lies beyond
@@ -183,7 +185,7 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
     info: dict[str, Any] = {"heuristic": "attack"}
     best, failed, rounds = None, 0.0, 0
     if q.norm in ("linf", "l2"):
-        found = pgd(net, q.x, eps_max=eps_max, norm=q.norm, **run)
+        found = pgd(net, q.x, eps_max=eps_max, norm=q.norm, time_limit_s=_left(end), **run)
         info["pgd_upper"] = found.upper
         best = _verified(net, q, found.witness)
         failed = float(found.stats.get("eps_bracket", [0.0])[0])
@@ -201,7 +203,8 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
         if time.perf_counter() > deadline or best.distance - failed <= 1e-4 * best.distance:
             break
         mid = 0.5 * (failed + best.distance)
-        hit = pgd(net, q.x, eps_max=mid, bisection_steps=0, seed=k + 1, norm=q.norm, **run)
+        hit = pgd(net, q.x, eps_max=mid, bisection_steps=0, seed=k + 1, norm=q.norm,
+                  time_limit_s=_left(deadline), **run)
         check = _verified(net, q, hit.witness)
         if check is None or check.distance >= best.distance:
             failed = mid
@@ -209,6 +212,11 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
         best = _refine(net, q, check)
     info["attack_upper"] = best.distance
     return best, info
+
+
+def _left(deadline: float) -> float:
+    """Seconds until `deadline`, at least 1 ms (an attack's budget must be positive)."""
+    return max(deadline - time.perf_counter(), 1e-3)
 
 
 def _verified(net: Network, q: Query, point: Any) -> WitnessCheck | None:

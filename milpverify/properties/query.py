@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.core.ascent import ascend, bisect_radius, signed_step
 from milpverify.core.query import Query, query_box
 from milpverify.core.region import (
     affine_rows,
@@ -134,8 +135,9 @@ def _repair(net: Network, q: Query, query: TopKQuery, point: FloatArray,
 # ============================================================================ attack
 def pgd_topk(net: Network, q: Query, query: TopKQuery, eps: float, *, steps: int = 30,
          restarts: int = 2, seed: int = 0) -> WitnessCheck | None:
-    """L-inf PGD on the violation in the eps-box (numpy: `core.region.input_gradient`, the
-    gradient of the local affine map, for all restarts at once).
+    """L-inf PGD on the violation in the eps-box (`core.ascent.ascend` with numpy gradients:
+    `core.region.input_gradient`, the gradient of the local affine map, for all restarts
+    at once).
 
     Restart 0 starts at x, the others uniformly in the box; each step raises `y_j - y_i` of
     the pair attaining the violation by a signed step `2.5 eps / steps`. Returns the first
@@ -148,38 +150,33 @@ def pgd_topk(net: Network, q: Query, query: TopKQuery, eps: float, *, steps: int
     z = np.repeat(q.x[None], restarts, axis=0)
     if restarts > 1:
         z[1:] = rng.uniform(low, high, size=(restarts - 1, q.x.size))
-    alpha = 2.5 * eps / steps
-    for it in range(steps + 1):
+
+    def violation(z: FloatArray, with_grad: bool) -> tuple[FloatArray, FloatArray | None]:
         logits = net.forward(z)
-        out_grad = np.zeros((restarts, net.num_classes))
-        for r in range(restarts):
-            if query.violation(logits[r]) >= 0:
-                check = check_property_witness(net, q.x, z[r], query, domain=q.domain,
-                                               norm=q.norm)
-                if check.verified:
-                    return check
-            i, j = query.active_pair(logits[r])
+        value = np.array([query.violation(row) for row in logits])
+        if not with_grad:
+            return value, None
+        out_grad = np.zeros((len(z), net.num_classes))
+        for r, row in enumerate(logits):
+            i, j = query.active_pair(row)
             out_grad[r, j], out_grad[r, i] = 1.0, -1.0
-        if it < steps:
-            z = np.clip(z + alpha * np.sign(input_gradient(net, z, out_grad)), low, high)
-    return None
+        return value, input_gradient(net, z, out_grad)
+
+    def accept(z: FloatArray, value: FloatArray) -> WitnessCheck | None:
+        for r in np.flatnonzero(value >= 0):
+            check = check_property_witness(net, q.x, z[r], query, domain=q.domain, norm=q.norm)
+            if check.verified:
+                return check
+        return None
+
+    return ascend(z, violation, signed_step(low, high, lambda it: 2.5 * eps / steps), steps,
+                  accept)
 
 
 def _pgd_bisect(net: Network, q: Query, query: TopKQuery, eps: float, steps: int
                 ) -> WitnessCheck | None:
     """PGD at `eps`, then `steps` bisections on [0, best distance]; the closest witness."""
-    best = pgd_topk(net, q, query, eps)
-    if best is None:
-        return None
-    lo, hi = 0.0, best.distance
-    for _ in range(steps):
-        mid = 0.5 * (lo + hi)
-        found = pgd_topk(net, q, query, mid)
-        if found is not None and found.distance < best.distance:
-            best, hi = found, min(mid, found.distance)
-        else:
-            lo = mid
-    return best
+    return bisect_radius(lambda r: pgd_topk(net, q, query, r), eps, steps)[0]
 
 
 def _refine_in_region(net: Network, q: Query, query: TopKQuery, found: WitnessCheck, *,

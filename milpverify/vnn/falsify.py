@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.core.ascent import ascend, signed_step
 from milpverify.core.region import input_gradient
 from milpverify.core.witness import WitnessCheck
 from milpverify.errors import InvalidInputError
@@ -95,7 +96,6 @@ def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | N
     a_list = [prop.unsafe[d].A for d in chosen]
     b_list = [prop.unsafe[d].b for d in chosen]
     k = max(x.shape[0] for x in a_list)
-    n_out = a_list[0].shape[1]
     # Rows padded to k per disjunct; padding repeats the disjunct's first row (same min).
     a_pad = np.stack([np.vstack([x, np.repeat(x[:1], k - x.shape[0], axis=0)]) for x in a_list])
     b_pad = np.stack([np.r_[x, np.repeat(x[:1], k - x.shape[0])] for x in b_list])
@@ -117,6 +117,12 @@ def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | N
                                         f"{len(extra)} starts; give one per start.")
             owner_of = np.array(wanted, dtype=np.int64)
             extra_x, extra_owner = extra[owner_of >= 0], owner_of[owner_of >= 0]
+
+    def step_size(it: int) -> FloatArray:
+        """Decays linearly from `step_start` to `step_end` of the box width."""
+        frac = it / max(opts.steps - 1, 1)
+        return (opts.step_start + (opts.step_end - opts.step_start) * frac) * width
+
     round_ = 0
     while time.perf_counter() < deadline:
         if round_ == 0:
@@ -129,26 +135,44 @@ def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | N
         owner = np.repeat(np.arange(n_d), per)
         if round_ == 0:
             x, owner = np.r_[extra_x, x], np.r_[extra_owner, owner]
-        a_rows, b_rows = a_pad[owner], b_pad[owner]            # (B, k, out), (B, k)
-        for step in range(opts.steps + 1):
-            y = net.forward(x)
-            slack = b_rows - np.einsum("bko,bo->bk", a_rows, y)
-            worst = slack.argmin(axis=1)
-            value = slack[np.arange(len(x)), worst]
-            hits = np.flatnonzero(value >= 0)
-            for row in hits[np.argsort(-value[hits])][:3]:
-                found = check_counterexample(net, prop, x[row])
-                if found.verified:
-                    return found
-            if step == opts.steps or time.perf_counter() >= deadline:
-                break
-            # d value / d y = -A[worst row]; ascend
-            out_grad = -a_rows[np.arange(len(x)), worst]
-            grad = input_gradient(net, x, out_grad.reshape(len(x), n_out))
-            frac = step / max(opts.steps - 1, 1)
-            alpha = opts.step_start + (opts.step_end - opts.step_start) * frac
-            x = np.clip(x + alpha * width * np.sign(grad), lo, hi)
+        found = ascend(x, _SlackOfOwnDisjunct(net, a_pad[owner], b_pad[owner]),
+                       signed_step(lo, hi, step_size), opts.steps,
+                       lambda x, value: _first_counterexample(net, prop, x, value), deadline)
+        if found is not None:
+            return found
         round_ += 1
+    return None
+
+
+@dataclass
+class _SlackOfOwnDisjunct:
+    """The objective of `falsify`: per row, ``min_r (b - A y)_r`` over its own disjunct's
+    rows (padded to one count), and the gradient of that worst row."""
+
+    net: Network
+    a_rows: FloatArray  # (rows, k, outputs)
+    b_rows: FloatArray  # (rows, k)
+
+    def __call__(self, x: FloatArray, with_grad: bool) -> tuple[FloatArray, FloatArray | None]:
+        y = self.net.forward(x)
+        slack = self.b_rows - np.einsum("bko,bo->bk", self.a_rows, y)
+        worst = slack.argmin(axis=1)
+        value = slack[np.arange(len(x)), worst]
+        if not with_grad:
+            return value, None
+        # d value / d y = -A[worst row]; ascend
+        out_grad = -self.a_rows[np.arange(len(x)), worst]
+        return value, input_gradient(self.net, x, out_grad.reshape(len(x), y.shape[1]))
+
+
+def _first_counterexample(net: Network, prop: VnnlibProperty, x: FloatArray,
+                          value: FloatArray) -> WitnessCheck | None:
+    """Re-check the 3 rows with the largest non-negative slack; the first verified one."""
+    hits = np.flatnonzero(value >= 0)
+    for row in hits[np.argsort(-value[hits])][:3]:
+        found = check_counterexample(net, prop, x[row])
+        if found.verified:
+            return found
     return None
 
 
