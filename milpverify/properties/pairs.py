@@ -9,10 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from milpverify.bounds import symbolic_bounds
 from milpverify.bounds.base import Bounds
-from milpverify.bounds.tighten import compute_bounds
-from milpverify.ir import ops
+from milpverify.core.spec_bounds import bound_network, output_row_bounds
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.properties.query import TopKQuery
@@ -50,47 +48,37 @@ class OutputBounds:
     upper_diff: FloatArray
 
 
-#: Name of the node appended to bound every difference y_j - y_i directly.
-DIFFERENCE_NODE = "milpverify/differences"
-
-
 def property_bounds(net: Network, box: tuple[FloatArray, FloatArray], method: str, *,
                     time_limit_s: float | None = None, base: Bounds | None = None,
                     differences: bool = True) -> tuple[Bounds, OutputBounds]:
     """Bounds of every node over `box`, and of the logits and all their differences.
 
-    With `differences`, the network is extended by one Affine node with a row `e_c` per
-    class and a row `e_j - e_i` per pair i < j, and bounded as a whole (as
-    `verify.query_bounds` does for the margins): back-substituting from `y_j - y_i` lets
-    the correlated parts of y_j and y_i cancel before any ReLU is relaxed, far tighter than
-    `u_j - l_i`. Without it the
-    differences are `[l_j - u_i, u_j - l_i]`. With `base` (bounds valid over a box that
-    contains `box`) one symbolic pass intersected with it is run instead of `method`.
-    The returned `Bounds` also hold every node of `net` (the encoder reads those).
+    With `differences`, the rows are `e_c` per class and `e_j - e_i` per pair i < j,
+    bounded as output rows (`core.spec_bounds.output_row_bounds`, as `query_bounds` does
+    for the margins): far tighter than `u_j - l_i`. Without it the differences are
+    `[l_j - u_i, u_j - l_i]`. With `base` (bounds valid over a box that contains `box`)
+    one symbolic pass intersected with it is run instead of `method`. The returned
+    `Bounds` also hold every node of `net` (the encoder reads those).
     """
     c = net.num_classes
-    spec = net
-    if differences and c > 1:
+    differences = differences and c > 1
+    if differences:
         i_idx, j_idx = np.triu_indices(c, k=1)
         d = np.zeros((len(i_idx), c))
         d[np.arange(len(i_idx)), j_idx] = 1.0
         d[np.arange(len(i_idx)), i_idx] = -1.0
         # The logits themselves too: in the extended network they are no longer the
         # output, so only these rows give them back-substituted (not interval) bounds.
-        rows = np.vstack([np.eye(c), d])
-        spec = net.replace([*net.items(), (DIFFERENCE_NODE, ops.Affine(
-            (net.output,), (len(rows),), rows, np.zeros(len(rows))))], DIFFERENCE_NODE)
-    if base is not None:
-        bounds = symbolic_bounds(spec, box[0], box[1], base=base)
+        bounds, low, high = output_row_bounds(net, np.vstack([np.eye(c), d]), box, method,
+                                              time_limit_s, base)
     else:
-        bounds = compute_bounds(spec, box[0], box[1], method=method, time_limit_s=time_limit_s)
+        bounds = bound_network(net, box, method, time_limit_s, base)
     lo, up = bounds.flat(net.output)
-    if spec is not net:
-        low, high = bounds.flat(DIFFERENCE_NODE)
+    if differences:
         lo, up = np.maximum(lo, low[:c]), np.minimum(up, high[:c])
     lower_diff = lo[:, None] - up[None, :]
     upper_diff = up[:, None] - lo[None, :]
-    if spec is not net:
+    if differences:
         dl, du = low[c:], high[c:]
         # row r bounds y_j - y_i in [dl, du], hence y_i - y_j in [-du, -dl]
         lower_diff[j_idx, i_idx] = np.maximum(lower_diff[j_idx, i_idx], dl)

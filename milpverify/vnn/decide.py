@@ -23,13 +23,13 @@ from milpverify.bounds.tighten import compute_bounds
 from milpverify.core.decide import counted_solve, decide_loop
 from milpverify.core.query import SOLVER_SLACK, WITNESS_MARGIN
 from milpverify.core.results import Verdict
+from milpverify.core.spec_bounds import SPEC_NODE, with_output_rows
 from milpverify.core.witness import WitnessCheck
 from milpverify.encode.ideal import relu_cut_separators
 from milpverify.encode.milp import NetworkEncoding, Term, encode_network
 from milpverify.encode.model import MilpModel
 from milpverify.encode.objective import add_unsafe_set, build_unsafe_problem
 from milpverify.errors import InvalidInputError
-from milpverify.ir import ops
 from milpverify.ir.constraints import OutputConstraint
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
@@ -42,26 +42,14 @@ from milpverify.vnn.input_split import split_search
 from milpverify.vnn.options import VnnlibOptions
 from milpverify.vnn.spec import VnnlibProperty
 
-#: Name of the node `spec_network` appends: ``s = A y - b`` over all rows of a property.
-SPEC_NODE = "vnnlib/spec"
-
 
 def spec_network(net: Network, a: FloatArray, b: FloatArray) -> Network:
-    """`net` with one more node ``SPEC_NODE`` computing ``s = A y - b`` (y the outputs).
-
-    Bounding ``s`` by back-substitution through the whole network (instead of bounding y
-    and then ``A y`` by intervals) keeps the correlation between outputs: for the
-    misclassification rows ``y_label - y_j`` this is what proves most instances. A row is
-    satisfied (``A_r y <= b_r``) exactly when ``s_r <= 0``.
-    """
-    if a.shape[0] == 0:
-        raise InvalidInputError("spec_network needs at least one output row")
-    if SPEC_NODE in net.graph:
-        raise InvalidInputError(f"the network already has a node named {SPEC_NODE!r}")
-    spec = ops.Affine((net.output,), (a.shape[0],), np.asarray(a, dtype=np.float64),
-                      -np.asarray(b, dtype=np.float64))
-    return net.replace([*net.items(), (SPEC_NODE, spec)], SPEC_NODE,
-                       notes=[f"VNN-LIB spec layer: {a.shape[0]} output rows A y - b"])
+    """`net` with one more node, `SPEC_NODE`, computing ``s = A y - b`` (y the outputs;
+    `core.spec_bounds.with_output_rows`). A row is satisfied (``A_r y <= b_r``) exactly
+    when ``s_r <= 0``; bounding ``s`` through the whole network keeps the correlation
+    between the outputs that intervals on ``A y`` would lose."""
+    note = f"VNN-LIB spec layer: {np.atleast_2d(a).shape[0]} output rows A y - b"
+    return with_output_rows(net, a, -np.asarray(b, dtype=np.float64), notes=(note,))
 
 
 # ---------------------------------------------------------------------------- one property
