@@ -36,14 +36,11 @@ from milpverify.core.bracket import (
 )
 from milpverify.core.decide import (
     PROPAGATE,
+    MilpRun,
     _check_point,
     _decide,
     _region_repair,
     _solution_region,
-    counted_solve,
-    node_propagator,
-    record_propagation,
-    solver_parameters,
 )
 from milpverify.core.query import (
     NORMS,
@@ -62,7 +59,7 @@ from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.solve import get_backend
-from milpverify.solve.base import SolveOptions, SolveResult, SolveStatus
+from milpverify.solve.base import SolveResult, SolveStatus
 
 #: How `rho` searches several open labels (see its `strategy` parameter).
 STRATEGIES = ("disjunction", "per_target")
@@ -172,7 +169,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     if strategy not in STRATEGIES:
         raise InvalidInputError(f"`strategy` must be one of {', '.join(STRATEGIES)}; "
                                 f"got {strategy!r}.")
-    solver = get_backend(backend)
+    get_backend(backend)  # a missing solver is reported now, not after the bounds
     start = time.perf_counter()
     timings: dict[str, float] = {}
     stats: dict[str, Any] = {}
@@ -233,8 +230,8 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     if not qb.candidates:
         return proven_beyond(radius, proven_cap, best, finish, tolerance)
 
-    search = _Misclassification(net, q, solver, backend, threads, solver_params, timings, stats,
-                                verbose, propagate)
+    run = MilpRun(backend, threads, solver_params, timings, stats, verbose, propagate)
+    search = _Misclassification(net, q, run)
     return close_bracket(search, best, radius, qb, deadline, tolerance, finish.first_lower,
                          stats, finish,
                          lambda r, b: proven_beyond(r, proven_cap, b, finish, tolerance))
@@ -312,27 +309,18 @@ class _Misclassification:
 
     net: Network
     q: Query
-    solver: Any
-    backend: str
-    threads: int
-    solver_params: dict[str, object] | None
-    timings: dict[str, float]
-    stats: dict[str, Any]
-    verbose: bool = False
-    propagate: bool = PROPAGATE
+    run: MilpRun
 
     def bounds(self, box: tuple[FloatArray, FloatArray], base: QueryBounds
                ) -> QueryBounds | None:
         t0 = time.perf_counter()
         qb = query_bounds(self.net, self.q, box, "symbolic", base=base.bounds)
-        self.timings["bounds_s"] += time.perf_counter() - t0
+        self.run.timings["bounds_s"] += time.perf_counter() - t0
         return qb if qb.candidates else None
 
     def decide(self, qb: QueryBounds, box: tuple[FloatArray, FloatArray], radius: float,
                deadline: float) -> tuple[Verdict, WitnessCheck | None, str]:
-        return _decide(self.net, self.q, qb, box, radius, deadline, self.backend,
-                       self.threads, self.solver_params, self.timings, self.stats,
-                       verbose=self.verbose, propagate=self.propagate)
+        return _decide(self.net, self.q, qb, box, radius, deadline, self.run)
 
     def refine(self, found: WitnessCheck) -> WitnessCheck:
         return _refine(self.net, self.q, found)
@@ -341,24 +329,18 @@ class _Misclassification:
                       radius: float, row_margin: float, cutoff: float, lower: float,
                       tolerance: float, deadline: float
                       ) -> tuple[SolveResult | None, WitnessCheck | None]:
-        net, q = self.net, self.q
+        net, q, run = self.net, self.q, self.run
         t1 = time.perf_counter()
         problem = build_robustness_problem(net, q.x, q.label, qb.bounds, box[0], box[1],
                                            norm=q.norm, radius=radius, margin=row_margin,
                                            candidates=qb.candidates,
                                            margin_lower=qb.margin_lower)
-        self.timings["build_s"] = self.timings.get("build_s", 0.0) + time.perf_counter() - t1
-        self.stats["binaries"] = int(problem.model.n_integer)
-        self.stats["rows"] = problem.model.n_rows
-        prop = node_propagator(net, qb, problem, self.backend, self.propagate)
-        options = SolveOptions(time_limit_s=max(deadline - time.perf_counter(), 1e-3),
-                               threads=self.threads, objective_cutoff=cutoff,
-                               verbose=self.verbose, node_propagator=prop,
-                               solver_params=solver_parameters(
-                                   self.backend, self.solver_params,
-                                   gap_of(q.norm, tolerance, lower)))
-        result = counted_solve(self.solver, problem.model, options, self.timings, self.stats)
-        record_propagation(self.stats, prop)
+        run.built(t1)
+        run.stats["binaries"] = int(problem.model.n_integer)
+        run.stats["rows"] = problem.model.n_rows
+        result = run.solve(problem.model, max(deadline - time.perf_counter(), 1e-3),
+                           cutoff=cutoff, gap=gap_of(q.norm, tolerance, lower),
+                           propagator=run.propagator(net, qb, problem))
         if result.x is None or result.status == SolveStatus.ERROR:
             return result, None
         point = result.x[problem.input_vars]
@@ -514,7 +496,6 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
     if not qb.candidates:
         return done(Verdict.ROBUST, None, "proven by bounds alone")
     deadline = start + time_limit_s
-    verdict, witness, message = _decide(net, q, qb, box, eps, deadline, backend, threads,
-                                        solver_params, timings, stats, verbose=verbose,
-                                        propagate=propagate)
+    run = MilpRun(backend, threads, solver_params, timings, stats, verbose, propagate)
+    verdict, witness, message = _decide(net, q, qb, box, eps, deadline, run)
     return done(verdict, witness, message)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,24 +44,6 @@ PROPAGATE = False
 BRANCHING = False
 
 
-def node_propagator(net: Network, qb: QueryBounds, problem: RobustnessProblem,
-                    backend: str, propagate: bool) -> NetworkPropagator | None:
-    """The node propagator of a query's MILP, or None (not asked, or a backend without
-    node callbacks)."""
-    if not propagate or backend != "scip":
-        return None
-    return NetworkPropagator(net, qb.bounds, problem, branching=BRANCHING)
-
-
-def record_propagation(stats: dict[str, Any], prop: NetworkPropagator | None) -> None:
-    """Add a propagator's counters to a query's stats (summed over its MILPs)."""
-    if prop is None:
-        return
-    for key, value in (("prop_calls", prop.calls), ("prop_cutoffs", prop.cutoffs),
-                       ("prop_fixed", prop.fixed), ("prop_s", prop.seconds)):
-        stats[key] = stats.get(key, 0) + value
-
-
 #: How much the second solve of `_decide` shrinks an L2 ball's squared radius, so that a
 #: solver point, which may overshoot the quadratic row by SCIP's feasibility tolerance
 #: (1e-6 on the row scaled by `solve.scip.QUAD_SCALE`, 1e-9 of squared distance), still
@@ -94,6 +76,59 @@ def counted_solve(solver: Any, model: MilpModel, options: SolveOptions,
     timings["solve_s"] = timings.get("solve_s", 0.0) + time.perf_counter() - t0
     stats["nodes"] = stats.get("nodes", 0) + result.nodes
     return result
+
+
+@dataclass
+class MilpRun:
+    """How one query's MILPs are solved, and where their cost is summed.
+
+    `solve` runs a model on `backend` with the query's threads, log and solver parameters
+    (`solver_parameters`: SCIP's defaults under the user's) and adds its time to
+    ``timings["solve_s"]``, its nodes to ``stats["nodes"]`` and the node propagator's
+    counters to `stats`; `built` adds a model's build time to ``timings["build_s"]``.
+    """
+
+    backend: str
+    threads: int = 1
+    solver_params: dict[str, object] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    verbose: bool = False
+    propagate: bool = PROPAGATE
+    solver: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.solver = get_backend(self.backend)  # a bad name fails before any work
+
+    def built(self, since: float) -> None:
+        self.timings["build_s"] = self.timings.get("build_s", 0.0) + time.perf_counter() - since
+
+    def propagator(self, net: Network, qb: QueryBounds, problem: RobustnessProblem
+                   ) -> NetworkPropagator | None:
+        """The node propagator of a robustness MILP, or None (not asked, or a backend
+        without node callbacks)."""
+        if not self.propagate or self.backend != "scip":
+            return None
+        return NetworkPropagator(net, qb.bounds, problem, branching=BRANCHING)
+
+    def solve(self, model: MilpModel, time_limit_s: float, *, first_feasible: bool = False,
+              cutoff: float | None = None, gap: float | None = None,
+              propagator: NetworkPropagator | None = None) -> SolveResult:
+        """Solve `model` in `time_limit_s`: to the first feasible point (a decision), or to
+        optimality under `cutoff` with an absolute `gap` (a distance)."""
+        options = SolveOptions(time_limit_s=time_limit_s, threads=self.threads,
+                               verbose=self.verbose, stop_at_first_feasible=first_feasible,
+                               objective_cutoff=cutoff, node_propagator=propagator,
+                               solver_params=solver_parameters(self.backend,
+                                                               self.solver_params, gap))
+        result = counted_solve(self.solver, model, options, self.timings, self.stats)
+        if propagator is not None:
+            for key, value in (("prop_calls", propagator.calls),
+                               ("prop_cutoffs", propagator.cutoffs),
+                               ("prop_fixed", propagator.fixed),
+                               ("prop_s", propagator.seconds)):
+                self.stats[key] = self.stats.get(key, 0) + value
+        return result
 
 
 def _check_point(net: Network, q: Query, point: npt.ArrayLike) -> WitnessCheck:
@@ -192,16 +227,13 @@ def decide_loop(solve: FeasibilitySolve, margin: float, radius: float | None = N
 
 
 def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, FloatArray],
-            eps: float, deadline: float, backend: str, threads: int,
-            solver_params: dict[str, object] | None, timings: dict[str, float],
-            stats: dict[str, Any], *, verbose: bool = False, propagate: bool = PROPAGATE
+            eps: float, deadline: float, run: MilpRun
             ) -> tuple[Verdict, WitnessCheck | None, str]:
     """`decide_loop` for misclassification: the MILPs of `build_robustness_problem`, ray then
     region repair. Under L2 the ball is a quadratic row: exact in the first solve (so
     infeasibility is a proof), shrunk by `L2_BALL_SHRINK` in the second so the solver's
     point, which may overshoot the row by SCIP's feasibility tolerance, lands inside the
-    ball. `verbose` shows the solver's log; `propagate` runs the network-aware node
-    propagator (`core.propagate`) in SCIP's tree.
+    ball.
     """
     def solve(attempt: int, row_margin: float
               ) -> tuple[SolveResult | None, WitnessCheck | None, str]:
@@ -211,18 +243,13 @@ def _decide(net: Network, q: Query, qb: QueryBounds, box: tuple[FloatArray, Floa
                                            candidates=qb.candidates, with_distance=False,
                                            margin_lower=qb.margin_lower,
                                            ball_shrink=attempt * L2_BALL_SHRINK)
-        timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t1
-        stats["binaries"] = int(problem.model.n_integer)
+        run.built(t1)
+        run.stats["binaries"] = int(problem.model.n_integer)
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             return None, None, ""
-        prop = node_propagator(net, qb, problem, backend, propagate)
-        options = SolveOptions(time_limit_s=remaining, threads=threads, verbose=verbose,
-                               stop_at_first_feasible=True,
-                               solver_params=solver_parameters(backend, solver_params, None),
-                               node_propagator=prop)
-        result = counted_solve(get_backend(backend), problem.model, options, timings, stats)
-        record_propagation(stats, prop)
+        result = run.solve(problem.model, remaining, first_feasible=True,
+                           propagator=run.propagator(net, qb, problem))
         if result.x is None:
             return result, None, ""
         point = result.x[problem.input_vars]

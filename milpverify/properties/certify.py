@@ -13,6 +13,7 @@ from typing import Any
 import numpy.typing as npt
 
 from milpverify.bounds.base import Bounds
+from milpverify.core.decide import MilpRun
 from milpverify.core.query import SOLVER_SLACK, Query, check_positive, query_box, validate_query
 from milpverify.core.results import Certificate, Verdict
 from milpverify.core.witness import WitnessCheck
@@ -77,7 +78,7 @@ def certify_properties(net: Network, x: npt.ArrayLike, props: Sequence[Property]
     q = validate_query(net, x, norm=norm, domain=domain, margin=0.0, target=None, label=None)
     queries = [topk_query(net, q.x, p) for p in props]
     check_options(attack, encoding, bounds_method)
-    solver = get_backend(backend)  # a bad name fails before any work
+    get_backend(backend)  # a bad name fails before any work
     batch = _Batch(net, q, queries, float(eps), time_limit_s, difference_bounds)
     batch.try_witnesses()
     # 1. Symbolic bounds (cheap) may prove everything; 2. the attack looks for witnesses,
@@ -95,9 +96,10 @@ def certify_properties(net: Network, x: npt.ArrayLike, props: Sequence[Property]
             continue
         assert found_bounds is not None
         deadline = time.perf_counter() + time_limit_s - shared_s
+        run = MilpRun(backend, threads, solver_params, batch.own[n], batch.stats[n])
         verdict, witness, message = decide_at_radius(
-            net, q, queries[n], *found_bounds, batch.plans[n], batch.box, eps, deadline,
-            solver, backend, encoding, threads, solver_params, batch.own[n], batch.stats[n])
+            net, q, queries[n], *found_bounds, batch.plans[n], batch.box, eps, deadline, run,
+            encoding)
         if witness is not None:
             batch.witnesses.append(witness.witness)
         batch.settle(n, verdict, witness, message)

@@ -14,7 +14,7 @@ import numpy.typing as npt
 from milpverify.bounds.base import Bounds
 from milpverify.bounds.tighten import METHODS
 from milpverify.core.bracket import close_bracket, gap_of, proven_beyond
-from milpverify.core.decide import TIE_MESSAGE, counted_solve, decide_loop, solver_parameters
+from milpverify.core.decide import TIE_MESSAGE, MilpRun, decide_loop
 from milpverify.core.query import (
     SOLVER_SLACK,
     Query,
@@ -40,7 +40,7 @@ from milpverify.properties.query import (
 )
 from milpverify.properties.spec import Property, RelaxedTopK, affinity_of
 from milpverify.solve import get_backend
-from milpverify.solve.base import SolveOptions, SolveResult, SolveStatus
+from milpverify.solve.base import SolveResult, SolveStatus
 from milpverify.verify import DEFAULT_TOLERANCE
 
 
@@ -118,7 +118,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
     q = validate_query(net, x, norm=norm, domain=domain, margin=0.0, target=None, label=None)
     query = topk_query(net, q.x, prop)
     check_options(upper_bound, encoding, bounds_method)
-    solver = get_backend(backend)
+    get_backend(backend)  # a bad name fails before any work
     start = time.perf_counter()
     timings: dict[str, float] = {}
     stats: dict[str, Any] = {"property": query.name, "certifying_ks": list(query.ks)}
@@ -180,8 +180,8 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
     if plan.impossible is not None:
         return beyond(radius, best)
 
-    search = _PropertySearch(net, q, query, solver, backend, encoding, threads, solver_params,
-                             timings, stats, bound, verbose)
+    run = MilpRun(backend, threads, solver_params, timings, stats, verbose)
+    search = _PropertySearch(net, q, query, run, encoding, bound)
     return close_bracket(search, best, radius, (bounds, out, plan), start + time_limit_s,
                          tolerance, 0.0, stats, finish, beyond)
 
@@ -197,15 +197,9 @@ class _PropertySearch:
     net: Network
     q: Query
     query: TopKQuery
-    solver: Any
-    backend: str
+    run: MilpRun
     encoding: str
-    threads: int
-    solver_params: dict[str, object] | None
-    timings: dict[str, float]
-    stats: dict[str, Any]
     bound: Callable[..., Prepared]
-    verbose: bool = False
 
     def bounds(self, box: tuple[FloatArray, FloatArray], base: Prepared) -> Prepared | None:
         prepared = self.bound(box, "symbolic", base=base[0])
@@ -215,9 +209,7 @@ class _PropertySearch:
                deadline: float) -> tuple[Verdict, WitnessCheck | None, str]:
         bounds, out, plan = prepared
         return decide_at_radius(self.net, self.q, self.query, bounds, out, plan, box, radius,
-                                deadline, self.solver, self.backend, self.encoding,
-                                self.threads, self.solver_params, self.timings, self.stats,
-                                verbose=self.verbose)
+                                deadline, self.run, self.encoding)
 
     def refine(self, found: WitnessCheck) -> WitnessCheck:
         return _refine_in_region(self.net, self.q, self.query, found)
@@ -235,16 +227,11 @@ class _PropertySearch:
         problem = build_property_problem(self.net, self.q.x, bounds, plan, box[0], box[1],
                                          margin=row_margin, norm=self.q.norm, radius=radius,
                                          encoding=self.encoding)
-        self.timings["build_s"] = self.timings.get("build_s", 0.0) + time.perf_counter() - t1
-        self.stats["binaries"] = int(problem.model.n_integer)
-        self.stats["property_binaries"] = len(problem.choice_vars)
-        options = SolveOptions(time_limit_s=max(deadline - time.perf_counter(), 1e-3),
-                               threads=self.threads, objective_cutoff=cutoff,
-                               verbose=self.verbose,
-                               solver_params=solver_parameters(
-                                   self.backend, self.solver_params,
-                                   gap_of(self.q.norm, tolerance, lower)))
-        result = counted_solve(self.solver, problem.model, options, self.timings, self.stats)
+        self.run.built(t1)
+        self.run.stats["binaries"] = int(problem.model.n_integer)
+        self.run.stats["property_binaries"] = len(problem.choice_vars)
+        result = self.run.solve(problem.model, max(deadline - time.perf_counter(), 1e-3),
+                                cutoff=cutoff, gap=gap_of(self.q.norm, tolerance, lower))
         if result.x is None or result.status == SolveStatus.ERROR:
             return result, None
         return result, _repair(self.net, self.q, self.query, result.x[problem.input_vars], box)
@@ -252,10 +239,8 @@ class _PropertySearch:
 
 def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds,
                      out: OutputBounds, plan: PairPlan, box: tuple[FloatArray, FloatArray],
-                     eps: float, deadline: float, solver: Any, backend: str, encoding: str,
-                     threads: int, solver_params: dict[str, object] | None,
-                     timings: dict[str, float], stats: dict[str, Any], *,
-                     verbose: bool = False) -> tuple[Verdict, WitnessCheck | None, str]:
+                     eps: float, deadline: float, run: MilpRun, encoding: str
+                     ) -> tuple[Verdict, WitnessCheck | None, str]:
     """Is there a violating point in `box` (radius `eps`)? `core.decide.decide_loop` with the
     MILPs of `build_property_problem`; the strict solve re-plans the pairs at its margin
     (none left: the violations only tie, unknown)."""
@@ -268,16 +253,13 @@ def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds,
         problem = build_property_problem(net, None, bounds, kept, box[0], box[1],
                                          margin=row_margin, encoding=encoding,
                                          with_distance=False)
-        timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t1
-        stats["binaries"] = int(problem.model.n_integer)
-        stats["property_binaries"] = len(problem.choice_vars)
+        run.built(t1)
+        run.stats["binaries"] = int(problem.model.n_integer)
+        run.stats["property_binaries"] = len(problem.choice_vars)
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             return None, None, "time limit reached before the solve"
-        options = SolveOptions(time_limit_s=remaining, threads=threads, verbose=verbose,
-                               stop_at_first_feasible=True,
-                               solver_params=solver_parameters(backend, solver_params, None))
-        result = counted_solve(solver, problem.model, options, timings, stats)
+        result = run.solve(problem.model, remaining, first_feasible=True)
         if result.x is None:
             return result, None, ""
         return result, _repair(net, q, query, result.x[problem.input_vars], box), ""
