@@ -194,11 +194,11 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
         # Under L2 one restriction per label is a quadratic program each (seconds on
         # MNIST): only when PGD found nothing to polish.
         at_x = lp_restriction(net, q.x, target=candidates, margin=q.margin, domain=q.domain,
-                              label=q.label, norm=q.norm)
+                              label=q.label, norm=q.norm, time_limit_s=_left(end))
         best = _closer(best, _verified(net, q, at_x.witness))
     if best is None or best.distance > eps_max:
         return best, info  # beyond a cap a witness shrinks no box: not worth a polish
-    best = _refine(net, q, best)
+    best = _refine(net, q, best, end)
     for k in range(rounds):
         if time.perf_counter() > deadline or best.distance - failed <= 1e-4 * best.distance:
             break
@@ -209,7 +209,7 @@ def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
         if check is None or check.distance >= best.distance:
             failed = mid
             continue
-        best = _refine(net, q, check)
+        best = _refine(net, q, check, end)
     info["attack_upper"] = best.distance
     return best, info
 
@@ -233,12 +233,15 @@ def _closer(a: WitnessCheck | None, b: WitnessCheck | None) -> WitnessCheck | No
     return a
 
 
-def _refine(net: Network, q: Query, found: WitnessCheck) -> WitnessCheck:
-    """The nearest point of `found`'s activation region (LP restriction), if it is closer."""
+def _refine(net: Network, q: Query, found: WitnessCheck, deadline: float = math.inf
+            ) -> WitnessCheck:
+    """The nearest point of `found`'s activation region (LP restriction), if it is closer;
+    the restriction stops at `deadline`."""
     from milpverify.core.restriction import lp_restriction
     local = lp_restriction(net, q.x, target=found.adversarial_label, margin=q.margin,
                            domain=q.domain, label=q.label, norm=q.norm,
-                           region_point=found.witness)
+                           region_point=found.witness,
+                           time_limit_s=None if math.isinf(deadline) else _left(deadline))
     if local.witness is None or local.upper >= found.distance:
         return found
     check = _check_point(net, q, local.witness)

@@ -98,13 +98,15 @@ def _base_lp(x: FloatArray, domain: tuple[float, float],
 
 def _solve_lp(x: FloatArray, domain: tuple[float, float], objective_rows: tuple[FloatArray, FloatArray],
               margin: float, region_a: list[FloatArray], region_c: list[FloatArray],
-              norm: str, backend: str) -> tuple[SolveStatus, FloatArray | None, float]:
+              norm: str, backend: str, deadline: float = math.inf
+              ) -> tuple[SolveStatus, FloatArray | None, float]:
     model, xv, dist = _base_lp(x, domain, objective_rows, margin, norm)
     if region_a:
         model.add_matrix_rows(np.vstack(region_a), xv, -np.concatenate(region_c), np.inf,
                               name="region")
     model.set_objective(dist, np.ones(len(dist)))
-    result = get_backend(backend).solve(model, SolveOptions())
+    limit = None if math.isinf(deadline) else max(deadline - time.perf_counter(), 1e-3)
+    result = get_backend(backend).solve(model, SolveOptions(time_limit_s=limit))
     point = None if result.x is None else result.x[xv]
     return result.status, point, math.inf if result.objective is None else result.objective
 
@@ -311,7 +313,7 @@ def linf_nearest(a: FloatArray, rhs: float, x: FloatArray, domain: tuple[float, 
 
 def _restrict_target(net: Network, region: Region, x: FloatArray, label: int, target: int,
                      margin: float, domain: tuple[float, float], lazy: bool, norm: str,
-                     backend: str, max_rounds: int) -> _TargetRun:
+                     backend: str, max_rounds: int, deadline: float = math.inf) -> _TargetRun:
     g = np.zeros((1, net.num_classes))
     g[0, target], g[0, label] = 1.0, -1.0
     a, c = affine_rows(net, region, net.output, g)
@@ -338,8 +340,8 @@ def _restrict_target(net: Network, region: Region, x: FloatArray, label: int, ta
                 region_c.append(rc)
         rounds += 1
         status, point, _ = _solve_lp(x, domain, objective, margin, region_a, region_c, norm,
-                                     backend)
-        if point is None or not lazy or rounds >= max_rounds:
+                                     backend, deadline)
+        if point is None or not lazy or rounds >= max_rounds or time.perf_counter() >= deadline:
             break
         pending = violated_rows(net, region, point)
         if not added.any_new(pending):
@@ -437,7 +439,8 @@ def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int | list[i
                    margin: float = 0.0, domain: tuple[float, float] = (0.0, 1.0),
                    norm: str = "linf", label: int | None = None, backend: str = "highs",
                    max_rounds: int = 50, region_point: npt.ArrayLike | None = None,
-                   region: Region | None = None) -> RhoResult:
+                   region: Region | None = None, time_limit_s: float | None = None
+                   ) -> RhoResult:
     """Upper bound rho_hat >= rho from the LP convex restriction around x (Bastani et al. 4).
 
     Parameters
@@ -463,6 +466,9 @@ def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int | list[i
     region : Region, optional
         The activation region itself (e.g. read off a MILP solution's binaries, which
         is unambiguous where a pre-activation is exactly 0).
+    time_limit_s : float, optional
+        Wall-clock budget: no label's LP and no round starts after it, and a solve that
+        would run past it is stopped (an L2 program can take seconds). Default: none.
 
     Returns
     -------
@@ -508,9 +514,13 @@ def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int | list[i
                                     f"or a list of such labels; got {target!r}.")
     best = None
     stats: dict[str, Any] = {"rounds": 0, "rows_added": 0, "lps": 0, "lazy": lazy}
+    deadline = math.inf if time_limit_s is None else start + time_limit_s
     for j in targets:
+        if time.perf_counter() >= deadline:
+            stats["stopped"] = "time limit"
+            break
         run = _restrict_target(net, region, x0, lab, int(j), margin, domain, lazy, norm, backend,
-                               max_rounds)
+                               max_rounds, deadline)
         stats["rounds"] += run.rounds
         stats["lps"] += run.rounds
         stats["rows_added"] += run.rows_added
