@@ -200,7 +200,8 @@ class _Batch:
         for n in self.pending(reverse=True):
             if n not in self.done and self.queries[n].ks not in tried:
                 tried.add(self.queries[n].ks)
-                found = pgd_topk(self.net, self.q, self.queries[n], self.eps, restarts=1)
+                found = pgd_topk(self.net, self.q, self.queries[n], self.eps, restarts=1,
+                                 deadline=self.start + self.time_limit_s)
                 if found is not None:
                     self.witnesses.append(found.witness)
                     self.try_witnesses()

@@ -134,14 +134,15 @@ def _repair(net: Network, q: Query, query: TopKQuery, point: FloatArray,
 
 # ============================================================================ attack
 def pgd_topk(net: Network, q: Query, query: TopKQuery, eps: float, *, steps: int = 30,
-         restarts: int = 2, seed: int = 0) -> WitnessCheck | None:
+             restarts: int = 2, seed: int = 0, deadline: float = math.inf
+             ) -> WitnessCheck | None:
     """L-inf PGD on the violation in the eps-box (`core.ascent.ascend` with numpy gradients:
     `core.region.input_gradient`, the gradient of the local affine map, for all restarts
     at once).
 
     Restart 0 starts at x, the others uniformly in the box; each step raises `y_j - y_i` of
     the pair attaining the violation by a signed step `2.5 eps / steps`. Returns the first
-    candidate that passes `check_property_witness`, or None.
+    candidate that passes `check_property_witness`, or None (also when `deadline` passes).
     """
     if not query.ks:
         return None
@@ -170,13 +171,15 @@ def pgd_topk(net: Network, q: Query, query: TopKQuery, eps: float, *, steps: int
         return None
 
     return ascend(z, violation, signed_step(low, high, lambda it: 2.5 * eps / steps), steps,
-                  accept)
+                  accept, deadline)
 
 
-def _pgd_bisect(net: Network, q: Query, query: TopKQuery, eps: float, steps: int
-                ) -> WitnessCheck | None:
-    """PGD at `eps`, then `steps` bisections on [0, best distance]; the closest witness."""
-    return bisect_radius(lambda r: pgd_topk(net, q, query, r), eps, steps)[0]
+def _pgd_bisect(net: Network, q: Query, query: TopKQuery, eps: float, steps: int,
+                deadline: float = math.inf) -> WitnessCheck | None:
+    """PGD at `eps`, then `steps` bisections on [0, best distance] (none past `deadline`);
+    the closest witness."""
+    return bisect_radius(lambda r: pgd_topk(net, q, query, r, deadline=deadline), eps, steps,
+                         deadline)[0]
 
 
 def _refine_in_region(net: Network, q: Query, query: TopKQuery, found: WitnessCheck, *,

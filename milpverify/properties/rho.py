@@ -166,7 +166,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
     t0 = time.perf_counter()
     best = None
     if upper_bound == "pgd" and q.norm == "linf":
-        best = _pgd_bisect(net, q, query, cap, steps=8)
+        best = _pgd_bisect(net, q, query, cap, steps=8, deadline=start + time_limit_s)
         best = None if best is None else _refine_in_region(net, q, query, best)
         stats["heuristic"] = "pgd"
     timings["upper_bound_s"] = time.perf_counter() - t0
