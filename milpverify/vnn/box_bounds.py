@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
+from milpverify.bounds.box_alpha import ITERATIONS, optimise_chain_slopes
 from milpverify.bounds.interval import UNDERFLOW_SLACK, centre_radius, gamma, round_down, round_up
 from milpverify.bounds.symbolic import relax_relu
 from milpverify.ir import ops
@@ -84,7 +86,7 @@ def _rows_dot(coef: FloatArray, vec: FloatArray) -> FloatArray:
     """``coef @ vec`` per box: coef (R, n) shared or (B, R, n), vec (B, n) -> (B, R)."""
     if coef.ndim == 2:
         return vec @ coef.T  # type: ignore[no-any-return]
-    return np.einsum("brn,bn->br", coef, vec)  # type: ignore[no-any-return]
+    return np.matmul(coef, vec[:, :, None])[:, :, 0]  # type: ignore[no-any-return]
 
 
 def _interval_affine(w: FloatArray, b: FloatArray, lo: FloatArray, hi: FloatArray,
@@ -99,19 +101,20 @@ def _interval_affine(w: FloatArray, b: FloatArray, lo: FloatArray, hi: FloatArra
 
 
 def _backsubstitute(chain: Chain, target: int, state: list[tuple[FloatArray, FloatArray]],
-                    relax: dict[int, tuple[FloatArray, FloatArray, FloatArray]]
-                    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+                    relax: dict[int, tuple[FloatArray, FloatArray, FloatArray]],
+                    rows: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
     """Lower bounds of the rows ``[I; -I]`` of node `target` (index into `state`; layer
-    ``target - 1`` computes it) over every box, and the input coefficients of those rows.
+    ``target - 1`` computes it) over every box, and the input coefficients of those rows;
+    with `rows` (B, R, m), of those rows of the node instead (one set per box).
 
     Returns (low (B, 2m), coef (B or 1, 2m, n)) where ``low[:, :m]`` bounds the node below
-    and ``-low[:, m:]`` above.
+    and ``-low[:, m:]`` above (with `rows`: low (B, R), coef (B, R, n)).
     """
     n_boxes = state[0][0].shape[0]
     m = state[target][0].shape[1]
-    coef: FloatArray = np.vstack([np.eye(m), -np.eye(m)])
-    const = np.zeros((n_boxes, 2 * m))
-    err = np.zeros((n_boxes, 2 * m))
+    coef: FloatArray = np.vstack([np.eye(m), -np.eye(m)]) if rows is None else rows
+    const = np.zeros((n_boxes, coef.shape[-2]))
+    err = np.zeros((n_boxes, coef.shape[-2]))
     for k in range(target - 1, -1, -1):  # layer k maps node k to node k + 1
         layer = chain.layers[k]
         lo, hi = state[k]
@@ -155,6 +158,23 @@ def chain_bounds(chain: Chain, lower: FloatArray, upper: FloatArray) -> BoxBound
     BoxBounds
         Sound for every real point of each box (module docstring).
     """
+    return chain_pass(chain, lower, upper).bounds
+
+
+@dataclass(frozen=True)
+class ChainPass:
+    """One CROWN pass over B boxes: ``state[k]`` the (B, n_k) bounds of layer k's input
+    (``state[-1]`` the last node's), ``relax[k]`` the relaxation (lower slope, upper slope,
+    upper intercept) of ReLU layer k, and the last node's `BoxBounds`."""
+
+    state: list[tuple[FloatArray, FloatArray]]
+    relax: dict[int, tuple[FloatArray, FloatArray, FloatArray]]
+    bounds: BoxBounds
+
+
+def chain_pass(chain: Chain, lower: FloatArray, upper: FloatArray) -> ChainPass:
+    """`chain_bounds` with the intermediate bounds and relaxations kept (`optimised_margins`
+    starts from them)."""
     lower = np.atleast_2d(np.asarray(lower, dtype=np.float64))
     upper = np.atleast_2d(np.asarray(upper, dtype=np.float64))
     state: list[tuple[FloatArray, FloatArray]] = [(lower, upper)]
@@ -180,7 +200,34 @@ def chain_bounds(chain: Chain, lower: FloatArray, upper: FloatArray) -> BoxBound
             state[k + 1] = (np.maximum(new_lo, low[:, :m]), np.minimum(new_hi, -low[:, m:]))
             coef = rows[:, :m]
     out_lo, out_hi = state[-1]
-    return BoxBounds(out_lo, out_hi, np.broadcast_to(coef, (lower.shape[0], *coef.shape[1:])))
+    coef = np.broadcast_to(coef, (lower.shape[0], *coef.shape[1:]))
+    return ChainPass(state, relax, BoxBounds(out_lo, out_hi, coef))
+
+
+def optimised_margins(chain: Chain, crown: ChainPass, boxes: npt.NDArray[np.int64],
+                      row_mask: npt.NDArray[np.bool_], iterations: int = ITERATIONS
+                      ) -> FloatArray:
+    """Sound lower bounds of ``lambda . s`` over the boxes ``boxes`` of the CROWN pass `crown`
+    (`chain_pass`), with the row weights ``lambda`` (zero outside ``row_mask[i]``) and the
+    unstable ReLUs' lower slopes searched per box by `optimise_chain_slopes`; the
+    intermediate bounds are CROWN's.
+
+    A positive value proves that on box ``boxes[i]`` no point satisfies all the rows of
+    ``row_mask[i]`` (the weights are non-negative, so at every point some masked row is
+    positive). The value is computed by the same outward-rounded back-substitution as
+    `chain_bounds` (module docstring): the search's own float arithmetic is never trusted.
+    """
+    state = [(lo[boxes], hi[boxes]) for lo, hi in crown.state]
+    relax = {k: tuple(part[boxes] for part in parts) for k, parts in crown.relax.items()}
+    slopes, weights = optimise_chain_slopes(chain.layers, {k: state[k] for k in relax},
+                                            state[0][0], state[0][1], row_mask, iterations,
+                                            start=crown.bounds.lower[boxes])
+    tuned: dict[int, tuple[FloatArray, FloatArray, FloatArray]] = {}
+    for k, (slope_lo, slope_hi, icpt) in relax.items():
+        lo, hi = state[k]
+        tuned[k] = (np.where((lo < 0) & (hi > 0), slopes[k], slope_lo), slope_hi, icpt)
+    low, _ = _backsubstitute(chain, len(chain.layers), state, tuned, rows=weights[:, None, :])
+    return low[:, 0]  # type: ignore[no-any-return]
 
 
 def _relax(lo: FloatArray, hi: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:

@@ -12,10 +12,16 @@ refuting the unsafe set first, and processes them in batches:
 1. sound bounds of the spec rows ``s = A y - b`` over every box of the batch at once
    (`chain_bounds`, CROWN back-substitution through `spec_network` with outward rounding);
    a box closes when, for every disjunct still open on it, some row has ``lower(s_r) > 0``;
+   for the (box, disjunct) pairs left open, the sound bound of a non-negative combination
+   of the disjunct's rows with searched weights and ReLU lower slopes
+   (`optimised_margins`) closes the disjunct when it is positive (a conjunction such as
+   ``|y_1| <= r, y_0 >= p`` is often impossible on a box where no single row is);
 2. falsification on the boxes left open: the centre and, per open row, the box vertex where
    the row's linear lower bound is smallest are run forward; on a few boxes (the worst
    bounds, and the centres nearest the unsafe set) a few projected signed-gradient steps
-   (`_local_attack`) start from them. A point is reported only after
+   (`_local_attack`) start from them, and the points that come nearest the unsafe set are
+   polished by an LP on their activation region (`pattern_lp.polish`), which reaches
+   unsafe slivers too thin for gradient steps. A point is reported only after
    `check_counterexample` (float32 point in the box, numpy float64 and onnxruntime outputs
    unsafe);
 3. each open box is halved along one input dimension (`_split_choice`: by default the side
@@ -42,8 +48,9 @@ from milpverify.core.region import input_gradient
 from milpverify.core.witness import WitnessCheck
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
-from milpverify.vnn.box_bounds import Chain, chain_bounds
+from milpverify.vnn.box_bounds import Chain, ChainPass, chain_bounds, chain_pass, optimised_margins
 from milpverify.vnn.check import _unsafe_margin, check_counterexample
+from milpverify.vnn.pattern_lp import polish
 from milpverify.vnn.spec import VnnlibProperty
 
 BRANCHING = ("lookahead", "widest", "gradient", "coefficient")
@@ -207,7 +214,7 @@ class _Queue:
 def _falsify_batch(net: Network, prop: VnnlibProperty, a: FloatArray, b: FloatArray,
                    groups: list[npt.NDArray[np.int64]], lo: FloatArray, hi: FloatArray,
                    coef: FloatArray, worst: npt.NDArray[np.int64], attack_boxes: int,
-                   attack_steps: int) -> WitnessCheck | None:
+                   attack_steps: int, chain: Chain, polish_points: int) -> WitnessCheck | None:
     """Counterexample search on open boxes (sorted worst first): centres and each worst
     disjunct's rows' minimising vertices (`bound_vertices` per box), then `_local_attack`
     from the centres and vertices of `attack_boxes` of them."""
@@ -226,7 +233,29 @@ def _falsify_batch(net: Network, prop: VnnlibProperty, a: FloatArray, b: FloatAr
     owner = np.r_[chosen, np.repeat(chosen, [len(vertices[k]) for k in chosen])].astype(np.int64)
     visited = _local_attack(net, a, b, [row_sets[k] for k in owner], starts, lo[owner],
                             hi[owner], attack_steps)
-    return _try_points(net, prop, a, b, groups, visited, tries=3)[0]
+    found, margin = _try_points(net, prop, a, b, groups, visited, tries=3)
+    if found is not None or polish_points <= 0:
+        return found
+    return _polish_best(net, chain, prop, a, b, groups, visited, margin, polish_points)
+
+
+def _polish_best(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray,
+                 b: FloatArray, groups: list[npt.NDArray[np.int64]], points: FloatArray,
+                 margin: FloatArray, count: int) -> WitnessCheck | None:
+    """`polish` (the LP on one activation region) from the `count` points nearest the unsafe
+    set, each for the disjunct it comes closest to, within the property's whole input box;
+    the LP's points are re-checked like every other candidate."""
+    slack = b[None, :] - net.forward(points[np.argsort(-margin)[:count]]) @ a.T
+    candidates = []
+    for x, row_slack in zip(points[np.argsort(-margin)[:count]], slack, strict=True):
+        d = int(np.argmax([row_slack[g].min() for g in groups]))
+        got = polish(chain, x, groups[d], prop.input_lower.astype(np.float64),
+                     prop.input_upper.astype(np.float64))
+        if got is not None and got[1] > 0:
+            candidates.append(got[0])
+    if not candidates:
+        return None
+    return _try_points(net, prop, a, b, groups, np.vstack(candidates), tries=len(candidates))[0]
 
 
 @dataclass(frozen=True)
@@ -237,7 +266,10 @@ class SplitOptions:
     up to a few hundred boxes), fewer when the last batch's cost per box says a batch would
     take more than ``batch_s`` seconds or the time left (wide networks, lookahead); ``branching`` is a rule of `choose_dimension`; each batch runs
     `_local_attack` for ``attack_steps`` steps from the centre and vertices of its
-    ``attack_boxes`` worst boxes; the search gives up (``unknown``) when more than
+    ``attack_boxes`` worst boxes and polishes the ``polish_points`` visited points nearest
+    the unsafe set by `pattern_lp.polish` (0: off); the disjuncts left open by CROWN are
+    bounded again with ``optimise_steps`` steps of the weight and slope search of
+    `optimised_margins` (0: off); the search gives up (``unknown``) when more than
     ``max_boxes`` boxes are open at once (memory).
     """
 
@@ -248,6 +280,8 @@ class SplitOptions:
     attack_boxes: int = 8
     attack_steps: int = 10
     max_boxes: int = 2_000_000
+    optimise_steps: int = 20
+    polish_points: int = 4
 
 
 def split_search(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray, b: FloatArray,
@@ -321,11 +355,16 @@ def _expand(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray, b: 
             queue: _Queue, stats: dict[str, Any]) -> WitnessCheck | None:
     """One batch: bound the boxes, drop the refuted ones, try to falsify the rest (worst
     first) and push their halves; returns a verified counterexample or None."""
-    bounds = chain_bounds(chain, lo, hi)
+    crown = chain_pass(chain, lo, hi)
+    bounds = crown.bounds
     stats["split_boxes"] += len(lo)
     stats["split_batches"] += 1
     margins = _disjunct_margins(bounds.lower, groups)
     open_ = open_ & (margins <= 0.0)
+    if opts.optimise_steps > 0 and open_.any():
+        margins = _optimise_open(chain, crown, open_, margins, groups, opts.optimise_steps)
+        stats["split_optimised"] = stats.get("split_optimised", 0) + int(open_.sum())
+        open_ = open_ & (margins <= 0.0)
     keep = np.flatnonzero(open_.any(axis=1))
     if keep.size == 0:
         return None
@@ -335,7 +374,7 @@ def _expand(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray, b: 
     masked = np.where(open_, margins[order], np.inf)
     worst, score = masked.argmin(axis=1), masked.min(axis=1)
     found = _falsify_batch(net, prop, a, b, groups, lo, hi, coef, worst, opts.attack_boxes,
-                           opts.attack_steps)
+                           opts.attack_steps, chain, opts.polish_points)
     if found is not None:
         return found
     dims, child_scores = _split_choice(net, chain, lo, hi, open_, coef, worst,
@@ -351,6 +390,23 @@ def _expand(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray, b: 
             if child <= 0.0:  # a half the lookahead already refuted is not pushed
                 queue.push(float(child), b_lo[k], b_hi[k], open_[k])
     return None
+
+
+def _optimise_open(chain: Chain, crown: ChainPass, open_: npt.NDArray[np.bool_],
+                   margins: FloatArray, groups: list[npt.NDArray[np.int64]], steps: int
+                   ) -> FloatArray:
+    """`margins` with every open (box, disjunct) pair's entry raised to the sound bound of the
+    best non-negative combination of the disjunct's rows (`optimised_margins`, `steps` slope
+    and weight search steps): a disjunct none of whose rows is refuted alone may still be
+    impossible on the box."""
+    boxes, disjuncts = np.nonzero(open_)
+    mask = np.zeros((len(boxes), crown.bounds.lower.shape[1]), dtype=bool)
+    for d, rows in enumerate(groups):
+        mask[np.ix_(disjuncts == d, rows)] = True
+    better = margins.copy()
+    better[boxes, disjuncts] = np.maximum(margins[boxes, disjuncts],
+                                          optimised_margins(chain, crown, boxes, mask, steps))
+    return better
 
 
 def _split_choice(net: Network, chain: Chain, lo: FloatArray, hi: FloatArray,
