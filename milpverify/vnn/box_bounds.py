@@ -172,9 +172,20 @@ class ChainPass:
     bounds: BoxBounds
 
 
-def chain_pass(chain: Chain, lower: FloatArray, upper: FloatArray) -> ChainPass:
+def chain_pass(chain: Chain, lower: FloatArray, upper: FloatArray,
+               inherit: dict[int, tuple[FloatArray, FloatArray]] | None = None,
+               crown: npt.NDArray[np.bool_] | None = None, lower_only: bool = False
+               ) -> ChainPass:
     """`chain_bounds` with the intermediate bounds and relaxations kept (`optimised_margins`
-    starts from them)."""
+    starts from them).
+
+    `inherit` gives, per ReLU layer k, (B, n_k) bounds of its input known to hold on each box
+    (those of a box containing it: a sub-box's range lies in its parent's); they are
+    intersected with the bounds computed here. With `crown` (B,) only the boxes where it is
+    True get CROWN back-substitution for the ReLU inputs, the others the (inherited and)
+    interval bounds alone; the last node is always bounded by CROWN. With `lower_only`, only
+    its lower bound is (the upper one stays the interval rule's: half the last step's cost).
+    """
     lower = np.atleast_2d(np.asarray(lower, dtype=np.float64))
     upper = np.atleast_2d(np.asarray(upper, dtype=np.float64))
     state: list[tuple[FloatArray, FloatArray]] = [(lower, upper)]
@@ -190,18 +201,64 @@ def chain_pass(chain: Chain, lower: FloatArray, upper: FloatArray) -> ChainPass:
         w, b = layer[1], layer[2]
         assert isinstance(w, np.ndarray) and isinstance(b, np.ndarray)
         new_lo, new_hi = _interval_affine(w, b, lo, hi, chain.n_terms)
+        if inherit is not None and k + 1 in inherit:
+            new_lo = np.maximum(new_lo, inherit[k + 1][0])
+            new_hi = np.minimum(new_hi, inherit[k + 1][1])
         state.append((new_lo, new_hi))
         if k + 1 == last or chain.layers[k + 1][0] == "relu":
             if k == 0:  # an affine map of the input: the interval rule is its exact range
                 coef = np.broadcast_to(w, (lower.shape[0], *w.shape))
                 continue
-            low, rows = _backsubstitute(chain, k + 1, state, relax)
             m = new_lo.shape[1]
-            state[k + 1] = (np.maximum(new_lo, low[:, :m]), np.minimum(new_hi, -low[:, m:]))
-            coef = rows[:, :m]
+            if k + 1 == last and lower_only:
+                eye = np.broadcast_to(np.eye(m), (lower.shape[0], m, m))
+                low, coef = _backsubstitute(chain, k + 1, state, relax, rows=eye)
+                state[k + 1] = (np.maximum(new_lo, low), new_hi)
+            elif k + 1 == last:
+                low, rows = _backsubstitute(chain, k + 1, state, relax)
+                state[k + 1] = (np.maximum(new_lo, low[:, :m]), np.minimum(new_hi, -low[:, m:]))
+                coef = rows[:, :m]
+            else:
+                state[k + 1] = _crown_unstable(chain, k + 1, state, relax, crown)
     out_lo, out_hi = state[-1]
     coef = np.broadcast_to(coef, (lower.shape[0], *coef.shape[1:]))
     return ChainPass(state, relax, BoxBounds(out_lo, out_hi, coef))
+
+
+def _crown_unstable(chain: Chain, target: int, state: list[tuple[FloatArray, FloatArray]],
+                    relax: dict[int, tuple[FloatArray, FloatArray, FloatArray]],
+                    crown: npt.NDArray[np.bool_] | None) -> tuple[FloatArray, FloatArray]:
+    """The bounds of ReLU input node `target` with CROWN's intersected in, for the boxes where
+    `crown` is True (all when None) and only for the neurons the bounds so far leave unstable:
+    a stable neuron's relaxation is exact already, and back-substituting only the unstable
+    rows (padded to the batch's largest count) costs a fraction of ``[I; -I]``."""
+    new_lo, new_hi = state[target]
+    unstable = (new_lo < 0) & (new_hi > 0)
+    if crown is not None:
+        unstable &= crown[:, None]
+    count = unstable.sum(axis=1)
+    boxes = np.flatnonzero(count)
+    if boxes.size == 0:
+        return new_lo, new_hi
+    width = int(count.max())
+    # per box, its unstable neurons first (stable sort keeps index order), then padding
+    order = np.argsort(~unstable[boxes], axis=1, kind="stable")[:, :width]
+    valid = np.arange(width)[None, :] < count[boxes][:, None]
+    m = new_lo.shape[1]
+    rows = np.zeros((boxes.size, 2 * width, m))
+    at = np.arange(boxes.size)[:, None]
+    rows[at, np.arange(width)[None, :], order] = np.where(valid, 1.0, 0.0)
+    rows[at, width + np.arange(width)[None, :], order] = np.where(valid, -1.0, 0.0)
+    sub_state = [(lo[boxes], hi[boxes]) for lo, hi in state]
+    sub_relax = {j: (p[0][boxes], p[1][boxes], p[2][boxes]) for j, p in relax.items()}
+    low, _ = _backsubstitute(chain, target, sub_state, sub_relax, rows=rows)
+    new_lo, new_hi = new_lo.copy(), new_hi.copy()
+    sel_b, sel_u = np.nonzero(valid)
+    neuron = order[sel_b, sel_u]
+    box = boxes[sel_b]
+    new_lo[box, neuron] = np.maximum(new_lo[box, neuron], low[sel_b, sel_u])
+    new_hi[box, neuron] = np.minimum(new_hi[box, neuron], -low[sel_b, width + sel_u])
+    return new_lo, new_hi
 
 
 def optimised_margins(chain: Chain, crown: ChainPass, boxes: npt.NDArray[np.int64],

@@ -127,6 +127,39 @@ def test_chain_bounds_sound_on_reach_sub_boxes(shared_data):
             assert np.all(values >= got.lower[k]) and np.all(values <= got.upper[k])
 
 
+def test_chain_pass_with_inherited_bounds_is_sound_and_tighter():
+    """Sub-boxes bounded with their parent's ReLU input bounds intersected in (and CROWN for
+    the ReLU inputs on only some of them) still contain the network's values; inheriting
+    never loosens the first ReLU layer's input bounds (later ones may move either way: other
+    relaxation lines), and the lower-only last step gives the same lower bounds."""
+    rng = np.random.default_rng(4)
+    net, _ = random_mlp(rng, [3, 14, 12, 10, 4])
+    aug = spec_network(net, rng.normal(size=(3, 4)), rng.normal(size=3))
+    chain = as_chain(aug)
+    centre = rng.uniform(-1, 1, size=(30, 3))
+    radius = rng.uniform(0.05, 0.8, size=(30, 3))
+    parent = chain_pass(chain, centre - radius, centre + radius)
+    relus = [k for k, layer in enumerate(chain.layers) if layer[0] == "relu"]
+    sub_lo = centre - radius * rng.uniform(0.0, 1.0, size=radius.shape)
+    sub_hi = np.minimum(sub_lo + radius, centre + radius)
+    inherit = {k: parent.state[k] for k in relus}
+    some = rng.random(30) < 0.5
+    alone = chain_pass(chain, sub_lo, sub_hi)
+    got = chain_pass(chain, sub_lo, sub_hi, inherit, some)
+    full = chain_pass(chain, sub_lo, sub_hi, inherit)
+    lower_only = chain_pass(chain, sub_lo, sub_hi, inherit, lower_only=True)
+    np.testing.assert_allclose(lower_only.bounds.lower, full.bounds.lower, rtol=0, atol=1e-12)
+    first = relus[0]  # before any relaxation: inheriting can only tighten
+    assert np.all(full.state[first][0] >= alone.state[first][0])
+    assert np.all(full.state[first][1] <= alone.state[first][1])
+    for i in range(30):
+        points = rng.uniform(sub_lo[i], sub_hi[i], size=(300, 3))
+        points[:8] = np.where(rng.random((8, 3)) < 0.5, sub_lo[i], sub_hi[i])
+        values = aug.forward(points)
+        for bounds in (got.bounds, full.bounds):
+            assert np.all(values >= bounds.lower[i]) and np.all(values <= bounds.upper[i])
+
+
 def _min_max_row(aug: Network, lo, hi, rows, rng, n=400):
     """The smallest ``max_{r in rows} s_r`` seen at `n` samples and the vertices of the box."""
     points = rng.uniform(lo, hi, size=(n, lo.size))
