@@ -261,30 +261,57 @@ def _crown_unstable(chain: Chain, target: int, state: list[tuple[FloatArray, Flo
     return new_lo, new_hi
 
 
+@dataclass(frozen=True)
+class Combination:
+    """Per (box, disjunct) pair: non-negative weights (P, R) of the last node's rows and the
+    lower slopes ``slopes[k]`` (P, n_k) in [0, 1] of every ReLU layer k (used where the
+    bounds leave a neuron unstable)."""
+
+    weights: FloatArray
+    slopes: dict[int, FloatArray]
+
+    def take(self, index: npt.NDArray[np.int64]) -> Combination:
+        """The pairs ``index`` (e.g. repeated for sub-boxes)."""
+        return Combination(self.weights[index], {k: v[index] for k, v in self.slopes.items()})
+
+
+def combined_lower(chain: Chain, crown: ChainPass, boxes: npt.NDArray[np.int64],
+                   combo: Combination) -> FloatArray:
+    """Sound lower bounds of ``weights[i] . s`` over box ``boxes[i]`` of the pass `crown`,
+    with ``combo.slopes`` as the unstable ReLUs' lower lines (any slope in [0, 1] is valid,
+    so a combination searched on a box also bounds its sub-boxes). Outward-rounded
+    back-substitution as in `chain_bounds` (module docstring)."""
+    state = [(lo[boxes], hi[boxes]) for lo, hi in crown.state]
+    tuned: dict[int, tuple[FloatArray, FloatArray, FloatArray]] = {}
+    for k, (slope_lo, slope_hi, icpt) in crown.relax.items():
+        lo, hi = state[k]
+        slopes = np.clip(combo.slopes[k], 0.0, 1.0)
+        tuned[k] = (np.where((lo < 0) & (hi > 0), slopes, slope_lo[boxes]), slope_hi[boxes],
+                    icpt[boxes])
+    weights = np.maximum(combo.weights, 0.0)
+    low, _ = _backsubstitute(chain, len(chain.layers), state, tuned, rows=weights[:, None, :])
+    return low[:, 0]  # type: ignore[no-any-return]
+
+
 def optimised_margins(chain: Chain, crown: ChainPass, boxes: npt.NDArray[np.int64],
                       row_mask: npt.NDArray[np.bool_], iterations: int = ITERATIONS
-                      ) -> FloatArray:
+                      ) -> tuple[FloatArray, Combination]:
     """Sound lower bounds of ``lambda . s`` over the boxes ``boxes`` of the CROWN pass `crown`
     (`chain_pass`), with the row weights ``lambda`` (zero outside ``row_mask[i]``) and the
-    unstable ReLUs' lower slopes searched per box by `optimise_chain_slopes`; the
-    intermediate bounds are CROWN's.
+    unstable ReLUs' lower slopes searched per box by `optimise_chain_slopes`, and the
+    weights and slopes found.
 
     A positive value proves that on box ``boxes[i]`` no point satisfies all the rows of
     ``row_mask[i]`` (the weights are non-negative, so at every point some masked row is
-    positive). The value is computed by the same outward-rounded back-substitution as
-    `chain_bounds` (module docstring): the search's own float arithmetic is never trusted.
+    positive). The value is `combined_lower`'s: the search's own float arithmetic is never
+    trusted.
     """
     state = [(lo[boxes], hi[boxes]) for lo, hi in crown.state]
-    relax = {k: tuple(part[boxes] for part in parts) for k, parts in crown.relax.items()}
-    slopes, weights = optimise_chain_slopes(chain.layers, {k: state[k] for k in relax},
+    slopes, weights = optimise_chain_slopes(chain.layers, {k: state[k] for k in crown.relax},
                                             state[0][0], state[0][1], row_mask, iterations,
                                             start=crown.bounds.lower[boxes])
-    tuned: dict[int, tuple[FloatArray, FloatArray, FloatArray]] = {}
-    for k, (slope_lo, slope_hi, icpt) in relax.items():
-        lo, hi = state[k]
-        tuned[k] = (np.where((lo < 0) & (hi > 0), slopes[k], slope_lo), slope_hi, icpt)
-    low, _ = _backsubstitute(chain, len(chain.layers), state, tuned, rows=weights[:, None, :])
-    return low[:, 0]  # type: ignore[no-any-return]
+    combo = Combination(weights, slopes)
+    return combined_lower(chain, crown, boxes, combo), combo
 
 
 def _relax(lo: FloatArray, hi: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:

@@ -48,7 +48,14 @@ from milpverify.core.region import input_gradient
 from milpverify.core.witness import WitnessCheck
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
-from milpverify.vnn.box_bounds import Chain, ChainPass, chain_pass, optimised_margins
+from milpverify.vnn.box_bounds import (
+    Chain,
+    ChainPass,
+    Combination,
+    chain_pass,
+    combined_lower,
+    optimised_margins,
+)
 from milpverify.vnn.check import _unsafe_margin, check_counterexample
 from milpverify.vnn.pattern_lp import polish
 from milpverify.vnn.spec import VnnlibProperty
@@ -120,19 +127,28 @@ def _halves(lo: FloatArray, hi: FloatArray, dims: npt.NDArray[np.int64]
 
 
 def _box_scores(chain: Chain, lo: FloatArray, hi: FloatArray, open_: npt.NDArray[np.bool_],
-                groups: list[npt.NDArray[np.int64]], inherit: _Inherited | None = None
-                ) -> FloatArray:
+                groups: list[npt.NDArray[np.int64]], inherit: _Inherited | None = None,
+                combo: tuple[Combination, npt.NDArray[np.int64]] | None = None) -> FloatArray:
     """Per box, ``min`` over its open disjuncts of `_disjunct_margins` (> 0: refuted),
     bounded `SCORE_CHUNK` boxes at a time (memory). With `inherit` (ReLU input bounds of a
     box containing each one), those and the interval rule bound the ReLU inputs, and only
-    the last node is back-substituted (much cheaper, a little looser)."""
+    the last node is back-substituted (much cheaper, a little looser). With `combo` (a
+    `Combination` and the disjunct it was searched for, per box), that disjunct's margin is
+    raised to the combination's bound on the box (`combined_lower`)."""
     def chunk(k: int) -> FloatArray:
         part = slice(k, k + SCORE_CHUNK)
         sub = None if inherit is None else {
             j: (b_lo[part], b_hi[part]) for j, (b_lo, b_hi) in inherit.items()}
         deep = None if inherit is None else np.zeros(len(lo[part]), dtype=bool)
         crown = chain_pass(chain, lo[part], hi[part], sub, deep, lower_only=True)
-        return _disjunct_margins(crown.bounds.lower, groups)
+        margins = _disjunct_margins(crown.bounds.lower, groups)
+        if combo is not None:
+            at = np.arange(len(margins))
+            index = np.arange(len(lo))[part]
+            disjunct = combo[1][part]
+            better = combined_lower(chain, crown, at, combo[0].take(index))
+            margins[at, disjunct] = np.maximum(margins[at, disjunct], better)
+        return margins
 
     margins = np.vstack([chunk(k) for k in range(0, len(lo), SCORE_CHUNK)])
     return np.where(open_, margins, np.inf).min(axis=1)  # type: ignore[no-any-return]
@@ -140,7 +156,8 @@ def _box_scores(chain: Chain, lo: FloatArray, hi: FloatArray, open_: npt.NDArray
 
 def _lookahead_dimension(chain: Chain, lo: FloatArray, hi: FloatArray,
                          open_: npt.NDArray[np.bool_], groups: list[npt.NDArray[np.int64]],
-                         scale: FloatArray, min_ratio: float, inherit: _Inherited | None = None
+                         scale: FloatArray, min_ratio: float, inherit: _Inherited | None = None,
+                         combo: tuple[Combination, npt.NDArray[np.int64]] | None = None
                          ) -> tuple[npt.NDArray[np.int64], FloatArray]:
     """Per box, the dimension whose halves have the best worse-half score: both halves of
     every dimension are bounded (2 n boxes per box, in one batch), and the worse of the two
@@ -149,7 +166,8 @@ def _lookahead_dimension(chain: Chain, lo: FloatArray, hi: FloatArray,
     keep halving one side that helps a little each time, leaving boxes that are very thin
     in one dimension and wide in another, whose bounds never close. Returns the dimensions and
     the (2, B) scores of the chosen halves, which the caller uses to drop refuted halves.
-    `inherit`: the boxes' own ReLU input bounds, which bound their halves' (`_box_scores`)."""
+    `inherit`: the boxes' own ReLU input bounds, which bound their halves' (`_box_scores`);
+    `combo`: each box's searched combination and its disjunct, which bound its halves too."""
     n_box, n = lo.shape
     dims = np.tile(np.arange(n), n_box)
     rep = np.repeat(np.arange(n_box), n)
@@ -157,9 +175,11 @@ def _lookahead_dimension(chain: Chain, lo: FloatArray, hi: FloatArray,
     halves_inherit = None if inherit is None else {
         k: (np.vstack([b_lo[rep], b_lo[rep]]), np.vstack([b_hi[rep], b_hi[rep]]))
         for k, (b_lo, b_hi) in inherit.items()}
+    halves_combo = None if combo is None else (combo[0].take(np.r_[rep, rep]),
+                                               np.r_[combo[1][rep], combo[1][rep]])
     scores = _box_scores(chain, np.vstack([l_lo, r_lo]), np.vstack([l_hi, r_hi]),
                          np.vstack([open_[rep], open_[rep]]), groups,
-                         halves_inherit).reshape(2, n_box, n)
+                         halves_inherit, halves_combo).reshape(2, n_box, n)
     worse, both = np.minimum(scores[0], scores[1]), scores[0] + scores[1]
     finite_both = np.where(np.isfinite(both), both, 1e300)
     value = np.where(np.isfinite(worse), worse, 1e300) + 1e-6 * np.tanh(finite_both)
@@ -335,6 +355,7 @@ class SplitOptions:
     polish_points: int = 4
     crown_every: int = 1
     lookahead_inherit: bool = True
+    lookahead_combination: bool = True
 
 
 def split_search(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray, b: FloatArray,
@@ -419,8 +440,10 @@ def _expand(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray, b: 
     stats["split_batches"] += 1
     margins = _disjunct_margins(bounds.lower, groups)
     open_ = open_ & (margins <= 0.0)
+    pairs = None
     if opts.optimise_steps > 0 and open_.any():
-        margins = _optimise_open(chain, crown, open_, margins, groups, opts.optimise_steps)
+        margins, *pairs = _optimise_open(chain, crown, open_, margins, groups,
+                                         opts.optimise_steps)
         stats["split_optimised"] = stats.get("split_optimised", 0) + int(open_.sum())
         open_ = open_ & (margins <= 0.0)
     keep = np.flatnonzero(open_.any(axis=1))
@@ -436,9 +459,17 @@ def _expand(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray, b: 
     if found is not None:
         return found
     own = _pack(chain, crown.state)[order]
+    combo = None
+    if pairs is not None and opts.lookahead_combination:
+        combos, boxes, disjuncts = pairs
+        pair_of = {(int(i), int(d)): p for p, (i, d) in enumerate(zip(boxes, disjuncts,
+                                                                      strict=True))}
+        index = np.array([pair_of[(int(i), int(d))] for i, d in zip(order, worst, strict=True)])
+        combo = (combos.take(index), worst)
     dims, child_scores = _split_choice(net, chain, lo, hi, open_, coef, worst,
                                        bounds.lower[order], groups, a, scale, opts,
-                                       _unpack(chain, own) if opts.lookahead_inherit else None)
+                                       _unpack(chain, own) if opts.lookahead_inherit else None,
+                                       combo)
     can_split = lo[np.arange(len(lo)), dims] < hi[np.arange(len(lo)), dims]
     mid = 0.5 * lo[np.arange(len(lo)), dims] + 0.5 * hi[np.arange(len(lo)), dims]
     can_split &= (mid > lo[np.arange(len(lo)), dims]) & (mid < hi[np.arange(len(lo)), dims])
@@ -455,31 +486,34 @@ def _expand(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray, b: 
 
 def _optimise_open(chain: Chain, crown: ChainPass, open_: npt.NDArray[np.bool_],
                    margins: FloatArray, groups: list[npt.NDArray[np.int64]], steps: int
-                   ) -> FloatArray:
+                   ) -> tuple[FloatArray, Combination, npt.NDArray[np.int64],
+                              npt.NDArray[np.int64]]:
     """`margins` with every open (box, disjunct) pair's entry raised to the sound bound of the
     best non-negative combination of the disjunct's rows (`optimised_margins`, `steps` slope
     and weight search steps): a disjunct none of whose rows is refuted alone may still be
-    impossible on the box."""
+    impossible on the box. Also returns the combinations found and their (box, disjunct)
+    pairs."""
     boxes, disjuncts = np.nonzero(open_)
     mask = np.zeros((len(boxes), crown.bounds.lower.shape[1]), dtype=bool)
     for d, rows in enumerate(groups):
         mask[np.ix_(disjuncts == d, rows)] = True
     better = margins.copy()
-    better[boxes, disjuncts] = np.maximum(margins[boxes, disjuncts],
-                                          optimised_margins(chain, crown, boxes, mask, steps))
-    return better
+    found, combo = optimised_margins(chain, crown, boxes, mask, steps)
+    better[boxes, disjuncts] = np.maximum(margins[boxes, disjuncts], found)
+    return better, combo, boxes, disjuncts
 
 
 def _split_choice(net: Network, chain: Chain, lo: FloatArray, hi: FloatArray,
                   open_: npt.NDArray[np.bool_], coef: FloatArray, worst: npt.NDArray[np.int64],
                   lower: FloatArray, groups: list[npt.NDArray[np.int64]], a: FloatArray,
-                  scale: FloatArray, opts: SplitOptions, inherit: _Inherited | None
+                  scale: FloatArray, opts: SplitOptions, inherit: _Inherited | None,
+                  combo: tuple[Combination, npt.NDArray[np.int64]] | None = None
                   ) -> tuple[npt.NDArray[np.int64], FloatArray | None]:
     """The dimension to halve per box by ``opts.branching``, and with ``lookahead`` the
     halves' scores (None otherwise: the halves inherit the parent's score)."""
     if opts.branching == "lookahead":
         return _lookahead_dimension(chain, lo, hi, open_, groups, scale, opts.lookahead_ratio,
-                                    inherit)
+                                    inherit, combo)
     rows = np.array([groups[d][np.argmax(lower[k, groups[d]])] for k, d in enumerate(worst)])
     gradient = None
     if opts.branching == "gradient":

@@ -18,7 +18,13 @@ from milpverify.frontends.onnx import load_onnx
 from milpverify.ir import ops
 from milpverify.ir.constraints import OutputConstraint
 from milpverify.ir.network import Network
-from milpverify.vnn.box_bounds import as_chain, chain_bounds, chain_pass, optimised_margins
+from milpverify.vnn.box_bounds import (
+    as_chain,
+    chain_bounds,
+    chain_pass,
+    combined_lower,
+    optimised_margins,
+)
 from milpverify.vnn.check import check_counterexample, property_rows
 from milpverify.vnn.decide import SPEC_NODE, spec_network
 from milpverify.vnn.input_split import SplitOptions, _disjunct_margins, _optimise_open, split_search
@@ -185,13 +191,32 @@ def test_optimised_margins_sound_and_never_looser_than_crown():
     mask = np.zeros((len(boxes), 5), dtype=bool)
     mask[0::2, groups[0]] = True
     mask[1::2, groups[1]] = True
-    got = optimised_margins(chain, crown, boxes, mask, iterations=20)
+    got, _ = optimised_margins(chain, crown, boxes, mask, iterations=20)
     for i, k in enumerate(boxes):
         assert got[i] <= _min_max_row(aug, lo[k], hi[k], np.flatnonzero(mask[i]), rng)
     plain = _disjunct_margins(crown.bounds.lower, groups)
-    both = _optimise_open(chain, crown, np.ones_like(plain, dtype=bool), plain, groups, 20)
+    both, *_ = _optimise_open(chain, crown, np.ones_like(plain, dtype=bool), plain, groups, 20)
     assert np.all(both >= plain)
     assert np.mean(both > plain) > 0.5
+
+
+def test_a_box_combination_bounds_its_sub_boxes():
+    """Weights and slopes searched on a box, reused on its sub-boxes (the lookahead does),
+    give bounds below ``max_r s_r`` at sampled points of every sub-box."""
+    rng = np.random.default_rng(8)
+    net, _ = random_mlp(rng, [3, 14, 12, 4])
+    aug = spec_network(net, rng.normal(size=(3, 4)), rng.normal(size=3))
+    chain = as_chain(aug)
+    centre = rng.uniform(-1, 1, size=(20, 3))
+    radius = rng.uniform(0.1, 0.8, size=(20, 3))
+    parent = chain_pass(chain, centre - radius, centre + radius)
+    _, combo = optimised_margins(chain, parent, np.arange(20), np.ones((20, 3), dtype=bool))
+    sub_lo = centre - radius * rng.uniform(0.0, 1.0, size=radius.shape)
+    sub_hi = np.minimum(sub_lo + radius, centre + radius)
+    child = chain_pass(chain, sub_lo, sub_hi)
+    got = combined_lower(chain, child, np.arange(20), combo)
+    for i in range(20):
+        assert got[i] <= _min_max_row(aug, sub_lo[i], sub_hi[i], np.arange(3), rng)
 
 
 def test_optimised_margins_sound_on_robot_sub_boxes(shared_data):
@@ -207,7 +232,7 @@ def test_optimised_margins_sound_on_robot_sub_boxes(shared_data):
     hi = lo + width / 4 * rng.uniform(0.3, 1.0, size=lo.shape)
     crown = chain_pass(chain, lo, hi)
     mask = np.ones((len(lo), len(b)), dtype=bool)
-    got = optimised_margins(chain, crown, np.arange(len(lo)), mask)
+    got, _ = optimised_margins(chain, crown, np.arange(len(lo)), mask)
     plain = _disjunct_margins(crown.bounds.lower, groups)[:, 0]
     for k in range(len(lo)):
         assert got[k] <= _min_max_row(aug, lo[k], hi[k], np.arange(len(b)), rng)
