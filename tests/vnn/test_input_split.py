@@ -257,6 +257,8 @@ def test_options_are_checked():
         VnnlibOptions(input_split_fraction=0.0)
     with pytest.raises(InvalidInputError):
         VnnlibOptions(splitter=SplitOptions(branching="random"))
+    with pytest.raises(InvalidInputError):
+        VnnlibOptions(input_split_attack_s=-1.0)
 
 
 # ---------------------------------------------------------------------------- real instances
