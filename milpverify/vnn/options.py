@@ -88,7 +88,8 @@ class VnnlibOptions:
         Its budget as a fraction of the property's time left; the later stages get the
         rest when it neither proves nor falsifies. On the 109 VNN-COMP 2022 control
         instances it applies to (``reach_prob_density``, the ``rl_benchmarks`` subset) the
-        later stages decided none, and robot's holds instances need 48-72 s of splitting.
+        later stages decided none, and robot's holds instances need 25-49 s of splitting
+        (`benchmarks/results/vnncomp_devices.md`).
     input_split_attack_s : float
         The first falsifier's budget (at most ``falsifier.time_limit_s``) when input
         splitting applies: the split search falsifies on its boxes too (with LP polishing),
