@@ -58,7 +58,7 @@ THIRD_PARTY_RULES: dict[str, tuple[str, ...]] = {
     "onnx": ("milpverify.frontends.onnx", "milpverify.frontends.torchnet",
              "milpverify.runs.normalise"),
     "torch": ("milpverify.frontends.torch", "milpverify.frontends.torch_layers",
-              "milpverify.bounds.alpha",
+              "milpverify.bounds.alpha", "milpverify.bounds.box_alpha",
               "milpverify.frontends.torchnet", "milpverify.core.attacks",
               "milpverify.runs.finetune"),
     "pyscipopt": ("milpverify.solve.scip", "milpverify.solve.scip_plugins"),

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
 
+from milpverify.bounds.box_alpha import ITERATIONS, optimise_chain_slopes
 from milpverify.bounds.interval import UNDERFLOW_SLACK, centre_radius, gamma, round_down, round_up
 from milpverify.bounds.symbolic import relax_relu
 from milpverify.ir import ops
@@ -84,7 +86,7 @@ def _rows_dot(coef: FloatArray, vec: FloatArray) -> FloatArray:
     """``coef @ vec`` per box: coef (R, n) shared or (B, R, n), vec (B, n) -> (B, R)."""
     if coef.ndim == 2:
         return vec @ coef.T  # type: ignore[no-any-return]
-    return np.einsum("brn,bn->br", coef, vec)  # type: ignore[no-any-return]
+    return np.matmul(coef, vec[:, :, None])[:, :, 0]  # type: ignore[no-any-return]
 
 
 def _interval_affine(w: FloatArray, b: FloatArray, lo: FloatArray, hi: FloatArray,
@@ -99,19 +101,20 @@ def _interval_affine(w: FloatArray, b: FloatArray, lo: FloatArray, hi: FloatArra
 
 
 def _backsubstitute(chain: Chain, target: int, state: list[tuple[FloatArray, FloatArray]],
-                    relax: dict[int, tuple[FloatArray, FloatArray, FloatArray]]
-                    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+                    relax: dict[int, tuple[FloatArray, FloatArray, FloatArray]],
+                    rows: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
     """Lower bounds of the rows ``[I; -I]`` of node `target` (index into `state`; layer
-    ``target - 1`` computes it) over every box, and the input coefficients of those rows.
+    ``target - 1`` computes it) over every box, and the input coefficients of those rows;
+    with `rows` (B, R, m), of those rows of the node instead (one set per box).
 
     Returns (low (B, 2m), coef (B or 1, 2m, n)) where ``low[:, :m]`` bounds the node below
-    and ``-low[:, m:]`` above.
+    and ``-low[:, m:]`` above (with `rows`: low (B, R), coef (B, R, n)).
     """
     n_boxes = state[0][0].shape[0]
     m = state[target][0].shape[1]
-    coef: FloatArray = np.vstack([np.eye(m), -np.eye(m)])
-    const = np.zeros((n_boxes, 2 * m))
-    err = np.zeros((n_boxes, 2 * m))
+    coef: FloatArray = np.vstack([np.eye(m), -np.eye(m)]) if rows is None else rows
+    const = np.zeros((n_boxes, coef.shape[-2]))
+    err = np.zeros((n_boxes, coef.shape[-2]))
     for k in range(target - 1, -1, -1):  # layer k maps node k to node k + 1
         layer = chain.layers[k]
         lo, hi = state[k]
@@ -155,6 +158,34 @@ def chain_bounds(chain: Chain, lower: FloatArray, upper: FloatArray) -> BoxBound
     BoxBounds
         Sound for every real point of each box (module docstring).
     """
+    return chain_pass(chain, lower, upper).bounds
+
+
+@dataclass(frozen=True)
+class ChainPass:
+    """One CROWN pass over B boxes: ``state[k]`` the (B, n_k) bounds of layer k's input
+    (``state[-1]`` the last node's), ``relax[k]`` the relaxation (lower slope, upper slope,
+    upper intercept) of ReLU layer k, and the last node's `BoxBounds`."""
+
+    state: list[tuple[FloatArray, FloatArray]]
+    relax: dict[int, tuple[FloatArray, FloatArray, FloatArray]]
+    bounds: BoxBounds
+
+
+def chain_pass(chain: Chain, lower: FloatArray, upper: FloatArray,
+               inherit: dict[int, tuple[FloatArray, FloatArray]] | None = None,
+               crown: npt.NDArray[np.bool_] | None = None, lower_only: bool = False
+               ) -> ChainPass:
+    """`chain_bounds` with the intermediate bounds and relaxations kept (`optimised_margins`
+    starts from them).
+
+    `inherit` gives, per ReLU layer k, (B, n_k) bounds of its input known to hold on each box
+    (those of a box containing it: a sub-box's range lies in its parent's); they are
+    intersected with the bounds computed here. With `crown` (B,) only the boxes where it is
+    True get CROWN back-substitution for the ReLU inputs, the others the (inherited and)
+    interval bounds alone; the last node is always bounded by CROWN. With `lower_only`, only
+    its lower bound is (the upper one stays the interval rule's: half the last step's cost).
+    """
     lower = np.atleast_2d(np.asarray(lower, dtype=np.float64))
     upper = np.atleast_2d(np.asarray(upper, dtype=np.float64))
     state: list[tuple[FloatArray, FloatArray]] = [(lower, upper)]
@@ -170,17 +201,117 @@ def chain_bounds(chain: Chain, lower: FloatArray, upper: FloatArray) -> BoxBound
         w, b = layer[1], layer[2]
         assert isinstance(w, np.ndarray) and isinstance(b, np.ndarray)
         new_lo, new_hi = _interval_affine(w, b, lo, hi, chain.n_terms)
+        if inherit is not None and k + 1 in inherit:
+            new_lo = np.maximum(new_lo, inherit[k + 1][0])
+            new_hi = np.minimum(new_hi, inherit[k + 1][1])
         state.append((new_lo, new_hi))
         if k + 1 == last or chain.layers[k + 1][0] == "relu":
             if k == 0:  # an affine map of the input: the interval rule is its exact range
                 coef = np.broadcast_to(w, (lower.shape[0], *w.shape))
                 continue
-            low, rows = _backsubstitute(chain, k + 1, state, relax)
             m = new_lo.shape[1]
-            state[k + 1] = (np.maximum(new_lo, low[:, :m]), np.minimum(new_hi, -low[:, m:]))
-            coef = rows[:, :m]
+            if k + 1 == last and lower_only:
+                eye = np.broadcast_to(np.eye(m), (lower.shape[0], m, m))
+                low, coef = _backsubstitute(chain, k + 1, state, relax, rows=eye)
+                state[k + 1] = (np.maximum(new_lo, low), new_hi)
+            elif k + 1 == last:
+                low, rows = _backsubstitute(chain, k + 1, state, relax)
+                state[k + 1] = (np.maximum(new_lo, low[:, :m]), np.minimum(new_hi, -low[:, m:]))
+                coef = rows[:, :m]
+            else:
+                state[k + 1] = _crown_unstable(chain, k + 1, state, relax, crown)
     out_lo, out_hi = state[-1]
-    return BoxBounds(out_lo, out_hi, np.broadcast_to(coef, (lower.shape[0], *coef.shape[1:])))
+    coef = np.broadcast_to(coef, (lower.shape[0], *coef.shape[1:]))
+    return ChainPass(state, relax, BoxBounds(out_lo, out_hi, coef))
+
+
+def _crown_unstable(chain: Chain, target: int, state: list[tuple[FloatArray, FloatArray]],
+                    relax: dict[int, tuple[FloatArray, FloatArray, FloatArray]],
+                    crown: npt.NDArray[np.bool_] | None) -> tuple[FloatArray, FloatArray]:
+    """The bounds of ReLU input node `target` with CROWN's intersected in, for the boxes where
+    `crown` is True (all when None) and only for the neurons the bounds so far leave unstable:
+    a stable neuron's relaxation is exact already, and back-substituting only the unstable
+    rows (padded to the batch's largest count) costs a fraction of ``[I; -I]``."""
+    new_lo, new_hi = state[target]
+    unstable = (new_lo < 0) & (new_hi > 0)
+    if crown is not None:
+        unstable &= crown[:, None]
+    count = unstable.sum(axis=1)
+    boxes = np.flatnonzero(count)
+    if boxes.size == 0:
+        return new_lo, new_hi
+    width = int(count.max())
+    # per box, its unstable neurons first (stable sort keeps index order), then padding
+    order = np.argsort(~unstable[boxes], axis=1, kind="stable")[:, :width]
+    valid = np.arange(width)[None, :] < count[boxes][:, None]
+    m = new_lo.shape[1]
+    rows = np.zeros((boxes.size, 2 * width, m))
+    at = np.arange(boxes.size)[:, None]
+    rows[at, np.arange(width)[None, :], order] = np.where(valid, 1.0, 0.0)
+    rows[at, width + np.arange(width)[None, :], order] = np.where(valid, -1.0, 0.0)
+    sub_state = [(lo[boxes], hi[boxes]) for lo, hi in state]
+    sub_relax = {j: (p[0][boxes], p[1][boxes], p[2][boxes]) for j, p in relax.items()}
+    low, _ = _backsubstitute(chain, target, sub_state, sub_relax, rows=rows)
+    new_lo, new_hi = new_lo.copy(), new_hi.copy()
+    sel_b, sel_u = np.nonzero(valid)
+    neuron = order[sel_b, sel_u]
+    box = boxes[sel_b]
+    new_lo[box, neuron] = np.maximum(new_lo[box, neuron], low[sel_b, sel_u])
+    new_hi[box, neuron] = np.minimum(new_hi[box, neuron], -low[sel_b, width + sel_u])
+    return new_lo, new_hi
+
+
+@dataclass(frozen=True)
+class Combination:
+    """Per (box, disjunct) pair: non-negative weights (P, R) of the last node's rows and the
+    lower slopes ``slopes[k]`` (P, n_k) in [0, 1] of every ReLU layer k (used where the
+    bounds leave a neuron unstable)."""
+
+    weights: FloatArray
+    slopes: dict[int, FloatArray]
+
+    def take(self, index: npt.NDArray[np.int64]) -> Combination:
+        """The pairs ``index`` (e.g. repeated for sub-boxes)."""
+        return Combination(self.weights[index], {k: v[index] for k, v in self.slopes.items()})
+
+
+def combined_lower(chain: Chain, crown: ChainPass, boxes: npt.NDArray[np.int64],
+                   combo: Combination) -> FloatArray:
+    """Sound lower bounds of ``weights[i] . s`` over box ``boxes[i]`` of the pass `crown`,
+    with ``combo.slopes`` as the unstable ReLUs' lower lines (any slope in [0, 1] is valid,
+    so a combination searched on a box also bounds its sub-boxes). Outward-rounded
+    back-substitution as in `chain_bounds` (module docstring)."""
+    state = [(lo[boxes], hi[boxes]) for lo, hi in crown.state]
+    tuned: dict[int, tuple[FloatArray, FloatArray, FloatArray]] = {}
+    for k, (slope_lo, slope_hi, icpt) in crown.relax.items():
+        lo, hi = state[k]
+        slopes = np.clip(combo.slopes[k], 0.0, 1.0)
+        tuned[k] = (np.where((lo < 0) & (hi > 0), slopes, slope_lo[boxes]), slope_hi[boxes],
+                    icpt[boxes])
+    weights = np.maximum(combo.weights, 0.0)
+    low, _ = _backsubstitute(chain, len(chain.layers), state, tuned, rows=weights[:, None, :])
+    return low[:, 0]  # type: ignore[no-any-return]
+
+
+def optimised_margins(chain: Chain, crown: ChainPass, boxes: npt.NDArray[np.int64],
+                      row_mask: npt.NDArray[np.bool_], iterations: int = ITERATIONS
+                      ) -> tuple[FloatArray, Combination]:
+    """Sound lower bounds of ``lambda . s`` over the boxes ``boxes`` of the CROWN pass `crown`
+    (`chain_pass`), with the row weights ``lambda`` (zero outside ``row_mask[i]``) and the
+    unstable ReLUs' lower slopes searched per box by `optimise_chain_slopes`, and the
+    weights and slopes found.
+
+    A positive value proves that on box ``boxes[i]`` no point satisfies all the rows of
+    ``row_mask[i]`` (the weights are non-negative, so at every point some masked row is
+    positive). The value is `combined_lower`'s: the search's own float arithmetic is never
+    trusted.
+    """
+    state = [(lo[boxes], hi[boxes]) for lo, hi in crown.state]
+    slopes, weights = optimise_chain_slopes(chain.layers, {k: state[k] for k in crown.relax},
+                                            state[0][0], state[0][1], row_mask, iterations,
+                                            start=crown.bounds.lower[boxes])
+    combo = Combination(weights, slopes)
+    return combined_lower(chain, crown, boxes, combo), combo
 
 
 def _relax(lo: FloatArray, hi: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:

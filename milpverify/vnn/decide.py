@@ -395,6 +395,8 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
             check = check_counterexample(net, prop, 0.5 * (prop.input_lower + prop.input_upper))
             if check.verified:
                 return _PropertyOutcome("sat", check, "bounds")
+    if opts.input_split and net.input_size <= opts.input_split_max_inputs and as_chain(aug):
+        attack_s = min(attack_s, opts.input_split_attack_s)  # the split search attacks too
     if opts.attack and attack_s > 0:
         found = _attack(net, prop, bounds, groups, alive, opts.falsifier, attack_s, deadline,
                         timings)

@@ -86,7 +86,14 @@ class VnnlibOptions:
         takes ``2**n`` boxes).
     input_split_fraction : float
         Its budget as a fraction of the property's time left; the later stages get the
-        rest when it neither proves nor falsifies.
+        rest when it neither proves nor falsifies. On the 109 VNN-COMP 2022 control
+        instances it applies to (``reach_prob_density``, the ``rl_benchmarks`` subset) the
+        later stages decided none, and robot's holds instances need 25-49 s of splitting
+        (`benchmarks/results/vnncomp_devices.md`).
+    input_split_attack_s : float
+        The first falsifier's budget (at most ``falsifier.time_limit_s``) when input
+        splitting applies: the split search falsifies on its boxes too (with LP polishing),
+        so a long first attack only delays the unsat answers.
     splitter : SplitOptions
     solver_params : dict
         Passed to the backend (SCIP parameter names for "scip").
@@ -112,7 +119,8 @@ class VnnlibOptions:
     threads: int = 1
     input_split: bool = True
     input_split_max_inputs: int = 16
-    input_split_fraction: float = 0.5
+    input_split_fraction: float = 0.9
+    input_split_attack_s: float = 0.2
     splitter: SplitOptions = field(default_factory=SplitOptions)
     solver_params: dict[str, object] = field(default_factory=dict)
     falsifier: FalsifierOptions = field(default_factory=FalsifierOptions)
@@ -135,6 +143,9 @@ class VnnlibOptions:
         if not 0 < self.input_split_fraction <= 1:
             raise InvalidInputError(f"`input_split_fraction` must be in (0, 1]; got "
                                     f"{self.input_split_fraction!r}.")
+        if not self.input_split_attack_s >= 0:
+            raise InvalidInputError(f"`input_split_attack_s` must be >= 0; got "
+                                    f"{self.input_split_attack_s!r}.")
         if self.splitter.branching not in BRANCHING:
             raise InvalidInputError(f"`splitter.branching` must be one of "
                                     f"{', '.join(BRANCHING)}; got {self.splitter.branching!r}.")

@@ -18,11 +18,18 @@ from milpverify.frontends.onnx import load_onnx
 from milpverify.ir import ops
 from milpverify.ir.constraints import OutputConstraint
 from milpverify.ir.network import Network
-from milpverify.vnn.box_bounds import as_chain, chain_bounds
+from milpverify.vnn.box_bounds import (
+    as_chain,
+    chain_bounds,
+    chain_pass,
+    combined_lower,
+    optimised_margins,
+)
 from milpverify.vnn.check import check_counterexample, property_rows
 from milpverify.vnn.decide import SPEC_NODE, spec_network
-from milpverify.vnn.input_split import SplitOptions, split_search
+from milpverify.vnn.input_split import SplitOptions, _disjunct_margins, _optimise_open, split_search
 from milpverify.vnn.options import VnnlibOptions
+from milpverify.vnn.pattern_lp import polish, region_affine
 from milpverify.vnn.spec import VnnlibProperty, VnnlibSpec, read_vnnlib
 from milpverify.vnn.verify import verify_vnnlib
 
@@ -126,6 +133,113 @@ def test_chain_bounds_sound_on_reach_sub_boxes(shared_data):
             assert np.all(values >= got.lower[k]) and np.all(values <= got.upper[k])
 
 
+def test_chain_pass_with_inherited_bounds_is_sound_and_tighter():
+    """Sub-boxes bounded with their parent's ReLU input bounds intersected in (and CROWN for
+    the ReLU inputs on only some of them) still contain the network's values; inheriting
+    never loosens the first ReLU layer's input bounds (later ones may move either way: other
+    relaxation lines), and the lower-only last step gives the same lower bounds."""
+    rng = np.random.default_rng(4)
+    net, _ = random_mlp(rng, [3, 14, 12, 10, 4])
+    aug = spec_network(net, rng.normal(size=(3, 4)), rng.normal(size=3))
+    chain = as_chain(aug)
+    centre = rng.uniform(-1, 1, size=(30, 3))
+    radius = rng.uniform(0.05, 0.8, size=(30, 3))
+    parent = chain_pass(chain, centre - radius, centre + radius)
+    relus = [k for k, layer in enumerate(chain.layers) if layer[0] == "relu"]
+    sub_lo = centre - radius * rng.uniform(0.0, 1.0, size=radius.shape)
+    sub_hi = np.minimum(sub_lo + radius, centre + radius)
+    inherit = {k: parent.state[k] for k in relus}
+    some = rng.random(30) < 0.5
+    alone = chain_pass(chain, sub_lo, sub_hi)
+    got = chain_pass(chain, sub_lo, sub_hi, inherit, some)
+    full = chain_pass(chain, sub_lo, sub_hi, inherit)
+    lower_only = chain_pass(chain, sub_lo, sub_hi, inherit, lower_only=True)
+    np.testing.assert_allclose(lower_only.bounds.lower, full.bounds.lower, rtol=0, atol=1e-12)
+    first = relus[0]  # before any relaxation: inheriting can only tighten
+    assert np.all(full.state[first][0] >= alone.state[first][0])
+    assert np.all(full.state[first][1] <= alone.state[first][1])
+    for i in range(30):
+        points = rng.uniform(sub_lo[i], sub_hi[i], size=(300, 3))
+        points[:8] = np.where(rng.random((8, 3)) < 0.5, sub_lo[i], sub_hi[i])
+        values = aug.forward(points)
+        for bounds in (got.bounds, full.bounds):
+            assert np.all(values >= bounds.lower[i]) and np.all(values <= bounds.upper[i])
+
+
+def _min_max_row(aug: Network, lo, hi, rows, rng, n=400):
+    """The smallest ``max_{r in rows} s_r`` seen at `n` samples and the vertices of the box."""
+    points = rng.uniform(lo, hi, size=(n, lo.size))
+    points[:16] = np.where(rng.random((16, lo.size)) < 0.5, lo, hi)
+    return float(aug.forward(points)[:, rows].max(axis=1).min())
+
+
+def test_optimised_margins_sound_and_never_looser_than_crown():
+    """The combined-row bound with searched slopes and weights is below ``max_r s_r`` at every
+    sampled point of each box (soundness), and the margins `_optimise_open` keeps are never
+    below CROWN's per-row ones and higher on most (box, disjunct) pairs."""
+    rng = np.random.default_rng(11)
+    net, _ = random_mlp(rng, [3, 16, 16, 12, 4])
+    a = rng.normal(size=(5, 4))
+    aug = spec_network(net, a, rng.normal(size=5))
+    chain = as_chain(aug)
+    groups = [np.array([0, 1, 2]), np.array([3, 4])]
+    centre = rng.uniform(-1, 1, size=(60, 3))
+    radius = rng.uniform(0.01, 0.6, size=(60, 3))
+    lo, hi = centre - radius, centre + radius
+    crown = chain_pass(chain, lo, hi)
+    boxes = np.repeat(np.arange(len(lo)), 2)
+    mask = np.zeros((len(boxes), 5), dtype=bool)
+    mask[0::2, groups[0]] = True
+    mask[1::2, groups[1]] = True
+    got, _ = optimised_margins(chain, crown, boxes, mask, iterations=20)
+    for i, k in enumerate(boxes):
+        assert got[i] <= _min_max_row(aug, lo[k], hi[k], np.flatnonzero(mask[i]), rng)
+    plain = _disjunct_margins(crown.bounds.lower, groups)
+    both, *_ = _optimise_open(chain, crown, np.ones_like(plain, dtype=bool), plain, groups, 20)
+    assert np.all(both >= plain)
+    assert np.mean(both > plain) > 0.5
+
+
+def test_a_box_combination_bounds_its_sub_boxes():
+    """Weights and slopes searched on a box, reused on its sub-boxes (the lookahead does),
+    give bounds below ``max_r s_r`` at sampled points of every sub-box."""
+    rng = np.random.default_rng(8)
+    net, _ = random_mlp(rng, [3, 14, 12, 4])
+    aug = spec_network(net, rng.normal(size=(3, 4)), rng.normal(size=3))
+    chain = as_chain(aug)
+    centre = rng.uniform(-1, 1, size=(20, 3))
+    radius = rng.uniform(0.1, 0.8, size=(20, 3))
+    parent = chain_pass(chain, centre - radius, centre + radius)
+    _, combo = optimised_margins(chain, parent, np.arange(20), np.ones((20, 3), dtype=bool))
+    sub_lo = centre - radius * rng.uniform(0.0, 1.0, size=radius.shape)
+    sub_hi = np.minimum(sub_lo + radius, centre + radius)
+    child = chain_pass(chain, sub_lo, sub_hi)
+    got = combined_lower(chain, child, np.arange(20), combo)
+    for i in range(20):
+        assert got[i] <= _min_max_row(aug, sub_lo[i], sub_hi[i], np.arange(3), rng)
+
+
+def test_optimised_margins_sound_on_robot_sub_boxes(shared_data):
+    folder = shared_data.joinpath(*REACH)
+    net = load_onnx(folder / "onnx" / "robot.onnx")
+    prop = read_vnnlib(folder / "vnnlib" / "robot_3.vnnlib").properties[0]
+    a, b, groups = property_rows(prop)
+    aug = spec_network(net, a, b)
+    chain = as_chain(aug)
+    rng = np.random.default_rng(5)
+    width = prop.input_upper - prop.input_lower
+    lo = rng.uniform(prop.input_lower, prop.input_upper - width / 4, size=(40, width.size))
+    hi = lo + width / 4 * rng.uniform(0.3, 1.0, size=lo.shape)
+    crown = chain_pass(chain, lo, hi)
+    mask = np.ones((len(lo), len(b)), dtype=bool)
+    got, _ = optimised_margins(chain, crown, np.arange(len(lo)), mask)
+    plain = _disjunct_margins(crown.bounds.lower, groups)[:, 0]
+    for k in range(len(lo)):
+        assert got[k] <= _min_max_row(aug, lo[k], hi[k], np.arange(len(b)), rng)
+    open_ = plain <= 0
+    assert open_.sum() >= 5 and np.mean(got[open_] > plain[open_]) > 0.5  # tighter on most
+
+
 def test_as_chain_takes_chains_only(tiny_net):
     chain = as_chain(tiny_net)
     assert chain is not None and [layer[0] for layer in chain.layers] == ["affine", "relu",
@@ -143,6 +257,8 @@ def test_options_are_checked():
         VnnlibOptions(input_split_fraction=0.0)
     with pytest.raises(InvalidInputError):
         VnnlibOptions(splitter=SplitOptions(branching="random"))
+    with pytest.raises(InvalidInputError):
+        VnnlibOptions(input_split_attack_s=-1.0)
 
 
 # ---------------------------------------------------------------------------- real instances
@@ -186,3 +302,45 @@ def test_stage_skipped_when_it_does_not_apply():
     assert "split_boxes" not in few.stats
     used = verify_vnnlib(net, spec, timeout_s=30, options=VnnlibOptions(**quick))
     assert (used.result, used.decided_by) == ("unsat", "input_split")
+
+
+# ---------------------------------------------------------------------------- region LP polish
+def test_region_affine_matches_the_network_on_the_region():
+    rng = np.random.default_rng(2)
+    net, _ = random_mlp(rng, [4, 10, 8, 3])
+    aug = spec_network(net, rng.normal(size=(2, 3)), rng.normal(size=2))
+    chain = as_chain(aug)
+    x0 = rng.uniform(-1, 1, size=4)
+    g_mat, g_vec, jac, off = region_affine(chain, x0)
+    assert np.all(g_mat @ x0 + g_vec <= 1e-12)  # x0 lies in its own region
+    near = x0 + rng.normal(size=(200, 4)) * 1e-3
+    inside = np.all(near @ g_mat.T + g_vec <= 0, axis=1)
+    assert inside.sum() > 0
+    np.testing.assert_allclose(near[inside] @ jac.T + off, aug.forward(near[inside]),
+                               rtol=1e-9, atol=1e-9)
+
+
+def test_polish_finds_the_robot_11_counterexample(shared_data):
+    """robot_11's unsafe set is a sliver (best known slack 5e-4); the LP on the region of a
+    nearby point reaches it, and the point passes `check_counterexample`."""
+    folder = shared_data.joinpath(*REACH)
+    net = load_onnx(folder / "onnx" / "robot.onnx")
+    prop = read_vnnlib(folder / "vnnlib" / "robot_11.vnnlib").properties[0]
+    a, b, groups = property_rows(prop)
+    chain = as_chain(spec_network(net, a, b))
+    x0 = np.array([-1.2, -1.2, 0.92, 1.5, 0.70])  # near the known counterexample, not unsafe
+    assert not check_counterexample(net, prop, x0).verified
+    lo, hi = prop.input_lower.astype(np.float64), prop.input_upper.astype(np.float64)
+    x, slack = polish(chain, x0, groups[0], lo, hi)
+    assert slack > 0
+    assert check_counterexample(net, prop, x).verified
+
+
+@pytest.mark.parametrize("instance", ["robot_4", "robot_10"])
+def test_robot_violated_instances_found_by_splitting(shared_data, instance):
+    folder = shared_data.joinpath(*REACH)
+    net = load_onnx(folder / "onnx" / "robot.onnx")
+    prop = read_vnnlib(folder / "vnnlib" / f"{instance}.vnnlib").properties[0]
+    out = _search(net, prop, seconds=20.0)
+    assert out.result == "sat"
+    assert check_counterexample(net, prop, out.check.x).verified
