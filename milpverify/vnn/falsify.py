@@ -135,7 +135,7 @@ def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | N
         owner = np.repeat(np.arange(n_d), per)
         if round_ == 0:
             x, owner = np.r_[extra_x, x], np.r_[extra_owner, owner]
-        found = ascend(x, _SlackOfOwnDisjunct(net, a_pad[owner], b_pad[owner]),
+        found = ascend(x, SlackOfOwnDisjunct(net, a_pad[owner], b_pad[owner]),
                        signed_step(lo, hi, step_size), opts.steps,
                        lambda x, value: _first_counterexample(net, prop, x, value), deadline)
         if found is not None:
@@ -145,9 +145,10 @@ def falsify(net: Network, prop: VnnlibProperty, *, options: FalsifierOptions | N
 
 
 @dataclass
-class _SlackOfOwnDisjunct:
-    """The objective of `falsify`: per row, ``min_r (b - A y)_r`` over its own disjunct's
-    rows (padded to one count), and the gradient of that worst row."""
+class SlackOfOwnDisjunct:
+    """The objective of `falsify` (and of the input-splitting search's local attack): per
+    row, ``min_r (b - A y)_r`` over its own disjunct's rows (padded to one count), and the
+    gradient of that worst row."""
 
     net: Network
     a_rows: FloatArray  # (rows, k, outputs)

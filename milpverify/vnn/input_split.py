@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.core.ascent import ascend, signed_step
 from milpverify.core.region import input_gradient
 from milpverify.core.witness import WitnessCheck
 from milpverify.ir.network import Network
@@ -57,6 +58,7 @@ from milpverify.vnn.box_bounds import (
     optimised_margins,
 )
 from milpverify.vnn.check import _unsafe_margin, check_counterexample
+from milpverify.vnn.falsify import SlackOfOwnDisjunct
 from milpverify.vnn.pattern_lp import polish
 from milpverify.vnn.spec import VnnlibProperty
 
@@ -192,22 +194,21 @@ def _lookahead_dimension(chain: Chain, lo: FloatArray, hi: FloatArray,
 
 def _local_attack(net: Network, a: FloatArray, b: FloatArray, rows: list[FloatArray],
                   x: FloatArray, lo: FloatArray, hi: FloatArray, steps: int) -> FloatArray:
-    """A few projected signed-gradient ascent steps on ``min_{r in d} (b_r - A_r f(x))`` from
-    the starts `x` (n, inputs), each kept in its own box ``lo[k]..hi[k]`` and attacking the
-    disjunct whose row indices are ``rows[k]``; returns every visited point."""
-    width = hi - lo
-    seen = [x]
-    n = len(x)
+    """A few projected signed-gradient ascent steps (`core.ascent.ascend` on the falsifier's
+    objective, ``min_{r in d} (b_r - A_r f(x))``) from the starts `x` (n, inputs), each kept
+    in its own box ``lo[k]..hi[k]`` and attacking the disjunct whose row indices are
+    ``rows[k]``; returns every visited point (they are re-checked together)."""
     k_max = max(len(r) for r in rows)
     sel = np.stack([np.r_[r, np.repeat(r[:1], k_max - len(r))] for r in rows]).astype(np.int64)
-    for step in range(steps):
-        y = net.forward(x)
-        slack = b[sel] - np.einsum("nko,no->nk", a[sel], y)
-        worst = sel[np.arange(n), slack.argmin(axis=1)]
-        grad = input_gradient(net, x, -a[worst])
-        size = 0.2 * (1.0 - step / steps) + 0.005
-        x = np.clip(x + size * width * np.sign(grad), lo, hi)
-        seen.append(x)
+    width = hi - lo
+    seen: list[FloatArray] = []
+
+    def visit(z: FloatArray, value: FloatArray) -> None:
+        seen.append(z)
+
+    ascend(x, SlackOfOwnDisjunct(net, a[sel], b[sel]),
+           signed_step(lo, hi, lambda it: (0.2 * (1.0 - it / steps) + 0.005) * width), steps,
+           visit)
     return np.vstack(seen)
 
 
