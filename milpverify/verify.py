@@ -356,7 +356,8 @@ class _Misclassification:
                                solver_params=solver_parameters(
                                    self.backend, self.solver_params,
                                    gap_of(q.norm, tolerance, lower)))
-        result = counted_solve(self.solver, problem.model, options, self.timings, self.stats)
+        result = counted_solve(self.solver, problem.model, options, self.timings, self.stats,
+                               problem.encoding.definitions)
         record_propagation(self.stats, prop)
         if result.x is None or result.status == SolveStatus.ERROR:
             return result, None
