@@ -8,6 +8,8 @@ import pytest
 from helpers import brute_force_rho, random_mlp
 
 from milpverify.bounds import symbolic_bounds
+from milpverify.encode.milp import Term, encode_network
+from milpverify.encode.model import MilpModel
 from milpverify.encode.objective import build_robustness_problem
 from milpverify.encode.reduce import eliminate_definitions
 from milpverify.solve import get_backend
@@ -54,21 +56,25 @@ def test_reduced_milp_has_the_full_optimum_and_brute_force_rho(seed: int) -> Non
 
 @pytest.mark.parametrize("seed", range(3))
 def test_pinned_input_expands_to_the_forward_pass(seed: int) -> None:
-    net, _, x, label, problem = problem_at(seed, 0.05, with_distance=False)
-    reduction = eliminate_definitions(problem.model, problem.encoding.definitions)
-    assert reduction is not None
-    out = problem.encoding.terms[net.output]
-    keep_inputs = reduction.expand_matrix[problem.input_vars]  # rows of the inputs: identity
-    cols = keep_inputs.indices
+    """Network rows only (no unsafe row reads the outputs, so they are eliminated too): the
+    reduced model with the input fixed expands to the network's values."""
     rng = np.random.default_rng(seed)
-    for point in np.clip(x + rng.uniform(-0.05, 0.05, size=(4, 3)), 0, 1):
+    net, _ = random_mlp(rng, SIZES)
+    x = rng.uniform(0.2, 0.8, size=3)
+    lo, hi = np.clip(x - 0.1, 0, 1), np.clip(x + 0.1, 0, 1)
+    model = MilpModel()
+    inputs = model.add_vars(3, lo, hi, name="x")
+    enc = encode_network(net, symbolic_bounds(net, lo, hi), model, Term.of_vars(inputs))
+    reduction = eliminate_definitions(model, enc.definitions)
+    assert reduction is not None and reduction.eliminated > 0
+    out = enc.terms[net.output]
+    assert np.all(out.var >= 0)
+    cols = reduction.expand_matrix[inputs].indices  # the inputs stay: identity rows
+    for point in np.clip(x + rng.uniform(-0.1, 0.1, size=(4, 3)), 0, 1):
         pinned = reduction.model.copy()
         pinned.fix_vars(cols, point)
-        # no unsafe row needed: drop nothing, just find any feasible completion
         result = get_backend("scip").solve(pinned, SolveOptions())
-        if result.status == SolveStatus.INFEASIBLE:
-            # the input is not misclassified: the unsafe row cuts it off
-            continue
+        assert result.status == SolveStatus.OPTIMAL
         full = reduction.expand(result.x)
-        got = np.where(out.var >= 0, full[np.maximum(out.var, 0)], out.const)
-        np.testing.assert_allclose(got, net.forward(point).reshape(-1), atol=1e-6)
+        np.testing.assert_allclose(full[out.var], net.forward(point).reshape(-1), atol=1e-6)
+        assert model.max_violation(full) <= 1e-6
