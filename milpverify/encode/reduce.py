@@ -52,16 +52,17 @@ class Reduction:
                           + self.expand_const, dtype=np.float64)
 
 
-def eliminate_definitions(model: MilpModel, definitions: Sequence[tuple[IntArray, IntArray]]
-                          ) -> Reduction | None:
+def eliminate_definitions(model: MilpModel, definitions: Sequence[tuple[IntArray, IntArray]],
+                          min_share: float = 0.0) -> Reduction | None:
     """Substitute out every defined variable that only definition rows read.
 
     `definitions` lists (variables, rows) in build order: row `rows[k]` is the equality
     `vars[k] - sum_j M_kj x_j = b_k` over variables built before it. A variable is
     eliminated when it is continuous, its row is an equality with coefficient exactly 1 on
     it, and no other row (but a later definition), the objective or a quadratic row reads
-    it. Returns None when nothing can be eliminated or the model has cut separators (their
-    cuts are over the full model's variables).
+    it. Returns None when nothing can be eliminated, when fewer than `min_share` of the
+    model's variables could be, or when the model has cut separators (their cuts are over
+    the full model's variables).
     """
     if not definitions or model.separators:
         return None
@@ -82,7 +83,7 @@ def eliminate_definitions(model: MilpModel, definitions: Sequence[tuple[IntArray
     diag = A[def_rows, def_vars] if len(def_rows) else np.zeros(0)
     ok = (~read[def_vars] & ~model.integrality[def_vars] & (rlo[def_rows] == rup[def_rows])
           & (np.asarray(diag).reshape(-1) == 1.0))
-    if not ok.any():
+    if not ok.any() or ok.sum() < min_share * n:
         return None
     elim = np.zeros(n, dtype=bool)
     elim[def_vars[ok]] = True
