@@ -340,7 +340,8 @@ class _Misclassification:
         run.stats["rows"] = problem.model.n_rows
         result = run.solve(problem.model, max(deadline - time.perf_counter(), 1e-3),
                            cutoff=cutoff, gap=gap_of(q.norm, tolerance, lower),
-                           propagator=run.propagator(net, qb, problem))
+                           propagator=run.propagator(net, qb, problem),
+                           definitions=problem.encoding.definitions)
         if result.x is None or result.status == SolveStatus.ERROR:
             return result, None
         point = result.x[problem.input_vars]

@@ -197,7 +197,7 @@ def test_wk17a_timeout_keeps_a_certified_lower_bound(shared_data) -> None:
 
 @pytest.mark.shared
 @pytest.mark.parametrize("index, expected", [
-    pytest.param(8, 0.094006, marks=pytest.mark.slow),  # ~30-120 s: a long descent
+    pytest.param(8, 0.094006, marks=pytest.mark.slow),  # ~10-30 s: six descent rounds
     (92, 0.036519)])
 def test_wk17a_matches_mipverify(shared_data, index: int, expected: float) -> None:
     net = milpverify.load_onnx(shared_data / "nets/mnist/wk17a_linf0.1.onnx")

@@ -59,6 +59,9 @@ class NetworkEncoding:
     stats: EncodingStats
     relu_active: dict[str, IntArray]  # binary var per neuron, -1 where the ReLU is stable
     maxpool_choice: dict[str, list[tuple[int, IntArray, IntArray]]]  # (output, inputs, binaries)
+    # (variables, rows): each variable defined by its equality row `y = M x + b`, in the
+    # order they were built (`encode.reduce` may substitute them out)
+    definitions: list[tuple[IntArray, IntArray]] = field(default_factory=list)
 
 
 @dataclass
@@ -72,16 +75,18 @@ class _Ctx:
     relu_active: dict[str, IntArray]
     relax: bool
     maxpool_choice: dict[str, list[tuple[int, IntArray, IntArray]]] = field(default_factory=dict)
+    definitions: list[tuple[IntArray, IntArray]] = field(default_factory=list)
 
 
-def _linear_rows(model: MilpModel, name: str, matrix: sp.csr_array | FloatArray,
+def _linear_rows(ctx: _Ctx, name: str, matrix: sp.csr_array | FloatArray,
                  bias: FloatArray, arg: Term, out_idx: IntArray, lower: FloatArray,
                  upper: FloatArray) -> Term:
     """Variables y (bounds [lower, upper]) with rows `y_k - sum_j M_kj x_j = b_k + sum_j M_kj c_j`.
 
     Only rows `out_idx` of M are encoded; constant inputs `c_j` (var == -1) move to the
-    right-hand side.
+    right-hand side. The pairs (y, row) are recorded in `ctx.definitions`.
     """
+    model = ctx.model
     n_out = len(out_idx)
     y = model.add_vars(n_out, lower[out_idx], upper[out_idx], name=f"{name}")
     sub = sp.csr_array(matrix[out_idx]) if not isinstance(matrix, np.ndarray) \
@@ -93,7 +98,8 @@ def _linear_rows(model: MilpModel, name: str, matrix: sp.csr_array | FloatArray,
     rows = np.concatenate([coo.row, np.arange(n_out)])
     cols = np.concatenate([var_cols[coo.col], y])
     vals = np.concatenate([-coo.data, np.ones(n_out)])
-    model.add_rows(rows, cols, vals, n_out, rhs, rhs, name=f"{name}/def")
+    ctx.definitions.append((y, model.add_rows(rows, cols, vals, n_out, rhs, rhs,
+                                              name=f"{name}/def")))
     var = np.full(matrix.shape[0], -1, dtype=np.int64)
     var[out_idx] = y
     return Term(var, np.zeros(matrix.shape[0]))
@@ -104,7 +110,7 @@ def milp_linear(ctx: _Ctx, name: str, op: ops.LinearOp) -> Term:
     lower, upper = ctx.bounds.flat(name)
     need = np.flatnonzero(ctx.needed[name])
     matrix, bias = op.linear_map
-    return _linear_rows(ctx.model, name, matrix, bias, ctx.terms[op.inputs[0]], need, lower, upper)
+    return _linear_rows(ctx, name, matrix, bias, ctx.terms[op.inputs[0]], need, lower, upper)
 
 
 def milp_relu(ctx: _Ctx, name: str, op: ops.Relu) -> Term:
@@ -168,7 +174,7 @@ def milp_leaky_relu(ctx: _Ctx, name: str, op: ops.LeakyRelu) -> Term:
     matrix = sp.csr_array(sp.hstack([sp.diags_array(slope), sp.diags_array(1.0 - slope)]))
     joined = Term(np.r_[pre.var, relu.var], np.r_[pre.const, relu.const])
     lower, upper = ctx.bounds.flat(name)
-    return _linear_rows(ctx.model, name, matrix, np.zeros(op.size), joined,
+    return _linear_rows(ctx, name, matrix, np.zeros(op.size), joined,
                         np.flatnonzero(ctx.needed[name]), lower, upper)
 
 
@@ -223,7 +229,7 @@ def milp_add(ctx: _Ctx, name: str, op: ops.Add) -> Term:
     matrix = sp.csr_array(sp.hstack([sp.eye_array(n), sp.eye_array(n)]))
     joined = Term(np.r_[a.var, b.var], np.r_[a.const, b.const])
     lower, upper = ctx.bounds.flat(name)
-    return _linear_rows(ctx.model, name, matrix, np.zeros(n), joined,
+    return _linear_rows(ctx, name, matrix, np.zeros(n), joined,
                         np.flatnonzero(ctx.needed[name]), lower, upper)
 
 
@@ -316,4 +322,5 @@ def encode_network(net: Network, bounds: Bounds, model: MilpModel, input_term: T
             ctx.terms[name] = input_term
         else:
             ctx.terms[name] = MILP_RULES[type(op)](ctx, name, op)
-    return NetworkEncoding(model, ctx.terms, ctx.stats, ctx.relu_active, ctx.maxpool_choice)
+    return NetworkEncoding(model, ctx.terms, ctx.stats, ctx.relu_active, ctx.maxpool_choice,
+                           ctx.definitions)
