@@ -231,7 +231,8 @@ class _PropertySearch:
         self.run.stats["binaries"] = int(problem.model.n_integer)
         self.run.stats["property_binaries"] = len(problem.choice_vars)
         result = self.run.solve(problem.model, max(deadline - time.perf_counter(), 1e-3),
-                                cutoff=cutoff, gap=gap_of(self.q.norm, tolerance, lower))
+                                cutoff=cutoff, gap=gap_of(self.q.norm, tolerance, lower),
+                                definitions=problem.encoding.definitions)
         if result.x is None or result.status == SolveStatus.ERROR:
             return result, None
         return result, _repair(self.net, self.q, self.query, result.x[problem.input_vars], box)
@@ -259,7 +260,8 @@ def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds,
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             return None, None, "time limit reached before the solve"
-        result = run.solve(problem.model, remaining, first_feasible=True)
+        result = run.solve(problem.model, remaining, first_feasible=True,
+                           definitions=problem.encoding.definitions)
         if result.x is None:
             return result, None, ""
         return result, _repair(net, q, query, result.x[problem.input_vars], box), ""
