@@ -10,7 +10,7 @@ same bounds (up to rounding slack, checked); the table is the cost. Writes
 
 Usage::
 
-    /work/venv/bin/python benchmarks/box_bounds_speed.py
+    python benchmarks/box_bounds_speed.py
 """
 
 from __future__ import annotations
@@ -72,8 +72,10 @@ def measure(folder: str, net_name: str, spec: str, rng: np.random.Generator) -> 
     per_box = PER_BOX / best_time(lambda: [symbolic_bounds(aug, lo[k], hi[k])
                                            for k in range(PER_BOX)])
     rates = []
-    got = chain_bounds(chain, lo[:PER_BOX], hi[:PER_BOX])
-    assert np.allclose(got.lower, np.array(ref), rtol=1e-9, atol=1e-9)
+    # The batched pass runs CROWN only on rows interval bounds leave unstable, so it can be
+    # looser than the per-box pass (never unsound: tests/vnn/test_input_split.py samples
+    # points); the table reports by how much.
+    looser = float(np.max(np.array(ref) - chain_bounds(chain, lo[:PER_BOX], hi[:PER_BOX]).lower))
     for size in BATCHES:
         rates.append(TOTAL / best_time(lambda: [chain_bounds(chain, lo[k:k + size],
                                                              hi[k:k + size])
@@ -81,7 +83,7 @@ def measure(folder: str, net_name: str, spec: str, rng: np.random.Generator) -> 
     sizes = "-".join(str(net.op(n).size) for n in net.order if n in net.graph
                      and type(net.op(n)).__name__ in ("Input", "Affine"))
     return (f"| {net_name} ({sizes}) | {per_box:.0f} | "
-            + " | ".join(f"{r:.0f}" for r in rates) + " |")
+            + " | ".join(f"{r:.0f}" for r in rates) + f" | {max(looser, 0.0):.2g} |")
 
 
 def main() -> int:
@@ -93,7 +95,8 @@ def main() -> int:
              "methods run one after the other in one process, fastest of 3 repeats; per-box symbolic on 40 boxes, batched on 1024 in batches of the size given (the machine is shared, so "
              "absolute rates vary with its load; the ratio is the point)", "",
              "| network | per-box symbolic | " + " | ".join(f"batched, {s} boxes" for s in BATCHES)
-             + " |", "|---|---|" + "---|" * len(BATCHES), *rows, ""]
+             + " | batched lower bound below per-box, max over 40 boxes |",
+             "|---|---|" + "---|" * (len(BATCHES) + 1), *rows, ""]
     out = REPO / "benchmarks" / "results" / "box_bounds_speed.md"
     out.write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))

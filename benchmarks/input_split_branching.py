@@ -5,7 +5,7 @@ Writes `benchmarks/results/input_split_branching.md`.
 
 Usage::
 
-    /work/venv/bin/python benchmarks/input_split_branching.py [--seconds 15]
+    python benchmarks/input_split_branching.py [--seconds 15]
 """
 
 from __future__ import annotations
