@@ -281,7 +281,7 @@ def _unpack(chain: Chain, packed: FloatArray) -> _Inherited:
 def _falsify_batch(net: Network, prop: VnnlibProperty, a: FloatArray, b: FloatArray,
                    groups: list[npt.NDArray[np.int64]], lo: FloatArray, hi: FloatArray,
                    coef: FloatArray, worst: npt.NDArray[np.int64], attack_boxes: int,
-                   attack_steps: int, chain: Chain, polish_points: int) -> WitnessCheck | None:
+                   attack_steps: int, polish_points: int) -> WitnessCheck | None:
     """Counterexample search on open boxes (sorted worst first): centres and each worst
     disjunct's rows' minimising vertices (`bound_vertices` per box), then `_local_attack`
     from the centres and vertices of `attack_boxes` of them."""
@@ -303,10 +303,10 @@ def _falsify_batch(net: Network, prop: VnnlibProperty, a: FloatArray, b: FloatAr
     found, margin = _try_points(net, prop, a, b, groups, visited, tries=3)
     if found is not None or polish_points <= 0:
         return found
-    return _polish_best(net, chain, prop, a, b, groups, visited, margin, polish_points)
+    return _polish_best(net, prop, a, b, groups, visited, margin, polish_points)
 
 
-def _polish_best(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray,
+def _polish_best(net: Network, prop: VnnlibProperty, a: FloatArray,
                  b: FloatArray, groups: list[npt.NDArray[np.int64]], points: FloatArray,
                  margin: FloatArray, count: int) -> WitnessCheck | None:
     """`polish` (the LP on one activation region) from the `count` points nearest the unsafe
@@ -316,7 +316,7 @@ def _polish_best(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray
     candidates = []
     for x, row_slack in zip(points[np.argsort(-margin)[:count]], slack, strict=True):
         d = int(np.argmax([row_slack[g].min() for g in groups]))
-        got = polish(chain, x, groups[d], prop.input_lower.astype(np.float64),
+        got = polish(net, a, b, x, groups[d], prop.input_lower.astype(np.float64),
                      prop.input_upper.astype(np.float64))
         if got is not None and got[1] > 0:
             candidates.append(got[0])
@@ -456,7 +456,7 @@ def _expand(net: Network, chain: Chain, prop: VnnlibProperty, a: FloatArray, b: 
     masked = np.where(open_, margins[order], np.inf)
     worst, score = masked.argmin(axis=1), masked.min(axis=1)
     found = _falsify_batch(net, prop, a, b, groups, lo, hi, coef, worst, opts.attack_boxes,
-                           opts.attack_steps, chain, opts.polish_points)
+                           opts.attack_steps, opts.polish_points)
     if found is not None:
         return found
     own = _pack(chain, crown.state)[order]

@@ -1,7 +1,7 @@
-"""Counterexample polishing by linear programming on one ReLU activation region of a chain.
+"""Counterexample polishing by linear programming on one ReLU activation region.
 
 On the set of inputs where every ReLU keeps the sign it has at a point ``x0`` (its activation
-region), a chain network is affine. The point of that region and of the input box that
+region), the network is affine. The point of that region and of the input box that
 satisfies a disjunct's rows ``s_r <= 0`` with the largest slack ``t`` is then one small LP
 (``max t`` s.t. ``s_r(x) + t <= 0``, the region's sign constraints, the box). Gradient attacks
 stall near such points when the unsafe set is a thin sliver (VNN-COMP 2022
@@ -17,44 +17,36 @@ import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linprog
 
+from milpverify.core.region import affine_rows, all_rows, region_constraints, region_of
+from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
-from milpverify.vnn.box_bounds import Chain
 
 
-def region_affine(chain: Chain, x0: FloatArray
+def region_affine(net: Network, a: FloatArray, b: FloatArray, x0: FloatArray
                   ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """The chain on ``x0``'s activation region as affine maps of the input.
+    """The spec rows ``s = A f(x) - b`` on ``x0``'s activation region as affine maps of the
+    input (`core.region`, the maps the LP restriction uses).
 
     Returns (G, g, J, c): the region is ``G x + g <= 0`` (one row per ReLU input neuron: its
-    pre-activation is kept on the side it has at ``x0``) and the last node is ``J x + c``.
+    pre-activation is kept on the side it has at ``x0``) and ``s = J x + c`` on it.
     """
-    n = x0.size
-    jac, off = np.eye(n), np.zeros(n)
-    value = x0.astype(np.float64)
-    rows, consts = [], []
-    for layer in chain.layers:
-        if layer[0] == "affine":
-            w, b = layer[1], layer[2]
-            assert isinstance(w, np.ndarray) and isinstance(b, np.ndarray)
-            jac, off, value = w @ jac, w @ off + b, w @ value + b
-            continue
-        active = value > 0
-        sign = np.where(active, -1.0, 1.0)  # active: -z <= 0; inactive: z <= 0
-        rows.append(sign[:, None] * jac)
-        consts.append(sign * off)
-        jac, off, value = jac * active[:, None], off * active, np.maximum(value, 0.0)
-    g_mat = np.vstack(rows) if rows else np.zeros((0, n))
-    g_vec = np.concatenate(consts) if consts else np.zeros(0)
-    return g_mat, g_vec, jac, off
+    region, _ = region_of(net, x0)
+    jac, off = affine_rows(net, region, net.output, np.asarray(a, dtype=np.float64))
+    parts = [region_constraints(net, region, name, idx) for name, idx in all_rows(net, region)]
+    n = net.input_size
+    g_mat = np.vstack([-m for m, _ in parts]) if parts else np.zeros((0, n))
+    g_vec = np.concatenate([-c for _, c in parts]) if parts else np.zeros(0)
+    return g_mat, g_vec, np.asarray(jac), off - np.asarray(b, dtype=np.float64)
 
 
-def polish(chain: Chain, x0: FloatArray, rows: npt.NDArray[np.int64], lower: FloatArray,
-           upper: FloatArray) -> tuple[FloatArray, float] | None:
-    """The point of ``x0``'s activation region within ``lower..upper`` where the rows `rows` of
-    the chain's last node (``s = A y - b``: unsafe when all are ``<= 0``) are most negative,
-    and that slack (``-max_r s_r`` by the LP; > 0 means unsafe in exact arithmetic). None when
-    the LP fails."""
-    g_mat, g_vec, jac, off = region_affine(chain, x0)
+def polish(net: Network, a: FloatArray, b: FloatArray, x0: FloatArray,
+           rows: npt.NDArray[np.int64], lower: FloatArray, upper: FloatArray
+           ) -> tuple[FloatArray, float] | None:
+    """The point of ``x0``'s activation region within ``lower..upper`` where the spec rows
+    `rows` (``s = A y - b``: unsafe when all are ``<= 0``) are most negative, and that slack
+    (``-max_r s_r`` by the LP; > 0 means unsafe in exact arithmetic). None when the LP
+    fails."""
+    g_mat, g_vec, jac, off = region_affine(net, a, b, x0)
     n = x0.size
     # variables (x, t): maximise t s.t. J_r x + c_r + t <= 0, G x + g <= 0, lower <= x <= upper
     a_ub = np.vstack([np.c_[jac[rows], np.ones(len(rows))], np.c_[g_mat, np.zeros(len(g_mat))]])

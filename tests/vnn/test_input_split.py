@@ -308,10 +308,10 @@ def test_stage_skipped_when_it_does_not_apply():
 def test_region_affine_matches_the_network_on_the_region():
     rng = np.random.default_rng(2)
     net, _ = random_mlp(rng, [4, 10, 8, 3])
-    aug = spec_network(net, rng.normal(size=(2, 3)), rng.normal(size=2))
-    chain = as_chain(aug)
+    a, b = rng.normal(size=(2, 3)), rng.normal(size=2)
+    aug = spec_network(net, a, b)
     x0 = rng.uniform(-1, 1, size=4)
-    g_mat, g_vec, jac, off = region_affine(chain, x0)
+    g_mat, g_vec, jac, off = region_affine(net, a, b, x0)
     assert np.all(g_mat @ x0 + g_vec <= 1e-12)  # x0 lies in its own region
     near = x0 + rng.normal(size=(200, 4)) * 1e-3
     inside = np.all(near @ g_mat.T + g_vec <= 0, axis=1)
@@ -327,11 +327,10 @@ def test_polish_finds_the_robot_11_counterexample(shared_data):
     net = load_onnx(folder / "onnx" / "robot.onnx")
     prop = read_vnnlib(folder / "vnnlib" / "robot_11.vnnlib").properties[0]
     a, b, groups = property_rows(prop)
-    chain = as_chain(spec_network(net, a, b))
     x0 = np.array([-1.2, -1.2, 0.92, 1.5, 0.70])  # near the known counterexample, not unsafe
     assert not check_counterexample(net, prop, x0).verified
     lo, hi = prop.input_lower.astype(np.float64), prop.input_upper.astype(np.float64)
-    x, slack = polish(chain, x0, groups[0], lo, hi)
+    x, slack = polish(net, a, b, x0, groups[0], lo, hi)
     assert slack > 0
     assert check_counterexample(net, prop, x).verified
 
