@@ -165,6 +165,24 @@ def random_mlp(rng: np.random.Generator, sizes: list[int]) -> tuple[Network, lis
     return mlp(weights, (sizes[0],)), weights
 
 
+def conv_pool_residual_net(rng: np.random.Generator) -> Network:
+    """Conv, ReLU, MaxPool, Affine, ReLU and a residual Add on a 1x4x4 input, seeded: every
+    back-substitution and encoding rule of a small CNN."""
+    nodes = [
+        ("x", ops.Input((), (1, 4, 4))),
+        ("conv", ops.Conv(("x",), (2, 3, 3), (1, 4, 4), rng.normal(size=(2, 1, 2, 2)),
+                          rng.normal(size=2) * 0.1, (1, 1), (0, 0, 0, 0), (1, 1), 1)),
+        ("relu", ops.Relu(("conv",), (2, 3, 3))),
+        ("pool", ops.MaxPool(("relu",), (2, 2, 2), (2, 3, 3), (2, 2), (1, 1), (0, 0, 0, 0),
+                             (1, 1))),
+        ("fc", ops.Affine(("pool",), (8,), rng.normal(size=(8, 8)), rng.normal(size=8) * 0.1)),
+        ("relu2", ops.Relu(("fc",), (8,))),
+        ("res", ops.Add(("relu2", "pool"), (8,))),
+        ("out", ops.Affine(("res",), (3,), rng.normal(size=(3, 8)), np.zeros(3))),
+    ]
+    return Network(nodes, "out")
+
+
 def vnnlib_box_points(shared_data, rel_path: str, n: int, seed: int = 0) -> np.ndarray:
     """`n` float32 points for the shared network `rel_path` that has no image data set.
 

@@ -7,13 +7,11 @@ import time
 
 import numpy as np
 import pytest
-from helpers import brute_force_rho, random_mlp
+from helpers import brute_force_rho, conv_pool_residual_net, random_mlp
 
 import milpverify
 from milpverify.core.restriction import lp_restriction
 from milpverify.core.witness import check_witness
-from milpverify.ir import ops
-from milpverify.ir.network import Network
 from milpverify.verify import certify, rho
 
 
@@ -156,20 +154,7 @@ def test_maxpool_and_residual_net_match_brute_force_sampling() -> None:
     """A small conv + maxpool + residual net: rho's witness is verified and no sampled
     point closer than rho.lower is misclassified."""
     rng = np.random.default_rng(11)
-    conv_w = rng.normal(size=(2, 1, 2, 2))
-    nodes = [
-        ("x", ops.Input((), (1, 4, 4))),
-        ("conv", ops.Conv(("x",), (2, 3, 3), (1, 4, 4), conv_w, rng.normal(size=2) * 0.1,
-                          (1, 1), (0, 0, 0, 0), (1, 1), 1)),
-        ("relu", ops.Relu(("conv",), (2, 3, 3))),
-        ("pool", ops.MaxPool(("relu",), (2, 2, 2), (2, 3, 3), (2, 2), (1, 1), (0, 0, 0, 0),
-                             (1, 1))),
-        ("fc", ops.Affine(("pool",), (8,), rng.normal(size=(8, 8)), rng.normal(size=8) * 0.1)),
-        ("relu2", ops.Relu(("fc",), (8,))),
-        ("res", ops.Add(("relu2", "pool"), (8,))),
-        ("out", ops.Affine(("res",), (3,), rng.normal(size=(3, 8)), np.zeros(3))),
-    ]
-    net = Network(nodes, "out")
+    net = conv_pool_residual_net(rng)
     x = rng.uniform(0.3, 0.7, size=16)
     result = rho(net, x, time_limit_s=60)
     assert result.status == "optimal"

@@ -40,9 +40,9 @@ SCIP_DEFAULTS: dict[str, object] = {"separating/aggregation/freq": -1}
 PROPAGATE = False
 
 
-#: Whether the MILPs of `rho` and `certify` are solved with the stable neurons' variables
-#: substituted out (`encode.reduce.eliminate_definitions`). On: on WK17a (conv, most
-#: neurons stable) it made single MILPs 7-20x faster.
+#: Whether the MILPs of `MilpRun.solve` (rho, certify, the relaxed properties) are solved
+#: with the stable neurons' variables substituted out (`encode.reduce.eliminate_definitions`).
+#: On: on WK17a (conv, most neurons stable) it made single MILPs 7-20x faster.
 ELIMINATE = True
 
 

@@ -105,35 +105,16 @@ def test_bad_arguments_are_reported() -> None:
     assert VIOLATION_TOL < 1e-6
 
 
-def _conv_pool_net(rng: np.random.Generator) -> milpverify.Network:
-    """Conv, ReLU, MaxPool, Affine, ReLU, a residual Add: every rule of the back-substitution."""
-    from milpverify.ir import ops
-    from milpverify.ir.network import Network
-    nodes = [
-        ("x", ops.Input((), (1, 4, 4))),
-        ("conv", ops.Conv(("x",), (2, 3, 3), (1, 4, 4), rng.normal(size=(2, 1, 2, 2)),
-                          rng.normal(size=2) * 0.1, (1, 1), (0, 0, 0, 0), (1, 1), 1)),
-        ("relu", ops.Relu(("conv",), (2, 3, 3))),
-        ("pool", ops.MaxPool(("relu",), (2, 2, 2), (2, 3, 3), (2, 2), (1, 1), (0, 0, 0, 0),
-                             (1, 1))),
-        ("fc", ops.Affine(("pool",), (8,), rng.normal(size=(8, 8)), rng.normal(size=8) * 0.1)),
-        ("relu2", ops.Relu(("fc",), (8,))),
-        ("res", ops.Add(("relu2", "pool"), (8,))),
-        ("out", ops.Affine(("res",), (3,), rng.normal(size=(3, 8)), np.zeros(3))),
-    ]
-    return Network(nodes, "out")
-
-
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
 @pytest.mark.parametrize("norm", ["linf", "l1"])
 def test_reused_lp_equals_a_fresh_build(kind: str, norm: str) -> None:
     """The LP kept in HiGHS across centres, labels and regions (closed-form first round and
     warm starts under L-inf) has the optimum of the full LP built afresh, region by region."""
-    from helpers import random_mlp
+    from helpers import conv_pool_residual_net, random_mlp
 
     from milpverify.core import restriction as r
     rng = np.random.default_rng(7)
-    net = random_mlp(rng, [6, 10, 8, 4])[0] if kind == "mlp" else _conv_pool_net(rng)
+    net = random_mlp(rng, [6, 10, 8, 4])[0] if kind == "mlp" else conv_pool_residual_net(rng)
     n, compared, found = net.input_size, 0, 0
     for _ in range(4):
         x = rng.uniform(0.1, 0.9, size=n)
