@@ -493,6 +493,9 @@ def lp_restriction(net: Network, x: npt.ArrayLike, *, target: str | int | list[i
         backend = "scip"  # a quadratic program: HiGHS' MIP/LP interface here is linear only
     if not (math.isfinite(margin) and margin >= 0):
         raise InvalidInputError(f"`margin` must be a finite number >= 0; got {margin}.")
+    if time_limit_s is not None and not time_limit_s > 0:
+        raise InvalidInputError(f"`time_limit_s` must be > 0 seconds (or None: no limit); "
+                                f"got {time_limit_s}.")
     if np.any(x0 < domain[0]) or np.any(x0 > domain[1]):
         raise InvalidInputError(f"`x` lies outside the domain [{domain[0]:g}, {domain[1]:g}].")
     logits = net.forward(x0)[0]

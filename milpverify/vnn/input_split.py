@@ -312,9 +312,10 @@ def _polish_best(net: Network, prop: VnnlibProperty, a: FloatArray,
     """`polish` (the LP on one activation region) from the `count` points nearest the unsafe
     set, each for the disjunct it comes closest to, within the property's whole input box;
     the LP's points are re-checked like every other candidate."""
-    slack = b[None, :] - net.forward(points[np.argsort(-margin)[:count]]) @ a.T
+    nearest = points[np.argsort(-margin)[:count]]
+    slack = b[None, :] - net.forward(nearest) @ a.T
     candidates = []
-    for x, row_slack in zip(points[np.argsort(-margin)[:count]], slack, strict=True):
+    for x, row_slack in zip(nearest, slack, strict=True):
         d = int(np.argmax([row_slack[g].min() for g in groups]))
         got = polish(net, a, b, x, groups[d], prop.input_lower.astype(np.float64),
                      prop.input_upper.astype(np.float64))

@@ -205,6 +205,8 @@ def test_bad_arguments(tiny_net):
         pgd(net, x, target=int(net.predict(x)[0]))
     with pytest.raises(InvalidInputError):
         fgsm(net, np.zeros((2, 2)))
+    with pytest.raises(InvalidInputError, match="time_limit_s must be > 0"):
+        pgd(net, x, time_limit_s=-1.0)
 
 
 @pytest.mark.slow

@@ -102,6 +102,8 @@ def test_bad_arguments_are_reported() -> None:
         lp_restriction(net, x, margin=-1.0)
     with pytest.raises(milpverify.InvalidInputError, match="outside the domain"):
         lp_restriction(net, np.array([1.5, 0.5]))
+    with pytest.raises(milpverify.InvalidInputError, match="`time_limit_s` must be > 0"):
+        lp_restriction(net, x, time_limit_s=0.0)
     assert VIOLATION_TOL < 1e-6
 
 
