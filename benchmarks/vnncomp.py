@@ -164,6 +164,7 @@ def options_from(args: argparse.Namespace) -> VnnlibOptions:
                          disjunct_tighten_fraction=args.disjunct_tighten,
                          threads=args.threads,
                          input_split=not args.no_input_split,
+                         relu_split_fraction=args.relu_split,
                          **milp_form_flag(args.milp_form),
                          solver_params=params,
                          falsifier=FalsifierOptions(time_limit_s=args.attack_s),
@@ -338,6 +339,9 @@ def main() -> int:
                              "worker share the MILPs and race on the last (use --threads 2)")
     parser.add_argument("--timeout-cap", type=float, default=None, metavar="S",
                         help="run every instance with min(its timeout, S) seconds")
+    parser.add_argument("--relu-split", type=float,
+                        default=VnnlibOptions().relu_split_fraction, metavar="F",
+                        help="share of the time left for ReLU splitting (0: off)")
     parser.add_argument("--no-input-split", action="store_true",
                         help="no input-splitting stage (VnnlibOptions.input_split)")
     parser.add_argument("--summarize-only", action="store_true")

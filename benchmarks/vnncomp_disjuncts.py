@@ -108,7 +108,7 @@ def main() -> int:
             writer.writeheader()
             fh.flush()  # at once: a second run may open the file before the first row
         for batch in batches:
-            model, _ = build_unsafe_milp(aug, bounds, prop, groups, batch, aug.num_classes,
+            model, _, _ = build_unsafe_milp(aug, bounds, prop, groups, batch, aug.num_classes,
                                    SOLVER_SLACK, args.objective,
                                    ideal_cuts=args.backend == "scip")
             t1 = time.perf_counter()

@@ -357,6 +357,11 @@ def _add_vnnlib_options(parser: argparse.ArgumentParser) -> None:
                         help="before each split MILP, LP-tighten the bounds over the inputs "
                              "that satisfy its disjunct for fraction F of the time left "
                              "(default: VnnlibOptions.disjunct_tighten_fraction, 0: off)")
+    parser.add_argument("--relu-split", type=float, default=None, metavar="F",
+                        help="after tightening, try to refute each open disjunct by branch and "
+                             "bound on ReLU phases for fraction F of the time left (chains of "
+                             "affine maps and ReLUs; default: "
+                             "VnnlibOptions.relu_split_fraction, 0: off)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="bound tightening solves N neurons at once and N split MILPs run "
                              "at once; also the solvers' and torch's thread count (default 1)")
@@ -372,6 +377,8 @@ def _vnnlib_options(args: argparse.Namespace) -> Any:
                          ideal_cuts=not args.no_ideal_cuts, verbose=args.verbose,
                          **({} if args.disjunct_tighten is None
                             else {"disjunct_tighten_fraction": args.disjunct_tighten}),
+                         **({} if args.relu_split is None
+                            else {"relu_split_fraction": args.relu_split}),
                          **milp_form_flag(args.milp_form),
                          **root_cut_rounds_flag(args.root_cut_rounds))
 

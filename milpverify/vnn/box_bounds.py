@@ -17,7 +17,7 @@ largest node size + 3 and rounds outward, so the bounds hold for every real inpu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 import numpy as np
@@ -102,10 +102,16 @@ def _interval_affine(w: FloatArray, b: FloatArray, lo: FloatArray, hi: FloatArra
 
 def _backsubstitute(chain: Chain, target: int, state: list[tuple[FloatArray, FloatArray]],
                     relax: dict[int, tuple[FloatArray, FloatArray, FloatArray]],
-                    rows: FloatArray | None = None) -> tuple[FloatArray, FloatArray]:
+                    rows: FloatArray | None = None,
+                    split_terms: dict[int, FloatArray] | None = None
+                    ) -> tuple[FloatArray, FloatArray]:
     """Lower bounds of the rows ``[I; -I]`` of node `target` (index into `state`; layer
     ``target - 1`` computes it) over every box, and the input coefficients of those rows;
     with `rows` (B, R, m), of those rows of the node instead (one set per box).
+
+    `split_terms[k]` (B, n_k) is added to the coefficients of ReLU layer k's input once the
+    back-substitution reaches it: ``-beta * sign`` of a ReLU-split region (`Combination`),
+    a term that is <= 0 on the region, so the bound holds on the region.
 
     Returns (low (B, 2m), coef (B or 1, 2m, n)) where ``low[:, :m]`` bounds the node below
     and ``-low[:, m:]`` above (with `rows`: low (B, R), coef (B, R, n)).
@@ -134,6 +140,9 @@ def _backsubstitute(chain: Chain, target: int, state: list[tuple[FloatArray, Flo
                                   + np.abs(icpt))
             const = const + _rows_dot(neg, icpt)
             coef = pos * slope_lo[:, None, :] + neg * slope_hi[:, None, :]
+            if split_terms is not None and k in split_terms:
+                coef = coef + split_terms[k][:, None, :]
+                err = err + _rows_dot(np.abs(coef), mag)
         err = err + np.abs(const)
     c, r = centre_radius(*state[0])
     abs_coef = np.abs(coef)
@@ -265,14 +274,20 @@ def _crown_unstable(chain: Chain, target: int, state: list[tuple[FloatArray, Flo
 class Combination:
     """Per (box, disjunct) pair: non-negative weights (P, R) of the last node's rows and the
     lower slopes ``slopes[k]`` (P, n_k) in [0, 1] of every ReLU layer k (used where the
-    bounds leave a neuron unstable)."""
+    bounds leave a neuron unstable); over ReLU-split regions also the multipliers
+    ``betas[k]`` (P, n_k) >= 0 of the splits ``signs[k]`` (+1: ``z >= 0``, -1: ``z <= 0``,
+    0: not split)."""
 
     weights: FloatArray
     slopes: dict[int, FloatArray]
+    betas: dict[int, FloatArray] = field(default_factory=dict)
+    signs: dict[int, FloatArray] = field(default_factory=dict)
 
     def take(self, index: npt.NDArray[np.int64]) -> Combination:
         """The pairs ``index`` (e.g. repeated for sub-boxes)."""
-        return Combination(self.weights[index], {k: v[index] for k, v in self.slopes.items()})
+        return Combination(self.weights[index], {k: v[index] for k, v in self.slopes.items()},
+                           {k: v[index] for k, v in self.betas.items()},
+                           {k: v[index] for k, v in self.signs.items()})
 
 
 def combined_lower(chain: Chain, crown: ChainPass, boxes: npt.NDArray[np.int64],
@@ -282,14 +297,26 @@ def combined_lower(chain: Chain, crown: ChainPass, boxes: npt.NDArray[np.int64],
     so a combination searched on a box also bounds its sub-boxes). Outward-rounded
     back-substitution as in `chain_bounds` (module docstring)."""
     state = [(lo[boxes], hi[boxes]) for lo, hi in crown.state]
+    relax = {k: (p[0][boxes], p[1][boxes], p[2][boxes]) for k, p in crown.relax.items()}
+    return region_lower(chain, state, relax, combo)
+
+
+def region_lower(chain: Chain, state: list[tuple[FloatArray, FloatArray]],
+                 relax: dict[int, tuple[FloatArray, FloatArray, FloatArray]],
+                 combo: Combination) -> FloatArray:
+    """`combined_lower` on explicit per-box node bounds `state` and CROWN relaxations
+    `relax`; with ``combo.signs``, a bound of ``weights[i] . s`` over the points of box i
+    whose ReLU inputs satisfy the splits (``state`` clipped to them), by the Lagrangian term
+    ``beta * (-sign * z) <= 0`` that any ``beta >= 0`` makes sound."""
     tuned: dict[int, tuple[FloatArray, FloatArray, FloatArray]] = {}
-    for k, (slope_lo, slope_hi, icpt) in crown.relax.items():
+    for k, (slope_lo, slope_hi, icpt) in relax.items():
         lo, hi = state[k]
         slopes = np.clip(combo.slopes[k], 0.0, 1.0)
-        tuned[k] = (np.where((lo < 0) & (hi > 0), slopes, slope_lo[boxes]), slope_hi[boxes],
-                    icpt[boxes])
+        tuned[k] = (np.where((lo < 0) & (hi > 0), slopes, slope_lo), slope_hi, icpt)
+    terms = {k: -np.maximum(combo.betas[k], 0.0) * sign for k, sign in combo.signs.items()}
     weights = np.maximum(combo.weights, 0.0)
-    low, _ = _backsubstitute(chain, len(chain.layers), state, tuned, rows=weights[:, None, :])
+    low, _ = _backsubstitute(chain, len(chain.layers), state, tuned, rows=weights[:, None, :],
+                             split_terms=terms)
     return low[:, 0]  # type: ignore[no-any-return]
 
 

@@ -40,6 +40,7 @@ from milpverify.vnn.check import check_counterexample, property_rows
 from milpverify.vnn.falsify import FalsifierOptions, _attack, falsify
 from milpverify.vnn.input_split import split_search
 from milpverify.vnn.options import VnnlibOptions
+from milpverify.vnn.relu_split import refute_by_relu_splits
 from milpverify.vnn.spec import VnnlibProperty
 
 
@@ -191,15 +192,18 @@ def _selection(groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: in
 
 def build_unsafe_milp(aug: Network, bounds: Any, prop: VnnlibProperty,
                 groups: list[npt.NDArray[np.int64]], batch: list[int], n_rows: int, rhs: float,
-                objective: bool, ideal_cuts: bool = False) -> tuple[Any, npt.NDArray[np.int64]]:
+                objective: bool, ideal_cuts: bool = False
+                ) -> tuple[Any, npt.NDArray[np.int64], NetworkEncoding]:
     """The unsafe-set MILP over the spec outputs ``s``: ``OR_d AND_{r in d} s_r <= rhs``
-    (`_unsafe_model`), carrying the ReLU cut separators with `ideal_cuts`."""
+    (`_unsafe_model`), carrying the ReLU cut separators with `ideal_cuts`; its input
+    variables and the network's encoding (whose `definitions` let `counted_solve`
+    substitute the stable neurons out)."""
     model, input_vars, encoding = _unsafe_model(aug, bounds, prop, groups, batch, n_rows, rhs,
                                                 objective)
     if ideal_cuts:
         for separator in relu_cut_separators(aug, bounds, encoding):
             model.add_separator(separator)
-    return model, input_vars
+    return model, input_vars, encoding
 
 
 def _unsafe_model(aug: Network, bounds: Any, prop: VnnlibProperty,
@@ -279,9 +283,10 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
     def solve(attempt: int, row_margin: float
               ) -> tuple[SolveResult | None, WitnessCheck | None, str]:
         t0 = time.perf_counter()
-        model, input_vars = build_unsafe_milp(aug, bounds, prop, groups, batch, n_rows,
-                                              -row_margin, opts.milp_objective,
-                                              opts.ideal_cuts and backend == "scip")
+        model, input_vars, encoding = build_unsafe_milp(aug, bounds, prop, groups, batch,
+                                                        n_rows, -row_margin,
+                                                        opts.milp_objective,
+                                                        opts.ideal_cuts and backend == "scip")
         timings["build_s"] = timings.get("build_s", 0.0) + time.perf_counter() - t0
         stats["binaries"] = max(stats.get("binaries", 0), int(model.n_integer))
         remaining = deadline - time.perf_counter()
@@ -290,7 +295,7 @@ def _solve_batch(aug: Network, bounds: Any, prop: VnnlibProperty,
         options = SolveOptions(time_limit_s=remaining, threads=opts.threads,
                                stop_at_first_feasible=True, cancel=cancel, verbose=opts.verbose,
                                solver_params=_milp_params(backend, opts))
-        result = counted_solve(solver, model, options, timings, stats)
+        result = counted_solve(solver, model, options, timings, stats, encoding.definitions)
         if result.x is None or result.status == SolveStatus.ERROR:
             return result, None, ""
         point = result.x[input_vars]
@@ -371,6 +376,41 @@ def _input_split(net: Network, aug: Network, prop: VnnlibProperty, a: FloatArray
     return None
 
 
+def _relu_split(aug: Network, bounds: Any, groups: list[npt.NDArray[np.int64]], alive: list[int],
+                deadline: float, opts: VnnlibOptions, timings: dict[str, float],
+                stats: dict[str, Any]) -> list[int]:
+    """The ReLU-splitting stage (`refute_by_relu_splits`) on a chain `aug` for
+    `relu_split_fraction` of the time left, the disjunct the bounds come nearest to refuting
+    first, each with an equal share of what is left of the stage's time; the disjuncts it
+    did not refute."""
+    chain = as_chain(aug)
+    if chain is None:
+        return alive
+    t0 = time.perf_counter()
+    until = t0 + opts.relu_split_fraction * (deadline - t0)
+    order = list(aug.order)
+    root = [tuple(np.asarray(v, dtype=np.float64)[None] for v in bounds.flat(name))
+            for name in order]
+    s_lo = bounds.flat(SPEC_NODE)[0]
+    left = []
+    queue = sorted(alive, key=lambda d: -float(np.max(s_lo[groups[d]])))
+    for i, d in enumerate(queue):
+        now = time.perf_counter()
+        if now >= until:
+            left.extend(queue[i:])
+            break
+        mask = np.zeros(len(s_lo), dtype=bool)
+        mask[groups[d]] = True
+        found = refute_by_relu_splits(chain, root, mask, now + (until - now) / (len(queue) - i),
+                                      opts.relu_splitter, start=s_lo)
+        for key in ("relu_domains", "relu_batches"):
+            stats[key] = stats.get(key, 0) + found.stats[key]
+        if not found.refuted:
+            left.append(d)
+    timings["relu_split_s"] = timings.get("relu_split_s", 0.0) + time.perf_counter() - t0
+    return sorted(left)
+
+
 def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backend: str,
                      opts: VnnlibOptions, attack_s: float, timings: dict[str, float],
                      stats: dict[str, Any]) -> _PropertyOutcome:
@@ -440,6 +480,10 @@ def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backen
         alive = possible_disjuncts(bounds.flat(SPEC_NODE)[0], groups, alive)
         if not alive:
             return _PropertyOutcome("unsat", decided_by="bounds")
+    if opts.relu_split_fraction > 0 and len(alive) and deadline > time.perf_counter():
+        alive = _relu_split(aug, bounds, groups, alive, deadline, opts, timings, stats)
+        if not alive:
+            return _PropertyOutcome("unsat", decided_by="relu_split")
     stats["disjuncts_left"] = stats.get("disjuncts_left", 0) + len(alive)
     if deadline - time.perf_counter() <= 0:
         return _PropertyOutcome("timeout", message="time limit reached before the MILP")

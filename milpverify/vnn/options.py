@@ -9,6 +9,7 @@ import numpy as np
 from milpverify.errors import InvalidInputError
 from milpverify.vnn.falsify import FalsifierOptions
 from milpverify.vnn.input_split import BRANCHING, SplitOptions
+from milpverify.vnn.relu_split import ReluSplitOptions
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,15 @@ class VnnlibOptions:
         splitting applies: the split search falsifies on its boxes too (with LP polishing),
         so a long first attack only delays the unsat answers.
     splitter : SplitOptions
+    relu_split_fraction : float
+        On networks that are chains of affine maps and ReLUs (and not input-split), after
+        the bound tightening and before the last MILPs, try to refute each disjunct still
+        open by branch and bound on ReLU phases (`milpverify.vnn.relu_split`) for this
+        fraction of the time left, shared among the disjuncts; the MILPs get the rest and
+        the disjuncts it did not refute. 0 (default) skips it: on the mnist_fc instances the
+        MILP after tightening decides, SCIP's LP-based tree is faster on this 2-core CPU
+        (`benchmarks/results/vnncomp.md`).
+    relu_splitter : ReluSplitOptions
     solver_params : dict
         Passed to the backend (SCIP parameter names for "scip").
     falsifier : FalsifierOptions
@@ -122,6 +132,8 @@ class VnnlibOptions:
     input_split_fraction: float = 0.9
     input_split_attack_s: float = 0.2
     splitter: SplitOptions = field(default_factory=SplitOptions)
+    relu_split_fraction: float = 0.0
+    relu_splitter: ReluSplitOptions = field(default_factory=ReluSplitOptions)
     solver_params: dict[str, object] = field(default_factory=dict)
     falsifier: FalsifierOptions = field(default_factory=FalsifierOptions)
     verbose: bool = False
@@ -143,6 +155,9 @@ class VnnlibOptions:
         if not 0 < self.input_split_fraction <= 1:
             raise InvalidInputError(f"`input_split_fraction` must be in (0, 1]; got "
                                     f"{self.input_split_fraction!r}.")
+        if not 0 <= self.relu_split_fraction < 1:
+            raise InvalidInputError(f"`relu_split_fraction` must be in [0, 1); got "
+                                    f"{self.relu_split_fraction!r}.")
         if not self.input_split_attack_s >= 0:
             raise InvalidInputError(f"`input_split_attack_s` must be >= 0; got "
                                     f"{self.input_split_attack_s!r}.")

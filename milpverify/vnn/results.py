@@ -159,14 +159,17 @@ class VnnlibResult:
         inside the box) and onnxruntime's outputs at it (numpy float64 outputs when the
         network has no ONNX origin).
     decided_by : str
-        ``"bounds"``, ``"attack"``, ``"input_split"``, ``"milp"``, ``"rho"`` (shared rho)
+        ``"bounds"``, ``"attack"``, ``"input_split"``, ``"relu_split"``, ``"milp"``,
+        ``"rho"`` (shared rho)
         or ``""``.
     timings : dict[str, float]
         Seconds per stage (``bounds_s``, ``attack_s``, ``tighten_s``, ``build_s``,
-        ``solve_s``, ``total_s``).
+        ``solve_s``, ``total_s``; ``input_split_s`` and ``relu_split_s`` when those stages
+        ran).
     stats : dict[str, Any]
         Counts: ``disjuncts``, ``disjuncts_left``, ``unstable_symbolic``,
-        ``unstable_tightened``, ``binaries``, ``nodes``.
+        ``unstable_tightened``, ``binaries``, ``nodes``; ``split_boxes`` (input splitting)
+        and ``relu_domains`` / ``relu_batches`` (ReLU splitting) when those stages ran.
     message : str
         Why, for anything but a clean ``sat``/``unsat``.
     """

@@ -127,7 +127,7 @@ def verify_vnnlib(net_or_path: Network | PathLike, spec_or_path: VnnlibSpec | Pa
         outcomes.append(outcome)
     if all(o.result == "unsat" for o in outcomes):
         used = {o.decided_by for o in outcomes}
-        by = next((w for w in ("milp", "input_split") if w in used), "bounds")
+        by = next((w for w in ("milp", "relu_split", "input_split") if w in used), "bounds")
         return done("unsat", by=by)
     for word in ("error", "timeout", "unknown"):
         hit = [o for o in outcomes if o.result == word]
