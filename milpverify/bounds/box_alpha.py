@@ -98,7 +98,7 @@ def search_bounds(layers: Sequence[tuple[object, ...]],
                   iterations: int = ITERATIONS, learning_rate: float = LEARNING_RATE,
                   start: FloatArray | None = None, threads: int | None = 1,
                   splits: dict[int, FloatArray] | None = None,
-                  warm: tuple[dict[int, FloatArray], dict[int, FloatArray]] | None = None,
+                  warm: tuple[dict[int, npt.ArrayLike], dict[int, npt.ArrayLike]] | None = None,
                   beta_rate: float = BETA_RATE, relu_coef: bool = False,
                   dtype: type = np.float64) -> SlopeSearch:
     """`optimise_chain_slopes`, and over ReLU-split regions (beta-CROWN, Wang et al.
@@ -124,7 +124,7 @@ def _optimise(layers: Sequence[tuple[object, ...]],
               upper: FloatArray, row_mask: npt.NDArray[np.bool_], iterations: int,
               learning_rate: float, start: FloatArray | None,
               splits: dict[int, FloatArray],
-              warm: tuple[dict[int, FloatArray], dict[int, FloatArray]] | None,
+              warm: tuple[dict[int, npt.ArrayLike], dict[int, npt.ArrayLike]] | None,
               beta_rate: float, relu_coef: bool, dtype: type) -> SlopeSearch:
     def t(x: object) -> torch.Tensor:
         return torch.from_numpy(np.array(x, dtype=dtype))  # a copy: inputs may be views

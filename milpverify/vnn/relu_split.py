@@ -148,20 +148,9 @@ def _choose_splits(state: list[tuple[FloatArray, FloatArray]], relu_layers: list
     return layer, index
 
 
-def _with_split(signs: dict[int, npt.NDArray[np.int8]], layer: npt.NDArray[np.int64],
-                index: npt.NDArray[np.int64], sign: int) -> dict[int, npt.NDArray[np.int8]]:
-    """A copy of `signs` with neuron ``(layer[i], index[i])`` of domain i set to `sign`."""
-    out = {k: v.copy() for k, v in signs.items()}
-    rows = np.arange(len(layer))
-    for k, v in out.items():
-        hit = layer == k
-        v[rows[hit], index[hit]] = sign
-    return out
-
-
 def bound_domains(chain: Chain, root: list[tuple[FloatArray, FloatArray]],
                   signs: dict[int, npt.NDArray[np.int8]], row_mask: npt.NDArray[np.bool_], *,
-                  iterations: int, warm: tuple[dict[int, FloatArray], dict[int, FloatArray]]
+                  iterations: int, warm: tuple[dict[int, npt.ArrayLike], dict[int, npt.ArrayLike]]
                   | None = None, start: FloatArray | None = None, refine: bool = False,
                   beta_rate: float = BETA_RATE) -> _Domains:
     """Sound lower bounds of a combination of the `row_mask` rows over D domains, the split
@@ -179,8 +168,6 @@ def bound_domains(chain: Chain, root: list[tuple[FloatArray, FloatArray]],
     if refine:
         state = chain_pass(chain, state[0][0], state[0][1],
                            inherit={k: state[k] for k in relu_layers}).state
-        for k in relu_layers:
-            state[k + 1] = (np.maximum(state[k][0], 0.0), np.maximum(state[k][1], 0.0))
     # sound bounds that cross prove the region empty: nothing to refute there
     empty = np.zeros(count, dtype=bool)
     for lo, hi in state:
@@ -223,7 +210,7 @@ def refute_by_relu_splits(chain: Chain, root: list[tuple[FloatArray, FloatArray]
     stats: dict[str, Any] = {"relu_domains": 0, "relu_batches": 0}
 
     def bound(signs: dict[int, npt.NDArray[np.int8]],
-              warm: tuple[dict[int, FloatArray], dict[int, FloatArray]] | None,
+              warm: tuple[dict[int, npt.ArrayLike], dict[int, npt.ArrayLike]] | None,
               iterations: int, first: FloatArray | None) -> _Domains:
         stats["relu_batches"] += 1
         stats["relu_domains"] += len(next(iter(signs.values())))
@@ -257,14 +244,13 @@ def refute_by_relu_splits(chain: Chain, root: list[tuple[FloatArray, FloatArray]
         rest = np.setdiff1d(np.arange(len(open_)), order, assume_unique=True)
         parents = open_.take(order)
         open_ = open_.take(rest)
-        layer, index = parents.next_layer, parents.next_index
+        # each parent twice (copies): first with its next ReLU active, then inactive
         children = parents.take(np.r_[np.arange(size), np.arange(size)])
-        active = _with_split(parents.signs, layer, index, 1)
-        inactive = _with_split(parents.signs, layer, index, -1)
-        children.signs = {k: np.concatenate([active[k], inactive[k]]) for k in active}
-        warm = ({k: v.astype(np.float64) for k, v in children.slopes.items()},
-                {k: v.astype(np.float64) for k, v in children.betas.items()})
-        bounded = bound(children.signs, warm, opts.iterations, None)
+        rows, sign = np.arange(2 * size), np.repeat(np.array([1, -1], dtype=np.int8), size)
+        for k, signs in children.signs.items():
+            hit = children.next_layer == k
+            signs[rows[hit], children.next_index[hit]] = sign[hit]
+        bounded = bound(children.signs, (children.slopes, children.betas), opts.iterations, None)
         # a child's region lies in its parent's, so the parent's bound holds there too (with
         # few steps the multipliers of the new split may not yet make up for the box)
         bounded.lower = np.maximum(bounded.lower, children.lower)
