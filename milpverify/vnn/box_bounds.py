@@ -204,7 +204,7 @@ def chain_pass(chain: Chain, lower: FloatArray, upper: FloatArray,
     for k, layer in enumerate(chain.layers):
         lo, hi = state[k]
         if layer[0] == "relu":
-            relax[k] = _relax(lo, hi)
+            relax[k] = relu_relaxation(lo, hi)
             state.append((np.maximum(lo, 0.0), np.maximum(hi, 0.0)))
             continue
         w, b = layer[1], layer[2]
@@ -341,7 +341,7 @@ def optimised_margins(chain: Chain, crown: ChainPass, boxes: npt.NDArray[np.int6
     return combined_lower(chain, crown, boxes, combo), combo
 
 
-def _relax(lo: FloatArray, hi: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+def relu_relaxation(lo: FloatArray, hi: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
     """`relax_relu` on (B, n) bounds: (lower slope, upper slope, upper intercept)."""
     relaxation = relax_relu(None, lo, hi)  # type: ignore[arg-type]
     assert isinstance(relaxation.lo, np.ndarray) and isinstance(relaxation.hi, np.ndarray)

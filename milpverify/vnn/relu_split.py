@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from milpverify.bounds.box_alpha import BETA_RATE, search_bounds
 from milpverify.ir.ops import FloatArray
-from milpverify.vnn.box_bounds import Chain, Combination, _relax, chain_pass, region_lower
+from milpverify.vnn.box_bounds import Chain, Combination, chain_pass, region_lower, relu_relaxation
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def bound_domains(chain: Chain, root: list[tuple[FloatArray, FloatArray]],
     empty = np.zeros(count, dtype=bool)
     for lo, hi in state:
         empty |= np.any(lo > hi, axis=1)
-    relax = {k: _relax(*state[k]) for k in relu_layers}
+    relax = {k: relu_relaxation(*state[k]) for k in relu_layers}
     mask = np.tile(row_mask, (count, 1))
     sign_f = {k: v.astype(np.float64) for k, v in signs.items()}
     found = search_bounds(chain.layers, {k: state[k] for k in relu_layers}, state[0][0],
