@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from milpverify.bounds.box_alpha import BETA_RATE, search_bounds
+from milpverify.errors import InvalidInputError
 from milpverify.ir.ops import FloatArray
 from milpverify.vnn.box_bounds import Chain, Combination, chain_pass, region_lower, relu_relaxation
 
@@ -60,6 +61,14 @@ class ReluSplitOptions:
     max_domains: int = 100_000
     refine: bool = False
     beta_rate: float = BETA_RATE
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "iterations", "root_iterations", "max_domains"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise InvalidInputError(f"`{name}` must be an integer >= 1; got {value!r}.")
+        if not self.beta_rate > 0:
+            raise InvalidInputError(f"`beta_rate` must be > 0; got {self.beta_rate!r}.")
 
 
 @dataclass

@@ -136,6 +136,12 @@ def test_verify_vnnlib_decides_by_relu_splitting():
             assert result.result == "sat"
 
 
-def test_relu_split_fraction_is_checked():
-    with pytest.raises(InvalidInputError, match="relu_split_fraction"):
-        VnnlibOptions(relu_split_fraction=1.0)
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch": 0}, r"`batch` must be an integer >= 1; got 0"),
+    ({"iterations": 2.5}, r"`iterations` must be an integer >= 1; got 2.5"),
+    ({"max_domains": -1}, r"`max_domains` must be an integer >= 1; got -1"),
+    ({"beta_rate": 0.0}, r"`beta_rate` must be > 0; got 0.0"),
+])
+def test_bad_relu_split_options_are_named(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        ReluSplitOptions(**kwargs)

@@ -271,6 +271,8 @@ def test_root_cut_rounds_reach_scip_only_and_solver_params_win():
     ({"disjunct_tighten_fraction": 1.0},
      r"`disjunct_tighten_fraction` must be a number in \[0, 1\); got 1.0"),
     ({"disjunct_tighten_fraction": -0.1}, r"`disjunct_tighten_fraction` must be .* got -0.1"),
+    ({"relu_split_fraction": 1.0}, r"`relu_split_fraction` must be in \[0, 1\); got 1.0"),
+    ({"relu_split_fraction": -0.1}, r"`relu_split_fraction` must be .* got -0.1"),
 ])
 def test_bad_options_are_named(kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
@@ -435,7 +437,7 @@ def test_cli_scip_and_highs_workers(tmp_path, abs_model, capsys):
     assert not out.exists()  # refused before any row
 
 
-def test_cli_disjunct_cut_round_and_milp_form_flags():
+def test_cli_disjunct_cut_round_relu_split_and_milp_form_flags():
     def options(*flags: str) -> VnnlibOptions:
         return _vnnlib_options(build_parser().parse_args(["vnnlib", "m.onnx", "s.vnnlib", *flags]))
 
@@ -444,6 +446,10 @@ def test_cli_disjunct_cut_round_and_milp_form_flags():
     assert options("--disjunct-tighten", "0.25").disjunct_tighten_fraction == 0.25
     with pytest.raises(InvalidInputError, match="`disjunct_tighten_fraction` must be"):
         options("--disjunct-tighten", "2")
+    assert options().relu_split_fraction == VnnlibOptions().relu_split_fraction == 0.0
+    assert options("--relu-split", "0.3").relu_split_fraction == 0.3
+    with pytest.raises(InvalidInputError, match="`relu_split_fraction` must be"):
+        options("--relu-split", "2")
     assert options("--joint-disjuncts").split_disjuncts is False
     assert options("--root-cut-rounds", "5").root_cut_rounds == 5
     assert options("--root-cut-rounds", "-1").root_cut_rounds is None
