@@ -40,7 +40,7 @@ from milpverify.vnn.check import check_counterexample, property_rows
 from milpverify.vnn.falsify import FalsifierOptions, _attack, falsify
 from milpverify.vnn.input_split import split_search
 from milpverify.vnn.options import VnnlibOptions
-from milpverify.vnn.relu_split import refute_by_relu_splits
+from milpverify.vnn.relu_split import refute_by_relu_splits, root_bounds
 from milpverify.vnn.spec import VnnlibProperty
 
 
@@ -388,9 +388,7 @@ def _relu_split(aug: Network, bounds: Any, groups: list[npt.NDArray[np.int64]], 
         return alive
     t0 = time.perf_counter()
     until = t0 + opts.relu_split_fraction * (deadline - t0)
-    order = list(aug.order)
-    root = [tuple(np.asarray(v, dtype=np.float64)[None] for v in bounds.flat(name))
-            for name in order]
+    root = root_bounds(aug, bounds)
     s_lo = bounds.flat(SPEC_NODE)[0]
     left = []
     queue = sorted(alive, key=lambda d: -float(np.max(s_lo[groups[d]])))

@@ -36,8 +36,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from milpverify.bounds.base import Bounds
 from milpverify.bounds.box_alpha import BETA_RATE, search_bounds
 from milpverify.errors import InvalidInputError
+from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.vnn.box_bounds import Chain, Combination, chain_pass, region_lower, relu_relaxation
 
@@ -50,10 +52,8 @@ class ReluSplitOptions:
     gives up when more than ``max_domains`` are open. With ``refine``, each domain's ReLU
     inputs are bounded again by CROWN through its split ReLUs (`bound_domains`).
 
-    On one disjunct of mnist_fc 256x4 ``prop_10_0.05`` (LP-tightened bounds, root bound
-    -0.56, 60 s) 8 / 20 / 40 / 80 steps per batch left 20,218 / 8,482 / 4,816 / 1,183
-    domains open: a better bound per domain pays more than more domains. ``refine`` bounded
-    5x fewer domains per second and ended with a weaker worst bound (on ``prop_13_0.05``)."""
+    Many search steps per batch, no ``refine``: a better bound per domain pays more than
+    more domains (`benchmarks/relu_split.py`, ``benchmarks/results/relu_split.md``)."""
 
     batch: int = 256
     iterations: int = 80
@@ -116,6 +116,13 @@ class _Domains:
                         np.concatenate([p.next_index for p in parts]))
 
 
+def root_bounds(chain_net: Network, bounds: Bounds) -> list[tuple[FloatArray, FloatArray]]:
+    """The (1, n) bounds of every node of the chain network `chain_net` (in its order) from
+    a `Bounds` object over the box: the `root` argument of `refute_by_relu_splits`."""
+    return [tuple(np.asarray(v, dtype=np.float64)[None] for v in bounds.flat(name))
+            for name in chain_net.order]
+
+
 def _region_state(root: list[tuple[FloatArray, FloatArray]], relu_layers: list[int],
                   signs: dict[int, npt.NDArray[np.int8]], count: int
                   ) -> list[tuple[FloatArray, FloatArray]]:
@@ -136,9 +143,7 @@ def _choose_splits(state: list[tuple[FloatArray, FloatArray]], relu_layers: list
                    relu_coef: dict[int, FloatArray]) -> tuple[npt.NDArray[np.int64],
                                                                npt.NDArray[np.int64]]:
     """Per domain, the unstable ReLU with the largest ``|coef| * (-l u / (u - l))`` (layer,
-    index); layer -1 when none is unstable. (Filtered smart branching, ranking the four best
-    of these by their children's bounds, kept more domains open in the same time on
-    mnist_fc 256x4 ``prop_10_0.05``.)"""
+    index); layer -1 when none is unstable."""
     count = state[0][0].shape[0]
     best = np.full(count, -1.0)
     layer = np.full(count, -1, dtype=np.int64)

@@ -17,15 +17,19 @@ from milpverify.ir.constraints import OutputConstraint
 from milpverify.vnn.box_bounds import as_chain
 from milpverify.vnn.decide import SPEC_NODE, spec_network
 from milpverify.vnn.options import VnnlibOptions
-from milpverify.vnn.relu_split import ReluSplitOptions, bound_domains, refute_by_relu_splits
+from milpverify.vnn.relu_split import (
+    ReluSplitOptions,
+    bound_domains,
+    refute_by_relu_splits,
+    root_bounds,
+)
 from milpverify.vnn.spec import VnnlibProperty, VnnlibSpec
 from milpverify.vnn.verify import verify_vnnlib
 
 
 def _root(aug, lo, hi):
     bounds = compute_bounds(aug, lo, hi, method="symbolic")
-    return [tuple(np.asarray(v, dtype=np.float64)[None] for v in bounds.flat(name))
-            for name in aug.order], bounds
+    return root_bounds(aug, bounds), bounds
 
 
 def _forward(weights, x):
