@@ -52,8 +52,9 @@ class ReluSplitOptions:
     gives up when more than ``max_domains`` are open. With ``refine``, each domain's ReLU
     inputs are bounded again by CROWN through its split ReLUs (`bound_domains`).
 
-    Many search steps per batch, no ``refine``: a better bound per domain pays more than
-    more domains (`benchmarks/relu_split.py`, ``benchmarks/results/relu_split.md``)."""
+    Many search steps per batch: a better bound per domain pays more than more domains;
+    ``refine`` and a larger ``beta_rate`` ended about even with the defaults
+    (`benchmarks/relu_split.py`, ``benchmarks/results/relu_split.md``)."""
 
     batch: int = 256
     iterations: int = 80
