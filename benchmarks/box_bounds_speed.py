@@ -1,4 +1,4 @@
-"""Boxes per second: batched chain bounds (`milpverify.vnn.box_bounds.chain_bounds`) against the
+"""Boxes per second: batched chain bounds (`milpverify.bounds.box_bounds.chain_bounds`) against the
 per-box symbolic pass (`symbolic_bounds`), on the spec networks of the 2022 control benchmarks.
 
 For each network: sub-boxes of the first instance's box (each side 1/8 of the box, random
@@ -30,8 +30,8 @@ import numpy as np  # noqa: E402
 from _common import machine  # noqa: E402
 
 from milpverify.bounds import symbolic_bounds  # noqa: E402
+from milpverify.bounds.box_bounds import as_chain, chain_bounds  # noqa: E402
 from milpverify.frontends.onnx import load_onnx  # noqa: E402
-from milpverify.vnn.box_bounds import as_chain, chain_bounds  # noqa: E402
 from milpverify.vnn.check import property_rows  # noqa: E402
 from milpverify.vnn.decide import SPEC_NODE, spec_network  # noqa: E402
 from milpverify.vnn.spec import read_vnnlib  # noqa: E402

@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO))
 
 from _common import machine  # noqa: E402
 
+from milpverify.bounds.box_bounds import as_chain  # noqa: E402
 from milpverify.frontends.onnx import load_onnx  # noqa: E402
-from milpverify.vnn.box_bounds import as_chain  # noqa: E402
 from milpverify.vnn.check import property_rows  # noqa: E402
 from milpverify.vnn.decide import spec_network  # noqa: E402
 from milpverify.vnn.input_split import SplitOptions, split_search  # noqa: E402

@@ -1,4 +1,4 @@
-"""ReLU-phase branch and bound (`milpverify.vnn.relu_split`): its settings, and the question
+"""ReLU-phase branch and bound (`milpverify.bounds.relu_split`): its settings, and the question
 "is x robust at radius r?" answered by it and by `milpverify.certify` side by side.
 
 `tune`: one disjunct of one VNN-COMP mnist_fc instance, on the pipeline's kind of bounds
@@ -35,11 +35,11 @@ from _common import machine
 
 import milpverify
 from milpverify.bounds import alpha_bounds
+from milpverify.bounds.box_bounds import as_chain
+from milpverify.bounds.relu_split import ReluSplitOptions, refute_by_relu_splits, root_bounds
 from milpverify.bounds.tighten import compute_bounds
-from milpverify.vnn.box_bounds import as_chain
 from milpverify.vnn.check import property_rows
 from milpverify.vnn.decide import SPEC_NODE, spec_network
-from milpverify.vnn.relu_split import ReluSplitOptions, refute_by_relu_splits, root_bounds
 from milpverify.vnn.verify import spec_for
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

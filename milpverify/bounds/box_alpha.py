@@ -14,7 +14,7 @@ ICLR 2021, here for one combined row per box with the intermediate bounds fixed)
 Adam on the CROWN lower bound of ``lambda . s``, all boxes in one torch batch.
 
 Only the *search* is here. It is not rounded and its value is never used as a bound: the
-caller (`milpverify.vnn.box_bounds.optimised_margins`) recomputes the bound of the returned
+caller (`milpverify.bounds.box_bounds.optimised_margins`) recomputes the bound of the returned
 weights and slopes by the outward-rounded float64 back-substitution, which is sound for any
 non-negative weights and any slopes in [0, 1].
 """
@@ -72,7 +72,7 @@ def optimise_chain_slopes(layers: Sequence[tuple[object, ...]],
 
     Parameters
     ----------
-    layers : the chain's layers, ``("affine", W, b)`` or ``("relu",)`` (`vnn.box_bounds.Chain`).
+    layers : the chain's layers, ``("affine", W, b)`` or ``("relu",)`` (`bounds.box_bounds.Chain`).
     pre_bounds : for every ReLU layer index k, the (B, n_k) bounds of its input on each box.
     lower, upper : (B, n) input boxes.
     row_mask : (B, R) bool, the rows of the last node that may be combined on each box

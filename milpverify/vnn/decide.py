@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from milpverify.bounds import alpha_bounds
+from milpverify.bounds.box_bounds import as_chain
+from milpverify.bounds.relu_split import refute_disjuncts, root_bounds
 from milpverify.bounds.tighten import compute_bounds
 from milpverify.core.decide import counted_solve, decide_loop
 from milpverify.core.query import SOLVER_SLACK, WITNESS_MARGIN
@@ -35,12 +37,10 @@ from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveOptions, SolveResult, SolveStatus
-from milpverify.vnn.box_bounds import as_chain
 from milpverify.vnn.check import check_counterexample, property_rows
 from milpverify.vnn.falsify import FalsifierOptions, _attack, falsify
 from milpverify.vnn.input_split import split_search
 from milpverify.vnn.options import VnnlibOptions
-from milpverify.vnn.relu_split import refute_by_relu_splits, root_bounds
 from milpverify.vnn.spec import VnnlibProperty
 
 
@@ -379,7 +379,7 @@ def _input_split(net: Network, aug: Network, prop: VnnlibProperty, a: FloatArray
 def _relu_split(aug: Network, bounds: Any, groups: list[npt.NDArray[np.int64]], alive: list[int],
                 deadline: float, opts: VnnlibOptions, timings: dict[str, float],
                 stats: dict[str, Any]) -> list[int]:
-    """The ReLU-splitting stage (`refute_by_relu_splits`) on a chain `aug` for
+    """The ReLU-splitting stage (`refute_disjuncts`) on a chain `aug` for
     `relu_split_fraction` of the time left, the disjunct the bounds come nearest to refuting
     first, each with an equal share of what is left of the stage's time; the disjuncts it
     did not refute."""
@@ -390,23 +390,13 @@ def _relu_split(aug: Network, bounds: Any, groups: list[npt.NDArray[np.int64]], 
     until = t0 + opts.relu_split_fraction * (deadline - t0)
     root = root_bounds(aug, bounds)
     s_lo = bounds.flat(SPEC_NODE)[0]
-    left = []
     queue = sorted(alive, key=lambda d: -float(np.max(s_lo[groups[d]])))
-    for i, d in enumerate(queue):
-        now = time.perf_counter()
-        if now >= until:
-            left.extend(queue[i:])
-            break
-        mask = np.zeros(len(s_lo), dtype=bool)
-        mask[groups[d]] = True
-        found = refute_by_relu_splits(chain, root, mask, now + (until - now) / (len(queue) - i),
-                                      opts.relu_splitter, start=s_lo)
-        for key in ("relu_domains", "relu_batches"):
-            stats[key] = stats.get(key, 0) + found.stats[key]
-        if not found.refuted:
-            left.append(d)
+    masks = [np.isin(np.arange(len(s_lo)), groups[d]) for d in queue]
+    left, found = refute_disjuncts(chain, root, masks, until, opts.relu_splitter, start=s_lo)
+    for key in ("relu_domains", "relu_batches"):
+        stats[key] = stats.get(key, 0) + found[key]
     timings["relu_split_s"] = timings.get("relu_split_s", 0.0) + time.perf_counter() - t0
-    return sorted(left)
+    return sorted(queue[i] for i in left)
 
 
 def _decide_property(net: Network, prop: VnnlibProperty, deadline: float, backend: str,

@@ -44,12 +44,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from milpverify.core.ascent import ascend, signed_step
-from milpverify.core.region import input_gradient
-from milpverify.core.witness import WitnessCheck
-from milpverify.ir.network import Network
-from milpverify.ir.ops import FloatArray
-from milpverify.vnn.box_bounds import (
+from milpverify.bounds.box_bounds import (
     Chain,
     ChainPass,
     Combination,
@@ -57,6 +52,11 @@ from milpverify.vnn.box_bounds import (
     combined_lower,
     optimised_margins,
 )
+from milpverify.core.ascent import ascend, signed_step
+from milpverify.core.region import input_gradient
+from milpverify.core.witness import WitnessCheck
+from milpverify.ir.network import Network
+from milpverify.ir.ops import FloatArray
 from milpverify.vnn.check import _unsafe_margin, check_counterexample
 from milpverify.vnn.falsify import SlackOfOwnDisjunct
 from milpverify.vnn.pattern_lp import polish

@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from milpverify.bounds.relu_split import ReluSplitOptions
 from milpverify.errors import InvalidInputError
 from milpverify.vnn.falsify import FalsifierOptions
 from milpverify.vnn.input_split import BRANCHING, SplitOptions
-from milpverify.vnn.relu_split import ReluSplitOptions
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class VnnlibOptions:
     relu_split_fraction : float
         On networks that are chains of affine maps and ReLUs (and not input-split), after
         the bound tightening and before the last MILPs, try to refute each disjunct still
-        open by branch and bound on ReLU phases (`milpverify.vnn.relu_split`) for this
+        open by branch and bound on ReLU phases (`milpverify.bounds.relu_split`) for this
         fraction of the time left, shared among the disjuncts; the MILPs get the rest and
         the disjuncts it did not refute. 0 (default) skips it: on the mnist_fc instances the
         MILP after tightening decides, SCIP's LP-based tree is faster on this 2-core CPU

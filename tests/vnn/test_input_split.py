@@ -13,18 +13,18 @@ import pytest
 from helpers import random_mlp
 
 from milpverify.bounds import symbolic_bounds
-from milpverify.errors import InvalidInputError
-from milpverify.frontends.onnx import load_onnx
-from milpverify.ir import ops
-from milpverify.ir.constraints import OutputConstraint
-from milpverify.ir.network import Network
-from milpverify.vnn.box_bounds import (
+from milpverify.bounds.box_bounds import (
     as_chain,
     chain_bounds,
     chain_pass,
     combined_lower,
     optimised_margins,
 )
+from milpverify.errors import InvalidInputError
+from milpverify.frontends.onnx import load_onnx
+from milpverify.ir import ops
+from milpverify.ir.constraints import OutputConstraint
+from milpverify.ir.network import Network
 from milpverify.vnn.check import check_counterexample, property_rows
 from milpverify.vnn.decide import SPEC_NODE, spec_network
 from milpverify.vnn.input_split import SplitOptions, _disjunct_margins, _optimise_open, split_search

@@ -1,4 +1,4 @@
-"""Branch and bound on ReLU phases (`milpverify.vnn.relu_split`): its domain bounds hold on
+"""Branch and bound on ReLU phases (`milpverify.bounds.relu_split`): its domain bounds hold on
 every sampled point of the domain, and it refutes a disjunct exactly when enumerating the
 activation regions says no point satisfies it."""
 
@@ -11,18 +11,18 @@ import pytest
 from helpers import activation_regions, random_mlp
 from scipy.optimize import linprog
 
-from milpverify.bounds.tighten import compute_bounds
-from milpverify.errors import InvalidInputError
-from milpverify.ir.constraints import OutputConstraint
-from milpverify.vnn.box_bounds import as_chain
-from milpverify.vnn.decide import SPEC_NODE, spec_network
-from milpverify.vnn.options import VnnlibOptions
-from milpverify.vnn.relu_split import (
+from milpverify.bounds.box_bounds import as_chain
+from milpverify.bounds.relu_split import (
     ReluSplitOptions,
     bound_domains,
     refute_by_relu_splits,
     root_bounds,
 )
+from milpverify.bounds.tighten import compute_bounds
+from milpverify.errors import InvalidInputError
+from milpverify.ir.constraints import OutputConstraint
+from milpverify.vnn.decide import SPEC_NODE, spec_network
+from milpverify.vnn.options import VnnlibOptions
 from milpverify.vnn.spec import VnnlibProperty, VnnlibSpec
 from milpverify.vnn.verify import verify_vnnlib
 

@@ -30,6 +30,7 @@ when too many are open, or when a domain has no unstable ReLU left to split.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,10 +39,16 @@ import numpy.typing as npt
 
 from milpverify.bounds.base import Bounds
 from milpverify.bounds.box_alpha import BETA_RATE, search_bounds
+from milpverify.bounds.box_bounds import (
+    Chain,
+    Combination,
+    chain_pass,
+    region_lower,
+    relu_relaxation,
+)
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
-from milpverify.vnn.box_bounds import Chain, Combination, chain_pass, region_lower, relu_relaxation
 
 
 @dataclass(frozen=True)
@@ -272,3 +279,30 @@ def refute_by_relu_splits(chain: Chain, root: list[tuple[FloatArray, FloatArray]
         kept = bounded.take(np.flatnonzero(bounded.lower <= 0))
         open_ = _Domains.join([open_, kept]) if len(open_) else kept
     return finish(True)
+
+
+def refute_disjuncts(chain: Chain, root: list[tuple[FloatArray, FloatArray]],
+                     masks: Sequence[npt.NDArray[np.bool_]], until: float,
+                     options: ReluSplitOptions | None = None, start: FloatArray | None = None
+                     ) -> tuple[list[int], dict[str, Any]]:
+    """`refute_by_relu_splits` on each row mask in turn until `until`, each with an equal
+    share of the time left (order `masks` by promise: the first gets the most time).
+
+    Returns the indices of the masks it did not refute and its stats (``relu_domains``,
+    ``relu_batches`` summed, ``relu_s``)."""
+    t0 = time.perf_counter()
+    stats: dict[str, Any] = {"relu_domains": 0, "relu_batches": 0}
+    left: list[int] = []
+    for i, mask in enumerate(masks):
+        now = time.perf_counter()
+        if now >= until:
+            left.extend(range(i, len(masks)))
+            break
+        found = refute_by_relu_splits(chain, root, mask, now + (until - now) / (len(masks) - i),
+                                      options, start=start)
+        for key in ("relu_domains", "relu_batches"):
+            stats[key] += found.stats[key]
+        if not found.refuted:
+            left.append(i)
+    stats["relu_s"] = time.perf_counter() - t0
+    return left, stats
