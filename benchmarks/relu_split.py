@@ -7,15 +7,15 @@ each variant of `ReluSplitOptions`; per variant the domains bounded and left ope
 worst open bound and domains per second (fewer open domains and a higher worst bound at
 the same time: a better variant).
 
-`certify`: ERAN mnist_relu_3_100 on MNIST test images, one radius each: every other class's
-disjunct ``y_label - y_j <= 0`` refuted by the branch and bound on symbolic + optimised-slope
-bounds (no LP tightening), against `milpverify.certify(net, x, r)` with its defaults, each
-with `--seconds`.
+`certify`: `milpverify.certify(net, x, r)` with `--seconds`, its ReLU-splitting stage off
+(``relu_split=0``) and on (the default share), on MNIST test images of ERAN
+mnist_relu_3_100, mnist_fc 256x2 and WK17a (`CERTIFY_CASES`).
 
     python benchmarks/relu_split.py [--part tune,certify] [--seconds 60]
            [--out benchmarks/results/relu_split]
 
-Writes `<out>_tune.csv`, `<out>_certify.csv` and `<out>.md` (machine and versions).
+Writes `<out>_tune.csv` and `<out>_certify.csv` for the parts it runs, and `<out>.md`
+(machine and versions) from both CSVs, each section with the command that wrote it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from milpverify.bounds import alpha_bounds
 from milpverify.bounds.box_bounds import as_chain
 from milpverify.bounds.relu_split import ReluSplitOptions, refute_by_relu_splits, root_bounds
 from milpverify.bounds.tighten import compute_bounds
+from milpverify.verify import RELU_SPLIT_SHARE
 from milpverify.vnn.check import property_rows
 from milpverify.vnn.decide import SPEC_NODE, spec_network
 from milpverify.vnn.verify import spec_for
@@ -49,8 +50,13 @@ TUNE_INSTANCE = ("onnx/mnist-net_256x4.onnx", "vnnlib/prop_10_0.05.vnnlib", 8)
 VARIANTS = {"steps 8": {"iterations": 8}, "steps 20": {"iterations": 20},
             "steps 40": {"iterations": 40}, "steps 80 (default)": {},
             "steps 80, refine": {"refine": True}, "steps 80, beta step 0.2": {"beta_rate": 0.2}}
-CERTIFY_NET = "nets/mnist/eran/mnist_relu_3_100.onnx"
-CERTIFY_CASES = ((0, 0.035), (1, 0.035), (0, 0.04), (1, 0.04))
+#: (name, network, radius, MNIST test images): radii inside the rho brackets of
+#: `benchmarks/hard_rho.py` (ERAN 3x100, mnist_fc 256x2) and WK17a's trained radius.
+CERTIFY_CASES = (("eran_3x100", "nets/mnist/eran/mnist_relu_3_100.onnx", 0.035, range(5)),
+                 ("eran_3x100", "nets/mnist/eran/mnist_relu_3_100.onnx", 0.04, range(5)),
+                 ("mnist_fc_256x2", "vnncomp/mnist_fc_2022/onnx/mnist-net_256x2.onnx", 0.03,
+                  range(5)),
+                 ("wk17a", "nets/mnist/wk17a_linf0.1.onnx", 0.1, range(5)))
 
 
 def _refute(aug, bounds, masks, seconds: float, options: ReluSplitOptions) -> dict:
@@ -96,37 +102,26 @@ def tune(seconds: float, tighten_s: float) -> list[dict]:
 
 
 def certify_rows(seconds: float) -> list[dict]:
-    net = milpverify.load_onnx(SHARED / CERTIFY_NET)
+    """Per case, `milpverify.certify(net, x, r)` with the ReLU-splitting stage off and on
+    (its default share), one right after the other."""
     data = np.load(SHARED / "mnist" / "mnist_test.npz")
     rows = []
-    for index, radius in CERTIFY_CASES:
-        x = (data["images"][index] / 255.0).reshape(-1)
-        label = int(data["labels"][index])
-        others = [j for j in range(net.num_classes) if j != label]
-        a = np.zeros((len(others), net.num_classes))
-        a[np.arange(len(others)), label] = 1.0
-        a[np.arange(len(others)), others] = -1.0  # s = y_label - y_j <= 0: j at least as high
-        lo, hi = np.clip(x - radius, 0.0, 1.0), np.clip(x + radius, 0.0, 1.0)
-        t0 = time.perf_counter()
-        aug = spec_network(net, a, np.zeros(len(others)))
-        bounds = compute_bounds(aug, lo, hi, method="symbolic")
-        bounds = alpha_bounds(aug, lo, hi, base=bounds, time_limit_s=10)
-        bounds_s = time.perf_counter() - t0
-        s_lo = bounds.flat(SPEC_NODE)[0]
-        masks = [np.arange(len(others)) == r for r in np.argsort(-s_lo) if s_lo[r] <= 0]
-        split = _refute(aug, bounds, masks, seconds, ReluSplitOptions())
-        t0 = time.perf_counter()
-        cert = milpverify.certify(net, x, radius, time_limit_s=seconds)
-        rows.append({"image": index, "radius": radius, "label": label,
-                     "split_verdict": "robust" if split["refuted"] == len(masks) else "open",
-                     "split_bounds_s": round(bounds_s, 2), "split_s": split["seconds"],
-                     "split_refuted": f"{split['refuted'] + len(others) - len(masks)}"
-                                      f"/{len(others)}",
-                     "certify_verdict": str(getattr(cert.verdict, "value", cert.verdict)),
-                     "certify_s": round(time.perf_counter() - t0, 2),
-                     "certify_bounds_s": cert.timings.get("bounds_s"),
-                     "certify_nodes": cert.stats.get("nodes")})
-        print(rows[-1], flush=True)
+    for name, path, radius, images in CERTIFY_CASES:
+        net = milpverify.load_onnx(SHARED / path)
+        for index in images:
+            x = (data["images"][index] / 255.0).reshape(-1)
+            row: dict = {"net": name, "image": index, "radius": radius}
+            for variant, share in (("off", 0.0), ("on", RELU_SPLIT_SHARE)):
+                t0 = time.perf_counter()
+                cert = milpverify.certify(net, x, radius, time_limit_s=seconds,
+                                          relu_split=share)
+                row[f"{variant}_verdict"] = str(getattr(cert.verdict, "value", cert.verdict))
+                row[f"{variant}_s"] = round(time.perf_counter() - t0, 2)
+                row[f"{variant}_nodes"] = cert.stats.get("nodes", 0)
+            row["relu_split_s"] = round(cert.timings.get("relu_split_s", 0.0), 2)
+            row["relu_refuted"] = len(cert.stats.get("relu_refuted", []))
+            rows.append(row)
+            print(row, flush=True)
     return rows
 
 
@@ -143,31 +138,51 @@ def _table(rows: list[dict]) -> list[str]:
             *("| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows)]
 
 
+def _read(path: Path) -> list[dict]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--part", default="tune,certify")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--tighten-s", type=float, default=60.0)
     ap.add_argument("--out", default=str(RESULTS / "relu_split"))
+    ap.add_argument("--summarize-only", action="store_true",
+                    help="only rebuild <out>.md from the CSVs")
     args = ap.parse_args()
-    parts = set(args.part.split(","))
-    lines = ["# ReLU-phase branch and bound: settings, and certify's question", "",
-             machine(), "",
-             (f"Command: `python benchmarks/relu_split.py --part {args.part} "
-              f"--seconds {args.seconds:g} --tighten-s {args.tighten_s:g}`"), ""]
+    parts = set() if args.summarize_only else set(args.part.split(","))
+    budget = {"budget_s": args.seconds}
     if "tune" in parts:
-        rows = tune(args.seconds, args.tighten_s)
-        _write(Path(f"{args.out}_tune.csv"), rows)
-        lines += ["## Variants on one disjunct (`tune`)", "",
-                  (f"{args.seconds:g} s each, bounds: symbolic, 10 s of optimised slopes, "
-                   f"{args.tighten_s:g} s of LP tightening."), "", *_table(rows), ""]
+        _write(Path(f"{args.out}_tune.csv"),
+               [{**r, **budget, "tighten_s": args.tighten_s} for r in tune(args.seconds,
+                                                                           args.tighten_s)])
     if "certify" in parts:
-        rows = certify_rows(args.seconds)
-        _write(Path(f"{args.out}_certify.csv"), rows)
-        lines += ["## Robust at r? (`certify`), ERAN mnist_relu_3_100", "",
-                  ("Branch and bound on symbolic + 10 s optimised-slope bounds and "
-                   f"`milpverify.certify` with its defaults, {args.seconds:g} s each, one after "
-                   "the other."), "", *_table(rows), ""]
+        _write(Path(f"{args.out}_certify.csv"),
+               [{**r, **budget} for r in certify_rows(args.seconds)])
+    lines = ["# ReLU-phase branch and bound: settings, and certify with and without it", "",
+             machine(), ""]
+    tune_csv, certify_csv = Path(f"{args.out}_tune.csv"), Path(f"{args.out}_certify.csv")
+    if tune_csv.exists():
+        rows = _read(tune_csv)
+        seconds, tighten = rows[0]["budget_s"], rows[0]["tighten_s"]
+        lines += ["## Variants on one disjunct (`tune`)", "",
+                  (f"Command: `python benchmarks/relu_split.py --part tune --seconds {seconds} "
+                   f"--tighten-s {tighten}`. {seconds} s each, bounds: symbolic, 10 s of "
+                   f"optimised slopes, {tighten} s of LP tightening."), "", *_table(rows), ""]
+    if certify_csv.exists():
+        rows = _read(certify_csv)
+        seconds = rows[0]["budget_s"]
+        on = [r for r in rows if r["on_verdict"] in ("robust", "not_robust")]
+        off = [r for r in rows if r["off_verdict"] in ("robust", "not_robust")]
+        lines += ["## Robust at r? `certify` with the ReLU-splitting stage off and on", "",
+                  (f"Command: `python benchmarks/relu_split.py --part certify --seconds "
+                   f"{seconds}`. {seconds} s each, off (`relu_split=0`) then on "
+                   f"(`relu_split={RELU_SPLIT_SHARE}`, the default) on the same case."), "",
+                  (f"Decided: off {len(off)}/{len(rows)}, on {len(on)}/{len(rows)}; total "
+                   f"time off {sum(float(r['off_s']) for r in rows):.1f} s, on "
+                   f"{sum(float(r['on_s']) for r in rows):.1f} s."), "", *_table(rows), ""]
     Path(f"{args.out}.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}.md")
 

@@ -47,10 +47,12 @@ from milpverify.core.query import (
     Query,
     check_norm_backend,
     check_positive,
+    check_share,
     max_radius,
     query_box,
     validate_query,
 )
+from milpverify.core.refute import refute_labels
 from milpverify.core.results import Certificate, RhoResult, RhoStatus, Verdict
 from milpverify.core.spec_bounds import QueryBounds, query_bounds
 from milpverify.core.witness import WitnessCheck, repair_witness, reports_rejections
@@ -69,6 +71,10 @@ STRATEGIES = ("disjunction", "per_target")
 #: by at most this much (absolute, in input units).
 DEFAULT_TOLERANCE = 1e-5
 
+#: Share of `certify`'s time left after the bounds that ReLU splitting may spend ruling out
+#: labels before the MILP (`benchmarks/relu_split.py --part certify`).
+RELU_SPLIT_SHARE = 0.5
+
 
 @reports_rejections
 def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | None = None,
@@ -79,7 +85,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         solver_params: dict[str, object] | None = None,
         initial_witness: npt.ArrayLike | None = None,
         strategy: str = "disjunction", verbose: bool = False,
-        propagate: bool = PROPAGATE) -> RhoResult:
+        propagate: bool = PROPAGATE, relu_split: float = RELU_SPLIT_SHARE) -> RhoResult:
     """Exact pointwise robustness rho(f, x) = min ||x' - x|| s.t. x' is misclassified.
 
     Parameters
@@ -144,6 +150,11 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         the node's fixed ReLU phases and input box, fixes ReLUs that became stable and
         cuts off nodes that cannot hold a counterexample. Default `core.decide.PROPAGATE`
         (off: it lowered nodes per second more than it pruned; benchmarks/results/propagator.md).
+    relu_split : float
+        Share of the time left after the final bounds that branch and bound on ReLU phases
+        (`core.refute.refute_labels`, chain networks only) may spend ruling out labels
+        within the best witness's radius before the MILPs (0: off). When it rules out
+        every label, the radius is proven (as when the bounds alone do).
 
     Returns
     -------
@@ -163,6 +174,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     check_positive("eps_cap", eps_cap)
     check_positive("time_limit_s", time_limit_s, allow_none=False)
     check_positive("tolerance", tolerance, allow_none=False)
+    check_share("relu_split", relu_split)
     q = validate_query(net, x, norm=norm, domain=domain, margin=margin, target=target,
                        label=label, norms=NORMS)
     check_norm_backend(norm, backend)
@@ -193,7 +205,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
             net, q, qb.candidates, eps_cap, start, time_limit_s, tolerance,
             dict(backend=backend, bounds_method=bounds_method, upper_bound=upper_bound,
                  threads=threads, tolerance=tolerance, solver_params=solver_params,
-                 verbose=verbose, propagate=propagate),
+                 verbose=verbose, propagate=propagate, relu_split=relu_split),
             initial_witness)
     # The MILPs stop early enough to leave time for the time-out salvage (`finish`).
     deadline = start + time_limit_s - min(SALVAGE_SHARE * time_limit_s,
@@ -229,6 +241,14 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     stats["candidate_labels"] = len(qb.candidates)
     if not qb.candidates:
         return proven_beyond(radius, proven_cap, best, finish, tolerance)
+    if relu_split > 0:
+        t0 = time.perf_counter()
+        qb, info = refute_labels(net, q, qb, t0 + relu_split * (deadline - t0),
+                                 reachable=None if best is None else best.adversarial_label)
+        stats.update(info)
+        timings["relu_split_s"] = time.perf_counter() - t0
+        if not qb.candidates:
+            return proven_beyond(radius, proven_cap, best, finish, tolerance)
 
     run = MilpRun(backend, threads, solver_params, timings, stats, verbose, propagate)
     search = _Misclassification(net, q, run)
@@ -450,13 +470,17 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
             margin: float = 0.0, backend: str = "scip", bounds_method: str = "progressive",
             attack: str | None = "pgd", threads: int = 1, label: int | None = None,
             solver_params: dict[str, object] | None = None,
-            verbose: bool = False, propagate: bool = PROPAGATE) -> Certificate:
+            verbose: bool = False, propagate: bool = PROPAGATE,
+            relu_split: float = RELU_SPLIT_SHARE) -> Certificate:
     """Decide whether every x' with ||x' - x|| <= eps (in `domain`) keeps the label.
 
     Stops at the first adversarial point the solver finds. "not_robust" always comes with
-    a verified witness; "robust" only with a proof (bounds or solver infeasibility).
-    Options as in `rho`; `verbose` lets the MILP solver print its log on stdout, `propagate`
-    runs the node propagator as for `rho`.
+    a verified witness; "robust" only with a proof (bounds, ReLU splitting or solver
+    infeasibility). Options as in `rho`; `verbose` lets the MILP solver print its log on
+    stdout, `propagate` runs the node propagator as for `rho`. On a chain of affine maps
+    and ReLUs, branch and bound on ReLU phases (`core.refute.refute_labels`) rules out
+    what labels it can in `relu_split` of the time left after the bounds (0: off); the
+    MILP decides the others.
 
     Example
     -------
@@ -465,6 +489,7 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
     """
     check_positive("eps", eps, allow_none=False)
     check_positive("time_limit_s", time_limit_s, allow_none=False)
+    check_share("relu_split", relu_split)
     q = validate_query(net, x, norm=norm, domain=domain, margin=margin, target=target,
                        label=label, norms=NORMS)
     check_norm_backend(norm, backend)
@@ -497,6 +522,13 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
     if not qb.candidates:
         return done(Verdict.ROBUST, None, "proven by bounds alone")
     deadline = start + time_limit_s
+    if relu_split > 0:
+        t0 = time.perf_counter()
+        qb, info = refute_labels(net, q, qb, t0 + relu_split * (deadline - t0))
+        stats.update(info)
+        timings["relu_split_s"] = time.perf_counter() - t0
+        if not qb.candidates:
+            return done(Verdict.ROBUST, None, "proven by ReLU splitting")
     run = MilpRun(backend, threads, solver_params, timings, stats, verbose, propagate)
     verdict, witness, message = _decide(net, q, qb, box, eps, deadline, run)
     return done(verdict, witness, message)

@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("milpverify.core.witness",),
     ("milpverify.core.query",),
     ("milpverify.core.spec_bounds",),
+    ("milpverify.core.refute",),
     ("milpverify.core.restriction",),
     ("milpverify.core.ascent",),
     ("milpverify.core.attacks",),

@@ -1,4 +1,4 @@
-"""Refuting a disjunct of a VNN-LIB property by branch and bound on ReLU phases.
+"""Refuting a disjunct of output rows over an input box by branch and bound on ReLU phases.
 
 On a deep fully connected network over a small box (VNN-COMP mnist_fc, ERAN 9x200) hundreds of
 ReLUs stay unstable under the best static bounds, and the decision MILP spends its time in
@@ -16,11 +16,12 @@ split multipliers, many domains in one torch batch, children warm-started from t
 back-substitution, which is sound for any slopes in [0, 1], weights >= 0 and multipliers
 >= 0. The search's own float arithmetic is never trusted.
 
-In `verify_vnnlib` it is an opt-in stage after the LP tightening
-(`VnnlibOptions.relu_split_fraction`): on the 2-core CPU it was measured on, SCIP's tree on
-the same tightened bounds proved the mnist_fc instances faster (each node an exact LP of its
-domain, where this search approximates it with Adam steps); see
-`benchmarks/results/vnncomp.md`.
+Callers: `milpverify.certify` rules out the labels it refutes before its MILP
+(`core.refute`, on by default); in `verify_vnnlib` it is an opt-in stage after the LP
+tightening (`VnnlibOptions.relu_split_fraction`): on the 2-core CPU it was measured on,
+SCIP's tree on the same tightened bounds proved the mnist_fc instances faster (each node an
+exact LP of its domain, where this search approximates it with Adam steps); see
+`benchmarks/results/vnncomp.md` and `benchmarks/results/relu_split.md`.
 
 The disjunct is refuted when no domain is left. The search never claims a counterexample
 (the falsifier and the MILP do that); it stops with the domains still open at its deadline,

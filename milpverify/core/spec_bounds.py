@@ -65,12 +65,19 @@ class QueryBounds:
     """Bounds for one query: every node, plus the margins `f_j - f_label` of the candidates.
 
     `candidates` are the labels whose margin upper bound reaches `margin - SOLVER_SLACK`;
-    `margin_lower[k]` is a sound lower bound of `f_{candidates[k]} - f_label`.
+    `margin_lower[k]` and `margin_upper[k]` are sound bounds of `f_{candidates[k]} - f_label`.
     """
 
     bounds: Bounds
     candidates: list[int]
     margin_lower: FloatArray
+    margin_upper: FloatArray
+
+    def keep(self, labels: list[int]) -> QueryBounds:
+        """These bounds with only the candidates in `labels` (the others ruled out)."""
+        idx = [k for k, j in enumerate(self.candidates) if j in labels]
+        return QueryBounds(self.bounds, [self.candidates[k] for k in idx],
+                           self.margin_lower[idx], self.margin_upper[idx])
 
 
 def query_bounds(net: Network, q: Query, box: tuple[FloatArray, FloatArray], method: str,
@@ -84,4 +91,4 @@ def query_bounds(net: Network, q: Query, box: tuple[FloatArray, FloatArray], met
     rows[:, q.label] -= 1.0
     bounds, low, high = output_row_bounds(net, rows, box, method, time_limit_s, base)
     keep = np.flatnonzero(high >= q.margin - SOLVER_SLACK)
-    return QueryBounds(bounds, [pool[k] for k in keep], low[keep])
+    return QueryBounds(bounds, [pool[k] for k in keep], low[keep], high[keep])

@@ -1,0 +1,95 @@
+"""Ruling out labels by ReLU splitting (`milpverify.core.refute`): a label is ruled out exactly
+when enumerating the activation regions says it cannot win by the query's margin, and
+`certify` reports what it proved."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+import pytest
+from helpers import activation_regions, random_mlp
+from scipy.optimize import linprog
+
+import milpverify
+from milpverify.core.query import query_box, validate_query
+from milpverify.core.refute import refute_labels
+from milpverify.core.spec_bounds import query_bounds
+from milpverify.errors import InvalidInputError
+
+X = np.array([0.5, 0.5])
+EPS = 0.5  # the whole unit square
+#: Seeds whose closest label wins somewhere in the square and where the symbolic bounds keep
+#: two labels open just above its exact reach (the test asserts both).
+SEEDS = (2, 5, 8, 9)
+
+
+def _exact_max(weights, label: int, j: int) -> float:
+    """max of f_j - f_label over the unit square, by LP over every activation region."""
+    row = np.zeros(weights[-1][0].shape[0])
+    row[j], row[label] = 1.0, -1.0
+    best = -np.inf
+    for a_ub, b_ub, fa, fc in activation_regions(weights, 2, (0.0, 1.0)):
+        res = linprog(-(row @ fa), A_ub=a_ub, b_ub=b_ub, bounds=[(0.0, 1.0)] * 2,
+                      method="highs")
+        if res.status == 0:
+            best = max(best, -res.fun + row @ fc)
+    return best
+
+
+@functools.cache
+def _case(seed: int):
+    """A 2-5-5-3 net, the other label that comes closest to winning at X and every reach."""
+    net, weights = random_mlp(np.random.default_rng(200 + seed), [2, 5, 5, 3])
+    label = int(np.argmax(net.forward(X)))
+    reach = {j: _exact_max(weights, label, j) for j in range(3) if j != label}
+    top = max(reach, key=reach.get)
+    return net, top, reach
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_rules_out_a_label_exactly_when_region_enumeration_says_it_cannot_win(seed):
+    """Margin just above the closest label's exact reach: every label is ruled out although
+    the symbolic bounds keep that one; just below: that label stays."""
+    net, top, reach = _case(seed)
+    gap = 0.02 * (1.0 + abs(reach[top]))
+    assert reach[top] - gap >= 0, "the case needs a label that wins somewhere"
+    for margin, possible in ((reach[top] + gap, False), (reach[top] - gap, True)):
+        q = validate_query(net, X, norm="linf", domain=(0.0, 1.0), margin=margin, target=None,
+                           label=None)
+        qb = query_bounds(net, q, query_box(q, EPS), "symbolic")
+        assert top in qb.candidates and len(qb.candidates) == 2  # the bounds leave both open
+        left, stats = refute_labels(net, q, qb, time.perf_counter() + 20)
+        if possible:
+            assert top in left.candidates, stats
+        else:
+            assert left.candidates == [], stats
+            assert top in stats["relu_refuted"] and stats["relu_domains"] > 1
+        # a label known to be reachable (rho's witness) is kept without trying it
+        left, stats = refute_labels(net, q, qb, time.perf_counter() + 20, reachable=top)
+        assert top in left.candidates and top not in stats["relu_refuted"]
+        kept = [qb.candidates.index(j) for j in left.candidates]
+        np.testing.assert_array_equal(left.margin_upper, qb.margin_upper[kept])
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_certify_reports_the_labels_relu_splitting_rules_out(seed):
+    net, top, reach = _case(seed)
+    gap = 0.02 * (1.0 + abs(reach[top]))
+    cert = milpverify.certify(net, X, EPS, margin=reach[top] + gap, bounds_method="symbolic",
+                              attack=None, relu_split=0.9, time_limit_s=30)
+    assert (cert.verdict, cert.message) == ("robust", "proven by ReLU splitting")
+    assert top in cert.stats["relu_refuted"] and cert.timings["relu_split_s"] > 0
+    # below the reach a point exists: the MILP after the stage finds and verifies it
+    cert = milpverify.certify(net, X, EPS, margin=reach[top] - gap, bounds_method="symbolic",
+                              attack=None, relu_split=0.9, time_limit_s=30)
+    assert cert.verdict == "not_robust" and cert.witness_verified
+    assert cert.adversarial_label == top or reach[cert.adversarial_label] >= reach[top] - gap
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.0, float("nan"), "half"])
+def test_bad_relu_split_share_is_named(share):
+    net, _ = random_mlp(np.random.default_rng(0), [2, 5, 5, 3])
+    with pytest.raises(InvalidInputError, match=r"`relu_split` must be a share of the time"):
+        milpverify.certify(net, X, EPS, relu_split=share)
