@@ -1,5 +1,5 @@
-"""ReLU-phase branch and bound (`milpverify.bounds.relu_split`): its settings, and the question
-"is x robust at radius r?" answered by it and by `milpverify.certify` side by side.
+"""ReLU-phase branch and bound (`milpverify.bounds.relu_split`): its settings, and
+`milpverify.certify` and `milpverify.rho` with and without it, side by side.
 
 `tune`: one disjunct of one VNN-COMP mnist_fc instance, on the pipeline's kind of bounds
 (symbolic, optimised slopes, LP tightening for `--tighten-s`), searched for `--seconds` with
@@ -11,11 +11,15 @@ the same time: a better variant).
 (``relu_split=0``) and on (the default share), on MNIST test images of ERAN
 mnist_relu_3_100, mnist_fc 256x2 and WK17a (`CERTIFY_CASES`).
 
-    python benchmarks/relu_split.py [--part tune,certify] [--seconds 60]
-           [--out benchmarks/results/relu_split]
+`rho`: uncapped `milpverify.rho(net, x)` with `--seconds`, the stage off (the default) and
+on, on the ERAN mnist_relu_3_100 and mnist_fc 256x2 images of `benchmarks/hard_rho.py`.
 
-Writes `<out>_tune.csv` and `<out>_certify.csv` for the parts it runs, and `<out>.md`
-(machine and versions) from both CSVs, each section with the command that wrote it.
+    python benchmarks/relu_split.py [--part tune,certify,rho] [--seconds 60]
+           [--out benchmarks/results/relu_split] [--summarize-only]
+
+Writes `<out>_tune.csv`, `<out>_certify.csv` and `<out>_rho.csv` for the parts it runs, and
+`<out>.md` (machine and versions) from the CSVs there are, each section with the command
+that wrote it.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ CERTIFY_CASES = (("eran_3x100", "nets/mnist/eran/mnist_relu_3_100.onnx", 0.035, 
                  ("mnist_fc_256x2", "vnncomp/mnist_fc_2022/onnx/mnist-net_256x2.onnx", 0.03,
                   range(5)),
                  ("wk17a", "nets/mnist/wk17a_linf0.1.onnx", 0.1, range(5)))
+#: (name, network, MNIST test images) of `benchmarks/hard_rho.py` where the stage can run.
+RHO_CASES = (("eran_3x100", "nets/mnist/eran/mnist_relu_3_100.onnx", range(5)),
+             ("mnist_fc_256x2", "vnncomp/mnist_fc_2022/onnx/mnist-net_256x2.onnx", range(5)))
 
 
 def _refute(aug, bounds, masks, seconds: float, options: ReluSplitOptions) -> dict:
@@ -125,6 +132,29 @@ def certify_rows(seconds: float) -> list[dict]:
     return rows
 
 
+def rho_rows(seconds: float) -> list[dict]:
+    """Per case, uncapped `milpverify.rho(net, x)` with the stage off (its default) and on
+    (`RELU_SPLIT_SHARE`), one right after the other."""
+    data = np.load(SHARED / "mnist" / "mnist_test.npz")
+    rows = []
+    for name, path, images in RHO_CASES:
+        net = milpverify.load_onnx(SHARED / path)
+        for index in images:
+            x = (data["images"][index] / 255.0).reshape(-1)
+            row: dict = {"net": name, "image": index}
+            for variant, share in (("off", 0.0), ("on", RELU_SPLIT_SHARE)):
+                t0 = time.perf_counter()
+                found = milpverify.rho(net, x, time_limit_s=seconds, relu_split=share)
+                row[f"{variant}_status"] = str(getattr(found.status, "value", found.status))
+                row[f"{variant}_bracket"] = f"[{found.lower:.5f}, {found.upper:.5f}]"
+                row[f"{variant}_s"] = round(time.perf_counter() - t0, 2)
+            row["relu_split_s"] = round(found.timings.get("relu_split_s", 0.0), 2)
+            row["relu_refuted"] = len(found.stats.get("relu_refuted", []))
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
 def _write(path: Path, rows: list[dict]) -> None:
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, list(rows[0]))
@@ -145,7 +175,7 @@ def _read(path: Path) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", default="tune,certify")
+    ap.add_argument("--part", default="tune,certify,rho")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--tighten-s", type=float, default=60.0)
     ap.add_argument("--out", default=str(RESULTS / "relu_split"))
@@ -161,6 +191,8 @@ def main() -> None:
     if "certify" in parts:
         _write(Path(f"{args.out}_certify.csv"),
                [{**r, **budget} for r in certify_rows(args.seconds)])
+    if "rho" in parts:
+        _write(Path(f"{args.out}_rho.csv"), [{**r, **budget} for r in rho_rows(args.seconds)])
     lines = ["# ReLU-phase branch and bound: settings, and certify with and without it", "",
              machine(), ""]
     tune_csv, certify_csv = Path(f"{args.out}_tune.csv"), Path(f"{args.out}_certify.csv")
@@ -182,6 +214,18 @@ def main() -> None:
                    f"(`relu_split={RELU_SPLIT_SHARE}`, the default) on the same case."), "",
                   (f"Decided: off {len(off)}/{len(rows)}, on {len(on)}/{len(rows)}; total "
                    f"time off {sum(float(r['off_s']) for r in rows):.1f} s, on "
+                   f"{sum(float(r['on_s']) for r in rows):.1f} s."), "", *_table(rows), ""]
+    rho_csv = Path(f"{args.out}_rho.csv")
+    if rho_csv.exists():
+        rows = _read(rho_csv)
+        seconds = rows[0]["budget_s"]
+        count = {v: sum(r[f"{v}_status"] == "optimal" for r in rows) for v in ("off", "on")}
+        lines += ["## Uncapped rho with the stage off and on", "",
+                  (f"Command: `python benchmarks/relu_split.py --part rho --seconds {seconds}`. "
+                   f"`milpverify.rho(net, x, time_limit_s={seconds})`, off (`relu_split=0`, the "
+                   f"default) then on (`relu_split={RELU_SPLIT_SHARE}`) on the same case."), "",
+                  (f"Optimal: off {count['off']}/{len(rows)}, on {count['on']}/{len(rows)}; "
+                   f"total time off {sum(float(r['off_s']) for r in rows):.1f} s, on "
                    f"{sum(float(r['on_s']) for r in rows):.1f} s."), "", *_table(rows), ""]
     Path(f"{args.out}.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}.md")

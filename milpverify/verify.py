@@ -71,9 +71,11 @@ STRATEGIES = ("disjunction", "per_target")
 #: by at most this much (absolute, in input units).
 DEFAULT_TOLERANCE = 1e-5
 
-#: Share of `certify`'s time left after the bounds that ReLU splitting may spend ruling out
-#: labels before the MILP (`benchmarks/relu_split.py --part certify`).
+#: Share of `certify`'s time left after a first short MILP (`FIRST_MILP_SHARE` of the time
+#: left after the bounds) that ReLU splitting may spend ruling out labels before the last
+#: MILP (`benchmarks/relu_split.py --part certify`).
 RELU_SPLIT_SHARE = 0.5
+FIRST_MILP_SHARE = 0.1
 
 
 @reports_rejections
@@ -85,7 +87,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         solver_params: dict[str, object] | None = None,
         initial_witness: npt.ArrayLike | None = None,
         strategy: str = "disjunction", verbose: bool = False,
-        propagate: bool = PROPAGATE, relu_split: float = RELU_SPLIT_SHARE) -> RhoResult:
+        propagate: bool = PROPAGATE, relu_split: float = 0.0) -> RhoResult:
     """Exact pointwise robustness rho(f, x) = min ||x' - x|| s.t. x' is misclassified.
 
     Parameters
@@ -153,8 +155,10 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     relu_split : float
         Share of the time left after the final bounds that branch and bound on ReLU phases
         (`core.refute.refute_labels`, chain networks only) may spend ruling out labels
-        within the best witness's radius before the MILPs (0: off). When it rules out
-        every label, the radius is proven (as when the bounds alone do).
+        within the best witness's radius before the MILPs; when it rules out every label,
+        the radius is proven (as when the bounds alone do). Off (0) by default: the labels
+        it rules out did not make the distance MILP faster
+        (`benchmarks/relu_split.py --part rho`).
 
     Returns
     -------
@@ -478,8 +482,9 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
     a verified witness; "robust" only with a proof (bounds, ReLU splitting or solver
     infeasibility). Options as in `rho`; `verbose` lets the MILP solver print its log on
     stdout, `propagate` runs the node propagator as for `rho`. On a chain of affine maps
-    and ReLUs, branch and bound on ReLU phases (`core.refute.refute_labels`) rules out
-    what labels it can in `relu_split` of the time left after the bounds (0: off); the
+    and ReLUs, when a first MILP (`FIRST_MILP_SHARE` of the time left after the bounds)
+    does not decide, branch and bound on ReLU phases (`core.refute.refute_labels`) rules
+    out what labels it can in `relu_split` of the time left (0: off, one MILP); the last
     MILP decides the others.
 
     Example
@@ -522,13 +527,20 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
     if not qb.candidates:
         return done(Verdict.ROBUST, None, "proven by bounds alone")
     deadline = start + time_limit_s
+    run = MilpRun(backend, threads, solver_params, timings, stats, verbose, propagate)
     if relu_split > 0:
+        # A short MILP first: it finds counterexamples (which ReLU splitting cannot) and
+        # easy proofs in seconds, where the splitting would spend its whole share.
+        t0 = time.perf_counter()
+        verdict, witness, message = _decide(net, q, qb, box, eps,
+                                            t0 + FIRST_MILP_SHARE * (deadline - t0), run)
+        if verdict != Verdict.UNKNOWN:
+            return done(verdict, witness, message)
         t0 = time.perf_counter()
         qb, info = refute_labels(net, q, qb, t0 + relu_split * (deadline - t0))
         stats.update(info)
         timings["relu_split_s"] = time.perf_counter() - t0
         if not qb.candidates:
             return done(Verdict.ROBUST, None, "proven by ReLU splitting")
-    run = MilpRun(backend, threads, solver_params, timings, stats, verbose, propagate)
     verdict, witness, message = _decide(net, q, qb, box, eps, deadline, run)
     return done(verdict, witness, message)

@@ -74,14 +74,16 @@ def test_rules_out_a_label_exactly_when_region_enumeration_says_it_cannot_win(se
 
 
 @pytest.mark.parametrize("seed", SEEDS[:2])
-def test_certify_reports_the_labels_relu_splitting_rules_out(seed):
+def test_certify_reports_the_labels_relu_splitting_rules_out(seed, monkeypatch):
+    """With no time for the first MILP, the stage must prove robustness above the reach;
+    below it the last MILP finds a point and verifies it."""
+    monkeypatch.setattr(milpverify.verify, "FIRST_MILP_SHARE", 1e-12)
     net, top, reach = _case(seed)
     gap = 0.02 * (1.0 + abs(reach[top]))
     cert = milpverify.certify(net, X, EPS, margin=reach[top] + gap, bounds_method="symbolic",
                               attack=None, relu_split=0.9, time_limit_s=30)
     assert (cert.verdict, cert.message) == ("robust", "proven by ReLU splitting")
     assert top in cert.stats["relu_refuted"] and cert.timings["relu_split_s"] > 0
-    # below the reach a point exists: the MILP after the stage finds and verifies it
     cert = milpverify.certify(net, X, EPS, margin=reach[top] - gap, bounds_method="symbolic",
                               attack=None, relu_split=0.9, time_limit_s=30)
     assert cert.verdict == "not_robust" and cert.witness_verified
@@ -93,3 +95,15 @@ def test_bad_relu_split_share_is_named(share):
     net, _ = random_mlp(np.random.default_rng(0), [2, 5, 5, 3])
     with pytest.raises(InvalidInputError, match=r"`relu_split` must be a share of the time"):
         milpverify.certify(net, X, EPS, relu_split=share)
+
+
+@pytest.mark.parametrize("seed", SEEDS[1:3])
+def test_rho_with_relu_splitting_keeps_the_exact_answer(seed):
+    """The stage inside rho (off by default) may only rule out labels: the same optimum.
+    (On these seeds a label stays open after rho's final bounds, so the stage runs.)"""
+    net, _, _ = _case(seed)
+    off = milpverify.rho(net, X, time_limit_s=30)
+    on = milpverify.rho(net, X, time_limit_s=30, relu_split=0.9)
+    assert off.status == on.status == "optimal"
+    assert on.lower == pytest.approx(off.lower, abs=2e-5)
+    assert "relu_split_s" in on.timings and "relu_split_s" not in off.timings
