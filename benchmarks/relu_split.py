@@ -42,7 +42,7 @@ from milpverify.bounds import alpha_bounds
 from milpverify.bounds.box_bounds import as_chain
 from milpverify.bounds.relu_split import ReluSplitOptions, refute_by_relu_splits, root_bounds
 from milpverify.bounds.tighten import compute_bounds
-from milpverify.verify import RELU_SPLIT_SHARE
+from milpverify.verify import FIRST_MILP_SHARE, RELU_SPLIT_SHARE
 from milpverify.vnn.check import property_rows
 from milpverify.vnn.decide import SPEC_NODE, spec_network
 from milpverify.vnn.verify import spec_for
@@ -193,8 +193,11 @@ def main() -> None:
                [{**r, **budget} for r in certify_rows(args.seconds)])
     if "rho" in parts:
         _write(Path(f"{args.out}_rho.csv"), [{**r, **budget} for r in rho_rows(args.seconds)])
-    lines = ["# ReLU-phase branch and bound: settings, and certify with and without it", "",
-             machine(), ""]
+    lines = ["# ReLU-phase branch and bound: settings, and certify and rho with and without it",
+             "", machine(), "",
+             ("Times are wall-clock on a shared machine (the machine line is from when this "
+              "summary was written); the off and on runs of a case follow each other, so "
+              "compare them row by row."), ""]
     tune_csv, certify_csv = Path(f"{args.out}_tune.csv"), Path(f"{args.out}_certify.csv")
     if tune_csv.exists():
         rows = _read(tune_csv)
@@ -210,8 +213,10 @@ def main() -> None:
         off = [r for r in rows if r["off_verdict"] in ("robust", "not_robust")]
         lines += ["## Robust at r? `certify` with the ReLU-splitting stage off and on", "",
                   (f"Command: `python benchmarks/relu_split.py --part certify --seconds "
-                   f"{seconds}`. {seconds} s each, off (`relu_split=0`) then on "
-                   f"(`relu_split={RELU_SPLIT_SHARE}`, the default) on the same case."), "",
+                   f"{seconds}`. {seconds} s each, off (`relu_split=0`: one MILP) then on "
+                   f"(`relu_split={RELU_SPLIT_SHARE}`, the default: a first MILP with "
+                   f"{FIRST_MILP_SHARE:.0%} of the time left, the splitting, the last MILP) "
+                   "on the same case."), "",
                   (f"Decided: off {len(off)}/{len(rows)}, on {len(on)}/{len(rows)}; total "
                    f"time off {sum(float(r['off_s']) for r in rows):.1f} s, on "
                    f"{sum(float(r['on_s']) for r in rows):.1f} s."), "", *_table(rows), ""]

@@ -61,8 +61,8 @@ class ReluSplitOptions:
     inputs are bounded again by CROWN through its split ReLUs (`bound_domains`).
 
     Many search steps per batch: a better bound per domain pays more than more domains;
-    ``refine`` and a larger ``beta_rate`` ended about even with the defaults
-    (`benchmarks/relu_split.py`, ``benchmarks/results/relu_split.md``)."""
+    neither ``refine`` nor a larger ``beta_rate`` left fewer domains open than the defaults
+    (`benchmarks/relu_split.py --part tune`, ``benchmarks/results/relu_split.md``)."""
 
     batch: int = 256
     iterations: int = 80
