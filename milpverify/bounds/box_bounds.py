@@ -41,9 +41,15 @@ class Chain:
     n_terms: float
 
 
-def as_chain(net: Network) -> Chain | None:
-    """`net` as a `Chain`, or None when some node is not an affine map or a ReLU, or does not
-    read the node just before it (then the per-box `symbolic_bounds` must be used)."""
+#: Most weights (entries of the dense layer matrices) `as_chain` makes: 160 MB of float64.
+#: A convolution becomes a dense matrix here, which a CIFAR-size CNN would make too large.
+MAX_CHAIN_WEIGHTS = 20_000_000
+
+
+def as_chain(net: Network, max_weights: int = MAX_CHAIN_WEIGHTS) -> Chain | None:
+    """`net` as a `Chain`, or None when some node is not an affine map or a ReLU, does not
+    read the node just before it (then the per-box `symbolic_bounds` must be used), or the
+    dense layer matrices would hold more than `max_weights` entries."""
     order = list(net.order)
     if not order or not isinstance(net.op(order[0]), ops.Input) or order[-1] != net.output:
         return None
@@ -55,6 +61,9 @@ def as_chain(net: Network) -> Chain | None:
         if isinstance(op, ops.Relu):
             layers.append(("relu",))
         elif isinstance(op, ops.LinearOp) and not isinstance(op, ops.Permute):
+            max_weights -= op.size * net.op(prev).size
+            if max_weights < 0:
+                return None
             matrix, bias = op.linear_map
             dense = matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
             layers.append(("affine", np.asarray(dense, dtype=np.float64),

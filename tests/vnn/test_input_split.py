@@ -250,6 +250,9 @@ def test_as_chain_takes_chains_only(tiny_net):
                          ("r", ops.Relu(("h",), (2,))),
                          ("y", ops.Add(("r", "x"), (2,)))], "y")
     assert as_chain(branching) is None  # a skip connection: not a chain
+    weights = sum(layer[1].size for layer in chain.layers if layer[0] == "affine")
+    assert as_chain(tiny_net, max_weights=weights) is not None
+    assert as_chain(tiny_net, max_weights=weights - 1) is None  # too large to make dense
 
 
 def test_options_are_checked():
