@@ -52,7 +52,7 @@ from milpverify.core.query import (
     query_box,
     validate_query,
 )
-from milpverify.core.refute import refute_labels
+from milpverify.core.refute import can_refute, refute_labels
 from milpverify.core.results import Certificate, RhoResult, RhoStatus, Verdict
 from milpverify.core.spec_bounds import QueryBounds, query_bounds
 from milpverify.core.witness import WitnessCheck, repair_witness, reports_rejections
@@ -76,6 +76,9 @@ DEFAULT_TOLERANCE = 1e-5
 #: MILP (`benchmarks/relu_split.py --part certify`).
 RELU_SPLIT_SHARE = 0.5
 FIRST_MILP_SHARE = 0.1
+#: Bound methods that solve LPs or MILPs per neuron: with ReLU splitting on, `certify`
+#: computes them only after the splitting on alpha-CROWN bounds.
+TIGHTENED_BOUNDS = ("lp", "mip", "progressive")
 
 
 @reports_rejections
@@ -481,11 +484,13 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
     Stops at the first adversarial point the solver finds. "not_robust" always comes with
     a verified witness; "robust" only with a proof (bounds, ReLU splitting or solver
     infeasibility). Options as in `rho`; `verbose` lets the MILP solver print its log on
-    stdout, `propagate` runs the node propagator as for `rho`. On a chain of affine maps
-    and ReLUs, when a first MILP (`FIRST_MILP_SHARE` of the time left after the bounds)
-    does not decide, branch and bound on ReLU phases (`core.refute.refute_labels`) rules
-    out what labels it can in `relu_split` of the time left (0: off, one MILP); the last
-    MILP decides the others.
+    stdout, `propagate` runs the node propagator as for `rho`.
+
+    With `relu_split` > 0 (on chains of affine maps and ReLUs): symbolic, then alpha-CROWN
+    bounds, a first MILP (`FIRST_MILP_SHARE` of the time left), then branch and bound on ReLU phases
+    (`core.refute.refute_labels`) rules out what labels it can in `relu_split` of the time
+    left; `bounds_method`'s bounds (when dearer, `TIGHTENED_BOUNDS`) and the last MILP
+    decide the others. With 0, or on other networks: `bounds_method`'s bounds and one MILP.
 
     Example
     -------
@@ -520,15 +525,27 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
             check = _check_point(net, q, found.witness)
             if check.verified and check.distance <= eps:
                 return done(Verdict.NOT_ROBUST, check)
-    t0 = time.perf_counter()
-    qb = query_bounds(net, q, box, bounds_method, max((time_limit_s - (t0 - start)) * 0.5, 1e-3))
-    timings["bounds_s"] = time.perf_counter() - t0
-    stats["unstable_relus"] = qb.bounds.unstable
+    deadline = start + time_limit_s
+
+    def bound(method: str, open_labels: list[int] | None = None) -> QueryBounds:
+        t0 = time.perf_counter()
+        found = query_bounds(net, q, box, method, max((deadline - t0) * 0.5, 1e-3))
+        timings["bounds_s"] = timings.get("bounds_s", 0.0) + time.perf_counter() - t0
+        stats["unstable_relus"] = found.bounds.unstable
+        return found if open_labels is None else found.keep(open_labels)
+
+    # With ReLU splitting, it works on alpha-CROWN bounds first (after a symbolic pass,
+    # which alone decides the easy cases): the dearer LP-tightened bounds are computed
+    # only for the labels it leaves (and for the MILP).
+    split = relu_split > 0 and can_refute(net)
+    cheap_first = split and bounds_method in TIGHTENED_BOUNDS
+    qb = bound("symbolic" if cheap_first else bounds_method)
+    if cheap_first and qb.candidates:
+        qb = bound("alpha", qb.candidates)
     if not qb.candidates:
         return done(Verdict.ROBUST, None, "proven by bounds alone")
-    deadline = start + time_limit_s
     run = MilpRun(backend, threads, solver_params, timings, stats, verbose, propagate)
-    if relu_split > 0:
+    if split:
         # A short MILP first: it finds counterexamples (which ReLU splitting cannot) and
         # easy proofs in seconds, where the splitting would spend its whole share.
         t0 = time.perf_counter()
@@ -542,5 +559,9 @@ def certify(net: Network, x: npt.ArrayLike, eps: float, *, time_limit_s: float =
         timings["relu_split_s"] = time.perf_counter() - t0
         if not qb.candidates:
             return done(Verdict.ROBUST, None, "proven by ReLU splitting")
+        if cheap_first:
+            qb = bound(bounds_method, qb.candidates)
+            if not qb.candidates:
+                return done(Verdict.ROBUST, None, "proven by bounds alone")
     verdict, witness, message = _decide(net, q, qb, box, eps, deadline, run)
     return done(verdict, witness, message)

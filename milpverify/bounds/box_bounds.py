@@ -46,33 +46,51 @@ class Chain:
 MAX_CHAIN_WEIGHTS = 20_000_000
 
 
-def as_chain(net: Network, max_weights: int = MAX_CHAIN_WEIGHTS) -> Chain | None:
-    """`net` as a `Chain`, or None when some node is not an affine map or a ReLU, does not
-    read the node just before it (then the per-box `symbolic_bounds` must be used), or the
-    dense layer matrices would hold more than `max_weights` entries."""
+def is_chain(net: Network, max_weights: int = MAX_CHAIN_WEIGHTS) -> bool:
+    """Whether `as_chain` takes `net` (checked on the graph, no matrix is made)."""
+    return _chain_ops(net, max_weights) is not None
+
+
+def _chain_ops(net: Network, max_weights: int) -> list[ops.Op] | None:
+    """The ops after the input when every one is an affine map (`LinearOp`, not a
+    `Permute`) or a ReLU reading the op just before it, the last is affine and the dense
+    matrices hold at most `max_weights` entries; else None."""
     order = list(net.order)
     if not order or not isinstance(net.op(order[0]), ops.Input) or order[-1] != net.output:
         return None
-    layers: list[tuple[object, ...]] = []
+    chain: list[ops.Op] = []
     for prev, name in pairwise(order):
         op = net.op(name)
         if tuple(op.inputs) != (prev,):
             return None
-        if isinstance(op, ops.Relu):
-            layers.append(("relu",))
-        elif isinstance(op, ops.LinearOp) and not isinstance(op, ops.Permute):
+        if isinstance(op, ops.LinearOp) and not isinstance(op, ops.Permute):
             max_weights -= op.size * net.op(prev).size
             if max_weights < 0:
                 return None
-            matrix, bias = op.linear_map
-            dense = matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
-            layers.append(("affine", np.asarray(dense, dtype=np.float64),
-                           np.asarray(bias, dtype=np.float64).reshape(-1)))
-        else:
+        elif not isinstance(op, ops.Relu):
             return None
-    if not layers or layers[-1][0] != "affine":
+        chain.append(op)
+    return chain if chain and not isinstance(chain[-1], ops.Relu) else None
+
+
+def as_chain(net: Network, max_weights: int = MAX_CHAIN_WEIGHTS) -> Chain | None:
+    """`net` as a `Chain`, or None when some node is not an affine map or a ReLU, does not
+    read the node just before it (then the per-box `symbolic_bounds` must be used), or the
+    dense layer matrices would hold more than `max_weights` entries."""
+    chain = _chain_ops(net, max_weights)
+    if chain is None:
         return None
-    sizes = [net.op(n).size for n in order]
+    layers: list[tuple[object, ...]] = []
+    for op in chain:
+        if isinstance(op, ops.Relu):
+            layers.append(("relu",))
+            continue
+        assert isinstance(op, ops.LinearOp)
+        matrix, bias = op.linear_map
+        dense = matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
+        layers.append(("affine", np.asarray(dense, dtype=np.float64),
+                       np.asarray(bias, dtype=np.float64).reshape(-1)))
+    sizes = [net.op(n).size for n in net.order]
     return Chain(tuple(layers), int(net.input_size), float(max(sizes) + 3))
 
 

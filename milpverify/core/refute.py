@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from milpverify.bounds.relu_split import ReluSplitOptions
 
 
+def can_refute(net: Network) -> bool:
+    """Whether `refute_labels` can work on `net`: a chain of affine maps and ReLUs (it may
+    end in a ReLU, as the ERAN MLPs do: the label rows follow it)."""
+    from milpverify.bounds.box_bounds import is_chain  # torch: see refute_labels
+
+    return is_chain(with_output_rows(net, np.ones((1, net.num_classes)), np.zeros(1)))
+
+
 def refute_labels(net: Network, q: Query, qb: QueryBounds, until: float,
                   options: ReluSplitOptions | None = None, reachable: int | None = None
                   ) -> tuple[QueryBounds, dict[str, Any]]:

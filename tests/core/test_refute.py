@@ -14,9 +14,11 @@ from scipy.optimize import linprog
 
 import milpverify
 from milpverify.core.query import query_box, validate_query
-from milpverify.core.refute import refute_labels
+from milpverify.core.refute import can_refute, refute_labels
 from milpverify.core.spec_bounds import query_bounds
 from milpverify.errors import InvalidInputError
+from milpverify.ir import ops
+from milpverify.ir.network import Network
 
 X = np.array([0.5, 0.5])
 EPS = 0.5  # the whole unit square
@@ -75,8 +77,7 @@ def test_rules_out_a_label_exactly_when_region_enumeration_says_it_cannot_win(se
 
 @pytest.mark.parametrize("seed", SEEDS[:2])
 def test_certify_reports_the_labels_relu_splitting_rules_out(seed, monkeypatch):
-    """With no time for the first MILP, the stage must prove robustness above the reach;
-    below it the last MILP finds a point and verifies it."""
+    """With no time for the first MILP, the stage must prove robustness above the reach."""
     monkeypatch.setattr(milpverify.verify, "FIRST_MILP_SHARE", 1e-12)
     net, top, reach = _case(seed)
     gap = 0.02 * (1.0 + abs(reach[top]))
@@ -84,7 +85,9 @@ def test_certify_reports_the_labels_relu_splitting_rules_out(seed, monkeypatch):
                               attack=None, relu_split=0.9, time_limit_s=30)
     assert (cert.verdict, cert.message) == ("robust", "proven by ReLU splitting")
     assert top in cert.stats["relu_refuted"] and cert.timings["relu_split_s"] > 0
-    cert = milpverify.certify(net, X, EPS, margin=reach[top] - gap, bounds_method="symbolic",
+    # below the reach: the splitting (on alpha bounds) leaves `top`, the LP-tightened bounds
+    # are computed for what it leaves and the last MILP finds a point and verifies it
+    cert = milpverify.certify(net, X, EPS, margin=reach[top] - gap, bounds_method="progressive",
                               attack=None, relu_split=0.9, time_limit_s=30)
     assert cert.verdict == "not_robust" and cert.witness_verified
     assert cert.adversarial_label == top or reach[cert.adversarial_label] >= reach[top] - gap
@@ -107,3 +110,13 @@ def test_rho_with_relu_splitting_keeps_the_exact_answer(seed):
     assert off.status == on.status == "optimal"
     assert on.lower == pytest.approx(off.lower, abs=2e-5)
     assert "relu_split_s" in on.timings and "relu_split_s" not in off.timings
+
+
+def test_can_refute_takes_chains_ending_in_a_relu_and_refuses_other_graphs():
+    """ERAN's MLPs end in a ReLU on the logits; a skip connection is not a chain."""
+    eye = np.eye(3)
+    nodes = [("x", ops.Input((), (3,))), ("h", ops.Affine(("x",), (3,), eye, np.zeros(3))),
+             ("r", ops.Relu(("h",), (3,)))]
+    assert can_refute(Network(nodes, "r"))
+    skip = Network([*nodes, ("y", ops.Add(("r", "x"), (3,)))], "y")
+    assert not can_refute(skip)

@@ -18,6 +18,7 @@ from milpverify.bounds.box_bounds import (
     chain_bounds,
     chain_pass,
     combined_lower,
+    is_chain,
     optimised_margins,
 )
 from milpverify.errors import InvalidInputError
@@ -250,9 +251,11 @@ def test_as_chain_takes_chains_only(tiny_net):
                          ("r", ops.Relu(("h",), (2,))),
                          ("y", ops.Add(("r", "x"), (2,)))], "y")
     assert as_chain(branching) is None  # a skip connection: not a chain
+    assert is_chain(tiny_net) and not is_chain(branching)
     weights = sum(layer[1].size for layer in chain.layers if layer[0] == "affine")
     assert as_chain(tiny_net, max_weights=weights) is not None
     assert as_chain(tiny_net, max_weights=weights - 1) is None  # too large to make dense
+    assert not is_chain(tiny_net, max_weights=weights - 1)
 
 
 def test_options_are_checked():
