@@ -95,10 +95,10 @@ def check_positive(name: str, value: float | None, *, allow_none: bool = True) -
 
 
 def check_share(name: str, value: float) -> None:
-    """`value` must be a share of a time budget in [0, 1) (0: the stage is off)."""
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 <= value < 1):
-        raise InvalidInputError(f"`{name}` must be a share of the time in [0, 1); "
-                                f"got {value!r}.")
+    """`value` must be a share of a time budget, a number in [0, 1) (0: the stage is off)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
+            or not 0 <= value < 1):
+        raise InvalidInputError(f"`{name}` must be a number in [0, 1); got {value!r}.")
 
 
 def query_box(q: Query, radius: float) -> tuple[FloatArray, FloatArray]:

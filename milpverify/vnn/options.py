@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from milpverify.bounds.relu_split import ReluSplitOptions
+from milpverify.core.query import check_share
 from milpverify.errors import InvalidInputError
 from milpverify.vnn.falsify import FalsifierOptions
 from milpverify.vnn.input_split import BRANCHING, SplitOptions
@@ -147,17 +148,11 @@ class VnnlibOptions:
         if (isinstance(self.threads, bool) or not isinstance(self.threads, (int, np.integer))
                 or self.threads < 1):
             raise InvalidInputError(f"`threads` must be an integer >= 1; got {self.threads!r}.")
-        fraction = self.disjunct_tighten_fraction
-        if (isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating))
-                or not 0 <= fraction < 1):
-            raise InvalidInputError(f"`disjunct_tighten_fraction` must be a number in [0, 1); "
-                                    f"got {fraction!r}.")
+        check_share("disjunct_tighten_fraction", self.disjunct_tighten_fraction)
+        check_share("relu_split_fraction", self.relu_split_fraction)
         if not 0 < self.input_split_fraction <= 1:
             raise InvalidInputError(f"`input_split_fraction` must be in (0, 1]; got "
                                     f"{self.input_split_fraction!r}.")
-        if not 0 <= self.relu_split_fraction < 1:
-            raise InvalidInputError(f"`relu_split_fraction` must be in [0, 1); got "
-                                    f"{self.relu_split_fraction!r}.")
         if not self.input_split_attack_s >= 0:
             raise InvalidInputError(f"`input_split_attack_s` must be >= 0; got "
                                     f"{self.input_split_attack_s!r}.")

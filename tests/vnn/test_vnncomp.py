@@ -271,7 +271,10 @@ def test_root_cut_rounds_reach_scip_only_and_solver_params_win():
     ({"disjunct_tighten_fraction": 1.0},
      r"`disjunct_tighten_fraction` must be a number in \[0, 1\); got 1.0"),
     ({"disjunct_tighten_fraction": -0.1}, r"`disjunct_tighten_fraction` must be .* got -0.1"),
-    ({"relu_split_fraction": 1.0}, r"`relu_split_fraction` must be in \[0, 1\); got 1.0"),
+    ({"relu_split_fraction": 1.0},
+     r"`relu_split_fraction` must be a number in \[0, 1\); got 1.0"),
+    ({"relu_split_fraction": "half"},
+     r"`relu_split_fraction` must be a number in \[0, 1\); got 'half'"),
     ({"relu_split_fraction": -0.1}, r"`relu_split_fraction` must be .* got -0.1"),
 ])
 def test_bad_options_are_named(kwargs, message):
