@@ -40,7 +40,7 @@ from _common import machine
 import milpverify
 from milpverify.bounds import alpha_bounds
 from milpverify.bounds.box_bounds import as_chain
-from milpverify.bounds.relu_split import ReluSplitOptions, refute_by_relu_splits, root_bounds
+from milpverify.bounds.relu_split import ReluSplitOptions, refute_disjuncts, root_bounds
 from milpverify.bounds.tighten import compute_bounds
 from milpverify.verify import FIRST_MILP_SHARE, RELU_SPLIT_SHARE
 from milpverify.vnn.check import property_rows
@@ -66,26 +66,6 @@ RHO_CASES = (("eran_3x100", "nets/mnist/eran/mnist_relu_3_100.onnx", range(5)),
              ("mnist_fc_256x2", "vnncomp/mnist_fc_2022/onnx/mnist-net_256x2.onnx", range(5)))
 
 
-def _refute(aug, bounds, masks, seconds: float, options: ReluSplitOptions) -> dict:
-    """`refute_by_relu_splits` on each row mask with an equal share of `seconds`."""
-    chain, root = as_chain(aug), root_bounds(aug, bounds)
-    s_lo = bounds.flat(SPEC_NODE)[0]
-    t0 = time.perf_counter()
-    refuted, domains, open_, worst = 0, 0, 0, np.inf
-    for i, mask in enumerate(masks):
-        now = time.perf_counter()
-        found = refute_by_relu_splits(chain, root, mask,
-                                      now + (t0 + seconds - now) / (len(masks) - i), options,
-                                      start=s_lo)
-        refuted += found.refuted
-        domains += found.stats["relu_domains"]
-        open_ += found.stats.get("relu_open", 0) if not found.refuted else 0
-        if not found.refuted:
-            worst = min(worst, found.stats.get("relu_worst", found.stats["relu_root_lower"]))
-    return {"refuted": refuted, "disjuncts": len(masks), "domains": domains, "open": open_,
-            "worst": worst, "seconds": round(time.perf_counter() - t0, 2)}
-
-
 def tune(seconds: float, tighten_s: float) -> list[dict]:
     onnx, vnnlib, disjunct = TUNE_INSTANCE
     net = milpverify.load_onnx(MNIST_FC / onnx)
@@ -97,13 +77,21 @@ def tune(seconds: float, tighten_s: float) -> list[dict]:
                           time_limit_s=10)
     bounds = compute_bounds(aug, prop.input_lower, prop.input_upper, method="progressive",
                             time_limit_s=tighten_s, base=bounds)
-    mask = np.zeros(len(bounds.flat(SPEC_NODE)[0]), dtype=bool)
+    s_lo = bounds.flat(SPEC_NODE)[0]
+    mask = np.zeros(len(s_lo), dtype=bool)
     mask[groups[disjunct]] = True
+    chain, root = as_chain(aug), root_bounds(aug, bounds)
     rows = []
     for name, change in VARIANTS.items():
-        row = _refute(aug, bounds, [mask], seconds, replace(ReluSplitOptions(), **change))
+        t0 = time.perf_counter()
+        left, found = refute_disjuncts(chain, root, [mask], t0 + seconds,
+                                       replace(ReluSplitOptions(), **change), start=s_lo)
+        took = time.perf_counter() - t0
         rows.append({"variant": name, "instance": f"{onnx} {vnnlib} disjunct {disjunct}",
-                     **row, "domains_per_s": round(row["domains"] / row["seconds"], 1)})
+                     "refuted": 1 - len(left), "disjuncts": 1,
+                     "domains": found["relu_domains"], "open": found["relu_open"],
+                     "worst": found["relu_worst"], "seconds": round(took, 2),
+                     "domains_per_s": round(found["relu_domains"] / took, 1)})
         print(rows[-1], flush=True)
     return rows
 

@@ -290,9 +290,11 @@ def refute_disjuncts(chain: Chain, root: list[tuple[FloatArray, FloatArray]],
     share of the time left (order `masks` by promise: the first gets the most time).
 
     Returns the indices of the masks it did not refute and its stats (``relu_domains``,
-    ``relu_batches`` summed, ``relu_s``)."""
+    ``relu_batches`` and the domains left ``relu_open`` summed, ``relu_worst`` the lowest
+    bound left open, ``relu_s``)."""
     t0 = time.perf_counter()
-    stats: dict[str, Any] = {"relu_domains": 0, "relu_batches": 0}
+    stats: dict[str, Any] = {"relu_domains": 0, "relu_batches": 0, "relu_open": 0,
+                             "relu_worst": np.inf}
     left: list[int] = []
     for i, mask in enumerate(masks):
         now = time.perf_counter()
@@ -305,5 +307,8 @@ def refute_disjuncts(chain: Chain, root: list[tuple[FloatArray, FloatArray]],
             stats[key] += found.stats[key]
         if not found.refuted:
             left.append(i)
+            stats["relu_open"] += found.stats.get("relu_open", 0)
+            stats["relu_worst"] = min(stats["relu_worst"], found.stats.get(
+                "relu_worst", found.stats["relu_root_lower"]))
     stats["relu_s"] = time.perf_counter() - t0
     return left, stats
