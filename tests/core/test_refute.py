@@ -96,8 +96,11 @@ def test_certify_reports_the_labels_relu_splitting_rules_out(seed, monkeypatch):
 @pytest.mark.parametrize("share", [-0.1, 1.0, float("nan"), "half"])
 def test_bad_relu_split_share_is_named(share):
     net, _ = random_mlp(np.random.default_rng(0), [2, 5, 5, 3])
-    with pytest.raises(InvalidInputError, match=r"`relu_split` must be a number in \[0, 1\); got "):
+    message = r"`relu_split` must be a number in \[0, 1\); got "
+    with pytest.raises(InvalidInputError, match=message):
         milpverify.certify(net, X, EPS, relu_split=share)
+    with pytest.raises(InvalidInputError, match=message):
+        milpverify.rho(net, X, relu_split=share)
 
 
 @pytest.mark.parametrize("seed", SEEDS[1:3])
