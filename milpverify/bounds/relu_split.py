@@ -284,10 +284,12 @@ def refute_by_relu_splits(chain: Chain, root: list[tuple[FloatArray, FloatArray]
 
 def refute_disjuncts(chain: Chain, root: list[tuple[FloatArray, FloatArray]],
                      masks: Sequence[npt.NDArray[np.bool_]], until: float,
-                     options: ReluSplitOptions | None = None, start: FloatArray | None = None
-                     ) -> tuple[list[int], dict[str, Any]]:
+                     options: ReluSplitOptions | None = None, start: FloatArray | None = None,
+                     give_up_after_failure: bool = False) -> tuple[list[int], dict[str, Any]]:
     """`refute_by_relu_splits` on each row mask in turn until `until`, each with an equal
-    share of the time left (order `masks` by promise: the first gets the most time).
+    share of the time left (order `masks` by promise: the first gets the most time). With
+    `give_up_after_failure`, the masks after the first one not refuted are not tried (for
+    a caller that needs them all refuted).
 
     Returns the indices of the masks it did not refute and its stats (``relu_domains``,
     ``relu_batches`` and the domains left ``relu_open`` summed, ``relu_worst`` the lowest
@@ -310,5 +312,8 @@ def refute_disjuncts(chain: Chain, root: list[tuple[FloatArray, FloatArray]],
             stats["relu_open"] += found.stats.get("relu_open", 0)
             stats["relu_worst"] = min(stats["relu_worst"], found.stats.get(
                 "relu_worst", found.stats["relu_root_lower"]))
+            if give_up_after_failure:
+                left.extend(range(i + 1, len(masks)))
+                break
     stats["relu_s"] = time.perf_counter() - t0
     return left, stats

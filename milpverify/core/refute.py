@@ -18,8 +18,10 @@ from milpverify.bounds.interval import round_down, round_up
 from milpverify.core.query import SOLVER_SLACK, Query
 from milpverify.core.spec_bounds import QueryBounds, with_output_rows
 from milpverify.ir.network import Network
+from milpverify.ir.ops import FloatArray
 
 if TYPE_CHECKING:
+    from milpverify.bounds.base import Bounds
     from milpverify.bounds.relu_split import ReluSplitOptions
 
 
@@ -47,24 +49,43 @@ def refute_labels(net: Network, q: Query, qb: QueryBounds, until: float,
     tried = [k for k, j in enumerate(qb.candidates) if j != reachable]
     if not tried:
         return qb, {}
-    # imported here: the search runs on torch, which `import milpverify` does not load
-    from milpverify.bounds.box_bounds import as_chain
-    from milpverify.bounds.relu_split import refute_disjuncts, root_bounds
-
-    offset = q.margin - SOLVER_SLACK
     order = np.array(tried)[np.argsort(qb.margin_upper[tried], kind="stable")]
     labels = [qb.candidates[k] for k in order]
     rows = np.zeros((len(labels), net.num_classes))
     rows[:, q.label] = 1.0
     rows[np.arange(len(labels)), labels] -= 1.0
-    chain = as_chain(with_output_rows(net, rows, np.full(len(labels), offset)))
+    offset = q.margin - SOLVER_SLACK
+    # row = f_label - f_j + offset lies in [offset - margin_upper, offset - margin_lower]
+    refuted, stats = refute_rows(net, qb.bounds, rows, np.full(len(labels), offset),
+                                 (offset - qb.margin_upper[order], offset - qb.margin_lower[order]),
+                                 until, options)
+    stats["relu_refuted"] = [labels[r] for r in refuted]
+    return qb.keep([j for j in qb.candidates if j not in stats["relu_refuted"]]), stats
+
+
+def refute_rows(net: Network, bounds: Bounds, rows: FloatArray, offsets: FloatArray,
+                row_bounds: tuple[FloatArray, FloatArray], until: float,
+                options: ReluSplitOptions | None = None, give_up_after_failure: bool = False
+                ) -> tuple[list[int], dict[str, Any]]:
+    """The indices r for which ReLU splitting proves ``rows[r] @ y + offsets[r] > 0`` on
+    the whole box of `bounds` before `until`, each row in turn (order them by promise).
+
+    `bounds` are sound bounds of every node of `net` over the box, `row_bounds` of the
+    rows themselves (rounded outward here). With `give_up_after_failure` it stops at the
+    first row it cannot refute (a caller that needs every row). On a network that is not
+    a chain of affine maps and ReLUs (`as_chain`) nothing is refuted.
+    """
+    # imported here: the search runs on torch, which `import milpverify` does not load
+    from milpverify.bounds.box_bounds import as_chain
+    from milpverify.bounds.relu_split import refute_disjuncts, root_bounds
+
+    chain = as_chain(with_output_rows(net, rows, offsets))
     if chain is None:
-        return qb, {"relu_split": "skipped: not a chain of affine maps and ReLUs"}
-    spec = (round_down(offset - qb.margin_upper[order])[None],
-            round_up(offset - qb.margin_lower[order])[None])
-    root = [*root_bounds(net, qb.bounds), spec]
-    masks = [np.arange(len(labels)) == r for r in range(len(labels))]
-    left, stats = refute_disjuncts(chain, root, masks, until, options, start=spec[0][0])
-    stats["relu_refuted"] = [labels[r] for r in range(len(labels)) if r not in left]
-    refuted = set(stats["relu_refuted"])
-    return qb.keep([j for j in qb.candidates if j not in refuted]), stats
+        return [], {"relu_split": "skipped: not a chain of affine maps and ReLUs"}
+    spec = (round_down(np.asarray(row_bounds[0], dtype=np.float64))[None],
+            round_up(np.asarray(row_bounds[1], dtype=np.float64))[None])
+    root = [*root_bounds(net, bounds), spec]
+    masks = [np.arange(len(rows)) == r for r in range(len(rows))]
+    left, stats = refute_disjuncts(chain, root, masks, until, options, start=spec[0][0],
+                                   give_up_after_failure=give_up_after_failure)
+    return [r for r in range(len(rows)) if r not in left], stats

@@ -4,16 +4,21 @@ top-K set.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from milpverify.bounds.base import Bounds
+from milpverify.core.refute import refute_rows
 from milpverify.core.spec_bounds import bound_network, output_row_bounds
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.properties.query import TopKQuery
+
+if TYPE_CHECKING:
+    from milpverify.bounds.relu_split import ReluSplitOptions
 
 
 # ============================================================================ the MILP
@@ -25,6 +30,8 @@ class PairPlan:
     pairs (i, j) that can change T_k (`diff_upper >= margin`). `ks` are the k still to be
     changed (a k with a pair whose `diff_lower >= margin` changes everywhere and is dropped);
     `impossible` names a k that no pair can change (then the property holds in the box).
+    `refuted` are pairs proven unable to reach the margin anywhere in the box beyond what
+    the bounds show (ReLU splitting, `refute_pairs`); they are left out of `pairs`.
     """
 
     ks: list[int]
@@ -35,6 +42,7 @@ class PairPlan:
     out_upper: FloatArray
     impossible: int | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    refuted: frozenset[tuple[int, int]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -88,13 +96,17 @@ def property_bounds(net: Network, box: tuple[FloatArray, FloatArray], method: st
     return bounds, OutputBounds(lo, up, lower_diff, upper_diff)
 
 
-def plan_pairs(query: TopKQuery, out: OutputBounds, margin: float) -> PairPlan:
-    """The `PairPlan` of `query` under `out` for rows `y_j - y_i >= margin`."""
-    plan = PairPlan([], {}, out.lower_diff, out.upper_diff, out.lower, out.upper)
+def plan_pairs(query: TopKQuery, out: OutputBounds, margin: float,
+               refuted: frozenset[tuple[int, int]] = frozenset()) -> PairPlan:
+    """The `PairPlan` of `query` under `out` for rows `y_j - y_i >= margin`, without the
+    `refuted` pairs (proven `y_j - y_i < margin`, or less, on the box)."""
+    plan = PairPlan([], {}, out.lower_diff, out.upper_diff, out.lower, out.upper,
+                    refuted=refuted)
     n = len(query.order)
     for k in query.ks:
         inside, outside = query.order[:k], query.order[k:]
-        cand = [(i, j) for i in inside for j in outside if out.upper_diff[j, i] >= margin]
+        cand = [(i, j) for i in inside for j in outside
+                if out.upper_diff[j, i] >= margin and (i, j) not in refuted]
         if not cand:
             plan.impossible = k
             break
@@ -106,3 +118,20 @@ def plan_pairs(query: TopKQuery, out: OutputBounds, margin: float) -> PairPlan:
                   "pairs_total": sum(k * (n - k) for k in query.ks),
                   "pairs_possible": len({p for ps in plan.pairs.values() for p in ps})}
     return plan
+
+
+def refute_pairs(net: Network, bounds: Bounds, out: OutputBounds,
+                 pairs: Sequence[tuple[int, int]], margin: float, until: float,
+                 options: ReluSplitOptions | None = None) -> tuple[list[tuple[int, int]],
+                                                                   dict[str, Any]]:
+    """The pairs (i, j) of `pairs` (all needed: it stops at the first it cannot refute)
+    for which ReLU splitting (`core.refute.refute_rows`) proves ``y_j - y_i < margin`` on
+    the whole box of `bounds` and `out` before `until`, and its stats."""
+    rows = np.zeros((len(pairs), net.num_classes))
+    for r, (i, j) in enumerate(pairs):
+        rows[r, i], rows[r, j] = 1.0, -1.0
+    lower = np.array([out.lower_diff[i, j] for i, j in pairs]) + margin
+    upper = np.array([out.upper_diff[i, j] for i, j in pairs]) + margin
+    refuted, stats = refute_rows(net, bounds, rows, np.full(len(pairs), margin),
+                                 (lower, upper), until, options, give_up_after_failure=True)
+    return [pairs[r] for r in refuted], stats

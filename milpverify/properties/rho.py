@@ -220,7 +220,7 @@ class _PropertySearch:
                       ) -> tuple[SolveResult | None, WitnessCheck | None]:
         bounds, out, plan = prepared
         if row_margin > -SOLVER_SLACK:  # a strict margin keeps fewer pairs
-            plan = plan_pairs(self.query, out, row_margin)
+            plan = plan_pairs(self.query, out, row_margin, plan.refuted)
             if plan.impossible is not None:
                 return None, None
         t1 = time.perf_counter()
@@ -247,7 +247,7 @@ def decide_at_radius(net: Network, q: Query, query: TopKQuery, bounds: Bounds,
     (none left: the violations only tie, unknown)."""
     def solve(attempt: int, row_margin: float
               ) -> tuple[SolveResult | None, WitnessCheck | None, str]:
-        kept = plan_pairs(query, out, row_margin) if attempt else plan
+        kept = plan_pairs(query, out, row_margin, plan.refuted) if attempt else plan
         if kept.impossible is not None:
             return None, None, TIE_MESSAGE
         t1 = time.perf_counter()
