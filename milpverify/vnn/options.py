@@ -150,15 +150,20 @@ class VnnlibOptions:
             raise InvalidInputError(f"`threads` must be an integer >= 1; got {self.threads!r}.")
         check_share("disjunct_tighten_fraction", self.disjunct_tighten_fraction)
         check_share("relu_split_fraction", self.relu_split_fraction)
-        if not 0 < self.input_split_fraction <= 1:
-            raise InvalidInputError(f"`input_split_fraction` must be in (0, 1]; got "
+        if not _is_number(self.input_split_fraction) or not 0 < self.input_split_fraction <= 1:
+            raise InvalidInputError(f"`input_split_fraction` must be a number in (0, 1]; got "
                                     f"{self.input_split_fraction!r}.")
-        if not self.input_split_attack_s >= 0:
-            raise InvalidInputError(f"`input_split_attack_s` must be >= 0; got "
+        if not _is_number(self.input_split_attack_s) or not self.input_split_attack_s >= 0:
+            raise InvalidInputError(f"`input_split_attack_s` must be a number >= 0; got "
                                     f"{self.input_split_attack_s!r}.")
         if self.splitter.branching not in BRANCHING:
             raise InvalidInputError(f"`splitter.branching` must be one of "
                                     f"{', '.join(BRANCHING)}; got {self.splitter.branching!r}.")
+
+
+def _is_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer,
+                                                              np.floating))
 
 
 def root_cut_rounds_flag(value: int | None) -> dict[str, int | None]:

@@ -258,13 +258,21 @@ def test_as_chain_takes_chains_only(tiny_net):
     assert not is_chain(tiny_net, max_weights=weights - 1)
 
 
-def test_options_are_checked():
-    with pytest.raises(InvalidInputError):
-        VnnlibOptions(input_split_fraction=0.0)
+@pytest.mark.parametrize("value", [0.0, 1.5, "0.5", float("nan")])
+def test_input_split_fraction_is_checked(value):
+    with pytest.raises(InvalidInputError, match="`input_split_fraction` must be a number in"):
+        VnnlibOptions(input_split_fraction=value)
+
+
+@pytest.mark.parametrize("value", [-1.0, "0.2", float("nan")])
+def test_input_split_attack_s_is_checked(value):
+    with pytest.raises(InvalidInputError, match="`input_split_attack_s` must be a number"):
+        VnnlibOptions(input_split_attack_s=value)
+
+
+def test_splitter_branching_is_checked():
     with pytest.raises(InvalidInputError):
         VnnlibOptions(splitter=SplitOptions(branching="random"))
-    with pytest.raises(InvalidInputError):
-        VnnlibOptions(input_split_attack_s=-1.0)
 
 
 # ---------------------------------------------------------------------------- real instances
