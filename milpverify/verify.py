@@ -33,6 +33,7 @@ from milpverify.core.bracket import (
     distance_below,
     gap_of,
     proven_beyond,
+    split_lower,
 )
 from milpverify.core.decide import (
     PROPAGATE,
@@ -156,12 +157,11 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         cuts off nodes that cannot hold a counterexample. Default `core.decide.PROPAGATE`
         (off: it lowered nodes per second more than it pruned; benchmarks/results/propagator.md).
     relu_split : float
-        Share of the time left after the final bounds that branch and bound on ReLU phases
-        (`core.refute.refute_labels`, chain networks only) may spend ruling out labels
-        within the best witness's radius before the MILPs; when it rules out every label,
-        the radius is proven (as when the bounds alone do). Off (0) by default: the labels
-        it rules out did not make the distance MILP faster
-        (`benchmarks/relu_split.py --part rho`).
+        Share of the MILPs' time kept for a time-out (chain networks only): the MILPs stop
+        that much earlier, and if they time out, `lower` is raised by bisecting the radius
+        between it and `upper` with branch and bound on ReLU phases (`core.bracket.
+        split_lower`: alpha-CROWN bounds, then `core.refute.refute_labels`). Off (0) by
+        default (`benchmarks/relu_split.py --part rho`).
 
     Returns
     -------
@@ -248,14 +248,10 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
     stats["candidate_labels"] = len(qb.candidates)
     if not qb.candidates:
         return proven_beyond(radius, proven_cap, best, finish, tolerance)
-    if relu_split > 0:
-        t0 = time.perf_counter()
-        qb, info = refute_labels(net, q, qb, t0 + relu_split * (deadline - t0),
-                                 reachable=None if best is None else best.adversarial_label)
-        stats.update(info)
-        timings["relu_split_s"] = time.perf_counter() - t0
-        if not qb.candidates:
-            return proven_beyond(radius, proven_cap, best, finish, tolerance)
+    if relu_split > 0 and can_refute(net):
+        # the MILPs stop early; a time-out then bisects the radius by ReLU splitting
+        finish.split_until = deadline
+        deadline -= relu_split * (deadline - time.perf_counter())
 
     run = MilpRun(backend, threads, solver_params, timings, stats, verbose, propagate)
     search = _Misclassification(net, q, run)
@@ -301,6 +297,7 @@ class _RhoFinish:
     stats: dict[str, Any]
     symbolic_pass_s: float = 0.0
     first_lower: float = 0.0
+    split_until: float = 0.0  # end of the ReLU-splitting bisection after a time-out (0: none)
 
     def __call__(self, lower: float, status: RhoStatus, witness: WitnessCheck | None,
                  message: str = "") -> RhoResult:
@@ -308,6 +305,14 @@ class _RhoFinish:
         if self.first_lower > lower:
             self.stats["lower_from"] = "certified radius before the MILP"
             lower = self.first_lower
+        if status == RhoStatus.TIME_LIMIT and time.perf_counter() < self.split_until:
+            t0 = time.perf_counter()
+            proven = split_lower(self.net, self.q, lower, min(upper, self.cap), self.tolerance,
+                                 self.split_until)
+            self.timings["relu_split_s"] = time.perf_counter() - t0
+            if proven > lower:
+                self.stats["lower_from"] = "ReLU-splitting bisection"
+                lower = proven
         if status == RhoStatus.TIME_LIMIT:
             t0 = time.perf_counter()
             certified = _certified_radius(self.net, self.q, lower, min(upper, self.cap),

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from milpverify.core.decide import _check_point
 from milpverify.core.query import Query, query_box
+from milpverify.core.refute import refute_labels
 from milpverify.core.results import RhoResult, RhoStatus, Verdict
 from milpverify.core.spec_bounds import query_bounds
 from milpverify.core.witness import WitnessCheck
@@ -49,6 +50,10 @@ ATTACK_ROUNDS = 4
 LOWER_SHARE = 0.03
 LOWER_SYMBOLIC_STEPS = 8
 LOWER_ALPHA_STEPS = 3
+
+
+#: Passes of `split_lower`'s bisection (each alpha-CROWN bounds, then ReLU splitting).
+SPLIT_STEPS = 3
 
 
 def _heuristic_upper(net: Network, q: Query, method: str | None, candidates: list[int],
@@ -121,18 +126,28 @@ def _bisect_radius(net: Network, q: Query, low: float, high: float, tolerance: f
     every proven radius is a sound lower bound of rho whatever the bounds' monotonicity.
     A pass runs only if, expected to take as long as the last one (`pass_s` at first), it
     ends before `deadline` (the first one regardless with `first_always`); alpha passes
-    get the time left split over the passes left.
+    get the time left split over the passes left. Method "relu_split": alpha-CROWN bounds,
+    then branch and bound on ReLU phases (`core.refute.refute_labels`) on the labels they
+    leave, in the pass's share of the time (a pass that cannot prove its radius uses all
+    of it).
     """
     if not math.isfinite(high) or high <= low:
         return low, high
     last = pass_s
     for step in range(steps):
         now = time.perf_counter()
-        if high - low <= tolerance or ((step or not first_always) and now + last > deadline):
+        # a splitting pass ends at its share of the time: only the deadline stops it
+        expected = 0.0 if method == "relu_split" else last
+        if high - low <= tolerance or ((step or not first_always)
+                                       and now + expected >= deadline):
             break
         mid = 0.5 * (low + high)
         limit = None if method == "symbolic" else max((deadline - now) / (steps - step), 1e-3)
-        proven = not query_bounds(net, q, query_box(q, mid), method, limit).candidates
+        box = query_box(q, mid)
+        qb = query_bounds(net, q, box, "alpha" if method == "relu_split" else method, limit)
+        if method == "relu_split" and qb.candidates:
+            qb = refute_labels(net, q, qb, now + (limit or 0.0))[0]
+        proven = not qb.candidates
         last = time.perf_counter() - now
         low, high = (mid, high) if proven else (low, mid)
     return low, high
@@ -159,6 +174,14 @@ def certified_lower(net: Network, q: Query, high: float, tolerance: float, budge
         low = max(low, tighter)
     info["stage1_lower_s"] = time.perf_counter() - start
     return low, info
+
+
+def split_lower(net: Network, q: Query, low: float, high: float, tolerance: float,
+                until: float) -> float:
+    """The largest radius in [low, high] that ReLU splitting proves robust before `until`
+    (`SPLIT_STEPS` bisection passes; `low` must be proven), or `low`."""
+    return _bisect_radius(net, q, low, high, tolerance, until, 0.0, "relu_split",
+                          SPLIT_STEPS)[0]
 
 
 def attack_upper(net: Network, q: Query, candidates: list[int], eps_max: float,
