@@ -12,12 +12,19 @@ the same time: a better variant).
 mnist_relu_3_100, mnist_fc 256x2 and WK17a (`CERTIFY_CASES`).
 
 `rho`: uncapped `milpverify.rho(net, x)` with `--seconds`, the stage off (the default) and
-on, on the ERAN mnist_relu_3_100 and mnist_fc 256x2 images of `benchmarks/hard_rho.py`.
+on (`relu_split=RHO_SHARE`: the MILPs stop that share earlier and a time-out raises `lower`
+by bisecting the radius with ReLU splitting), on the networks and images of
+`benchmarks/hard_rho.py` (`RHO_CASES`).
 
-    python benchmarks/relu_split.py [--part tune,certify,rho] [--seconds 60]
+`properties`: `certify_properties(net, x, props, r)` (relaxed top-K, affinity) with
+`--seconds` per property, the stage off (``relu_split=0``) and on (the default), on ERAN
+mnist_relu_3_100 and the CIFAR-10 ConvSmall of `benchmarks/relaxed_robustness.py`
+(`PROPERTY_CASES`).
+
+    python benchmarks/relu_split.py [--part tune,certify,rho,properties] [--seconds 60]
            [--out benchmarks/results/relu_split] [--summarize-only]
 
-Writes `<out>_tune.csv`, `<out>_certify.csv` and `<out>_rho.csv` for the parts it runs, and
+Writes `<out>_<part>.csv` for the parts it runs, and
 `<out>.md` (machine and versions) from the CSVs there are, each section with the command
 that wrote it.
 """
@@ -42,6 +49,8 @@ from milpverify.bounds import alpha_bounds
 from milpverify.bounds.box_bounds import as_chain
 from milpverify.bounds.relu_split import ReluSplitOptions, refute_disjuncts, root_bounds
 from milpverify.bounds.tighten import compute_bounds
+from milpverify.properties.certify import certify_properties
+from milpverify.properties.spec import Affinity, RelaxedTopK
 from milpverify.verify import FIRST_MILP_SHARE, RELU_SPLIT_SHARE
 from milpverify.vnn.check import property_rows
 from milpverify.vnn.decide import SPEC_NODE, spec_network
@@ -61,9 +70,22 @@ CERTIFY_CASES = (("eran_3x100", "nets/mnist/eran/mnist_relu_3_100.onnx", 0.035, 
                  ("mnist_fc_256x2", "vnncomp/mnist_fc_2022/onnx/mnist-net_256x2.onnx", 0.03,
                   range(5)),
                  ("wk17a", "nets/mnist/wk17a_linf0.1.onnx", 0.1, range(5)))
-#: (name, network, MNIST test images) of `benchmarks/hard_rho.py` where the stage can run.
+#: (name, network, data set, radius, images, properties) of the `properties` part.
+PROPERTY_CASES = (
+    ("eran_3x100", "nets/mnist/eran/mnist_relu_3_100.onnx", "mnist/mnist_test.npz", 0.035,
+     range(5), (RelaxedTopK(1), RelaxedTopK(2), RelaxedTopK(3))),
+    ("cifar10_convsmall", "nets/cifar10/eran/convSmallRELU__Point.onnx",
+     "cifar10/cifar10_test_first932.npz", 1 / 255, range(5),
+     (RelaxedTopK(1), RelaxedTopK(2), RelaxedTopK(3),
+      Affinity(((0, 1, 8, 9), (2, 3, 4, 5, 6, 7))))))
+#: `rho`'s share of the MILPs' time kept for the bisection by ReLU splitting in the `rho` part.
+RHO_SHARE = 0.3
+#: (name, network, MNIST test images): the five networks of `benchmarks/hard_rho.py`.
 RHO_CASES = (("eran_3x100", "nets/mnist/eran/mnist_relu_3_100.onnx", range(5)),
-             ("mnist_fc_256x2", "vnncomp/mnist_fc_2022/onnx/mnist-net_256x2.onnx", range(5)))
+             ("mnist_fc_256x2", "vnncomp/mnist_fc_2022/onnx/mnist-net_256x2.onnx", range(5)),
+             ("wk17a", "nets/mnist/wk17a_linf0.1.onnx", range(5)),
+             ("rsl18a", "nets/mnist/rsl18a_linf0.1.onnx", range(5)),
+             ("eran_convsmall_diffai", "nets/mnist/eran/convSmallRELU__DiffAI.onnx", range(5)))
 
 
 def tune(seconds: float, tighten_s: float) -> list[dict]:
@@ -122,7 +144,7 @@ def certify_rows(seconds: float) -> list[dict]:
 
 def rho_rows(seconds: float) -> list[dict]:
     """Per case, uncapped `milpverify.rho(net, x)` with the stage off (its default) and on
-    (`RELU_SPLIT_SHARE`), one right after the other."""
+    (`RHO_SHARE`), one right after the other."""
     data = np.load(SHARED / "mnist" / "mnist_test.npz")
     rows = []
     for name, path, images in RHO_CASES:
@@ -130,17 +152,48 @@ def rho_rows(seconds: float) -> list[dict]:
         for index in images:
             x = (data["images"][index] / 255.0).reshape(-1)
             row: dict = {"net": name, "image": index}
-            for variant, share in (("off", 0.0), ("on", RELU_SPLIT_SHARE)):
+            for variant, share in (("off", 0.0), ("on", RHO_SHARE)):
                 t0 = time.perf_counter()
                 found = milpverify.rho(net, x, time_limit_s=seconds, relu_split=share)
                 row[f"{variant}_status"] = str(getattr(found.status, "value", found.status))
                 row[f"{variant}_bracket"] = f"[{found.lower:.5f}, {found.upper:.5f}]"
                 row[f"{variant}_s"] = round(time.perf_counter() - t0, 2)
             row["relu_split_s"] = round(found.timings.get("relu_split_s", 0.0), 2)
-            row["relu_refuted"] = len(found.stats.get("relu_refuted", []))
+            row["on_lower_from"] = found.stats.get("lower_from", "")
             rows.append(row)
             print(row, flush=True)
     return rows
+
+
+def relaxed_rows(seconds: float) -> list[dict]:
+    """Per case, `certify_properties` with the stage off and on (its default share), one
+    right after the other; the verdicts of all properties in one cell."""
+    rows = []
+    for name, path, data_path, radius, images, props in PROPERTY_CASES:
+        net = milpverify.load_onnx(SHARED / path)
+        data = np.load(SHARED / data_path)
+        for index in images:
+            x = data["images"][index].astype(np.float64).reshape(-1) / 255.0
+            row: dict = {"net": name, "image": index, "radius": round(radius, 6),
+                         "properties": " ".join(p.name.split(":")[0] + (
+                             f":{p.K}" if isinstance(p, RelaxedTopK) else f":{p.semantics}")
+                             for p in props)}
+            for variant, share in (("off", 0.0), ("on", RELU_SPLIT_SHARE)):
+                t0 = time.perf_counter()
+                certs = certify_properties(net, x, props, radius, time_limit_s=seconds,
+                                           relu_split=share)
+                row[f"{variant}_verdicts"] = " ".join(_short(c.verdict) for c in certs)
+                row[f"{variant}_s"] = round(time.perf_counter() - t0, 2)
+            row["relu_split_s"] = round(certs[0].timings.get("relu_split_s", 0.0), 2)
+            row["relu_refuted_pairs"] = len(certs[0].stats.get("relu_refuted_pairs", []))
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
+def _short(verdict: object) -> str:
+    """"R" robust, "N" not robust, "?" unknown."""
+    return {"robust": "R", "not_robust": "N"}.get(str(getattr(verdict, "value", verdict)), "?")
 
 
 def _write(path: Path, rows: list[dict]) -> None:
@@ -163,7 +216,7 @@ def _read(path: Path) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", default="tune,certify,rho")
+    ap.add_argument("--part", default="tune,certify,rho,properties")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--tighten-s", type=float, default=60.0)
     ap.add_argument("--out", default=str(RESULTS / "relu_split"))
@@ -181,6 +234,9 @@ def main() -> None:
                [{**r, **budget} for r in certify_rows(args.seconds)])
     if "rho" in parts:
         _write(Path(f"{args.out}_rho.csv"), [{**r, **budget} for r in rho_rows(args.seconds)])
+    if "properties" in parts:
+        _write(Path(f"{args.out}_properties.csv"),
+               [{**r, **budget} for r in relaxed_rows(args.seconds)])
     lines = ["# ReLU-phase branch and bound: settings, and certify and rho with and without it",
              "", machine(), "",
              ("Times are wall-clock on a shared machine (the machine line is from when this "
@@ -217,9 +273,29 @@ def main() -> None:
         lines += ["## Uncapped rho with the stage off and on", "",
                   (f"Command: `python benchmarks/relu_split.py --part rho --seconds {seconds}`. "
                    f"`milpverify.rho(net, x, time_limit_s={seconds})`, off (`relu_split=0`, the "
-                   f"default) then on (`relu_split={RELU_SPLIT_SHARE}`) on the same case."), "",
+                   f"default) then on (`relu_split={RHO_SHARE}`: the MILPs stop that share "
+                   "earlier; after a time-out `lower` is raised by bisecting the radius with "
+                   "ReLU splitting) on the same case."), "",
                   (f"Optimal: off {count['off']}/{len(rows)}, on {count['on']}/{len(rows)}; "
                    f"total time off {sum(float(r['off_s']) for r in rows):.1f} s, on "
+                   f"{sum(float(r['on_s']) for r in rows):.1f} s."), "", *_table(rows), ""]
+    properties_csv = Path(f"{args.out}_properties.csv")
+    if properties_csv.exists():
+        rows = _read(properties_csv)
+        seconds = rows[0]["budget_s"]
+        decided = {v: sum(len(r[f"{v}_verdicts"].split()) - r[f"{v}_verdicts"].count("?")
+                          for r in rows) for v in ("off", "on")}
+        total = sum(len(r["off_verdicts"].split()) for r in rows)
+        lines += ["## Relaxed properties: `certify_properties` with the stage off and on", "",
+                  (f"Command: `python benchmarks/relu_split.py --part properties --seconds "
+                   f"{seconds}`. {seconds} s per property, off (`relu_split=0`) then on "
+                   f"(`relu_split={RELU_SPLIT_SHARE}`, the default: alpha-CROWN bounds, a first "
+                   "MILP per property, the splitting one top-k set at a time, the tightened "
+                   "bounds, the last MILPs) on the same case. Verdicts in the order of "
+                   "`properties`: R robust, N not robust, ? unknown; `relu_refuted_pairs`: "
+                   "pairs (i, j) the splitting proved can never swap."), "",
+                  (f"Decided: off {decided['off']}/{total}, on {decided['on']}/{total}; total "
+                   f"time off {sum(float(r['off_s']) for r in rows):.1f} s, on "
                    f"{sum(float(r['on_s']) for r in rows):.1f} s."), "", *_table(rows), ""]
     Path(f"{args.out}.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}.md")

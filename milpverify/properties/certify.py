@@ -260,15 +260,18 @@ class _Batch:
         if not tried:
             return
         until = t0 + share * min(self.time_left(n) for n in tried)
-        tries = sorted({tuple(sorted(set(self.plans[n].pairs[k]) - self.refuted))
-                        for n in tried for k in self.plans[n].ks}, key=len)
+        serves: dict[tuple[tuple[int, int], ...], set[int]] = {}  # a k's pairs -> properties
+        for n in tried:
+            for k in self.plans[n].ks:
+                serves.setdefault(tuple(sorted(self.plans[n].pairs[k])), set()).add(n)
+        tries = sorted(serves, key=len)
         stats: dict[str, Any] = {"relu_domains": 0}
         for i, pairs in enumerate(tries):
             now = time.perf_counter()
             if now >= until or not self.pending():
                 break
             pairs = [p for p in pairs if p not in self.refuted]
-            if not pairs:
+            if not pairs or serves[tries[i]] <= set(self.done):
                 continue
             out = found[1]
             refuted, info = refute_pairs(self.net, found[0], out,
