@@ -279,11 +279,12 @@ class _Batch:
                                          -SOLVER_SLACK, now + (until - now) / (len(tries) - i))
             stats["relu_domains"] += info.get("relu_domains", 0)
             self.refuted = self.refuted | frozenset(refuted)
+            self.shared["relu_split_s"] = time.perf_counter() - t0  # before a settle copies it
+            for n in tried:
+                self.stats[n].update(relu_refuted_pairs=sorted(self.refuted),
+                                     relu_domains=stats["relu_domains"])
             self.plan(out, "proven by ReLU splitting")
         self.shared["relu_split_s"] = time.perf_counter() - t0
-        for n in tried:
-            self.stats[n].update(relu_refuted_pairs=sorted(self.refuted),
-                                 relu_domains=stats["relu_domains"])
 
     def attack(self) -> None:
         """PGD once per distinct set of certifying k's, most k's first; every witness is
