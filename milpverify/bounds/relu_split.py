@@ -17,7 +17,9 @@ back-substitution, which is sound for any slopes in [0, 1], weights >= 0 and mul
 >= 0. The search's own float arithmetic is never trusted.
 
 Callers: `milpverify.certify` rules out the labels it refutes before its MILP
-(`core.refute`, on by default); in `verify_vnnlib` it is an opt-in stage after the LP
+(`core.refute`, on by default), `certify_properties` the output pairs (relaxed top-K and
+affinity, `properties.pairs.refute_pairs`), and `rho` bisects the radius with it after a
+time-out (`core.bracket.split_lower`); in `verify_vnnlib` it is an opt-in stage after the LP
 tightening (`VnnlibOptions.relu_split_fraction`): on the 2-core CPU it was measured on,
 SCIP's tree on the same tightened bounds proved the mnist_fc instances faster (each node an
 exact LP of its domain, where this search approximates it with Adam steps); see

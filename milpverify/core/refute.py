@@ -5,7 +5,8 @@ the box. On a fully connected network a few hundred ReLUs can stay unstable ther
 decision MILP then spends its time in SCIP's generic tree. `bounds.relu_split` splits those
 ReLUs itself, with beta-CROWN bounds of many domains per batch, and rules out each label it
 refutes; the MILP is left with the others (`benchmarks/relu_split.py` compares both ways on
-ERAN mnist_relu_3_100).
+ERAN mnist_relu_3_100). `refute_rows` is the same for any rows of the outputs (the relaxed
+properties' pairs).
 """
 
 from __future__ import annotations
