@@ -11,9 +11,9 @@ the same time: a better variant).
 (``relu_split=0``) and on (the default share), on MNIST test images of ERAN
 mnist_relu_3_100, mnist_fc 256x2 and WK17a (`CERTIFY_CASES`).
 
-`rho`: uncapped `milpverify.rho(net, x)` with `--seconds`, the stage off (the default) and
-on (`relu_split=RHO_SHARE`: the MILPs stop that share earlier and a time-out raises `lower`
-by bisecting the radius with ReLU splitting), on the networks and images of
+`rho`: uncapped `milpverify.rho(net, x)` with `--seconds`, the stage off (``relu_split=0``)
+and on (the default `RHO_SPLIT_SHARE`: the MILPs stop that share earlier and a time-out
+raises `lower` by bisecting the radius with ReLU splitting), on the networks and images of
 `benchmarks/hard_rho.py` (`RHO_CASES`).
 
 `properties`: `certify_properties(net, x, props, r)` (relaxed top-K, affinity) with
@@ -51,7 +51,7 @@ from milpverify.bounds.relu_split import ReluSplitOptions, refute_disjuncts, roo
 from milpverify.bounds.tighten import compute_bounds
 from milpverify.properties.certify import certify_properties
 from milpverify.properties.spec import Affinity, RelaxedTopK
-from milpverify.verify import FIRST_MILP_SHARE, RELU_SPLIT_SHARE
+from milpverify.verify import FIRST_MILP_SHARE, RELU_SPLIT_SHARE, RHO_SPLIT_SHARE
 from milpverify.vnn.check import property_rows
 from milpverify.vnn.decide import SPEC_NODE, spec_network
 from milpverify.vnn.verify import spec_for
@@ -78,8 +78,6 @@ PROPERTY_CASES = (
      "cifar10/cifar10_test_first932.npz", 1 / 255, range(5),
      (RelaxedTopK(1), RelaxedTopK(2), RelaxedTopK(3),
       Affinity(((0, 1, 8, 9), (2, 3, 4, 5, 6, 7))))))
-#: `rho`'s share of the MILPs' time kept for the bisection by ReLU splitting in the `rho` part.
-RHO_SHARE = 0.3
 #: (name, network, MNIST test images): the five networks of `benchmarks/hard_rho.py`.
 RHO_CASES = (("eran_3x100", "nets/mnist/eran/mnist_relu_3_100.onnx", range(5)),
              ("mnist_fc_256x2", "vnncomp/mnist_fc_2022/onnx/mnist-net_256x2.onnx", range(5)),
@@ -143,8 +141,8 @@ def certify_rows(seconds: float) -> list[dict]:
 
 
 def rho_rows(seconds: float) -> list[dict]:
-    """Per case, uncapped `milpverify.rho(net, x)` with the stage off (its default) and on
-    (`RHO_SHARE`), one right after the other."""
+    """Per case, uncapped `milpverify.rho(net, x)` with the stage off and on (its default
+    share), one right after the other."""
     data = np.load(SHARED / "mnist" / "mnist_test.npz")
     rows = []
     for name, path, images in RHO_CASES:
@@ -152,7 +150,7 @@ def rho_rows(seconds: float) -> list[dict]:
         for index in images:
             x = (data["images"][index] / 255.0).reshape(-1)
             row: dict = {"net": name, "image": index}
-            for variant, share in (("off", 0.0), ("on", RHO_SHARE)):
+            for variant, share in (("off", 0.0), ("on", RHO_SPLIT_SHARE)):
                 t0 = time.perf_counter()
                 found = milpverify.rho(net, x, time_limit_s=seconds, relu_split=share)
                 row[f"{variant}_status"] = str(getattr(found.status, "value", found.status))
@@ -272,8 +270,8 @@ def main() -> None:
         count = {v: sum(r[f"{v}_status"] == "optimal" for r in rows) for v in ("off", "on")}
         lines += ["## Uncapped rho with the stage off and on", "",
                   (f"Command: `python benchmarks/relu_split.py --part rho --seconds {seconds}`. "
-                   f"`milpverify.rho(net, x, time_limit_s={seconds})`, off (`relu_split=0`, the "
-                   f"default) then on (`relu_split={RHO_SHARE}`: the MILPs stop that share "
+                   f"`milpverify.rho(net, x, time_limit_s={seconds})`, off (`relu_split=0`) then "
+                   f"on (`relu_split={RHO_SPLIT_SHARE}`, the default: the MILPs stop that share "
                    "earlier; after a time-out `lower` is raised by bisecting the radius with "
                    "ReLU splitting) on the same case."), "",
                   (f"Optimal: off {count['off']}/{len(rows)}, on {count['on']}/{len(rows)}; "
@@ -293,7 +291,9 @@ def main() -> None:
                    "MILP per property, the splitting one top-k set at a time, the tightened "
                    "bounds, the last MILPs) on the same case. Verdicts in the order of "
                    "`properties`: R robust, N not robust, ? unknown; `relu_refuted_pairs`: "
-                   "pairs (i, j) the splitting proved can never swap."), "",
+                   "pairs (i, j) the splitting proved can never swap; `relu_split_s`: the "
+                   "splitting's seconds as the first property's certificate records them (0 "
+                   "when that property was settled before the splitting began)."), "",
                   (f"Decided: off {decided['off']}/{total}, on {decided['on']}/{total}; total "
                    f"time off {sum(float(r['off_s']) for r in rows):.1f} s, on "
                    f"{sum(float(r['on_s']) for r in rows):.1f} s."), "", *_table(rows), ""]

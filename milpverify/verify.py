@@ -77,6 +77,12 @@ DEFAULT_TOLERANCE = 1e-5
 #: MILP (`benchmarks/relu_split.py --part certify`).
 RELU_SPLIT_SHARE = 0.5
 FIRST_MILP_SHARE = 0.1
+#: Share of `rho`'s MILP time kept for a time-out: the radius between `lower` and `upper`
+#: is then bisected with ReLU splitting (`core.bracket.split_lower`). It raised `lower` on
+#: every ERAN 3x100 image tried and on some RSL18a and ConvSmall ones, changed no
+#: optimum of mnist_fc 256x2 and none of WK17a's brackets (`benchmarks/relu_split.py
+#: --part rho`).
+RHO_SPLIT_SHARE = 0.3
 #: Bound methods that solve LPs or MILPs per neuron: with ReLU splitting on, `certify`
 #: computes them only after the splitting on alpha-CROWN bounds.
 TIGHTENED_BOUNDS = ("lp", "mip", "progressive")
@@ -91,7 +97,7 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         solver_params: dict[str, object] | None = None,
         initial_witness: npt.ArrayLike | None = None,
         strategy: str = "disjunction", verbose: bool = False,
-        propagate: bool = PROPAGATE, relu_split: float = 0.0) -> RhoResult:
+        propagate: bool = PROPAGATE, relu_split: float = RHO_SPLIT_SHARE) -> RhoResult:
     """Exact pointwise robustness rho(f, x) = min ||x' - x|| s.t. x' is misclassified.
 
     Parameters
@@ -160,8 +166,8 @@ def rho(net: Network, x: npt.ArrayLike, *, norm: str = "linf", eps_cap: float | 
         Share of the MILPs' time kept for a time-out (chain networks only): the MILPs stop
         that much earlier, and if they time out, `lower` is raised by bisecting the radius
         between it and `upper` with branch and bound on ReLU phases (`core.bracket.
-        split_lower`: alpha-CROWN bounds, then `core.refute.refute_labels`). Off (0) by
-        default (`benchmarks/relu_split.py --part rho`).
+        split_lower`: alpha-CROWN bounds, then `core.refute.refute_labels`); default
+        `RHO_SPLIT_SHARE`, 0: off.
 
     Returns
     -------

@@ -124,8 +124,9 @@ def test_split_lower_proves_a_radius_between_the_alpha_radius_and_rho(seed):
 
 @pytest.mark.parametrize("seed", LOOSE_SEEDS[:1])
 def test_rho_raises_lower_by_relu_splitting_after_a_time_out(seed, monkeypatch):
-    """A time-out of the MILPs (forced: the closer returns at once) with the stage on:
-    `lower` comes from the bisection by ReLU splitting, still below rho; off: it does not."""
+    """A time-out of the MILPs (forced: the closer returns at once) with the stage on (the
+    default): `lower` comes from the bisection by ReLU splitting, still below rho; off: it
+    does not."""
     net, _, _ = _case(seed)
     exact = milpverify.rho(net, X, time_limit_s=30)
 
@@ -134,8 +135,8 @@ def test_rho_raises_lower_by_relu_splitting_after_a_time_out(seed, monkeypatch):
         return finish(first_lower, RhoStatus.TIME_LIMIT, best, "forced time-out")
 
     monkeypatch.setattr(milpverify.verify, "close_bracket", time_out)
-    on = milpverify.rho(net, X, time_limit_s=20, relu_split=0.5)
-    off = milpverify.rho(net, X, time_limit_s=20)
+    on = milpverify.rho(net, X, time_limit_s=20)
+    off = milpverify.rho(net, X, time_limit_s=20, relu_split=0)
     assert on.status == off.status == "time_limit"
     assert on.stats["lower_from"] == "ReLU-splitting bisection"
     assert off.lower < on.lower <= exact.lower + 1e-9
