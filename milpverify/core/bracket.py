@@ -116,41 +116,61 @@ def _certified_radius(net: Network, q: Query, low: float, high: float, tolerance
                           SALVAGE_STEPS, first_always=True)[0]
 
 
-def _bisect_radius(net: Network, q: Query, low: float, high: float, tolerance: float,
-                   deadline: float, pass_s: float, method: str, steps: int,
-                   first_always: bool = False) -> tuple[float, float]:
-    """Bisect `[low, high]` with bound passes of `method`: (largest proven, smallest failed).
+def bisect_radius(prove: Callable[[float, float | None], bool], low: float, high: float,
+                  tolerance: float, deadline: float, pass_s: float, steps: int, *,
+                  first_always: bool = False, shares: bool = False, expect_last: bool = True
+                  ) -> tuple[float, float]:
+    """Bisect `[low, high]` with passes ``prove(radius, end)``: (largest proven, smallest
+    failed).
 
-    `low` must already be proven (0 always is). A pass proves radius r when the bounds of
-    `method` ("symbolic" or "alpha") on the box of radius r rule out every other label, so
-    every proven radius is a sound lower bound of rho whatever the bounds' monotonicity.
-    A pass runs only if, expected to take as long as the last one (`pass_s` at first), it
-    ends before `deadline` (the first one regardless with `first_always`); alpha passes
-    get the time left split over the passes left. Method "relu_split": alpha-CROWN bounds,
-    then branch and bound on ReLU phases (`core.refute.refute_labels`) on the labels they
-    leave, in the pass's share of the time (a pass that cannot prove its radius uses all
-    of it).
+    `low` must already be proven (0 always is); `prove` returns True only with a proof that
+    nothing within `radius` violates the query, so every proven radius is a sound lower
+    bound whatever the monotonicity of the proofs. With `shares`, each pass gets the time
+    left split over the passes left (`end`; else None: the pass takes what it takes). With
+    `expect_last`, a pass runs only if, expected to take as long as the last one (`pass_s`
+    at first), it ends before `deadline` (the first one regardless with `first_always`);
+    otherwise only the deadline stops the passes.
     """
     if not math.isfinite(high) or high <= low:
         return low, high
     last = pass_s
     for step in range(steps):
         now = time.perf_counter()
-        # a splitting pass ends at its share of the time: only the deadline stops it
-        expected = 0.0 if method == "relu_split" else last
+        expected = last if expect_last else 0.0
         if high - low <= tolerance or ((step or not first_always)
                                        and now + expected >= deadline):
             break
         mid = 0.5 * (low + high)
-        limit = None if method == "symbolic" else max((deadline - now) / (steps - step), 1e-3)
-        box = query_box(q, mid)
-        qb = query_bounds(net, q, box, "alpha" if method == "relu_split" else method, limit)
-        if method == "relu_split" and qb.candidates:
-            qb = refute_labels(net, q, qb, now + (limit or 0.0))[0]
-        proven = not qb.candidates
+        end = now + max((deadline - now) / (steps - step), 1e-3) if shares else None
+        proven = prove(mid, end)
         last = time.perf_counter() - now
         low, high = (mid, high) if proven else (low, mid)
     return low, high
+
+
+def _bisect_radius(net: Network, q: Query, low: float, high: float, tolerance: float,
+                   deadline: float, pass_s: float, method: str, steps: int,
+                   first_always: bool = False) -> tuple[float, float]:
+    """`bisect_radius` with bound passes of `method` on the query's labels.
+
+    A pass proves radius r when the bounds of `method` ("symbolic" or "alpha") on the box
+    of radius r rule out every other label; alpha passes get a share of the time. Method
+    "relu_split": alpha-CROWN bounds, then branch and bound on ReLU phases
+    (`core.refute.refute_labels`) on the labels they leave, in the pass's share of the
+    time (a pass that cannot prove its radius uses all of it, so only the deadline stops
+    the passes).
+    """
+    def prove(radius: float, end: float | None) -> bool:
+        limit = None if end is None else max(end - time.perf_counter(), 1e-3)
+        qb = query_bounds(net, q, query_box(q, radius),
+                          "alpha" if method == "relu_split" else method, limit)
+        if method == "relu_split" and qb.candidates and end is not None:
+            qb = refute_labels(net, q, qb, end)[0]
+        return not qb.candidates
+
+    return bisect_radius(prove, low, high, tolerance, deadline, pass_s, steps,
+                         first_always=first_always, shares=method != "symbolic",
+                         expect_last=method != "relu_split")
 
 
 def certified_lower(net: Network, q: Query, high: float, tolerance: float, budget_s: float

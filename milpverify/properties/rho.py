@@ -13,23 +13,31 @@ import numpy.typing as npt
 
 from milpverify.bounds.base import Bounds
 from milpverify.bounds.tighten import METHODS
-from milpverify.core.bracket import close_bracket, gap_of, proven_beyond
+from milpverify.core.bracket import SPLIT_STEPS, bisect_radius, close_bracket, gap_of, proven_beyond
 from milpverify.core.decide import TIE_MESSAGE, MilpRun, decide_loop
 from milpverify.core.query import (
     SOLVER_SLACK,
     Query,
     check_positive,
+    check_share,
     max_radius,
     query_box,
     validate_query,
 )
+from milpverify.core.refute import can_refute
 from milpverify.core.results import RhoResult, RhoStatus, Verdict
 from milpverify.core.witness import WitnessCheck, reports_rejections
 from milpverify.errors import InvalidInputError
 from milpverify.ir.network import Network
 from milpverify.ir.ops import FloatArray
 from milpverify.properties.encoding import ENCODINGS, build_property_problem
-from milpverify.properties.pairs import OutputBounds, PairPlan, plan_pairs, property_bounds
+from milpverify.properties.pairs import (
+    OutputBounds,
+    PairPlan,
+    plan_pairs,
+    property_bounds,
+    refute_pairs,
+)
 from milpverify.properties.query import (
     TopKQuery,
     _pgd_bisect,
@@ -41,7 +49,7 @@ from milpverify.properties.query import (
 from milpverify.properties.spec import Property, RelaxedTopK, affinity_of
 from milpverify.solve import get_backend
 from milpverify.solve.base import SolveResult, SolveStatus
-from milpverify.verify import DEFAULT_TOLERANCE
+from milpverify.verify import DEFAULT_TOLERANCE, RHO_SPLIT_SHARE
 
 
 # ============================================================================ rho
@@ -53,7 +61,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
                  encoding: str = "pairs", difference_bounds: bool = True, threads: int = 1,
                  tolerance: float = DEFAULT_TOLERANCE,
                  solver_params: dict[str, object] | None = None,
-                 verbose: bool = False) -> RhoResult:
+                 verbose: bool = False, relu_split: float = RHO_SPLIT_SHARE) -> RhoResult:
     """Exact distance from x to the nearest x' that violates `prop` (RTK or affinity).
 
     The pipeline, bracket and statuses of `milpverify.verify.rho`: symbolic bounds on the
@@ -96,6 +104,11 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
         Passed to the backend on top of `verify.SCIP_DEFAULTS`.
     verbose : bool
         Let the MILP solver print its log on stdout (the CLI's ``--verbose``).
+    relu_split : float
+        As in `milpverify.verify.rho`: share of the MILPs' time kept for a time-out, after
+        which `lower` is raised by bisecting the radius, each radius proven when ReLU
+        splitting keeps some certifying top-k set everywhere in its box (`_keeps_a_set`);
+        chain networks only, 0: off.
 
     Returns
     -------
@@ -115,6 +128,7 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
     check_positive("eps_cap", eps_cap)
     check_positive("time_limit_s", time_limit_s, allow_none=False)
     check_positive("tolerance", tolerance, allow_none=False)
+    check_share("relu_split", relu_split)
     q = validate_query(net, x, norm=norm, domain=domain, margin=0.0, target=None, label=None)
     query = topk_query(net, q.x, prop)
     check_options(upper_bound, encoding, bounds_method)
@@ -124,11 +138,23 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
     stats: dict[str, Any] = {"property": query.name, "certifying_ks": list(query.ks)}
     cap = eps_cap if eps_cap is not None else max_radius(q)
     proven_cap = cap if eps_cap is not None else math.inf
+    end = start + time_limit_s
+    split_until = 0.0  # end of the bisection by ReLU splitting after a time-out (0: none)
 
     def finish(lower: float, status: RhoStatus, witness: WitnessCheck | None, message: str = ""
                ) -> RhoResult:
-        timings["total_s"] = time.perf_counter() - start
         upper = witness.distance if witness is not None else math.inf
+        if status == RhoStatus.TIME_LIMIT and time.perf_counter() < split_until:
+            t0 = time.perf_counter()
+            proven = bisect_radius(
+                lambda r, until: _keeps_a_set(net, q, query, r, until, difference_bounds),
+                lower, min(upper, cap), tolerance, split_until, 0.0, SPLIT_STEPS,
+                shares=True, expect_last=False)[0]
+            timings["relu_split_s"] = time.perf_counter() - t0
+            if proven > lower:
+                stats["lower_from"] = "ReLU-splitting bisection"
+                lower = proven
+        timings["total_s"] = time.perf_counter() - start
         lower = min(lower, upper)
         if status == RhoStatus.TIME_LIMIT and upper - lower <= tolerance:
             status = RhoStatus.OPTIMAL
@@ -182,8 +208,38 @@ def rho_property(net: Network, x: npt.ArrayLike, prop: Property, *, norm: str = 
 
     run = MilpRun(backend, threads, solver_params, timings, stats, verbose)
     search = _PropertySearch(net, q, query, run, encoding, bound)
-    return close_bracket(search, best, radius, (bounds, out, plan), start + time_limit_s,
-                         tolerance, 0.0, stats, finish, beyond)
+    deadline = end
+    if relu_split > 0 and can_refute(net):
+        # the MILPs stop early; a time-out then bisects the radius by ReLU splitting
+        split_until = end
+        deadline -= relu_split * (end - time.perf_counter())
+    return close_bracket(search, best, radius, (bounds, out, plan), deadline, tolerance, 0.0,
+                         stats, finish, beyond)
+
+
+def _keeps_a_set(net: Network, q: Query, query: TopKQuery, radius: float, until: float | None,
+                 difference_bounds: bool) -> bool:
+    """Whether some certifying top-k set provably never changes within `radius` of x:
+    alpha-CROWN bounds on the box, then per open k (fewest pairs first, an equal share of
+    the time left each) ReLU splitting on every pair that could change T_k."""
+    until = math.inf if until is None else until
+    box = query_box(q, radius)
+    bounds, out = property_bounds(net, box, "alpha", differences=difference_bounds,
+                                  time_limit_s=max(until - time.perf_counter(), 1e-3))
+    plan = plan_pairs(query, out, -SOLVER_SLACK)
+    if plan.impossible is not None:
+        return True
+    ks = sorted(plan.ks, key=lambda k: len(plan.pairs[k]))
+    for i, k in enumerate(ks):
+        now = time.perf_counter()
+        if now >= until:
+            break
+        pairs = sorted(plan.pairs[k], key=lambda p: out.upper_diff[p[1], p[0]])
+        refuted, _ = refute_pairs(net, bounds, out, pairs, -SOLVER_SLACK,
+                                  now + (until - now) / (len(ks) - i))
+        if len(refuted) == len(pairs):
+            return True
+    return False
 
 
 Prepared = tuple[Bounds, OutputBounds, PairPlan]

@@ -1,7 +1,7 @@
 """Ruling out output pairs by ReLU splitting for the relaxed properties
-(`properties.pairs.refute_pairs`, `certify_properties(relu_split=...)`): a pair is ruled out
-exactly when enumerating the activation regions says it cannot reach the margin, and a top-k
-set whose every pair is ruled out proves the property."""
+(`properties.pairs.refute_pairs`, `certify_properties` and `rho_property` with `relu_split`):
+a pair is ruled out exactly when enumerating the activation regions says it cannot reach the
+margin, and a top-k set whose every pair is ruled out proves the property."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from helpers import activation_regions, random_mlp
 from scipy.optimize import linprog
 
 from milpverify.core.query import SOLVER_SLACK, query_box, validate_query
+from milpverify.core.results import RhoStatus
 from milpverify.errors import InvalidInputError
 from milpverify.properties import certify as property_certify
+from milpverify.properties import rho as property_rho
 from milpverify.properties.pairs import plan_pairs, property_bounds, refute_pairs
 from milpverify.properties.query import check_property_witness, topk_query
 from milpverify.properties.rho import rho_topk
@@ -112,3 +114,23 @@ def test_bad_relu_split_share_is_one_line(share):
     net, _, x = tiny(1)
     with pytest.raises(InvalidInputError, match="`relu_split` must be a number in"):
         property_certify.certify_topk(net, x, 2, 0.01, relu_split=share)
+
+
+def test_rho_topk_raises_lower_by_relu_splitting_after_a_time_out(monkeypatch):
+    """A time-out of the MILPs (forced: the closer returns at once) with the stage on (the
+    default): `lower` comes from the bisection by ReLU splitting, still below the exact
+    relaxed radius; off: it does not."""
+    net, _, x = tiny(1)
+    exact = rho_topk(net, x, 2, **EXACT)
+
+    def time_out(search, best, radius, prepared, deadline, tolerance, first_lower, stats,
+                 finish, beyond):
+        return finish(first_lower, RhoStatus.TIME_LIMIT, best, "forced time-out")
+
+    monkeypatch.setattr(property_rho, "close_bracket", time_out)
+    on = rho_topk(net, x, 2, time_limit_s=20)
+    off = rho_topk(net, x, 2, time_limit_s=20, relu_split=0)
+    assert on.status == off.status == "time_limit"
+    assert on.stats["lower_from"] == "ReLU-splitting bisection"
+    assert off.lower < on.lower <= exact.lower + 1e-9
+    assert on.timings["relu_split_s"] > 0 and "relu_split_s" not in off.timings
