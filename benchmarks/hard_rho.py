@@ -104,20 +104,21 @@ def run(out: Path, nets: list[str], images: list[int], time_limit_s: float) -> l
 def _per_net(rows: list[dict], name: str) -> str:
     sel = [r for r in rows if r["net"] == name]
     if not sel:
-        return "- | - | - | -"
+        return "- | - | - | - | -"
     optimal = sum(r["status"] in ("optimal", "robust_at_cap") for r in sel)
     le_pgd = sum(str(r["upper_le_pgd"]) == "True" for r in sel)
     zero = sum(float(r["lower"]) == 0.0 for r in sel)
     med = np.median([float(r["total_s"]) for r in sel])
-    return f"{optimal}/{len(sel)} | {le_pgd}/{len(sel)} | {zero} | {med:.1f}"
+    width = np.mean([float(r["width"]) for r in sel])
+    return f"{optimal}/{len(sel)} | {le_pgd}/{len(sel)} | {zero} | {width:.5f} | {med:.1f}"
 
 
 def summarise(rows: list[dict], base: list[dict], base_name: str) -> str:
     names = list(dict.fromkeys(r["net"] for r in rows))
-    head = "| net | optimal | upper <= PGD | lower = 0 | median s |"
-    lines = [head[:-1] + (f"| {base_name}: optimal | upper <= PGD | lower = 0 | median s |"
-                          if base else ""),
-             "|---" * (5 + 4 * bool(base)) + "|"]
+    head = "| net | optimal | upper <= PGD | lower = 0 | mean width | median s |"
+    lines = [head[:-1] + (f"| {base_name}: optimal | upper <= PGD | lower = 0 | mean width | "
+                          "median s |" if base else ""),
+             "|---" * (6 + 5 * bool(base)) + "|"]
     for name in names:
         lines.append(f"| {name} | {_per_net(rows, name)} |"
                      + (f" {_per_net(base, name)} |" if base else ""))
