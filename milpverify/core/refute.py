@@ -35,10 +35,9 @@ def can_refute(net: Network) -> bool:
 
 
 def refute_labels(net: Network, q: Query, qb: QueryBounds, until: float,
-                  options: ReluSplitOptions | None = None, reachable: int | None = None
+                  options: ReluSplitOptions | None = None
                   ) -> tuple[QueryBounds, dict[str, Any]]:
-    """`qb` without the candidates that ReLU splitting proves unreachable before `until`;
-    `reachable` (the label of a witness inside the box) is kept without trying.
+    """`qb` without the candidates that ReLU splitting proves unreachable before `until`.
 
     Candidate j is refuted when ``f_label - f_j + margin - SOLVER_SLACK > 0`` holds on the
     whole box (the strict side of the rule that made j a candidate), the label with the
@@ -47,10 +46,9 @@ def refute_labels(net: Network, q: Query, qb: QueryBounds, until: float,
 
     Returns the remaining bounds and stats (``relu_refuted`` labels, domains, seconds).
     """
-    tried = [k for k, j in enumerate(qb.candidates) if j != reachable]
-    if not tried:
+    if not qb.candidates:
         return qb, {}
-    order = np.array(tried)[np.argsort(qb.margin_upper[tried], kind="stable")]
+    order = np.argsort(qb.margin_upper, kind="stable")
     labels = [qb.candidates[k] for k in order]
     rows = np.zeros((len(labels), net.num_classes))
     rows[:, q.label] = 1.0
