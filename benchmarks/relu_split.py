@@ -145,19 +145,21 @@ def certify_rows(seconds: float) -> list[dict]:
     return rows
 
 
-def rho_rows(seconds: float) -> list[dict]:
-    """Per case, uncapped `milpverify.rho(net, x)` with the stage off and on (its default
-    share), one right after the other."""
+def rho_rows(seconds: float, cases: tuple = RHO_CASES, K: int | None = None) -> list[dict]:
+    """Per case, uncapped `milpverify.rho(net, x)` (with `K`: `rho_topk(net, x, K)`) with the
+    stage off and on (its default share), one right after the other."""
     data = np.load(SHARED / "mnist" / "mnist_test.npz")
     rows = []
-    for name, path, images in RHO_CASES:
+    for name, path, images in cases:
         net = milpverify.load_onnx(SHARED / path)
         for index in images:
             x = (data["images"][index] / 255.0).reshape(-1)
-            row: dict = {"net": name, "image": index}
+            row: dict = {"net": name, "image": index, **({} if K is None else {"K": K})}
             for variant, share in (("off", 0.0), ("on", RHO_SPLIT_SHARE)):
                 t0 = time.perf_counter()
-                found = milpverify.rho(net, x, time_limit_s=seconds, relu_split=share)
+                found = (milpverify.rho(net, x, time_limit_s=seconds, relu_split=share)
+                         if K is None else
+                         rho_topk(net, x, K, time_limit_s=seconds, relu_split=share))
                 row[f"{variant}_status"] = str(getattr(found.status, "value", found.status))
                 row[f"{variant}_bracket"] = f"[{found.lower:.5f}, {found.upper:.5f}]"
                 row[f"{variant}_s"] = round(time.perf_counter() - t0, 2)
@@ -165,29 +167,6 @@ def rho_rows(seconds: float) -> list[dict]:
             row["on_lower_from"] = found.stats.get("lower_from", "")
             rows.append(row)
             print(row, flush=True)
-    return rows
-
-
-def rho_topk_rows(seconds: float) -> list[dict]:
-    """Per image, uncapped `rho_topk(net, x, 2)` with the stage off and on (its default
-    share), one right after the other."""
-    data = np.load(SHARED / "mnist" / "mnist_test.npz")
-    name, path, images = RHO_CASES[0]
-    net = milpverify.load_onnx(SHARED / path)
-    rows = []
-    for index in images:
-        x = (data["images"][index] / 255.0).reshape(-1)
-        row: dict = {"net": name, "image": index, "K": 2}
-        for variant, share in (("off", 0.0), ("on", RHO_SPLIT_SHARE)):
-            t0 = time.perf_counter()
-            found = rho_topk(net, x, 2, time_limit_s=seconds, relu_split=share)
-            row[f"{variant}_status"] = str(getattr(found.status, "value", found.status))
-            row[f"{variant}_bracket"] = f"[{found.lower:.5f}, {found.upper:.5f}]"
-            row[f"{variant}_s"] = round(time.perf_counter() - t0, 2)
-        row["relu_split_s"] = round(found.timings.get("relu_split_s", 0.0), 2)
-        row["on_lower_from"] = found.stats.get("lower_from", "")
-        rows.append(row)
-        print(row, flush=True)
     return rows
 
 
@@ -262,7 +241,7 @@ def main() -> None:
         _write(Path(f"{args.out}_rho.csv"), [{**r, **budget} for r in rho_rows(args.seconds)])
     if "rho_topk" in parts:
         _write(Path(f"{args.out}_rho_topk.csv"),
-               [{**r, **budget} for r in rho_topk_rows(args.seconds)])
+               [{**r, **budget} for r in rho_rows(args.seconds, RHO_CASES[:1], K=2)])
     if "properties" in parts:
         _write(Path(f"{args.out}_properties.csv"),
                [{**r, **budget} for r in relaxed_rows(args.seconds)])
