@@ -114,6 +114,8 @@ def test_bad_relu_split_share_is_one_line(share):
     net, _, x = tiny(1)
     with pytest.raises(InvalidInputError, match="`relu_split` must be a number in"):
         property_certify.certify_topk(net, x, 2, 0.01, relu_split=share)
+    with pytest.raises(InvalidInputError, match="`relu_split` must be a number in"):
+        rho_topk(net, x, 2, relu_split=share)
 
 
 def test_rho_topk_raises_lower_by_relu_splitting_after_a_time_out(monkeypatch):
